@@ -1,0 +1,1 @@
+"""Keypoint-based neural video codec: motion representation, bitstream, face pipeline, model."""
