@@ -1,0 +1,126 @@
+"""The resumable training state in one safetensors file (no pickle): weights, optimizers, RNGs, counters.
+
+Layout: tensors ``generator.*``, ``discriminator.*``, ``opt_g.state.<i>.<name>``, ``opt_d.state...``,
+``rng.torch``; metadata (strings): ``step``, ``cpu_seconds``, ``wall_seconds``, ``opt_g.param_groups``
+and ``opt_d.param_groups`` (JSON), ``rng.numpy`` (JSON bit-generator state), ``model_config`` and
+``train_config`` (JSON). Writes go to a temporary file that is fsynced and renamed over the target, so a
+kill leaves either the old or the new checkpoint, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT = "kpcall-train-state-1"
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Progress counters kept across resumes."""
+
+    step: int
+    cpu_seconds: float  # process CPU time (user + system, all threads) spent in training, summed over runs
+    wall_seconds: float
+
+
+def _flatten_optimizer(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for index, entry in state["state"].items():
+        for name, value in entry.items():
+            tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+            tensors[f"{prefix}.state.{index}.{name}"] = tensor.detach().cpu().contiguous()
+    return tensors, json.dumps(state["param_groups"])
+
+
+def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], param_groups_json: str) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    head = prefix + ".state."
+    for key, value in tensors.items():
+        if key.startswith(head):
+            index, name = key[len(head):].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": json.loads(param_groups_json)}
+
+
+def save_state(
+    path: str | Path,
+    *,
+    generator: torch.nn.Module,
+    discriminator: torch.nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    counters: Counters,
+    rng: np.random.Generator,
+    model_config: dict[str, Any],
+    train_config: dict[str, Any],
+) -> None:
+    """Atomically write the whole training state to ``path``."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in (("generator", generator), ("discriminator", discriminator)):
+        for key, value in module.state_dict().items():
+            tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
+    opt_g_tensors, opt_g_groups = _flatten_optimizer("opt_g", opt_g)
+    opt_d_tensors, opt_d_groups = _flatten_optimizer("opt_d", opt_d)
+    tensors.update(opt_g_tensors)
+    tensors.update(opt_d_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    metadata = {
+        "format": FORMAT,
+        "step": str(counters.step),
+        "cpu_seconds": repr(counters.cpu_seconds),
+        "wall_seconds": repr(counters.wall_seconds),
+        "opt_g.param_groups": opt_g_groups,
+        "opt_d.param_groups": opt_d_groups,
+        "rng.numpy": json.dumps(rng.bit_generator.state),
+        "model_config": json.dumps(model_config),
+        "train_config": json.dumps(train_config),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a training state (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    return metadata
+
+
+def load_state(
+    path: str | Path,
+    *,
+    generator: torch.nn.Module,
+    discriminator: torch.nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    rng: np.random.Generator,
+) -> Counters:
+    """Restore everything ``save_state`` wrote into the given objects; returns the counters."""
+    metadata = read_metadata(path)
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            tensors[key] = handle.get_tensor(key)
+    for prefix, module in (("generator", generator), ("discriminator", discriminator)):
+        head = prefix + "."
+        module.load_state_dict({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}, strict=True)
+    opt_g.load_state_dict(_unflatten_optimizer("opt_g", tensors, metadata["opt_g.param_groups"]))
+    opt_d.load_state_dict(_unflatten_optimizer("opt_d", tensors, metadata["opt_d.param_groups"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    rng.bit_generator.state = json.loads(metadata["rng.numpy"])
+    return Counters(int(metadata["step"]), float(metadata["cpu_seconds"]), float(metadata["wall_seconds"]))
