@@ -1,0 +1,1 @@
+"""The codecs the rate-quality benchmark compares; each one is a ``Codec`` (see ``base``)."""

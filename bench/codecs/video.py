@@ -1,0 +1,251 @@
+"""Conventional video codecs through PyAV (FFmpeg): H.264 (libx264), VP8, VP9 (libvpx), AV1 (SVT-AV1).
+
+Each operating point encodes the clip's face crops as a low-delay real-time stream (one keyframe at
+frame 0 and no periodic keyframes, as in a WebRTC call where keyframes come only on a receiver's
+request), decodes it with PyAV, and counts every encoded frame's real bytes. Payload bytes are the
+codec's bytes that travel in RTP (the encoder's output less Annex B start codes and AV1 temporal
+delimiters, which RTP does not carry); the wire size comes from ``bench.rtp`` (RTP packetization,
+payload descriptors and per-packet headers).
+
+Timing: encode time of a frame = RGB -> YUV 4:2:0 conversion + ``encode()``; decode time =
+``decode()`` + YUV -> RGB conversion (our codec also takes and gives RGB). Frame 0 (the keyframe)
+is the warm-up and is not timed. Encoders use their default thread counts on this machine.
+
+A frame the encoder drops (rate control) sends nothing and the receiver keeps showing the previous
+decoded frame, as a WebRTC receiver does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from bench import rtp
+from bench.codecs.base import BenchClip, Codec, StreamInfo
+
+logger = logging.getLogger(__name__)
+
+# Operating points of the default sweeps: each reaches down to the lowest bitrate the encoder gives
+# at this resolution (x264's CRF stops at 51; libvpx undershoots nothing below its qmax 63).
+H264_CRFS = (23, 28, 33, 38, 43, 48, 51)
+H264_PRESET, H264_TUNE = "veryfast", "zerolatency"
+VP8_KBPS = (10, 20, 40, 80, 160, 320)
+VP8_CPU_USED = 6
+VP9_KBPS = (10, 20, 40, 80, 160)
+VP9_CPU_USED = 7
+AV1_QPS = (30, 40, 48, 55, 63)
+AV1_PRESET = 10
+NO_PERIODIC_KEYFRAMES = 100_000  # GOP length: longer than any benchmark clip
+
+_ENCODERS = {"h264": "libx264", "vp8": "libvpx", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+_DECODERS = {"h264": "h264", "vp8": "vp8", "vp9": "vp9", "av1": "libdav1d"}
+_PAYLOAD_FORMATS = {"h264": rtp.H264, "vp8": rtp.VP8, "vp9": rtp.VP9, "av1": rtp.AV1}
+
+
+def codec_available(codec: str) -> bool:
+    """True when this PyAV build has both the encoder and the decoder used for ``codec``."""
+    if codec not in _ENCODERS:
+        raise ValueError(f"unknown video codec {codec!r}; expected one of {sorted(_ENCODERS)}")
+    try:
+        av.codec.Codec(_ENCODERS[codec], "w")
+        av.codec.Codec(_DECODERS[codec], "r")
+    except av.error.FFmpegError:  # type: ignore[attr-defined]
+        return False
+    except ValueError:  # PyAV raises UnknownCodecError, a ValueError subclass, on older versions
+        return False
+    return True
+
+
+class VideoCodec(Codec):
+    """One PyAV encoder at one operating point, decoded with PyAV."""
+
+    def __init__(
+        self,
+        codec: str,
+        setting: str,
+        options: Mapping[str, str],
+        bit_rate_kbps: float | None = None,
+    ) -> None:
+        if codec not in _ENCODERS:
+            raise ValueError(f"unknown video codec {codec!r}; expected one of {sorted(_ENCODERS)}")
+        self.codec = codec
+        self.setting = setting
+        self.encoder = _ENCODERS[codec]
+        self.decoder = _DECODERS[codec]
+        self.payload_format = _PAYLOAD_FORMATS[codec]
+        self.options = dict(options)
+        self.bit_rate_kbps = bit_rate_kbps
+
+    def params(self) -> dict[str, object]:
+        return {
+            "encoder": self.encoder,
+            "decoder": self.decoder,
+            "options": self.options,
+            "target_kbps": self.bit_rate_kbps,
+            "rtp_payload_format": self.payload_format,
+        }
+
+    def _encoder_context(self, size: int, fps: float) -> av.video.codeccontext.VideoCodecContext:
+        if self.encoder == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 logs its configuration to stderr otherwise
+        rate = Fraction(fps).limit_denominator(1001)
+        ctx = av.CodecContext.create(self.encoder, "w")
+        ctx.width = ctx.height = size
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = 1 / rate
+        ctx.framerate = rate
+        ctx.gop_size = NO_PERIODIC_KEYFRAMES
+        if self.bit_rate_kbps is not None:
+            ctx.bit_rate = int(self.bit_rate_kbps * 1000)
+        ctx.options = dict(self.options)
+        return ctx
+
+    def run(self, clip: BenchClip) -> tuple[StreamInfo, np.ndarray]:
+        n = clip.frames.shape[0]
+        encoder = self._encoder_context(clip.size, clip.fps)
+        frames_bytes: list[list[bytes]] = [[] for _ in range(n)]
+        keyframes = np.zeros(n, bool)
+        encode_ms = np.zeros(n)
+
+        def collect(packets: list[av.Packet]) -> int:
+            for packet in packets:
+                if packet.pts is None or not 0 <= packet.pts < n:
+                    raise RuntimeError(f"{self.encoder} returned a packet with pts {packet.pts} outside 0..{n - 1}")
+                frames_bytes[packet.pts].append(bytes(packet))
+                keyframes[packet.pts] |= bool(packet.is_keyframe)
+            return len(packets)
+
+        for i in range(n):
+            start = time.perf_counter()
+            frame = av.VideoFrame.from_ndarray(clip.frames[i], format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            packets = encoder.encode(frame)
+            encode_ms[i] = (time.perf_counter() - start) * 1e3
+            collect(packets)
+        late = collect(encoder.encode(None))
+        if late:
+            logger.warning("%s: %d packets came out only at the end of the stream (not low-delay)", self.name, late)
+        if not frames_bytes[0]:
+            raise RuntimeError(f"{self.name}: the encoder produced nothing for frame 0")
+
+        decoder = av.CodecContext.create(self.decoder, "r")
+        shown: dict[int, np.ndarray] = {}
+        decode_ms = np.zeros(n)
+        for i in range(n):
+            start = time.perf_counter()
+            for data in frames_bytes[i]:
+                packet = av.Packet(data)
+                packet.pts = i
+                for decoded in decoder.decode(packet):
+                    shown[decoded.pts if decoded.pts is not None else i] = decoded.to_ndarray(format="rgb24")
+            decode_ms[i] = (time.perf_counter() - start) * 1e3
+        for decoded in decoder.decode(None):
+            shown[decoded.pts if decoded.pts is not None else n - 1] = decoded.to_ndarray(format="rgb24")
+        if 0 not in shown:
+            raise RuntimeError(f"{self.name}: the decoder returned no picture for the keyframe")
+
+        reconstruction = np.empty_like(clip.frames[1:])
+        last = shown[0]
+        dropped = 0
+        for i in range(1, n):
+            if i in shown:
+                last = shown[i]
+            else:
+                dropped += 1
+            reconstruction[i - 1] = last
+        if dropped:
+            logger.info("%s on %s: %d of %d frames dropped or undecodable", self.name, clip.clip_id, dropped, n - 1)
+
+        rtp_frames = [
+            [rtp.packetize(data, self.payload_format, keyframe=bool(keyframes[i])) for data in frames_bytes[i]]
+            for i in range(n)
+        ]
+        payload = [sum(f.media_bytes for f in rtp_frames[i]) for i in range(n)]
+        wire = [sum(f.wire_bytes for f in rtp_frames[i]) for i in range(n)]
+        info = StreamInfo(
+            start_payload_bytes=payload[0],
+            start_wire_bytes=wire[0],
+            payload_bytes=sum(payload[1:]),
+            wire_bytes=sum(wire[1:]),
+            packets=sum(f.packets for i in range(1, n) for f in rtp_frames[i]),
+            encode_ms=encode_ms[1:],
+            decode_ms=decode_ms[1:],
+        )
+        return info, reconstruction
+
+
+def h264_sweep(crfs: tuple[int, ...] = H264_CRFS) -> list[VideoCodec]:
+    """libx264, zerolatency tune, CRF sweep."""
+    return [
+        VideoCodec(
+            "h264",
+            f"crf{crf} {H264_PRESET} {H264_TUNE}",
+            {"preset": H264_PRESET, "tune": H264_TUNE, "crf": str(crf)},
+        )
+        for crf in crfs
+    ]
+
+
+def vp8_sweep(kbps: tuple[int, ...] = VP8_KBPS) -> list[VideoCodec]:
+    """libvpx VP8, realtime deadline, target-bitrate sweep (quantizer range 2..63)."""
+    return [
+        VideoCodec(
+            "vp8",
+            f"{k}kbps realtime cpu-used{VP8_CPU_USED}",
+            {"deadline": "realtime", "cpu-used": str(VP8_CPU_USED), "lag-in-frames": "0", "qmin": "2", "qmax": "63"},
+            bit_rate_kbps=k,
+        )
+        for k in kbps
+    ]
+
+
+def vp9_sweep(kbps: tuple[int, ...] = VP9_KBPS) -> list[VideoCodec]:
+    """libvpx-vp9, realtime deadline, target-bitrate sweep (quantizer range 2..63)."""
+    return [
+        VideoCodec(
+            "vp9",
+            f"{k}kbps realtime cpu-used{VP9_CPU_USED}",
+            {
+                "deadline": "realtime",
+                "cpu-used": str(VP9_CPU_USED),
+                "lag-in-frames": "0",
+                "row-mt": "1",
+                "qmin": "2",
+                "qmax": "63",
+            },
+            bit_rate_kbps=k,
+        )
+        for k in kbps
+    ]
+
+
+def av1_sweep(qps: tuple[int, ...] = AV1_QPS) -> list[VideoCodec]:
+    """SVT-AV1 in its real-time mode (low-delay prediction), constant-QP sweep."""
+    return [
+        VideoCodec(
+            "av1",
+            f"qp{qp} preset{AV1_PRESET} rtc",
+            {"preset": str(AV1_PRESET), "crf": str(qp), "svtav1-params": "rtc=1"},
+        )
+        for qp in qps
+    ]
+
+
+def default_video_codecs(names: tuple[str, ...] = ("h264", "vp8", "vp9", "av1")) -> list[VideoCodec]:
+    """The default sweeps of the named codecs this PyAV build has (the missing are logged and skipped)."""
+    sweeps = {"h264": h264_sweep, "vp8": vp8_sweep, "vp9": vp9_sweep, "av1": av1_sweep}
+    codecs: list[VideoCodec] = []
+    for name in names:
+        if name not in sweeps:
+            raise ValueError(f"unknown video codec {name!r}; expected some of {sorted(sweeps)}")
+        if not codec_available(name):
+            logger.warning("PyAV has no %s encoder/decoder (%s/%s); %s skipped", name, _ENCODERS[name], _DECODERS[name], name)
+            continue
+        codecs.extend(sweeps[name]())
+    return codecs
