@@ -617,7 +617,7 @@ def unpack_feedback(buf: bytes) -> Feedback:
     if len(buf) > MAX_FEEDBACK_BYTES:
         raise BitstreamError(f"oversize feedback message: {len(buf)} bytes > {MAX_FEEDBACK_BYTES}")
     try:
-        items = msgpack.unpackb(bytes(buf), raw=False, strict_map_key=True, max_buffer_size=MAX_FEEDBACK_BYTES)
+        items = msgpack.unpackb(bytes(buf), raw=False, strict_map_key=True)
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
         raise BitstreamError(f"feedback is not valid msgpack: {exc}") from None
     if not isinstance(items, list) or len(items) != 9:
