@@ -1,0 +1,44 @@
+"""The no-motion floor: the receiver shows the reference portrait for every frame.
+
+It costs what our codec costs before any motion arrives (the reference portrait, sent once) and
+nothing per frame. Talking heads move little, so whole-frame metrics of this "codec" are high; the
+gap between a codec and this floor is what its motion (or video) actually buys.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench.codecs.base import BenchClip, Codec, StreamInfo
+from bench.codecs.reference import send_reference
+
+
+class NoMotionFloor(Codec):
+    """Output = the reference portrait as the receiver decodes it, for every driving frame."""
+
+    codec = "no-motion floor"
+    setting = "output = reference"
+
+    def params(self) -> dict[str, object]:
+        return {"reference": send_reference.__doc__}
+
+    def run(self, clip: BenchClip) -> tuple[StreamInfo, np.ndarray]:
+        sent = send_reference(clip.frames[0])
+        decode_ms = np.zeros(clip.num_driving)
+        reconstruction = np.empty_like(clip.frames[1:])
+        for i in range(clip.num_driving):
+            start = time.perf_counter()
+            reconstruction[i] = sent.image
+            decode_ms[i] = (time.perf_counter() - start) * 1e3
+        info = StreamInfo(
+            start_payload_bytes=sent.payload_bytes,
+            start_wire_bytes=sent.wire_bytes,
+            payload_bytes=0,
+            wire_bytes=0,
+            packets=0,
+            encode_ms=np.zeros(clip.num_driving),
+            decode_ms=decode_ms,
+        )
+        return info, reconstruction

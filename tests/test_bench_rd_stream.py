@@ -1,0 +1,68 @@
+"""Our codec's transport in the benchmark: motion stream simulation, data-channel sizes, reference message."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench.codecs.datachannel import (
+    DATA_CHANNEL_PACKET_OVERHEAD_BYTES,
+    SCTP_USERDATA_MAX_BYTES,
+    data_channel_packets,
+    data_channel_wire_bytes,
+)
+from bench.codecs.motion_stream import stream_motion
+from bench.codecs.reference import send_reference
+from bench.synthetic_clip import synthetic_talking_head
+from codec.quantize import get_preset
+from codec.synthetic_trace import synthetic_trace
+
+
+def test_data_channel_overhead_and_fragmentation() -> None:
+    assert DATA_CHANNEL_PACKET_OVERHEAD_BYTES == 12 + 16 + 13 + 24 + 8 + 20
+    assert SCTP_USERDATA_MAX_BYTES == 1160
+    assert data_channel_wire_bytes(10) == 93 + 12  # padded to 4
+    assert data_channel_wire_bytes(12) == 93 + 12
+    assert data_channel_packets(1160) == 1 and data_channel_packets(1161) == 2
+    assert data_channel_wire_bytes(1161) == 2 * 93 + 1160 + 4
+    with pytest.raises(ValueError, match="got -1"):
+        data_channel_wire_bytes(-1)
+
+
+@pytest.mark.parametrize("frames_per_packet", [1, 3])
+def test_stream_decodes_every_frame_to_the_quantized_motion(frames_per_packet: int) -> None:
+    motions = synthetic_trace(num_frames=40, fps=25.0, num_keypoints=20, seed=1)
+    preset = get_preset("default")
+    result = stream_motion(motions, 25.0, preset.preset_id, frames_per_packet, None)
+    assert len(result.decoded) == 40
+    assert len(result.packets) == math.ceil(40 / frames_per_packet)
+    for sent, got in zip(motions, result.decoded):
+        expected = preset.dequantize(preset.quantize(sent))
+        diff = expected.max_abs_difference(got)
+        assert max(diff.values()) < 1e-6
+    # The first packets are KEYs (no ack yet), later ones DELTAs: the stream gets cheaper.
+    assert 1 <= result.key_packets < len(result.packets)
+    assert np.mean(result.packets[-5:]) < result.packets[0]
+    assert result.feedback_bytes > 0
+    assert result.pack_ms.shape == result.unpack_ms.shape == (40,)
+
+
+def test_stream_sends_only_k_keypoints() -> None:
+    motions = synthetic_trace(num_frames=10, fps=25.0, num_keypoints=20, seed=2)
+    full = stream_motion(motions, 25.0, 2, 1, None)
+    five = stream_motion(motions, 25.0, 2, 1, 5, keypoint_order=[19, 3, 7, 0, 11, 2])
+    none = stream_motion(motions, 25.0, 2, 1, 0)
+    assert all(m.present.tolist() == [k in (19, 3, 7, 0, 11) for k in range(20)] for m in five.decoded)
+    assert all(not m.present.any() and not m.expression.any() for m in none.decoded)
+    assert sum(none.packets) < sum(five.packets) < sum(full.packets)
+
+
+def test_reference_crosses_as_its_message() -> None:
+    image = synthetic_talking_head(1, 128)[0]
+    sent = send_reference(image)
+    assert sent.image.shape == image.shape and sent.image.dtype == np.uint8
+    assert 0 < np.abs(sent.image.astype(int) - image).mean() < 3  # JPEG: close, not identical
+    assert sent.payload_bytes > 1000
+    assert sent.wire_bytes == data_channel_wire_bytes(sent.payload_bytes)
