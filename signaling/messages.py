@@ -1,0 +1,352 @@
+"""Signaling messages: typed dataclasses and pure, validating JSON encode/decode (no I/O here).
+
+Every message is one JSON object in one WebSocket text frame, with a ``"type"`` field. The layouts
+are documented in ``signaling/PROTOCOL.md``. ``decode_client_message`` (server side) and
+``decode_server_message`` (client side) accept any ``str``/``bytes`` and either return a message or
+raise ``ProtocolError`` carrying an error code and a message that quotes the bad value; nothing
+else escapes them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+MAX_MESSAGE_BYTES = 64 * 1024  # one signaling message, UTF-8 encoded
+MAX_SDP_CHARS = 60_000
+MAX_CANDIDATE_CHARS = 1024
+MAX_TOKEN_CHARS = 256
+MAX_ERROR_CHARS = 512
+ROOM_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+PEER_ID_PATTERN = re.compile(r"^[a-z0-9]{1,32}$")
+ROLES = ("sender", "receiver", "viewer")
+Role = Literal["sender", "receiver", "viewer"]
+RELAY_TYPES = ("offer", "answer", "candidate")
+
+# Error codes (the ``code`` field of an ``error`` message).
+BAD_JSON = "bad_json"
+BAD_MESSAGE = "bad_message"
+TOO_LARGE = "too_large"
+RATE_LIMITED = "rate_limited"
+NOT_JOINED = "not_joined"
+ALREADY_JOINED = "already_joined"
+UNAUTHORIZED = "unauthorized"
+ROOM_FULL = "room_full"
+SERVER_FULL = "server_full"
+UNKNOWN_PEER = "unknown_peer"
+BAD_FRAME = "bad_frame"
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be accepted; ``code`` is one of the error codes above."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- client -> server ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Join:
+    """Enter ``room`` as ``role``; ``token`` is the room's shared secret when the server requires one."""
+
+    room: str
+    role: Role
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Leave:
+    """Leave the room (the connection stays open and may join again)."""
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Liveness check; the server answers ``Pong`` with the same ``nonce``."""
+
+    nonce: int = 0
+
+
+@dataclass(frozen=True)
+class SessionDescription:
+    """An SDP offer or answer: sent with ``peer`` = the recipient, received with ``peer`` = the sender."""
+
+    kind: Literal["offer", "answer"]
+    peer: str
+    sdp: str
+
+
+@dataclass(frozen=True)
+class IceCandidate:
+    """A trickled ICE candidate (``candidate`` None or "" = end of candidates); ``peer`` as above."""
+
+    peer: str
+    candidate: str | None
+    sdp_mid: str | None = None
+    sdp_mline_index: int | None = None
+
+
+ClientMessage: TypeAlias = Join | Leave | Ping | SessionDescription | IceCandidate
+
+
+# -- server -> client ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PeerInfo:
+    """A participant of a room."""
+
+    peer_id: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class Joined:
+    """You joined ``room`` as ``peer_id``; ``peers`` are the others already there."""
+
+    peer_id: str
+    room: str
+    role: Role
+    peers: tuple[PeerInfo, ...]
+
+
+@dataclass(frozen=True)
+class PeerJoined:
+    """Another participant entered your room."""
+
+    peer: PeerInfo
+
+
+@dataclass(frozen=True)
+class PeerLeft:
+    """A participant left your room (``reason``: "left", "disconnected", "replaced", "shutdown", ...)."""
+
+    peer: PeerInfo
+    reason: str = "left"
+
+
+@dataclass(frozen=True)
+class Pong:
+    nonce: int = 0
+
+
+@dataclass(frozen=True)
+class Error:
+    """In-band error answer; ``ref`` is the type of the message it answers, when known."""
+
+    code: str
+    message: str
+    ref: str | None = None
+
+
+ServerMessage: TypeAlias = Joined | PeerJoined | PeerLeft | Pong | Error | SessionDescription | IceCandidate
+
+
+# -- encoding -----------------------------------------------------------------------------------
+def encode_client_message(msg: ClientMessage) -> str:
+    """A client message as its JSON text (the peer field is written as ``to``)."""
+    obj: dict[str, Any]
+    if isinstance(msg, Join):
+        obj = {"type": "join", "room": msg.room, "role": msg.role}
+        if msg.token is not None:
+            obj["token"] = msg.token
+    elif isinstance(msg, Leave):
+        obj = {"type": "leave"}
+    elif isinstance(msg, Ping):
+        obj = {"type": "ping", "nonce": msg.nonce}
+    elif isinstance(msg, SessionDescription):
+        obj = {"type": msg.kind, "to": msg.peer, "sdp": msg.sdp}
+    elif isinstance(msg, IceCandidate):
+        obj = _candidate_obj(msg, "to")
+    else:
+        raise TypeError(f"not a client message: {type(msg).__name__}")
+    return _dumps(obj)
+
+
+def encode_server_message(msg: ServerMessage) -> str:
+    """A server message as its JSON text (the peer field of relayed messages is written as ``from``)."""
+    obj: dict[str, Any]
+    if isinstance(msg, Joined):
+        obj = {
+            "type": "joined", "peer_id": msg.peer_id, "room": msg.room, "role": msg.role,
+            "peers": [{"peer_id": p.peer_id, "role": p.role} for p in msg.peers],
+        }
+    elif isinstance(msg, PeerJoined):
+        obj = {"type": "peer_joined", "peer_id": msg.peer.peer_id, "role": msg.peer.role}
+    elif isinstance(msg, PeerLeft):
+        obj = {"type": "peer_left", "peer_id": msg.peer.peer_id, "role": msg.peer.role, "reason": msg.reason}
+    elif isinstance(msg, Pong):
+        obj = {"type": "pong", "nonce": msg.nonce}
+    elif isinstance(msg, Error):
+        obj = {"type": "error", "code": msg.code, "message": msg.message[:MAX_ERROR_CHARS]}
+        if msg.ref is not None:
+            obj["ref"] = msg.ref
+    elif isinstance(msg, SessionDescription):
+        obj = {"type": msg.kind, "from": msg.peer, "sdp": msg.sdp}
+    elif isinstance(msg, IceCandidate):
+        obj = _candidate_obj(msg, "from")
+    else:
+        raise TypeError(f"not a server message: {type(msg).__name__}")
+    return _dumps(obj)
+
+
+def _candidate_obj(msg: IceCandidate, peer_key: str) -> dict[str, Any]:
+    return {
+        "type": "candidate", peer_key: msg.peer, "candidate": msg.candidate,
+        "sdpMid": msg.sdp_mid, "sdpMLineIndex": msg.sdp_mline_index,
+    }
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+# -- decoding -----------------------------------------------------------------------------------
+def _loads(data: str | bytes | bytearray) -> tuple[dict[str, Any], str]:
+    """Size check, JSON parse, object check; returns (object, type)."""
+    if isinstance(data, (bytes, bytearray)):
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ProtocolError(TOO_LARGE, f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(BAD_JSON, f"message is not UTF-8: {exc}") from None
+    elif not isinstance(data, str):
+        raise ProtocolError(BAD_FRAME, f"message must be text, got {type(data).__name__}")
+    size = len(data.encode("utf-8", "surrogatepass"))
+    if size > MAX_MESSAGE_BYTES:
+        raise ProtocolError(TOO_LARGE, f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(BAD_JSON, f"message is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(BAD_MESSAGE, f"message must be a JSON object, got {type(obj).__name__}")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_MESSAGE, f"message needs a string 'type' field, got {kind!r:.40}")
+    return obj, kind
+
+
+def _fields(obj: dict[str, Any], kind: str, required: set[str], optional: frozenset[str] | set[str] = frozenset()) -> None:
+    keys = set(obj) - {"type"}
+    missing = required - keys
+    if missing:
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} message lacks {sorted(missing)}")
+    extra = keys - required - optional
+    if extra:
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} message has unknown fields {sorted(extra)[:5]}")
+
+
+def _str(obj: dict[str, Any], key: str, kind: str, max_chars: int, pattern: re.Pattern[str] | None = None) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} field {key!r} must be a string, got {value!r:.40}")
+    if len(value) > max_chars:
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} field {key!r} has {len(value)} characters, more than {max_chars}")
+    if pattern is not None and not pattern.match(value):
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} field {key!r} = {value!r:.70} does not match {pattern.pattern}")
+    return value
+
+
+def _opt_str(obj: dict[str, Any], key: str, kind: str, max_chars: int) -> str | None:
+    if obj.get(key) is None:
+        return None
+    return _str(obj, key, kind, max_chars)
+
+
+def _int(obj: dict[str, Any], key: str, kind: str, low: int, high: int, optional: bool = False) -> int | None:
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    if type(value) is not int or not low <= value <= high:
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} field {key!r} must be an integer in [{low}, {high}], got {value!r:.40}")
+    return value
+
+
+def _role(obj: dict[str, Any], kind: str) -> Role:
+    value = obj.get("role")
+    if value not in ROLES:
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} field 'role' = {value!r:.40} is not one of {list(ROLES)}")
+    return value  # type: ignore[no-any-return]
+
+
+def _relay(obj: dict[str, Any], kind: str, peer_key: str) -> SessionDescription | IceCandidate:
+    if kind == "candidate":
+        _fields(obj, kind, {peer_key}, {"candidate", "sdpMid", "sdpMLineIndex"})
+        return IceCandidate(
+            _str(obj, peer_key, kind, 32, PEER_ID_PATTERN),
+            _opt_str(obj, "candidate", kind, MAX_CANDIDATE_CHARS),
+            _opt_str(obj, "sdpMid", kind, 64),
+            _int(obj, "sdpMLineIndex", kind, 0, 255, optional=True),
+        )
+    _fields(obj, kind, {peer_key, "sdp"})
+    return SessionDescription(
+        "offer" if kind == "offer" else "answer",
+        _str(obj, peer_key, kind, 32, PEER_ID_PATTERN),
+        _str(obj, "sdp", kind, MAX_SDP_CHARS),
+    )
+
+
+def decode_client_message(data: str | bytes | bytearray) -> ClientMessage:
+    """JSON text from a client -> a ClientMessage; ProtocolError for anything invalid."""
+    obj, kind = _loads(data)
+    if kind == "join":
+        _fields(obj, kind, {"room", "role"}, {"token"})
+        return Join(_str(obj, "room", kind, 64, ROOM_PATTERN), _role(obj, kind), _opt_str(obj, "token", kind, MAX_TOKEN_CHARS))
+    if kind == "leave":
+        _fields(obj, kind, set())
+        return Leave()
+    if kind == "ping":
+        _fields(obj, kind, set(), {"nonce"})
+        return Ping(_int(obj, "nonce", kind, 0, 2**53, optional=True) or 0)
+    if kind in RELAY_TYPES:
+        return _relay(obj, kind, "to")
+    raise ProtocolError(BAD_MESSAGE, f"unknown message type {kind!r:.40}; expected one of join, leave, ping, offer, answer, candidate")
+
+
+def decode_server_message(data: str | bytes | bytearray) -> ServerMessage:
+    """JSON text from the server -> a ServerMessage; ProtocolError for anything invalid."""
+    obj, kind = _loads(data)
+    if kind == "joined":
+        _fields(obj, kind, {"peer_id", "room", "role", "peers"})
+        peers = obj["peers"]
+        if not isinstance(peers, list) or len(peers) > 1024:
+            raise ProtocolError(BAD_MESSAGE, f"'joined' field 'peers' must be a list, got {peers!r:.40}")
+        infos = []
+        for p in peers:
+            if not isinstance(p, dict):
+                raise ProtocolError(BAD_MESSAGE, f"'joined' peer entry must be an object, got {p!r:.40}")
+            infos.append(PeerInfo(_str(p, "peer_id", kind, 32, PEER_ID_PATTERN), _role(p, kind)))
+        return Joined(
+            _str(obj, "peer_id", kind, 32, PEER_ID_PATTERN), _str(obj, "room", kind, 64, ROOM_PATTERN),
+            _role(obj, kind), tuple(infos),
+        )
+    if kind == "peer_joined":
+        _fields(obj, kind, {"peer_id", "role"})
+        return PeerJoined(PeerInfo(_str(obj, "peer_id", kind, 32, PEER_ID_PATTERN), _role(obj, kind)))
+    if kind == "peer_left":
+        _fields(obj, kind, {"peer_id", "role"}, {"reason"})
+        reason = _opt_str(obj, "reason", kind, 64) or "left"
+        return PeerLeft(PeerInfo(_str(obj, "peer_id", kind, 32, PEER_ID_PATTERN), _role(obj, kind)), reason)
+    if kind == "pong":
+        _fields(obj, kind, set(), {"nonce"})
+        return Pong(_int(obj, "nonce", kind, 0, 2**53, optional=True) or 0)
+    if kind == "error":
+        _fields(obj, kind, {"code", "message"}, {"ref"})
+        return Error(_str(obj, "code", kind, 64), _str(obj, "message", kind, MAX_ERROR_CHARS), _opt_str(obj, "ref", kind, 64))
+    if kind in RELAY_TYPES:
+        return _relay(obj, kind, "from")
+    raise ProtocolError(BAD_MESSAGE, f"unknown server message type {kind!r:.40}")
+
+
+def message_type_of(data: object) -> str | None:
+    """Best-effort 'type' of a raw message, for the ``ref`` of error replies (None if unknown)."""
+    if not isinstance(data, str) or len(data) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    return kind[:64] if isinstance(kind, str) else None
