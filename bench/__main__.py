@@ -1,16 +1,34 @@
-"""python -m bench: not built yet."""
+"""python -m bench SUBCOMMAND: the benchmarks, one sub-command per module.
+
+    python -m bench bitstream --json OUT.json     # motion bitstream (bench/bitstream.py)
+
+Adding one: give the module an ``add_<name>_parser(subparsers)`` that registers the sub-command and
+a ``run_<name>_from_args(args) -> int``, and list the pair in ``_COMMANDS``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Callable
+
+from bench.bitstream import add_bitstream_parser, run_bitstream_from_args
+
+_COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {  # type: ignore[type-arg]
+    "bitstream": (add_bitstream_parser, run_bitstream_from_args),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="bench (not built yet)")
-    parser.parse_args(argv)
-    print("python -m bench: this stage is not built yet (see the open issues).", file=sys.stderr)
-    return 2
+    parser = argparse.ArgumentParser(prog="python -m bench", description="kpcall benchmarks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser, _ in _COMMANDS.values():
+        add_parser(subparsers)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    return _COMMANDS[args.command][1](args)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ Every ``unpack*`` raises ``BitstreamError`` (and nothing else) for any malformed
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgpack
@@ -545,12 +545,13 @@ def decode_packet(
 
 
 def residuals_for_packet(
-    layout: Layout, frames: Sequence[Sequence[int]], reference: CodedFrame | None
+    layout: Layout, frames: Sequence[Sequence[int]], reference_values: Sequence[int] | None
 ) -> list[list[int]]:
     """The integer residuals a packet codes, per frame in wire order (for the bench's entropy and
-    the zstd alternatives): KEY first frame absolute, then differences to the previous frame."""
+    the zstd alternatives): a KEY packet's first frame absolute (``reference_values`` None), every
+    other frame minus the frame it is predicted from."""
     order = _field_order(layout)
-    pred = None if reference is None else list(reference.values)
+    pred = None if reference_values is None else list(reference_values)
     out = []
     for values in frames:
         out.append([values[f] - (pred[f] if pred is not None else 0) for f in order])
@@ -644,5 +645,3 @@ def unpack_feedback(buf: bytes) -> Feedback:
         raise BitstreamError(f"feedback acked_mask 0x{acked_mask:x} without an acked_seq")
     return Feedback(stream_id, acked_seq, acked_mask, key_after, received, lost, undecodable)
 
-
-ReferenceLookup = Callable[[int], CodedFrame | None]
