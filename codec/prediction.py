@@ -182,10 +182,15 @@ class MotionPacketizer:
         """Honour receiver feedback for this stream (feedback for other streams is ignored)."""
         if feedback.stream_id != self.stream_id:
             return
+        floor = self._ack_floor
+        if floor is not None and (self._next_seq - floor) % SEQ_MODULUS > MAX_REFERENCE_DISTANCE:
+            floor = self._ack_floor = None  # every frame from before the request has left the history
         for seq in feedback.acked():
             sent = self._history.get(seq)
-            if sent is not None and (self._ack_floor is None or not seq_newer(self._ack_floor, seq)):
+            if sent is not None and (floor is None or not seq_newer(floor, seq)):
                 sent.acked = True
+                # Feedback is ordered (reliable channel): nothing older than the request follows.
+                self._ack_floor = None
         after = feedback.key_request_after
         if after is not None and (self._last_key_seq is None or not seq_newer(self._last_key_seq, after)):
             logger.info("stream %d: receiver asks for a KEY after seq %d", self.stream_id, after)

@@ -1,0 +1,54 @@
+"""python -m bench bitstream: runs end to end on a short trace and writes the documented JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.__main__ import main
+from bench.bitstream import WIRE_OVERHEAD_BYTES, load_trace, save_trace, wire_bytes
+from codec.synthetic_trace import synthetic_trace
+
+
+def test_wire_overhead_constant() -> None:
+    assert WIRE_OVERHEAD_BYTES == 20 + 8 + 13 + 8 + 16 + 12 + 16
+    assert wire_bytes(10) == 12 + 93 and wire_bytes(12) == 12 + 93
+
+
+def test_bench_bitstream_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bits.json"
+    argv = ["bitstream", "--presets", "default", "--ks", "20", "0", "--fpps", "1", "3", "--fps", "25", "--seconds", "4", "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert set(result["settings"]) == {f"preset=default,K={k},fpp={f},fps=25" for k in (20, 0) for f in (1, 3)}
+    for r in result["settings"].values():
+        for name in ("payload_kbps", "wire_kbps", "entropy_kbps", "bytes_per_frame"):
+            assert name in r
+        assert r["within_bound"] and r["frames_decoded"] == 100
+        assert r["wire_kbps"] > r["payload_kbps"] > 0 and r["entropy_kbps"] > 0
+        alt = r["alternatives_bytes_per_frame"]
+        assert alt["range_coder"] < alt["zstd_dict"] < alt["float32"]
+    k20 = result["settings"]["preset=default,K=20,fpp=1,fps=25"]
+    k0 = result["settings"]["preset=default,K=0,fpp=1,fps=25"]
+    assert k0["payload_kbps"] < k20["payload_kbps"]
+    assert k20["bytes_per_frame"]["key"] > k20["bytes_per_frame"]["delta"]
+    assert "payload" in capsys.readouterr().out
+
+
+def test_trace_file_round_trip(tmp_path: Path) -> None:
+    motions = synthetic_trace(30, 30.0, num_keypoints=6, seed=1)
+    path = tmp_path / "t.npz"
+    save_trace(path, motions, 30.0)
+    trace = load_trace(path)
+    assert trace.fps == 30.0 and len(trace.motions) == 30 and trace.timestamps_ms[1] == 33
+    assert np.allclose(trace.motions[5].expression, motions[5].expression)
+    out = tmp_path / "r.json"
+    assert main(["bitstream", "--trace", str(path), "--presets", "coarse", "--ks", "6", "--fpps", "2", "--no-alternatives", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["settings"]["preset=coarse,K=6,fpp=2,fps=30"]
+    assert set(r["payload_kbps_at"]) == {"25", "30"} and r["within_bound"]
+    np.savez(tmp_path / "bad.npz", yaw=np.zeros(3))
+    with pytest.raises(ValueError, match="lacks arrays"):
+        load_trace(tmp_path / "bad.npz")
