@@ -1,6 +1,7 @@
 """python -m bench SUBCOMMAND: the benchmarks, one sub-command per module.
 
     python -m bench bitstream --json OUT.json     # motion bitstream (bench/bitstream.py)
+    python -m bench rd --json OUT.json --plot OUT.png   # rate-quality vs video codecs (bench/rd.py)
 
 Adding one: give the module an ``add_<name>_parser(subparsers)`` that registers the sub-command and
 a ``run_<name>_from_args(args) -> int``, and list the pair in ``_COMMANDS``.
@@ -14,9 +15,11 @@ import sys
 from collections.abc import Callable
 
 from bench.bitstream import add_bitstream_parser, run_bitstream_from_args
+from bench.rd import add_rd_parser, run_rd_from_args
 
 _COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {  # type: ignore[type-arg]
     "bitstream": (add_bitstream_parser, run_bitstream_from_args),
+    "rd": (add_rd_parser, run_rd_from_args),
 }
 
 

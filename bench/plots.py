@@ -58,7 +58,8 @@ def plot_rate_quality(
                         k = int(p.get("params", {}).get("keypoints", -1))
                         ax.plot(r, v, _K_MARKERS.get(k, "x"), color=color, alpha=0.5, markersize=5)
                 front_r, front_q = pareto_front(rates[ok], values[ok] if higher else -values[ok])
-                ax.plot(front_r, front_q if higher else -front_q, "-", color=color, linewidth=2, label="ours (front)")
+                ax.plot(front_r, front_q if higher else -front_q, "o-", color=color, linewidth=2, markersize=4,
+                        label="ours (Pareto front)")
                 continue
             order = np.argsort(rates[ok])
             ax.plot(rates[ok][order], values[ok][order], "o-", color=color, markersize=4, label=family)

@@ -8,7 +8,8 @@ travels in one DTLS record in one UDP datagram. Per packet (bytes):
     DTLS 1.2 record header 13 + AES-128-GCM explicit nonce 8 + tag 16
         (ECDHE-ECDSA-AES128-GCM-SHA256, the first suite aiortc offers and the one Chrome picks)
     UDP 8 + IPv4 20
-    -> ``DATA_CHANNEL_PACKET_OVERHEAD_BYTES`` = 93, plus 0-3 bytes of padding.
+    -> ``DATA_CHANNEL_PACKET_OVERHEAD_BYTES`` = 93, plus 0-3 bytes of padding
+    (the same constant as ``python -m bench bitstream``: ``bench.bitstream.WIRE_OVERHEAD_BYTES``).
 
 Not counted: the receiver's SCTP SACKs and our feedback messages (they flow the other way), as the
 video codecs' RTCP is not counted either.
@@ -18,21 +19,12 @@ from __future__ import annotations
 
 import math
 
-from aiortc.rtcsctptransport import SCTP_COMMON_HEADER_LENGTH, SCTP_DATA_CHUNK_HEADER_LENGTH, USERDATA_MAX_LENGTH
+from aiortc.rtcsctptransport import USERDATA_MAX_LENGTH
 
-SCTP_USERDATA_MAX_BYTES = USERDATA_MAX_LENGTH
-DTLS_RECORD_HEADER_BYTES = 13
-DTLS_AES_GCM_NONCE_AND_TAG_BYTES = 8 + 16
-UDP_HEADER_BYTES = 8
-IPV4_HEADER_BYTES = 20
-DATA_CHANNEL_PACKET_OVERHEAD_BYTES = (
-    SCTP_COMMON_HEADER_LENGTH
-    + SCTP_DATA_CHUNK_HEADER_LENGTH
-    + DTLS_RECORD_HEADER_BYTES
-    + DTLS_AES_GCM_NONCE_AND_TAG_BYTES
-    + UDP_HEADER_BYTES
-    + IPV4_HEADER_BYTES
-)
+from bench.bitstream import WIRE_OVERHEAD_BYTES
+
+SCTP_USERDATA_MAX_BYTES = USERDATA_MAX_LENGTH  # aiortc: 1160
+DATA_CHANNEL_PACKET_OVERHEAD_BYTES = WIRE_OVERHEAD_BYTES  # 93
 
 
 def data_channel_packets(message_bytes: int) -> int:

@@ -2,15 +2,15 @@
 
 The packetizer sends KEY packets until the receiver's first acknowledgement arrives and predicts
 DELTA packets from acknowledged frames afterwards (``codec.prediction``), so the bytes depend on
-when feedback comes back. The channel modelled here: no loss, one-way delay ``ONE_WAY_DELAY_MS``
-both ways, the receiver sends feedback every ``FEEDBACK_INTERVAL_MS`` (as packed bytes, through
-``pack_feedback``/``unpack_feedback``). Frame i (of the driving frames) is captured at
-i · 1000 / fps ms. Every packet is real: its ``len`` is what the data channel carries.
+when feedback comes back. The channel modelled here is the one of ``python -m bench bitstream``
+(``bench.bitstream``): no loss; the receiver decodes each packet when it is sent and its feedback
+(as packed bytes, through ``pack_feedback``/``unpack_feedback``) reaches the sender
+``FEEDBACK_DELAY_MS`` later (a round trip plus the receiver's feedback interval). Frame i is
+captured at i · 1000 / fps ms. Every packet is real: its ``len`` is what the data channel carries.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.bitstream import BenchConfig
 from codec.bitstream import SEQ_MODULUS, pack_feedback, unpack_feedback
 from codec.motion import MotionParams
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionDepacketizer, MotionPacketizer
 
-ONE_WAY_DELAY_MS = 25.0
-FEEDBACK_INTERVAL_MS = 50.0
+FEEDBACK_DELAY_MS = BenchConfig().feedback_delay_ms  # the bitstream benchmark's channel (100 ms)
 STREAM_ID = 1
 
 
@@ -68,57 +68,42 @@ def stream_motion(
     if num_keypoints is not None:
         packetizer.set_num_keypoints(num_keypoints, keypoint_order)
     depacketizer = MotionDepacketizer()
-    to_receiver: deque[tuple[float, bytes]] = deque()
     to_sender: deque[tuple[float, bytes]] = deque()
     packets: list[int] = []
     pack_ms = np.zeros(count)
     unpack_ms = np.zeros(count)
     decoded: dict[int, MotionParams] = {}
     feedback_bytes = 0
-    next_tick = FEEDBACK_INTERVAL_MS
 
-    def send(packet: bytes | None, now_ms: float) -> None:
-        if packet is not None:
-            packets.append(len(packet))
-            to_receiver.append((now_ms + ONE_WAY_DELAY_MS, packet))
-
-    def run_receiver(until_ms: float) -> None:
-        nonlocal next_tick, feedback_bytes
-        while True:
-            arrival = to_receiver[0][0] if to_receiver else math.inf
-            if arrival <= until_ms and arrival <= next_tick:
-                _, packet = to_receiver.popleft()
-                start = time.perf_counter()
-                frames = depacketizer.receive(packet)
-                elapsed = (time.perf_counter() - start) * 1e3
-                for frame in frames:
-                    decoded[frame.seq] = frame.motion
-                    unpack_ms[frame.seq] += elapsed / len(frames)
-            elif next_tick <= until_ms:
-                feedback = depacketizer.feedback(STREAM_ID)
-                if feedback is not None:
-                    message = pack_feedback(feedback)
-                    feedback_bytes += len(message)
-                    to_sender.append((next_tick + ONE_WAY_DELAY_MS, message))
-                next_tick += FEEDBACK_INTERVAL_MS
-            else:
-                return
+    def deliver(packet: bytes | None, now_ms: float) -> None:
+        nonlocal feedback_bytes
+        if packet is None:
+            return
+        packets.append(len(packet))
+        start = time.perf_counter()
+        frames = depacketizer.receive(packet)
+        elapsed = (time.perf_counter() - start) * 1e3
+        for frame in frames:
+            decoded[frame.seq] = frame.motion
+            unpack_ms[frame.seq] += elapsed / len(frames)
+        feedback = depacketizer.feedback(STREAM_ID)
+        if feedback is not None:
+            message = pack_feedback(feedback)
+            feedback_bytes += len(message)
+            to_sender.append((now_ms + FEEDBACK_DELAY_MS, message))
 
     for i, motion in enumerate(motions):
         now = i * frame_ms
-        run_receiver(now)
         while to_sender and to_sender[0][0] <= now:
             packetizer.on_feedback(unpack_feedback(to_sender.popleft()[1]))
         start = time.perf_counter()
         packet = packetizer.push(motion, int(round(now)))
         pack_ms[i] += (time.perf_counter() - start) * 1e3
-        send(packet, now)
+        deliver(packet, now)
     start = time.perf_counter()
     packet = packetizer.flush()
     pack_ms[count - 1] += (time.perf_counter() - start) * 1e3
-    send(packet, (count - 1) * frame_ms)
-    if to_receiver:
-        run_receiver(to_receiver[-1][0])
+    deliver(packet, (count - 1) * frame_ms)
     missing = [i for i in range(count) if i not in decoded]
     if missing:
         raise RuntimeError(f"the receiver did not decode frames {missing[:10]} of a loss-free stream")

@@ -1,0 +1,211 @@
+"""Our codec in the benchmark: MotionEncoder -> packetizer -> data channel -> depacketizer -> FrameSynthesizer.
+
+Operating points: K (how many keypoints' δ are sent; 0 = head pose only), the quantizer preset and
+frames per packet. Which K: the sender's choice (``sender.controller``), the keypoints with the largest
+mean ||δ_k||² (their loss costs most when the receiver takes δ = 0); the sender ranks by a running
+mean, the benchmark by the mean over the clip. Every point really runs the sender and receiver code: the reference portrait
+crosses as its reference message (``bench.codecs.reference``), the motion as real packets
+(``bench.codecs.motion_stream``), and the receiver renders from what it decoded.
+
+What is computed once and shared between operating points (identical inputs give identical
+outputs, so this changes no number):
+- the MotionEncoder's output per frame (it does not depend on K, preset or packing); its time is
+  added to every point's encode time;
+- the ReferenceState of each clip's decoded portrait (``prepare``), timed separately;
+- a rendered frame per distinct decoded motion (two points whose decoded motion is identical, e.g.
+  the same K and preset at another frames-per-packet, reuse the render and its measured time).
+
+Timing: encode = MotionEncoder.encode + packetizer push (quantize, code); decode = depacketize +
+render (+ resize to the crop size if the model renders at another size). The first frame (the
+reference) is the warm-up of both networks and is not timed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from bench.codecs.base import BenchClip, Codec, StreamInfo
+from bench.codecs.datachannel import data_channel_wire_bytes
+from bench.codecs.motion_stream import stream_motion
+from bench.codecs.reference import SentReference, send_reference
+from codec.motion import MotionParams
+from codec.quantize import get_preset
+
+logger = logging.getLogger(__name__)
+
+
+class MotionEncoderLike(Protocol):
+    def encode(self, face_rgb: np.ndarray) -> MotionParams: ...
+
+
+class FrameSynthesizerLike(Protocol):
+    def prepare(self, ref_rgb: np.ndarray) -> Any: ...
+
+    def render(self, state: Any, motion: MotionParams) -> np.ndarray: ...
+
+
+def motion_digest(motion: MotionParams) -> bytes:
+    """A content hash of decoded motion: equal digests render equal frames."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.array([motion.yaw, motion.pitch, motion.roll], np.float64).tobytes())
+    for array in (motion.translation, motion.expression, motion.present):
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.digest()
+
+
+@dataclass(frozen=True, eq=False)
+class _Encoded:
+    motions: tuple[MotionParams, ...]  # frames 1..N-1
+    encode_ms: np.ndarray  # (N-1,)
+    keypoint_order: tuple[int, ...]  # keypoints by decreasing mean ||δ_k||² over the clip
+
+
+def keypoint_order(motions: Sequence[MotionParams]) -> tuple[int, ...]:
+    """Keypoint indices by decreasing mean ||δ_k||² (ties by index)."""
+    energy = np.mean([np.sum(np.square(m.expression.astype(np.float64)), axis=1) for m in motions], axis=0)  # (K,)
+    return tuple(int(k) for k in np.argsort(-energy, kind="stable"))
+
+
+@dataclass(frozen=True, eq=False)
+class _Reference:
+    sent: SentReference
+    state: Any
+    prepare_ms: float
+
+
+class OursFactory:
+    """Holds the model (loaded once) and the caches shared by all of our operating points."""
+
+    def __init__(
+        self,
+        encoder: MotionEncoderLike,
+        synthesizer: FrameSynthesizerLike,
+        description: dict[str, Any],
+    ) -> None:
+        self.encoder = encoder
+        self.synthesizer = synthesizer
+        self.description = dict(description)
+        self._encoded: dict[str, _Encoded] = {}
+        self._references: dict[str, _Reference] = {}
+        self._renders: dict[tuple[str, bytes], tuple[np.ndarray, float]] = {}
+
+    @classmethod
+    def load(cls, weights: str | None = None) -> OursFactory:
+        """The project's model: ``weights`` if given, else the shipped trained weights, else random init."""
+        from codec.model import FrameSynthesizer, MotionEncoder, load_model_for_inference
+
+        model, info = load_model_for_inference(weights)
+        encoder = MotionEncoder(model)
+        synthesizer = FrameSynthesizer(model)
+        return cls(encoder, synthesizer, info)
+
+    def describe(self) -> dict[str, Any]:
+        out = dict(self.description)
+        if self._references:
+            out["reference_prepare_ms"] = float(np.mean([r.prepare_ms for r in self._references.values()]))
+            out["reference_payload_bytes"] = float(np.mean([r.sent.payload_bytes for r in self._references.values()]))
+        out["keypoint_order"] = {clip: list(e.keypoint_order) for clip, e in self._encoded.items()}
+        return out
+
+    def sweep(
+        self, keypoints: Sequence[int], presets: Sequence[str], frames_per_packet: Sequence[int]
+    ) -> list[OursCodec]:
+        """One codec per (K, preset, frames per packet), K outermost."""
+        return [OursCodec(self, k, p, f) for k in keypoints for p in presets for f in frames_per_packet]
+
+    # -- shared, cached work -------------------------------------------------------------------------
+    def encoded(self, clip: BenchClip) -> _Encoded:
+        if clip.clip_id not in self._encoded:
+            self.encoder.encode(clip.frames[0])  # warm-up
+            motions, times = [], np.zeros(clip.num_driving)
+            for i in range(clip.num_driving):
+                start = time.perf_counter()
+                motions.append(self.encoder.encode(clip.frames[i + 1]))
+                times[i] = (time.perf_counter() - start) * 1e3
+            self._encoded[clip.clip_id] = _Encoded(tuple(motions), times, keypoint_order(motions))
+        return self._encoded[clip.clip_id]
+
+    def reference(self, clip: BenchClip) -> _Reference:
+        if clip.clip_id not in self._references:
+            sent = send_reference(clip.frames[0])
+            self.synthesizer.prepare(sent.image)  # warm-up
+            start = time.perf_counter()
+            state = self.synthesizer.prepare(sent.image)
+            prepare_ms = (time.perf_counter() - start) * 1e3
+            self._references[clip.clip_id] = _Reference(sent, state, prepare_ms)
+        return self._references[clip.clip_id]
+
+    def render(self, clip: BenchClip, reference: _Reference, motion: MotionParams) -> tuple[np.ndarray, float]:
+        key = (clip.clip_id, motion_digest(motion))
+        if key not in self._renders:
+            if not self._renders:
+                self.synthesizer.render(reference.state, motion)  # warm-up
+            start = time.perf_counter()
+            image = np.asarray(self.synthesizer.render(reference.state, motion))
+            if image.shape[:2] != (clip.size, clip.size):
+                image = cv2.resize(image, (clip.size, clip.size), interpolation=cv2.INTER_LINEAR)
+            elapsed = (time.perf_counter() - start) * 1e3
+            if image.dtype != np.uint8 or image.shape != (clip.size, clip.size, 3):
+                raise RuntimeError(f"the synthesizer returned {image.dtype} {image.shape}; expected uint8 (S, S, 3)")
+            self._renders[key] = (image, elapsed)
+        return self._renders[key]
+
+
+class OursCodec(Codec):
+    """Our codec at one (K, quantizer preset, frames per packet)."""
+
+    codec = "ours"
+
+    def __init__(self, factory: OursFactory, keypoints: int, preset: str, frames_per_packet: int) -> None:
+        if keypoints < 0:
+            raise ValueError(f"K must be ≥ 0, got {keypoints}")
+        self.factory = factory
+        self.keypoints = keypoints
+        self.preset = get_preset(preset)
+        self.frames_per_packet = frames_per_packet
+        self.setting = f"K={keypoints} {self.preset.name} {frames_per_packet}f/packet"
+
+    def params(self) -> dict[str, object]:
+        return {
+            "keypoints": self.keypoints,
+            "preset": self.preset.name,
+            "preset_id": self.preset.preset_id,
+            "frames_per_packet": self.frames_per_packet,
+        }
+
+    def run(self, clip: BenchClip) -> tuple[StreamInfo, np.ndarray]:
+        encoded = self.factory.encoded(clip)
+        reference = self.factory.reference(clip)
+        model_k = encoded.motions[0].num_keypoints
+        stream = stream_motion(
+            encoded.motions,
+            clip.fps,
+            self.preset.preset_id,
+            self.frames_per_packet,
+            None if self.keypoints >= model_k else self.keypoints,
+            encoded.keypoint_order,
+        )
+        reconstruction = np.empty_like(clip.frames[1:])
+        decode_ms = np.array(stream.unpack_ms, dtype=np.float64)
+        for i, motion in enumerate(stream.decoded):
+            image, render_ms = self.factory.render(clip, reference, motion)
+            reconstruction[i] = image
+            decode_ms[i] += render_ms
+        info = StreamInfo(
+            start_payload_bytes=reference.sent.payload_bytes,
+            start_wire_bytes=reference.sent.wire_bytes,
+            payload_bytes=sum(stream.packets),
+            wire_bytes=sum(data_channel_wire_bytes(size) for size in stream.packets),
+            packets=len(stream.packets),
+            encode_ms=encoded.encode_ms + stream.pack_ms,
+            decode_ms=decode_ms,
+        )
+        return info, reconstruction

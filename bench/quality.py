@@ -1,0 +1,92 @@
+"""Quality of a reconstruction against the original frames: whole frame, face region, landmarks.
+
+Per driving frame: PSNR and SSIM of the whole crop; the same inside the face region (the convex
+hull of the *original* frame's landmarks, ``codec.face.face_hull_mask``); AKD, the mean distance in
+pixels between the landmarks found on the reconstruction and on the original, over all 478
+landmarks, the mouth and the eyes. Landmarks of both come from the same ``LandmarkDetector`` run on
+single images (static mode), so tracking history favours neither. A reconstruction whose face is not
+found has no AKD for that frame; ``detect_rate`` says how often that happened.
+
+A frame whose original has no face found has no face-region or AKD values (NaN); the report's means
+leave NaN out (``bench.report.pooled_means``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.report import FRAME_METRICS
+from codec.face import LEFT_EYE, MOUTH, RIGHT_EYE, LandmarkDetector, akd, face_hull_mask
+from codec.metrics import psnr, ssim
+
+logger = logging.getLogger(__name__)
+
+EYES = np.concatenate([np.asarray(LEFT_EYE), np.asarray(RIGHT_EYE)])
+
+
+@dataclass(frozen=True, eq=False)
+class FrameScores:
+    """Per-frame metrics of one clip's driving frames: each array (N-1,) float64, NaN where undefined."""
+
+    values: dict[str, np.ndarray] = field(repr=False)
+    face_found: np.ndarray = field(repr=False)  # (N-1,) bool: landmarks found on the reconstruction
+
+
+def detect_landmarks(detector: LandmarkDetector, frames: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, 478, 3) float32 pixels of the first face found, NaN where none."""
+    out = np.full((frames.shape[0], 478, 3), np.nan, np.float32)
+    for i, frame in enumerate(frames):
+        faces = detector.detect(frame)
+        if faces:
+            out[i] = np.asarray(faces[0].points, np.float32)[:478]
+    return out
+
+
+def score_frames(
+    originals: np.ndarray,
+    original_landmarks: np.ndarray,
+    reconstruction: np.ndarray,
+    detector: LandmarkDetector,
+) -> FrameScores:
+    """originals, reconstruction: (M, S, S, 3) uint8; original_landmarks (M, 478, 3) NaN where none."""
+    if reconstruction.shape != originals.shape or reconstruction.dtype != np.uint8:
+        raise ValueError(
+            f"reconstruction must be uint8 {originals.shape} like the originals, got {reconstruction.dtype} {reconstruction.shape}"
+        )
+    count, size = originals.shape[0], originals.shape[1]
+    values = {name: np.full(count, np.nan) for name in FRAME_METRICS}
+    found = np.zeros(count, bool)
+    recon_landmarks = detect_landmarks(detector, reconstruction)
+    for i in range(count):
+        out, target = reconstruction[i], originals[i]
+        values["psnr"][i] = psnr(out, target)
+        values["ssim"][i] = ssim(out, target)
+        target_points = original_landmarks[i]
+        if not np.all(np.isfinite(target_points)):
+            continue
+        mask = face_hull_mask(target_points[:, :2], size)
+        values["face_psnr"][i] = psnr(out, target, mask=mask)
+        values["face_ssim"][i] = ssim(out, target, mask=mask)
+        if np.all(np.isfinite(recon_landmarks[i])):
+            found[i] = True
+            a, b = recon_landmarks[i][:, :2], target_points[:, :2]
+            values["akd"][i] = akd(a, b)
+            values["akd_mouth"][i] = akd(a, b, subset=MOUTH)
+            values["akd_eyes"][i] = akd(a, b, subset=EYES)
+    return FrameScores(values, found)
+
+
+def array_digest(array: np.ndarray) -> str:
+    """A content hash of an image stack: identical reconstructions are scored once."""
+    digest = hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16)
+    digest.update(repr((array.shape, array.dtype.str)).encode())
+    return digest.hexdigest()
+
+
+def make_static_detector() -> LandmarkDetector:
+    """The landmark detector in single-image mode (no tracking between calls)."""
+    return LandmarkDetector(static_image_mode=True)

@@ -1,0 +1,385 @@
+"""python -m bench rd: bandwidth and quality of our codec against H.264, VP8, VP9 and AV1 (issue #8).
+
+    python -m bench rd --json rd.json --plot rd.png                 # validation people of ../shared/data
+    python -m bench rd --clips DIR --json rd.json --plot rd.png     # mp4 files / JPEG folders under DIR
+    python -m bench rd --synthetic --json rd.json                   # the embedded synthetic clip
+
+For each clip: reference = its first frame with a face, driving = the clip, every frame cropped by
+the sender's face pipeline. Every codec at every operating point encodes, "sends" (real byte
+counts, per-packet headers) and decodes the clip; shared code scores the reconstruction against
+the original crops (``bench.quality``), aggregates (``bench.report``), compares curves
+(``bench.bdrate``) and plots (``bench.plots``). The default run is sized to finish in about
+15 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bench import report
+from bench.clips import crop_clip, find_clips, read_frames
+from bench.codecs.base import BenchClip, Codec, StreamInfo
+from bench.codecs.floor import NoMotionFloor
+from bench.codecs.ours import OursFactory
+from bench.codecs.video import AV1_QPS, H264_CRFS, VP8_KBPS, VP9_KBPS, VideoCodec, av1_sweep, codec_available
+from bench.codecs.video import h264_sweep, vp8_sweep, vp9_sweep
+from bench.synthetic_clip import SYNTHETIC_FPS, synthetic_talking_head
+
+if TYPE_CHECKING:
+    from bench.quality import FrameScores
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CLIPS_DIR = REPO_ROOT.parent / "shared" / "data" / "clips"
+VIDEO_CODECS = ("h264", "vp8", "vp9", "av1")
+ALL_CODECS = ("ours",) + VIDEO_CODECS
+
+
+@dataclass(frozen=True)
+class RdConfig:
+    """Everything a run depends on; the field comments are the CLI help."""
+
+    clips: str | None = None  # folder of mp4 files / JPEG folders (default: validation people of ../shared/data/clips)
+    synthetic: bool = False  # use the embedded synthetic clip instead of real clips
+    all_people: bool = False  # with --clips: every clip found, not only the validation people's
+    clips_per_person: int = 1  # clips taken per person (first ones in name order)
+    frames: int = 50  # frames per clip (the first is the reference)
+    size: int = 256  # face crop size in pixels (all codecs code the same crops)
+    codecs: tuple[str, ...] = ALL_CODECS  # codecs to run (video codecs PyAV lacks are skipped)
+    keypoints: tuple[int, ...] = (20, 10, 5, 0)  # ours: K, how many keypoints' δ are sent
+    presets: tuple[str, ...] = ("fine", "default", "coarse")  # ours: quantizer presets
+    frames_per_packet: tuple[int, ...] = (1, 2, 4)  # ours: frames bundled in one data-channel packet
+    h264_crf: tuple[int, ...] = H264_CRFS  # H.264 (libx264 zerolatency) CRF sweep
+    vp8_kbps: tuple[int, ...] = VP8_KBPS  # VP8 (libvpx realtime) target-bitrate sweep
+    vp9_kbps: tuple[int, ...] = VP9_KBPS  # VP9 (libvpx realtime) target-bitrate sweep
+    av1_qp: tuple[int, ...] = AV1_QPS  # AV1 (SVT-AV1 rtc) QP sweep
+    weights: str | None = None  # ours: model weights file (default: the shipped trained weights if any)
+    call_seconds: float = 60.0  # call length over which the stream start (reference, keyframe) is amortized
+    seed: int = 0  # seed of the synthetic clip
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _str_tuple(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _field_help() -> dict[str, str]:
+    source = Path(__file__).read_text().split("class RdConfig", 1)[1].split("def _int_tuple", 1)[0]
+    helps = {}
+    for line in source.splitlines():
+        if ":" in line and "#" in line and "=" in line:
+            name = line.split(":", 1)[0].strip()
+            helps[name] = line.split("#", 1)[1].strip()
+    return helps
+
+
+def add_rd_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``rd`` sub-command's flags (one per RdConfig field) plus --json and --plot."""
+    helps = _field_help()
+    defaults = RdConfig()
+    for f in dataclasses.fields(RdConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = helps.get(f.name, "")
+        if "default" not in text:
+            text += f" (default: {shown})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", help=helps.get(f.name, ""))
+        elif isinstance(default, tuple):
+            kind = _int_tuple if all(isinstance(v, int) for v in default) else _str_tuple
+            parser.add_argument(flag, type=kind, default=default, help=text)
+        elif isinstance(default, (int, float)):
+            parser.add_argument(flag, type=type(default), default=default, help=text)
+        else:
+            parser.add_argument(flag, type=str, default=default, help=text)
+    parser.add_argument("--json", type=Path, default=None, help="write the report (points, headline, machine) here")
+    parser.add_argument("--plot", type=Path, default=None, help="write the rate-quality plot (PNG) here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> RdConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RdConfig)}
+    config = RdConfig(**values)
+    validate_config(config)
+    return config
+
+
+def validate_config(config: RdConfig) -> None:
+    if config.frames < 2:
+        raise ValueError(f"--frames must be at least 2 (a reference and one driving frame), got {config.frames}")
+    if config.size < 32:
+        raise ValueError(f"--size must be at least 32 pixels, got {config.size}")
+    if config.clips_per_person < 1:
+        raise ValueError(f"--clips-per-person must be at least 1, got {config.clips_per_person}")
+    unknown = set(config.codecs) - set(ALL_CODECS)
+    if unknown:
+        raise ValueError(f"unknown codec(s) {sorted(unknown)}; choose among {','.join(ALL_CODECS)}")
+    if not config.call_seconds > 0:
+        raise ValueError(f"--call-seconds must be positive, got {config.call_seconds}")
+    if config.synthetic and config.clips:
+        raise ValueError("pass either --clips DIR or --synthetic, not both")
+
+
+# ----------------------------------------------------------------------------------------------- clips
+
+
+def select_clips(config: RdConfig) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
+    """(clip path, person) pairs to run, and a description of where they came from."""
+    root = Path(config.clips) if config.clips else DEFAULT_CLIPS_DIR
+    paths = find_clips(root)
+    if not paths:
+        raise ValueError(f"no clips (mp4 files or folders of images) under {str(root)!r}")
+    from codec.data.split import person_of, split_of  # the face pipeline's by-person split
+
+    chosen: dict[str, list[Path]] = {}
+    for path in paths:
+        person = person_of(path)
+        if not config.all_people and split_of(person) != "val":
+            continue
+        chosen.setdefault(person, []).append(path)
+    if not chosen:
+        raise ValueError(f"no validation-person clips under {str(root)!r}; pass --all-people to use every clip")
+    pairs = [(p, person) for person in sorted(chosen) for p in sorted(chosen[person])[: config.clips_per_person]]
+    source = {
+        "kind": "clips",
+        "root": str(root),
+        "selection": "all people" if config.all_people else "validation people (codec.data.split)",
+        "people": sorted(chosen),
+    }
+    return pairs, source
+
+
+def load_clips(config: RdConfig, progress: Callable[[str], None]) -> tuple[list[BenchClip], dict[str, Any]]:
+    """Read and crop the clips (or make the synthetic one)."""
+    from codec.face import FaceCropper
+
+    use_synthetic = config.synthetic or (config.clips is None and not DEFAULT_CLIPS_DIR.is_dir())
+    if use_synthetic:
+        if not config.synthetic:
+            logger.warning("%s not found: running on the embedded synthetic clip", DEFAULT_CLIPS_DIR)
+        items: list[tuple[str, str, np.ndarray, float]] = [
+            ("synthetic", "synthetic", synthetic_talking_head(config.frames, max(config.size, 256), config.seed),
+             SYNTHETIC_FPS)
+        ]
+        source: dict[str, Any] = {"kind": "synthetic", "seed": config.seed}
+    else:
+        pairs, source = select_clips(config)
+        items = []
+        for path, person in pairs:
+            frames, fps = read_frames(path, config.frames)
+            items.append((str(path.relative_to(path.parents[1])), person, frames, fps))
+    clips = []
+    for clip_id, person, frames, fps in items:
+        cropper = FaceCropper(output_size=config.size)
+
+        def crop(frame: np.ndarray) -> tuple[np.ndarray, bool]:
+            result = cropper.crop(frame)
+            return result.image, bool(result.face_found)
+
+        clip = crop_clip(clip_id, person, frames, fps, crop)
+        progress(f"cropped {clip_id}")
+        if clip is not None:
+            clips.append(clip)
+    if not clips:
+        raise ValueError("no usable clip (no face found in any)")
+    source["clips"] = [{"id": c.clip_id, "person": c.person, "frames": int(c.frames.shape[0]), "fps": c.fps} for c in clips]
+    return clips, source
+
+
+# ---------------------------------------------------------------------------------------------- codecs
+
+
+def build_codecs(config: RdConfig, ours: OursFactory | None) -> list[Codec]:
+    """Every operating point of the run, ours first, the no-motion floor last."""
+    codecs: list[Codec] = []
+    if "ours" in config.codecs and ours is not None:
+        codecs += ours.sweep(config.keypoints, config.presets, config.frames_per_packet)
+    sweeps: dict[str, Callable[[], list[VideoCodec]]] = {
+        "h264": lambda: h264_sweep(config.h264_crf),
+        "vp8": lambda: vp8_sweep(config.vp8_kbps),
+        "vp9": lambda: vp9_sweep(config.vp9_kbps),
+        "av1": lambda: av1_sweep(config.av1_qp),
+    }
+    for name in VIDEO_CODECS:
+        if name not in config.codecs:
+            continue
+        if not codec_available(name):
+            logger.warning("this PyAV build lacks the %s encoder or decoder; skipped", name)
+            continue
+        codecs += sweeps[name]()
+    codecs.append(NoMotionFloor())
+    return codecs
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=10, check=False).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    import av
+    import torch
+
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "av": av.__version__,
+        "git_commit": commit,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_start": os.getloadavg(),
+    }
+
+
+def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the report (also what --json writes). ``ours`` overrides the model."""
+    from bench.quality import array_digest, detect_landmarks, make_static_detector, score_frames
+
+    validate_config(config)
+    started = time.perf_counter()
+    machine = machine_info()
+    if "ours" in config.codecs and ours is None:
+        ours = OursFactory.load(config.weights)
+    bar = tqdm(total=0, disable=not show_progress, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def progress(text: str) -> None:
+        bar.set_postfix_str(text[:60], refresh=False)
+        bar.update(1)
+
+    try:
+        clips, source = load_clips(config, progress)
+        codecs = build_codecs(config, ours)
+        bar.total = bar.n + len(clips) + len(codecs) * len(clips)
+        detector = make_static_detector()
+        original_landmarks = []
+        for clip in clips:
+            original_landmarks.append(detect_landmarks(detector, clip.frames[1:]))
+            progress(f"landmarks {clip.clip_id}")
+        has_face = [np.all(np.isfinite(lm), axis=(1, 2)) for lm in original_landmarks]
+
+        scored: dict[tuple[int, str], "FrameScores"] = {}
+        points = []
+        for codec in codecs:
+            infos: list[StreamInfo] = []
+            scores: list["FrameScores"] = []
+            for index, clip in enumerate(clips):
+                info, reconstruction = codec.run(clip)
+                key = (index, array_digest(reconstruction))
+                if key not in scored:  # identical output (e.g. ours at another frames-per-packet): scored once
+                    scored[key] = score_frames(clip.frames[1:], original_landmarks[index], reconstruction, detector)
+                infos.append(info)
+                scores.append(scored[key])
+                progress(f"{codec.name} {clip.clip_id}")
+            points.append(report.make_point(codec, clips, infos, scores, has_face, config.call_seconds))
+        report.add_floor_gaps(points)
+    finally:
+        bar.close()
+    machine["load_average_end"] = os.getloadavg()
+    machine["wall_seconds"] = time.perf_counter() - started
+    return {
+        "benchmark": "rd",
+        "config": dataclasses.asdict(config),
+        "machine": machine,
+        "source": source,
+        "model": ours.describe() if ours is not None else None,
+        "rate_definitions": report.__doc__,
+        "points": points,
+        "headline": report.headline(points),
+    }
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def write_outputs(result: dict[str, Any], json_path: Path | None, plot_path: Path | None) -> None:
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1, default=_json_default, allow_nan=True) + "\n")
+    if plot_path is not None:
+        from bench.plots import plot_rate_quality
+
+        m = result["machine"]
+        title = (f"{len(result['source']['clips'])} clips, {sum(c['frames'] for c in result['source']['clips'])} frames; "
+                 f"{m['cpu']} ({m['cpu_count']} cores), {m['date_utc'][:10]}")
+        plot_rate_quality(result["points"], plot_path, title=title)
+
+
+def add_rd_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``python -m bench rd``."""
+    parser = subparsers.add_parser("rd", help="rate-quality: ours vs H.264/VP8/VP9/AV1 (kbps, PSNR, SSIM, AKD)",
+                                   description=__doc__.split("\n", 1)[0])
+    add_rd_arguments(parser)
+
+
+def run_rd_from_args(args: argparse.Namespace) -> int:
+    """The ``rd`` sub-command body, for the ``python -m bench`` dispatcher."""
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"python -m bench rd: {exc}", file=sys.stderr)
+        return 2
+    result = run_rd(config, show_progress=not args.no_progress)
+    write_outputs(result, args.json, args.plot)
+    print(report.markdown_table(result["points"]))
+    print()
+    for sentence in result["headline"]["sentences"]:
+        print(sentence)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench rd", description=__doc__.split("\n", 1)[0])
+    add_rd_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_rd_from_args(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""From per-clip results to the report: one point per operating point, the headline, a Markdown table.
+
+Rates: ``payload_kbps`` / ``wire_kbps`` are the steady-state stream (driving frames 1..N-1, total
+bytes over total seconds of all clips). The stream's start (our reference portrait; a video codec's
+first keyframe) is reported per clip (``start_*_bytes``, mean over clips) and amortized over a call
+of ``call_seconds``: ``*_kbps_call = *_kbps + start bytes · 8 / call_seconds / 1000``. The headline
+compares codecs on ``wire_kbps_call``, what a call of that length costs on the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bench.bdrate import compare_curves
+from bench.codecs.base import BenchClip, Codec, StreamInfo
+
+if TYPE_CHECKING:
+    from bench.quality import FrameScores
+
+FRAME_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "akd_eyes")
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "face_psnr": True, "face_ssim": True, "akd": False,
+                    "akd_mouth": False, "akd_eyes": False}
+OURS = "ours"
+FLOOR = "no-motion floor"
+HEADLINE_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth")
+HEADLINE_RATE = "wire_kbps_call"
+ANCHOR_ORDER = ("h264", "vp8", "vp9", "av1")
+METRIC_UNITS = {"psnr": "dB", "face_psnr": "dB", "ssim": "", "face_ssim": "", "akd": "px", "akd_mouth": "px",
+                "akd_eyes": "px"}
+
+
+def pooled_means(scores: Sequence["FrameScores"], original_has_face: Sequence[np.ndarray]) -> dict[str, float]:
+    """Means over all frames of all clips (NaN left out: a face-region or AKD value where the original
+    has no face, an AKD where the reconstruction has none) + ``detect_rate``, the fraction of frames whose
+    original has a face where the reconstruction's face is found too."""
+    out: dict[str, float] = {}
+    for name in FRAME_METRICS:
+        values = np.concatenate([s.values[name] for s in scores])
+        finite = values[np.isfinite(values)]
+        out[name] = float(finite.mean()) if finite.size else float("nan")
+    has_face = np.concatenate(list(original_has_face))
+    found = np.concatenate([s.face_found for s in scores])
+    out["detect_rate"] = float(found[has_face].mean()) if has_face.any() else float("nan")
+    return out
+
+
+def make_point(
+    codec: Codec,
+    clips: Sequence[BenchClip],
+    infos: Sequence[StreamInfo],
+    scores: Sequence["FrameScores"],
+    original_has_face: Sequence[np.ndarray],
+    call_seconds: float,
+) -> dict[str, Any]:
+    """One operating point over all clips (see the module docstring for the rate definitions)."""
+    seconds = sum(c.duration_s for c in clips)
+    frames = sum(c.num_driving for c in clips)
+    payload_kbps = sum(i.payload_bytes for i in infos) * 8 / seconds / 1000
+    wire_kbps = sum(i.wire_bytes for i in infos) * 8 / seconds / 1000
+    start_payload = float(np.mean([i.start_payload_bytes for i in infos]))
+    start_wire = float(np.mean([i.start_wire_bytes for i in infos]))
+    encode_ms = np.concatenate([i.encode_ms for i in infos])
+    decode_ms = np.concatenate([i.decode_ms for i in infos])
+    point: dict[str, Any] = {
+        "codec": codec.codec,
+        "setting": codec.setting,
+        "params": codec.params(),
+        "payload_kbps": payload_kbps,
+        "wire_kbps": wire_kbps,
+        "start_payload_bytes": start_payload,
+        "start_wire_bytes": start_wire,
+        "payload_kbps_call": payload_kbps + start_payload * 8 / call_seconds / 1000,
+        "wire_kbps_call": wire_kbps + start_wire * 8 / call_seconds / 1000,
+        "packets_per_s": sum(i.packets for i in infos) / seconds,
+        "encode_ms": float(encode_ms.mean()),
+        "encode_ms_p95": float(np.percentile(encode_ms, 95)),
+        "decode_ms": float(decode_ms.mean()),
+        "decode_ms_p95": float(np.percentile(decode_ms, 95)),
+        "frames": frames,
+        "seconds": seconds,
+    }
+    point.update(pooled_means(scores, original_has_face))
+    return point
+
+
+def add_floor_gaps(points: list[dict[str, Any]]) -> None:
+    """Add ``over_floor`` to every point: its quality minus the no-motion floor's, per metric (in place).
+
+    Positive means better than the floor for every metric (AKD's sign is flipped accordingly).
+    """
+    floors = [p for p in points if p["codec"] == FLOOR]
+    if not floors:
+        return
+    floor = floors[0]
+    for point in points:
+        point["over_floor"] = {
+            metric: (point[metric] - floor[metric]) * (1 if HIGHER_IS_BETTER[metric] else -1)
+            for metric in HIGHER_IS_BETTER
+        }
+
+
+def headline(points: Sequence[Mapping[str, Any]], rate_key: str = HEADLINE_RATE) -> dict[str, Any]:
+    """Bitrate of ours relative to each other codec at equal quality, per metric.
+
+    ``rate_ratio`` < 1 means we need less bitrate than that codec for the same quality
+    (the paper's claim for H.264 is about 0.1). Each entry says whether it is a BD-rate over the
+    overlapping quality range or a nearest-points ratio (curves that do not overlap).
+    """
+    ours = [p for p in points if p["codec"] == OURS]
+    present = {str(p["codec"]) for p in points} - {OURS, FLOOR}
+    others = [c for c in ANCHOR_ORDER if c in present] + sorted(present - set(ANCHOR_ORDER))
+    out: dict[str, Any] = {"rate": rate_key, "test": OURS, "comparisons": {}, "sentences": []}
+    if not ours:
+        return out
+    for anchor in others:
+        members = [p for p in points if p["codec"] == anchor]
+        entry: dict[str, Any] = {}
+        for metric in HEADLINE_METRICS:
+            try:
+                result = compare_curves(
+                    [p[rate_key] for p in members], [p[metric] for p in members],
+                    [p[rate_key] for p in ours], [p[metric] for p in ours],
+                    higher_is_better=HIGHER_IS_BETTER[metric],
+                )
+            except ValueError as exc:  # a curve without a finite value (e.g. AKD with no face found)
+                entry[metric] = {"method": "undefined", "reason": str(exc)}
+                continue
+            entry[metric] = result.to_json()
+            out["sentences"].append(_sentence(anchor, metric, result.to_json()))
+        out["comparisons"][anchor] = entry
+    floor_gaps = [p for p in ours if "over_floor" in p]
+    if floor_gaps:
+        out["ours_best_over_floor"] = {
+            metric: max(p["over_floor"][metric] for p in floor_gaps) for metric in HEADLINE_METRICS
+        }
+    return out
+
+
+def _quality_text(metric: str, value: float) -> str:
+    unit = METRIC_UNITS.get(metric, "")
+    return f"{value:.4g} {unit}".rstrip()
+
+
+def _sentence(anchor: str, metric: str, result: Mapping[str, Any]) -> str:
+    ratio = float(result["rate_ratio"])
+    lo, hi = result["quality_range"]
+    if result["method"] == "bd-rate":
+        return (
+            f"{metric} vs {anchor}: ours needs {ratio:.3g}x {anchor}'s bitrate at equal quality "
+            f"(BD-rate {100 * (ratio - 1):+.0f}% over {_quality_text(metric, lo)} to {_quality_text(metric, hi)})."
+        )
+    a_rate, a_q = result["anchor_point"]
+    t_rate, t_q = result["test_point"]
+    better = (t_q > a_q) == HIGHER_IS_BETTER[metric]
+    return (
+        f"{metric} vs {anchor}: the curves do not overlap; nearest points: ours {t_rate:.3g} kbps at "
+        f"{_quality_text(metric, t_q)}, {anchor} {a_rate:.3g} kbps at {_quality_text(metric, a_q)} "
+        f"(ours {'better' if better else 'worse'} by {_quality_text(metric, abs(t_q - a_q))}); "
+        f"rate ratio {ratio:.3g}, not at equal quality."
+    )
+
+
+def headline_table(result: Mapping[str, Any]) -> str:
+    """Markdown: one row per metric, one column per codec; the cell is ours' rate / that codec's rate."""
+    comparisons = result["comparisons"]
+    anchors = list(comparisons)
+    rows = ["| metric | " + " | ".join(f"ours / {a}" for a in anchors) + " |",
+            "|---|" + "---:|" * len(anchors)]
+    for metric in HEADLINE_METRICS:
+        cells = []
+        for anchor in anchors:
+            entry = comparisons[anchor].get(metric, {})
+            if entry.get("method") == "bd-rate":
+                cells.append(f"{entry['rate_ratio']:.3g} (BD-rate)")
+            elif entry.get("method") == "nearest-points":
+                gap = entry["test_point"][1] - entry["anchor_point"][1]
+                cells.append(f"{entry['rate_ratio']:.3g}* (nearest points, ours {gap:+.3g} {METRIC_UNITS[metric]})".replace(" )", ")"))
+            else:
+                cells.append("n/a")
+        rows.append(f"| {metric} | " + " | ".join(cells) + " |")
+    rows.append("")
+    rows.append("\\* no overlap in quality: the ratio of the two nearest points, not at equal quality.")
+    return "\n".join(rows)
+
+
+def markdown_table(points: Sequence[Mapping[str, Any]]) -> str:
+    """The results table: one row per operating point, sorted by codec then rate."""
+    header = (
+        "| codec | setting | wire kbps (60 s call) | wire kbps | payload kbps | start bytes | PSNR | face PSNR "
+        "| SSIM | AKD px | mouth AKD px | face found | enc ms | dec ms |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    rows = [header]
+    order = {OURS: 0, **{c: 1 + i for i, c in enumerate(ANCHOR_ORDER)}, FLOOR: 99}
+    for p in sorted(points, key=lambda p: (order.get(p["codec"], 50), p["codec"], p[HEADLINE_RATE])):
+        rows.append(
+            f"| {p['codec']} | {p['setting']} | {p['wire_kbps_call']:.2f} | {p['wire_kbps']:.2f} | "
+            f"{p['payload_kbps']:.2f} | {p['start_payload_bytes']:.0f} | {p['psnr']:.2f} | {p['face_psnr']:.2f} | "
+            f"{p['ssim']:.3f} | {p['akd']:.2f} | {p['akd_mouth']:.2f} | {p['detect_rate']:.2f} | "
+            f"{p['encode_ms']:.1f} | {p['decode_ms']:.1f} |"
+        )
+    return "\n".join(rows)
