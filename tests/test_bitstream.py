@@ -84,9 +84,11 @@ def test_header_round_trip_and_layout_inheritance() -> None:
     assert h.seqs == [65535, 0, 1]
     delta = PacketHeader(False, 1, 0, 5, 7, None, None, 0)
     raw = pack_header(delta)
-    assert len(raw) == 6  # magic/version, flags, stream id, seq (2), reference distance
+    assert len(raw) == 5  # magic/version, flags with the reference distance, stream id, seq (2)
     h = unpack_header(raw)
     assert (h.key, h.reference_seq, h.layout) == (False, 65534, None)
+    far = pack_header(PacketHeader(False, 2, 0, 5, 100, None, None, 0))
+    assert len(far) == 6 and unpack_header(far).reference_distance == 100
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,7 @@ def test_header_round_trip_and_layout_inheritance() -> None:
         (b"\xa1", "truncated motion packet: 1 bytes"),
         (b"\x51\x00\x00\x00\x00\x01", "not a motion packet: first byte 0x51"),
         (b"\xa2\x00\x00\x00\x00\x01", "unsupported motion packet version 2 (this build reads 1)"),
-        (b"\xa1\x01\x00\x00\x00\x01", "reserved flag bits set in 0x01"),
+        (b"\xa1\x89\x00\x00\x00\x01", "KEY packet with reference-distance bits set in flags 0x89"),
         (b"\xa1\x80\x00\x00\x00\x00\x00\x00\x00", "KEY packet without a layout"),
         (b"\xa1\x00\x80\x00\x00\x00\x01", "non-minimal varint for stream id"),
         (b"\xa1\x00\xff\xff\xff\xff\xff\x01", "varint for stream id at byte 2 is longer than 5 bytes"),
@@ -107,7 +109,8 @@ def test_header_round_trip_and_layout_inheritance() -> None:
         (b"\xa1\x88\x00\x00\x00\x00\x00\x00\x00\x02\x41", "K = 65 exceeds the maximum of 64"),
         (b"\xa1\x88\x00\x00\x00\x00\x00\x00\x00\x02\x03\x08", "presence mask 0x8 has bits set beyond K = 3"),
         (b"\xa1\x88\x00\x00\x00\x00\x00\x00\x00\x02\x09\x01", "presence mask needs 2 bytes"),
-        (b"\xa1\x00\x00\x00\x00\x01\x05\x00", "body ends in 0x00"),
+        (b"\xa1\x00\x00\x00\x00\x05", "reference distance 5 in a varint (1..7 go in the flags byte)"),
+        (b"\xa1\x01\x00\x00\x00\x05\x00", "body ends in 0x00"),
         (bytes(MAX_PACKET_BYTES + 1), f"oversize motion packet: {MAX_PACKET_BYTES + 1} bytes"),
     ],
 )
