@@ -1,16 +1,95 @@
-"""python -m receiver: not built yet."""
+"""python -m receiver: receive a sender's motion, synthesize the face, record/show/publish it.
+
+    python -m receiver --signaling http://127.0.0.1:8080 --room demo --record out.mp4
+    python -m receiver --signaling URL --room R --show --view yaw=20,pitch=0,roll=0
+    python -m receiver --signaling URL --room R --avatar other_person.jpg      # cross-identity
+    python -m receiver repose ...                                               # offline re-posing (receiver/repose.py)
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import sys
+from pathlib import Path
+from typing import Any
+
+from receiver.session import Receiver, ReceiverConfig
+from signaling.rtc import add_rtc_arguments, create_rtc_options
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "kpcall"
+
+
+def add_receiver_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--signaling", default="http://127.0.0.1:8080", help="signaling server URL (default %(default)s)")
+    parser.add_argument("--room", default="demo", help="room to join (default %(default)s)")
+    parser.add_argument("--token", default=None, help="the room's shared secret, if it has one")
+    parser.add_argument("--record", type=Path, default=None, metavar="OUT.mp4", help="record the synthesized video")
+    parser.add_argument("--show", action="store_true", help="show the synthesized video in a window")
+    parser.add_argument("--view", default=None, help="'frontal' or 'yaw=..,pitch=..,roll=..' (default: the sender's pose)")
+    parser.add_argument("--avatar", type=Path, default=None, metavar="IMAGE", help="drive this portrait with the sender's motion")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="portrait cache (default %(default)s)")
+    parser.add_argument("--no-cache", action="store_true", help="keep no portraits on disk")
+    parser.add_argument("--frames", type=int, default=None, help="stop after this many output frames")
+    parser.add_argument("--exit-when-sender-leaves", action="store_true", help="end when the sender leaves (default: wait)")
+    parser.add_argument("--stats-json", type=Path, default=None, help="write the call's statistics here at the end")
+    parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
+    parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
+    add_rtc_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+
+
+def load_synthesizer(weights: Path | None, device: str | None, cache_dir: Path | None) -> Any:
+    try:
+        from codec.model import FrameSynthesizer
+    except ImportError as exc:
+        raise RuntimeError(f"the synthesis model (codec.model) is not available: {exc}") from None
+    return FrameSynthesizer(weights=weights, device=device, cache_dir=cache_dir)
+
+
+def create_receiver(args: argparse.Namespace) -> Receiver:
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be ≥ 1, got {args.frames}")
+    if args.avatar is not None and not args.avatar.is_file():
+        raise ValueError(f"--avatar {str(args.avatar)!r} is not a file")
+    cache_dir = None if args.no_cache else args.cache_dir
+    config = ReceiverConfig(
+        args.signaling, args.room, args.token, create_rtc_options(args), record=args.record, show=args.show, view=args.view,
+        avatar=args.avatar, cache_dir=cache_dir, max_frames=args.frames, exit_when_sender_leaves=args.exit_when_sender_leaves,
+    )
+    return Receiver(config, load_synthesizer(args.weights, args.device, cache_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m receiver", description="receiver (not built yet)")
-    parser.parse_args(argv)
-    print("python -m receiver: this stage is not built yet (see the open issues).", file=sys.stderr)
-    return 2
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["repose"]:
+        from receiver.repose import main as repose_main
+
+        return int(repose_main(argv[1:]))
+    parser = argparse.ArgumentParser(prog="python -m receiver", description=__doc__.split("\n")[0] if __doc__ else None)
+    add_receiver_arguments(parser)
+    args = parser.parse_args(argv)
+    from signaling.__main__ import run_until_signal, setup_logging
+
+    setup_logging(args.verbose + 1)
+    try:
+        receiver = create_receiver(args)
+    except (ValueError, RuntimeError, OSError) as exc:
+        logger.error("%s", exc)
+        return 2
+    try:
+        reason = asyncio.run(run_until_signal(receiver.run(), receiver.stop))
+    except (ValueError, RuntimeError, OSError) as exc:
+        logger.error("the call failed: %s", exc)
+        return 1
+    if args.stats_json is not None:
+        args.stats_json.write_text(json.dumps({"end": reason, **receiver.stats(), "events": receiver.events}, indent=2))
+    logger.warning("receiver finished: %s", reason)
+    return 0 if reason in ("max_frames", "stopped", "sender_left") else 1
 
 
 if __name__ == "__main__":

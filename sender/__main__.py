@@ -1,16 +1,93 @@
-"""python -m sender: not built yet."""
+"""python -m sender: stream a face's motion to the receivers of a room.
+
+    python -m sender --signaling http://127.0.0.1:8080 --room demo                   # built-in trace + portrait
+    python -m sender --signaling URL --room R --reference me.jpg --source webcam     # or /dev/video1, clip.mp4, frames/
+    python -m sender ... --max-kbps 8 [--keypoints 12] [--frames-per-packet 3] [--ice-server stun:host:3478]
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
+from pathlib import Path
+from typing import Any
+
+from codec.quantize import PRESETS_BY_NAME
+from sender.portrait import default_portrait, make_reference, read_photo
+from sender.session import DEFAULT_MAX_KBPS, Sender, SenderConfig
+from sender.sources import DEFAULT_SOURCE, create_source
+from signaling.rtc import add_rtc_arguments, create_rtc_options
+
+logger = logging.getLogger(__name__)
+
+
+def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--signaling", default="http://127.0.0.1:8080", help="signaling server URL (default %(default)s)")
+    parser.add_argument("--room", default="demo", help="room to join (default %(default)s)")
+    parser.add_argument("--token", default=None, help="the room's shared secret, if it has one")
+    parser.add_argument("--reference", type=Path, default=None, help="portrait photo to send (default: the built-in astronaut)")
+    parser.add_argument(
+        "--source", default=DEFAULT_SOURCE,
+        help="'default' (scripted head motion), 'webcam', a /dev/video* device, a video file or an image folder",
+    )
+    parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the source's own, 25 for the trace)")
+    parser.add_argument("--frames", type=int, default=None, help="stop after this many source frames (default: run until Ctrl-C)")
+    parser.add_argument("--max-kbps", type=float, default=DEFAULT_MAX_KBPS, help="on-the-wire cap, 0 for none (default %(default)s)")
+    parser.add_argument("--keypoints", type=int, default=None, help="send δ of this many keypoints (default: adaptive)")
+    parser.add_argument("--frames-per-packet", type=int, default=None, help="motion frames per packet, 1-8 (default: adaptive)")
+    parser.add_argument("--preset", choices=sorted(PRESETS_BY_NAME), default=None, help="quantizer preset (default: adaptive)")
+    parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
+    parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
+    add_rtc_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+
+
+def load_motion_encoder(weights: Path | None, device: str | None) -> Any:
+    try:
+        from codec.model import MotionEncoder
+    except ImportError as exc:
+        raise RuntimeError(f"the motion model (codec.model) is not available: {exc}") from None
+    return MotionEncoder(weights=weights, device=device)
+
+
+def create_sender(args: argparse.Namespace) -> Sender:
+    """Build the sender from parsed flags (ValueError/RuntimeError with a clear message when unusable)."""
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be ≥ 1, got {args.frames}")
+    rtc = create_rtc_options(args)
+    encoder = load_motion_encoder(args.weights, args.device)
+    model_version = str(getattr(encoder, "model_version", "1"))
+    photo = default_portrait() if args.reference is None else read_photo(args.reference)
+    reference = make_reference(photo, encoder.image_size, encoder.model_id, model_version)
+    source = create_source(args.source, fps=args.fps, max_frames=args.frames, encoder=encoder if args.source != DEFAULT_SOURCE else None)
+    config = SenderConfig(
+        args.signaling, args.room, args.token, rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
+        frames_per_packet=args.frames_per_packet, preset=args.preset,
+    )
+    return Sender(config, source, reference)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sender", description="sender (not built yet)")
-    parser.parse_args(argv)
-    print("python -m sender: this stage is not built yet (see the open issues).", file=sys.stderr)
-    return 2
+    parser = argparse.ArgumentParser(prog="python -m sender", description=__doc__.split("\n")[0] if __doc__ else None)
+    add_sender_arguments(parser)
+    args = parser.parse_args(argv)
+    from signaling.__main__ import run_until_signal, setup_logging
+
+    setup_logging(args.verbose + 1)
+    try:
+        sender = create_sender(args)
+    except (ValueError, RuntimeError, OSError) as exc:
+        logger.error("%s", exc)
+        return 2
+    try:
+        reason = asyncio.run(run_until_signal(sender.run(), sender.stop))
+    except Exception as exc:  # noqa: BLE001 - report a failed call in one line, not a traceback
+        logger.error("the call failed: %s", exc)
+        return 1
+    logger.warning("sender finished: %s", reason)
+    return 0 if reason in ("source_ended", "stopped") else 1
 
 
 if __name__ == "__main__":

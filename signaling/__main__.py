@@ -15,11 +15,14 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from signaling.server import DEFAULT_STATIC_DIR, ServerConfig, start_server
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +71,20 @@ async def wait_for_stop_signal() -> None:
             loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def run_until_signal(run: Awaitable[T], stop: Callable[[], None]) -> T:
+    """Await ``run``; SIGINT/SIGTERM call ``stop`` (a graceful end) instead of killing the loop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+    try:
+        return await run
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

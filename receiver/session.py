@@ -1,0 +1,667 @@
+"""The receiver: joins a room, answers the sender, decodes and plays out motion, renders, publishes.
+
+Per sender (the newest one in the room is the active one): an answering RTCPeerConnection with
+the sender's "motion" (unordered, no retransmit) and "control" (reliable) data channels; a
+MotionDepacketizer; the reference portrait (from its cache, or reassembled from chunks); feedback
+(acks, KEY requests) every ``feedback_interval_ms`` and at once for a KEY request; delay reports.
+Per viewer: an offering RTCPeerConnection carrying the synthesized video track and a "control"
+channel (stats, status and rate decisions out; commands and avatar uploads in).
+
+    receiver = Receiver(ReceiverConfig("http://127.0.0.1:8080", room="demo"), synthesizer)
+    await receiver.run()      # until stop(), max_frames output frames, or (optionally) the sender leaves
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiortc import RTCDataChannel
+
+from codec.bitstream import pack_feedback
+from codec.exceptions import BitstreamError
+from codec.motion import MotionParams
+from codec.prediction import MotionDepacketizer
+from codec.reference_message import ChunkReassembler, ReferenceMessage, decode_portrait, unpack_reference_message
+from receiver.playout import PlayoutBuffer, PlayoutFrame
+from receiver.references import ReferenceStore, cache_key
+from receiver.render_worker import RenderedFrame, RenderWorker, Scene, Synthesizer, wall_ms
+from receiver.sinks import FrameSink, Mp4Recorder, NullSink, WindowSink
+from receiver.video_track import LatestFrame, SynthesizedVideoTrack
+from signaling import control as c
+from signaling import messages as m
+from signaling.client import Signaling, WebSocketSignaling
+from signaling.rtc import PeerLink, RtcOptions, close_links
+
+logger = logging.getLogger(__name__)
+
+ERROR_REPLY_INTERVAL_S = 1.0
+MAX_AVATAR_PIXELS = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """Receiver settings; the field comments are the CLI help."""
+
+    signaling_url: str  # the signaling server, http://HOST:PORT
+    room: str = "demo"  # room to join
+    token: str | None = field(default=None, repr=False)  # the room's shared secret, if it has one
+    rtc: RtcOptions = RtcOptions()
+    record: Path | None = None  # write the synthesized video to this MP4
+    show: bool = False  # show the synthesized video in a window
+    view: str | None = None  # "frontal" or "yaw=..,pitch=..,roll=.." (free view); None: the sender's
+    avatar: Path | None = None  # drive this portrait with the sender's motion (cross-identity)
+    cache_dir: Path | None = None  # keep received portraits here (no re-send on the next call)
+    max_frames: int | None = None  # stop after this many output frames
+    exit_when_sender_leaves: bool = False  # end when the active sender leaves (default: wait for another)
+    feedback_interval_ms: float = 500.0  # acks at most this often (each costs the sender a SACK on the wire)
+    report_interval_s: float = 2.0  # delay reports to the sender
+    stats_interval_s: float = 1.0  # stats to viewers
+    max_delay_ms: float = 500.0  # jitter-buffer ceiling
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """One output frame, for tests and the benchmark (times are wall-clock ms)."""
+
+    slot: int
+    stream_id: int
+    seq: int
+    concealed: bool
+    capture_ms: float
+    due_ms: float
+    arrival_ms: float | None
+
+
+@dataclass(frozen=True)
+class RenderRecord:
+    slot: int
+    concealed: bool
+    capture_ms: float
+    rendered_ms: float
+    render_ms: float
+
+
+class _SenderLink:
+    """The receiving side of one sender."""
+
+    def __init__(self, link: PeerLink) -> None:
+        self.link = link
+        self.motion: RTCDataChannel | None = None
+        self.control: RTCDataChannel | None = None
+        self.depacketizer = MotionDepacketizer()
+        self.reassembler = ChunkReassembler()
+        self.hello: c.Hello | None = None
+        self.key: str | None = None
+        self.ready = False
+        self.packets = 0
+        self.payload_bytes = 0
+        self.bad_packets = 0
+        self.bad_control = 0
+        self.last_error_reply = 0.0
+        self.last_feedback: tuple[Any, ...] | None = None
+        self.last_feedback_ms = 0.0
+        self.rate: c.RateDecision | None = None
+        self.first_packet_ms: float | None = None
+        self.remote_errors: list[str] = []
+
+    @property
+    def peer_id(self) -> str:
+        return self.link.peer.peer_id
+
+    def send_control(self, msg: c.ControlMessage | bytes) -> None:
+        channel = self.control
+        if channel is None or channel.readyState != "open":
+            return
+        channel.send(msg if isinstance(msg, bytes) else c.encode_control(msg))
+
+
+class _ViewerLink:
+    def __init__(self, link: PeerLink) -> None:
+        self.link = link
+        self.control: RTCDataChannel | None = None
+        self.avatar = c.AvatarAssembler()
+        self.last_error_reply = 0.0
+
+    def send(self, msg: c.ControlMessage) -> None:
+        if self.control is not None and self.control.readyState == "open":
+            self.control.send(c.encode_control(msg))
+
+
+class Receiver:
+    """See the module docstring."""
+
+    def __init__(
+        self, config: ReceiverConfig, synthesizer: Synthesizer, signaling: Signaling | None = None,
+        view_parser: Callable[[str], Any] | None = None,
+        face_crop: Callable[[np.ndarray, int], np.ndarray] | None = None,
+        retarget: Callable[[MotionParams, MotionParams, MotionParams], MotionParams] | None = None,
+        sinks: list[FrameSink] | None = None,
+    ) -> None:
+        self.config = config
+        self.synthesizer = synthesizer
+        self.signaling = signaling or WebSocketSignaling(config.signaling_url, config.room, "receiver", config.token)
+        self._view_parser = view_parser
+        self._face_crop = face_crop
+        self._retarget = retarget
+        self._extra_sinks = sinks or []
+        self.store = ReferenceStore(config.cache_dir)
+        self.playout = PlayoutBuffer(max_delay_ms=config.max_delay_ms)
+        self.latest = LatestFrame(getattr(synthesizer, "image_size", 256))
+        self.senders: dict[str, _SenderLink] = {}
+        self.sender_history: list[_SenderLink] = []  # every sender link of this run, for stats
+        self.active: _SenderLink | None = None
+        self.viewers: dict[str, _ViewerLink] = {}
+        self.view: Any = None
+        self.avatar_state: Any = None
+        self.outputs: deque[OutputRecord] = deque(maxlen=200_000)
+        self.renders: deque[RenderRecord] = deque(maxlen=200_000)
+        self.events: list[tuple[float, str, str]] = []  # (wall ms, event, detail), for tests and logs
+        self.frames_without_reference = 0
+        self.sink_errors = 0
+        self._sinks: list[FrameSink] = []
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._rendered: asyncio.Queue[RenderedFrame] = asyncio.Queue()
+        self._worker: RenderWorker | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped_reason = ""
+        self._last_report = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def stop(self, reason: str = "stopped") -> None:
+        if not self._stop.is_set():
+            self._stopped_reason = reason
+            self._stop.set()
+
+    def _event(self, name: str, detail: str = "") -> None:
+        self.events.append((wall_ms(), name, detail))
+        logger.info("event %s %s", name, detail)
+
+    async def run(self) -> str:
+        """Run the call; returns why it ended ("max_frames", "sender_left", "signaling_closed", "stopped")."""
+        loop = asyncio.get_running_loop()
+        self.config.rtc.apply()
+        if self.config.view is not None:
+            self.view = self._parse_view(self.config.view)
+        self._worker = RenderWorker(self.synthesizer, loop, self._rendered.put_nowait)
+        self._worker.start()
+        try:
+            self._sinks = self._open_sinks() + self._extra_sinks
+            if self.config.avatar is not None:
+                await self._load_avatar(self.config.avatar.read_bytes(), str(self.config.avatar))
+            joined = await self.signaling.connect()
+            self._event("joined", f"{joined.room} as {joined.peer_id}")
+            for peer in joined.peers:
+                if peer.role == "viewer":
+                    await self._add_viewer(peer)
+            self._tasks = [
+                asyncio.ensure_future(coro)
+                for coro in (self._signaling_loop(), self._playout_loop(), self._output_loop(), self._feedback_loop(), self._report_loop())
+            ]
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+        return self._stopped_reason
+
+    def _open_sinks(self) -> list[FrameSink]:
+        sinks: list[FrameSink] = []
+        if self.config.record is not None:
+            sinks.append(Mp4Recorder(self.config.record, self.playout.fps))
+        if self.config.show:
+            sinks.append(WindowSink())
+        return sinks or [NullSink()]
+
+    async def _shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await close_links([s.link for s in self.senders.values()] + [v.link for v in self.viewers.values()])
+        if self._worker is not None:
+            await self._worker.close()
+        while not self._rendered.empty():  # frames finished during shutdown still reach the sinks
+            await self._deliver(self._rendered.get_nowait())
+        for sink in self._sinks:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(sink.close)
+        await self.signaling.close()
+
+    # -- signaling ------------------------------------------------------------------------------
+    async def _signaling_loop(self) -> None:
+        while True:
+            msg = await self.signaling.receive()
+            if msg is None:
+                self._event("signaling_closed")
+                self.stop("signaling_closed")
+                return
+            if isinstance(msg, m.PeerJoined) and msg.peer.role == "viewer":
+                await self._add_viewer(msg.peer)
+            elif isinstance(msg, m.PeerLeft):
+                await self._peer_left(msg)
+            elif isinstance(msg, (m.SessionDescription, m.IceCandidate)):
+                await self._on_signal(msg)
+            elif isinstance(msg, m.Error):
+                logger.warning("signaling server: %s (%s)", msg.message, msg.code)
+
+    async def _on_signal(self, msg: m.SessionDescription | m.IceCandidate) -> None:
+        sender = self.senders.get(msg.peer)
+        if sender is not None:
+            await sender.link.on_signal(msg)
+            return
+        viewer = self.viewers.get(msg.peer)
+        if viewer is not None:
+            await viewer.link.on_signal(msg)
+            return
+        if isinstance(msg, m.SessionDescription) and msg.kind == "offer":
+            await self._add_sender(m.PeerInfo(msg.peer, "sender"), msg)
+        else:
+            logger.info("ignoring %s from unknown peer %s", type(msg).__name__, msg.peer)
+
+    async def _peer_left(self, msg: m.PeerLeft) -> None:
+        sender = self.senders.pop(msg.peer.peer_id, None)
+        if sender is not None:
+            was_active = sender is self.active
+            if was_active:
+                self.active = None
+            await sender.link.close()
+            if was_active:
+                self._event("sender_left", f"{msg.peer.peer_id} ({msg.reason})")
+                self._broadcast(c.Status("sender_left", f"the sender left ({msg.reason}); waiting for one to join"))
+                if self.config.exit_when_sender_leaves:
+                    self.stop("sender_left")
+        viewer = self.viewers.pop(msg.peer.peer_id, None)
+        if viewer is not None:
+            await viewer.link.close()
+            self._event("viewer_left", msg.peer.peer_id)
+
+    # -- the sender -----------------------------------------------------------------------------
+    async def _add_sender(self, peer: m.PeerInfo, offer: m.SessionDescription) -> None:
+        link = PeerLink(peer, self.signaling, self.config.rtc, "receiver")
+        sender = _SenderLink(link)
+        previous = self.active
+        self.senders[peer.peer_id] = sender
+        self.sender_history.append(sender)
+        self.active = sender
+        self._event("sender_joined", peer.peer_id)
+        if previous is not None:
+            logger.info("%s: a newer sender replaces %s", link.prefix, previous.peer_id)
+            self.senders.pop(previous.peer_id, None)
+            await previous.link.close()
+
+        @link.pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label == "motion":
+                sender.motion = channel
+                channel.on("message", lambda data: self._on_motion(sender, data))
+            elif channel.label == "control":
+                sender.control = channel
+                channel.on("message", lambda data: self._on_sender_control(sender, data))
+            else:
+                logger.warning("%s: ignoring unexpected data channel %r", link.prefix, channel.label)
+
+        def on_close() -> None:
+            if self.senders.get(peer.peer_id) is sender:
+                del self.senders[peer.peer_id]
+            if self.active is sender:
+                self.active = None
+                self._event("sender_lost", peer.peer_id)
+                if self.config.exit_when_sender_leaves:
+                    self.stop("sender_left")
+
+        link.on_close(on_close)
+        await link.on_signal(offer)
+
+    def _error_reply(self, sender: _SenderLink, code: str, message: str) -> None:
+        now = time.monotonic()
+        if now - sender.last_error_reply >= ERROR_REPLY_INTERVAL_S:
+            sender.last_error_reply = now
+            sender.send_control(c.ErrorReply(code, message[:500]))
+
+    def _on_motion(self, sender: _SenderLink, data: bytes | str) -> None:
+        if sender is not self.active:
+            return
+        now = wall_ms()
+        if not isinstance(data, bytes):
+            sender.bad_packets += 1
+            self._error_reply(sender, "bad_packet", f"motion packets are binary; got text ({sender.bad_packets} rejected)")
+            return
+        try:
+            frames = sender.depacketizer.receive(data)
+        except BitstreamError as exc:
+            sender.bad_packets += 1
+            logger.info("%s: rejected motion packet: %s", sender.link.prefix, exc)
+            self._error_reply(sender, "bad_packet", f"{exc} ({sender.bad_packets} rejected)")
+            return
+        sender.packets += 1
+        sender.payload_bytes += len(data)
+        if sender.first_packet_ms is None:
+            sender.first_packet_ms = now
+        for frame in frames:
+            self.playout.push(frame, now)
+        fb = sender.depacketizer.feedback()
+        if fb is not None and fb.key_request_after is not None:
+            self._send_feedback(sender, force=True)
+        self._wake.set()
+
+    def _send_feedback(self, sender: _SenderLink, force: bool = False) -> None:
+        fb = sender.depacketizer.feedback()
+        if fb is None:
+            return
+        state = (fb.stream_id, fb.acked_seq, fb.acked_mask, fb.key_request_after)
+        now = wall_ms()
+        if state == sender.last_feedback and not force:
+            return
+        if not force and now - sender.last_feedback_ms < self.config.feedback_interval_ms:
+            return
+        if force and state == sender.last_feedback and now - sender.last_feedback_ms < 100.0:
+            return
+        sender.last_feedback, sender.last_feedback_ms = state, now
+        sender.send_control(pack_feedback(fb))
+
+    def _on_sender_control(self, sender: _SenderLink, data: bytes | str) -> None:
+        if isinstance(data, bytes):
+            self._on_reference_chunk(sender, data)
+            return
+        try:
+            msg = c.decode_control(data)
+        except c.ControlError as exc:
+            sender.bad_control += 1
+            logger.info("%s: rejected control message: %s", sender.link.prefix, exc)
+            self._error_reply(sender, "bad_message", str(exc))
+            return
+        if isinstance(msg, c.Hello):
+            asyncio.ensure_future(self._on_hello(sender, msg))
+        elif isinstance(msg, c.Ping):
+            sender.send_control(c.Pong(msg.t_ms))
+        elif isinstance(msg, c.RateDecision):
+            sender.rate = msg
+            self._broadcast(msg)
+        elif isinstance(msg, c.ErrorReply):
+            sender.remote_errors.append(f"{msg.code}: {msg.message}")
+            logger.warning("%s: the sender reports %s: %s", sender.link.prefix, msg.code, msg.message)
+        elif isinstance(msg, c.Stats):
+            self._broadcast(msg)
+        else:
+            self._error_reply(sender, "unexpected", f"a receiver does not accept {msg.TYPE!r} from a sender")
+
+    async def _on_hello(self, sender: _SenderLink, hello: c.Hello) -> None:
+        synth = self.synthesizer
+        sender.hello = hello
+        if (hello.model_id, hello.model_version) != (synth.model_id, synth.model_version):
+            text = (
+                f"the sender's motion is for model {hello.model_id} {hello.model_version}, this receiver runs "
+                f"{synth.model_id} {synth.model_version}: use the same weights on both sides"
+            )
+            logger.error("%s: %s", sender.link.prefix, text)
+            sender.send_control(c.ErrorReply("model_mismatch", text))
+            self._broadcast(c.Status("error", text))
+            return
+        with contextlib.suppress(ValueError):
+            self.playout.set_fps(hello.fps)
+        key = cache_key(hello.content_hash, hello.model_id, hello.model_version)
+        sender.key = key
+        have = self.store.has(key)
+        sender.send_control(c.ReferenceStatus(hello.content_hash, have))
+        self._event("hello", f"stream {hello.stream_id}, reference {hello.content_hash[:12]} {'cached' if have else 'needed'}")
+        if have:
+            msg = self.store.load(key)
+            if self.store.state(key) is None and msg is None:  # vanished between has() and load()
+                sender.send_control(c.ReferenceStatus(hello.content_hash, False))
+                return
+            await self._prepare(sender, key, msg, cached=True)
+
+    def _on_reference_chunk(self, sender: _SenderLink, chunk: bytes) -> None:
+        try:
+            whole = sender.reassembler.add(chunk)
+            if whole is None:
+                return
+            msg = unpack_reference_message(whole)
+        except BitstreamError as exc:
+            sender.bad_control += 1
+            logger.warning("%s: rejected reference data: %s", sender.link.prefix, exc)
+            self._error_reply(sender, "bad_reference", str(exc))
+            return
+        if sender.hello is None or msg.cache_key != sender.key:
+            self._error_reply(sender, "unexpected_reference", f"reference {msg.content_hash.hex()[:12]} was not announced by a hello")
+            return
+        self.store.save(msg)
+        asyncio.ensure_future(self._prepare(sender, msg.cache_key, msg, cached=False))
+
+    async def _prepare(self, sender: _SenderLink, key: str, msg: ReferenceMessage | None, cached: bool) -> None:
+        assert self._worker is not None
+        if self.store.state(key) is None:
+            if msg is None:
+                return
+            try:
+                rgb = decode_portrait(msg)
+                state = await self._worker.call(self.synthesizer.prepare, self._fit_portrait(rgb))
+            except (BitstreamError, ValueError) as exc:
+                logger.error("%s: cannot use the reference portrait: %s", sender.link.prefix, exc)
+                sender.send_control(c.ErrorReply("bad_reference", str(exc)[:500]))
+                return
+            self.store.put_state(key, state)
+        sender.ready = True
+        hash_hex = key.split(":", 1)[0]
+        sender.send_control(c.ReferenceReady(hash_hex, cached))
+        self._event("reference_ready", f"{hash_hex[:12]} {'cached' if cached else 'received'}")
+        self._broadcast(c.Status("receiving", "reference ready; rendering the sender's motion"))
+
+    def _fit_portrait(self, rgb: np.ndarray) -> np.ndarray:
+        """The sender sends an S×S face crop; anything else is resized to the synthesizer's size."""
+        size = getattr(self.synthesizer, "image_size", rgb.shape[0])
+        if rgb.shape[:2] == (size, size):
+            return rgb
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
+
+    # -- playout and rendering ------------------------------------------------------------------
+    def _scene(self) -> Scene | None:
+        sender = self.active
+        if sender is None or not sender.ready or sender.key is None:
+            return None
+        state = self.store.state(sender.key)
+        if state is None:
+            return None
+        if self.avatar_state is None:
+            return Scene(state, self.view)
+        retarget = self._retarget_fn()
+        source_motion, avatar_motion = state.motion, self.avatar_state.motion
+        return Scene(self.avatar_state, self.view, lambda motion: retarget(motion, source_motion, avatar_motion))
+
+    async def _playout_loop(self) -> None:
+        while True:
+            due = self.playout.next_due_ms()
+            now = wall_ms()
+            if due is None or due > now:
+                self._wake.clear()
+                timeout = 0.5 if due is None else (due - now) / 1000.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                continue
+            for frame in self.playout.pop_due(now):
+                self._emit(frame)
+
+    def _emit(self, frame: PlayoutFrame) -> None:
+        self.outputs.append(
+            OutputRecord(frame.slot, frame.stream_id, frame.seq, frame.concealed, frame.capture_ms, frame.due_ms, frame.arrival_ms)
+        )
+        scene = self._scene()
+        if scene is None:
+            self.frames_without_reference += 1
+            return
+        assert self._worker is not None
+        self._worker.submit(frame, scene)
+
+    async def _output_loop(self) -> None:
+        while True:
+            await self._deliver(await self._rendered.get())
+
+    async def _deliver(self, rendered: RenderedFrame) -> None:
+        frame = rendered.frame
+        self.latest.update(frame.slot, rendered.image)
+        self.renders.append(RenderRecord(frame.slot, frame.concealed, frame.capture_ms, rendered.rendered_ms, rendered.render_ms))
+        for sink in self._sinks:
+            try:
+                await asyncio.to_thread(sink.write, frame.slot, rendered.image)
+            except Exception as exc:  # noqa: BLE001 - a failing sink (disk full, no display) must not end the call
+                self.sink_errors += 1
+                logger.error("%s failed on frame %d: %s", type(sink).__name__, frame.slot, exc)
+        if self.config.max_frames is not None and frame.slot + 1 >= self.config.max_frames:
+            self.stop("max_frames")
+
+    async def _feedback_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            if self.active is not None:
+                self._send_feedback(self.active)
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.config.report_interval_s, self.config.stats_interval_s))
+            now = time.monotonic()
+            sender = self.active
+            if sender is not None and now - self._last_report >= self.config.report_interval_s:
+                self._last_report = now
+                sender.send_control(
+                    c.DelayReport(
+                        round(self.playout.jitter_ms, 2), round(self.playout.target_delay_ms, 2),
+                        self.playout.frames_late, self.playout.frames_concealed,
+                    )
+                )
+            if self.viewers:
+                self._broadcast(c.Stats("receiver", self.stats()))
+
+    def stats(self) -> dict[str, float | int | str | None]:
+        """Numbers for viewers and logs (see signaling/PROTOCOL.md)."""
+        sender = self.active
+        renders = list(self.renders)[-100:]
+        latencies = [r.rendered_ms - r.capture_ms for r in renders if not r.concealed]
+        worker = self._worker
+        counters = None if sender is None else sender.link.counters()
+        elapsed_s = None if sender is None or sender.first_packet_ms is None else (wall_ms() - sender.first_packet_ms) / 1000.0
+        out: dict[str, float | int | str | None] = {
+            "frames_output": self.playout.next_slot,
+            "frames_rendered": 0 if worker is None else worker.frames_rendered,
+            "frames_concealed": self.playout.frames_concealed,
+            "frames_late": self.playout.frames_late,
+            "jitter_ms": round(self.playout.jitter_ms, 1),
+            "playout_delay_ms": round(self.playout.target_delay_ms, 1),
+            "latency_ms_median": round(float(np.median(latencies)), 1) if latencies else None,
+            "render_ms_median": round(float(np.median(list(worker.render_ms)[-100:])), 1) if worker and worker.render_ms else None,
+            "packets_received": 0 if sender is None else sender.packets,
+            "payload_kbps": None if not elapsed_s or sender is None else round(sender.payload_bytes * 8 / 1000 / elapsed_s, 2),
+            "wire_kbps_in": None if not elapsed_s or counters is None else round(counters.wire_bytes_received * 8 / 1000 / elapsed_s, 2),
+            "fps": self.playout.fps,
+        }
+        if sender is not None and sender.rate is not None:
+            out.update(keypoints=sender.rate.keypoints, preset=sender.rate.preset, frames_per_packet=sender.rate.frames_per_packet)
+        return out
+
+    # -- viewers --------------------------------------------------------------------------------
+    async def _add_viewer(self, peer: m.PeerInfo) -> None:
+        link = PeerLink(peer, self.signaling, self.config.rtc, "receiver")
+        viewer = _ViewerLink(link)
+        self.viewers[peer.peer_id] = viewer
+        self._event("viewer_joined", peer.peer_id)
+        link.pc.addTrack(SynthesizedVideoTrack(self.latest, self.playout.fps))
+        channel = link.pc.createDataChannel("control")
+        viewer.control = channel
+
+        @channel.on("open")
+        def on_open() -> None:
+            state = "receiving" if self.active is not None else "waiting"
+            viewer.send(c.Status(state, "receiving the sender's motion" if self.active else "waiting for a sender"))
+            if self.active is not None and self.active.rate is not None:
+                viewer.send(self.active.rate)
+
+        channel.on("message", lambda data: asyncio.ensure_future(self._on_viewer_control(viewer, data)))
+        link.on_close(lambda: self.viewers.pop(peer.peer_id, None) if self.viewers.get(peer.peer_id) is viewer else None)
+        await link.offer()
+
+    def _broadcast(self, msg: c.ControlMessage) -> None:
+        for viewer in list(self.viewers.values()):
+            viewer.send(msg)
+
+    async def _on_viewer_control(self, viewer: _ViewerLink, data: bytes | str) -> None:
+        try:
+            if isinstance(data, bytes):
+                raise c.ControlError("viewers send JSON text messages, not binary")
+            msg = c.decode_control(data)
+            if isinstance(msg, c.Command):
+                await self._on_command(msg)
+            elif isinstance(msg, c.AvatarChunk):
+                image = viewer.avatar.add(msg)
+                if image is not None:
+                    await self._load_avatar(image, f"upload from viewer {viewer.link.peer.peer_id}")
+                    viewer.send(c.Status("avatar", "driving the uploaded portrait"))
+            elif isinstance(msg, c.Ping):
+                viewer.send(c.Pong(msg.t_ms))
+            else:
+                raise c.ControlError(f"a receiver does not accept {msg.TYPE!r} from a viewer")
+        except (c.ControlError, ValueError) as exc:
+            now = time.monotonic()
+            if now - viewer.last_error_reply >= ERROR_REPLY_INTERVAL_S:
+                viewer.last_error_reply = now
+                viewer.send(c.ErrorReply("bad_message", str(exc)[:500]))
+
+    async def _on_command(self, command: c.Command) -> None:
+        if command.view is not None:
+            self.view = self._parse_view(command.view)
+            self._event("view", command.view)
+        if command.avatar == "reset":
+            self.avatar_state = None
+            self._event("avatar", "reset")
+        forward = command.sender_part()
+        if forward is not None and self.active is not None:
+            self.active.send_control(forward)
+
+    def _parse_view(self, text: str) -> Any:
+        parser = self._view_parser
+        if parser is None:
+            from codec.model import ViewControl  # the model engineer's parser (ValueError on bad text)
+
+            parser = ViewControl.parse
+        return parser(text)
+
+    def _retarget_fn(self) -> Callable[[MotionParams, MotionParams, MotionParams], MotionParams]:
+        if self._retarget is None:
+            from codec.model import retarget_relative
+
+            self._retarget = retarget_relative
+        return self._retarget
+
+    async def _load_avatar(self, data: bytes, what: str) -> None:
+        """Decode, crop and prepare a portrait to drive with the sender's motion (ValueError if unusable)."""
+        from PIL import Image, UnidentifiedImageError
+
+        assert self._worker is not None
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                if img.size[0] * img.size[1] > MAX_AVATAR_PIXELS:
+                    raise ValueError(f"avatar {what} is {img.size[0]}x{img.size[1]}: larger than {MAX_AVATAR_PIXELS} pixels")
+                rgb = np.asarray(img.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"avatar {what} is not a readable image: {exc}") from None
+        size = getattr(self.synthesizer, "image_size", 256)
+        crop = self._face_crop
+        if crop is None:
+            from codec.face.crop import crop_reference
+
+            def crop(image: np.ndarray, output_size: int) -> np.ndarray:
+                return np.asarray(crop_reference(image, output_size=output_size).image)
+
+        face = await asyncio.to_thread(crop, rgb, size)
+        self.avatar_state = await self._worker.call(self.synthesizer.prepare, face)
+        self._retarget_fn()  # fail now, not on the first frame, if retargeting is unavailable
+        self._event("avatar", what)
+

@@ -1,0 +1,144 @@
+"""Where rendered frames go: an MP4 recorder, an on-screen window, or nowhere (the null sink).
+
+Sinks receive frames in output order with their output frame number (``slot``). The recorder writes
+exactly one video frame per slot at the sender's frame rate: a slot the render thread skipped (latest
+wins) repeats the previous image, so the file keeps the call's frame count and pacing.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class FrameSink(abc.ABC):
+    """Consumes (slot, image) in increasing slot order; ``write`` may block briefly (called off the loop)."""
+
+    @abc.abstractmethod
+    def write(self, slot: int, image: np.ndarray) -> None: ...
+
+    def close(self) -> None:
+        """Flush and release (idempotent)."""
+
+
+class NullSink(FrameSink):
+    """Discards frames (recording and display off)."""
+
+    def write(self, slot: int, image: np.ndarray) -> None:
+        return None
+
+
+class Mp4Recorder(FrameSink):
+    """H.264 MP4 (PyAV, libx264, yuv420p) at ``fps``, one frame per slot, gaps filled by repetition."""
+
+    def __init__(self, path: Path, fps: float, crf: int = 18) -> None:
+        import av  # imported here: only recording needs it
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fps = fps
+        self._container = av.open(str(path), mode="w")
+        rate = Fraction(fps).limit_denominator(1000)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
+        self._stream.codec_context.time_base = 1 / rate
+        self._last_slot: int | None = None
+        self._last_image: np.ndarray | None = None
+        self._first_slot: int | None = None
+        self.frames_written = 0
+        self.frames_repeated = 0
+        self._closed = False
+
+    def _encode(self, image: np.ndarray) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = self.frames_written
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def write(self, slot: int, image: np.ndarray) -> None:
+        if self._closed or (self._last_slot is not None and slot <= self._last_slot):
+            return
+        if self._first_slot is None:
+            self._first_slot = slot
+            height, width = image.shape[:2]
+            self._stream.width, self._stream.height = width - width % 2, height - height % 2
+        image = image[: self._stream.height, : self._stream.width]
+        if self._last_slot is not None and self._last_image is not None:
+            for _ in range(slot - self._last_slot - 1):
+                self._encode(self._last_image)
+                self.frames_repeated += 1
+        self._encode(image)
+        self._last_slot, self._last_image = slot, image
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._first_slot is not None:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        self._container.close()
+        logger.info("recorded %d frames (%d repeated) to %s", self.frames_written, self.frames_repeated, self.path)
+
+
+class WindowSink(FrameSink):
+    """Shows the newest frame in an OpenCV window, on its own thread (latest wins; never blocks the caller)."""
+
+    def __init__(self, title: str = "kpcall receiver", scale: int = 2) -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.title, self.scale = title, scale
+        self._cond = threading.Condition()
+        self._image: np.ndarray | None = None
+        self._closed = False
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="display", daemon=True)
+        self._thread.start()
+
+    def write(self, slot: int, image: np.ndarray) -> None:
+        with self._cond:
+            self._image = image
+            self._cond.notify()
+
+    def _run(self) -> None:
+        cv2 = self._cv2
+        try:
+            while True:
+                with self._cond:
+                    while self._image is None and not self._closed:
+                        self._cond.wait(0.05)
+                    if self._closed:
+                        break
+                    image, self._image = self._image, None
+                assert image is not None
+                bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+                if self.scale != 1:
+                    bgr = cv2.resize(bgr, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_LINEAR)
+                cv2.imshow(self.title, bgr)
+                cv2.waitKey(1)
+        except cv2.error as exc:
+            self.error = str(exc)
+            logger.error("cannot show frames (no display? run without --show): %s", exc)
+        finally:
+            try:
+                cv2.destroyAllWindows()
+            except cv2.error:
+                pass
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(2.0)

@@ -1,0 +1,387 @@
+"""The sender: joins a room, offers a connection to every receiver, streams motion and the reference.
+
+Per receiver: an offering RTCPeerConnection with a "motion" data channel (unordered, no
+retransmits: motion packets) and a "control" channel (reliable: hello, reference chunks, feedback,
+commands, rate decisions); its own MotionPacketizer (stream id random per sender run, so a restarted
+sender is a new stream) and BandwidthController. The reference portrait is announced in the hello
+and sent only when the receiver answers that it does not hold it.
+
+    sender = Sender(SenderConfig("http://127.0.0.1:8080", room="demo"), source, reference_message)
+    await sender.run()     # until the source ends or stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCDataChannel
+
+from codec.bitstream import MAX_STREAM_ID, unpack_feedback
+from codec.exceptions import BitstreamError
+from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionPacketizer
+from codec.quantize import get_preset
+from codec.reference_message import ReferenceMessage, chunk_message, pack_reference_message
+from sender.controller import BandwidthController, Decision, Rung
+from sender.sources import MotionFrame, MotionSource
+from signaling import control as c
+from signaling import messages as m
+from signaling.client import Signaling, WebSocketSignaling
+from signaling.rtc import PeerLink, RtcOptions, close_links
+
+logger = logging.getLogger(__name__)
+
+ERROR_REPLY_INTERVAL_S = 1.0
+DEFAULT_MAX_KBPS = 8.0
+END_OF_STREAM_DRAIN_S = 0.3  # after the source ends, before the connections close
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    """Sender settings; the field comments are the CLI help."""
+
+    signaling_url: str  # the signaling server, http://HOST:PORT
+    room: str = "demo"  # room to join
+    token: str | None = field(default=None, repr=False)  # the room's shared secret, if it has one
+    rtc: RtcOptions = RtcOptions()
+    max_kbps: float | None = DEFAULT_MAX_KBPS  # on-the-wire cap for the controller (None/0: none)
+    keypoints: int | None = None  # send δ of this many keypoints (None: the controller decides)
+    frames_per_packet: int | None = None  # frames per motion packet (None: the controller decides)
+    preset: str | None = None  # quantizer preset name (None: the controller decides)
+    key_interval_frames: int = DEFAULT_KEY_INTERVAL_FRAMES  # periodic KEY packets (0: never)
+    wait_for_receiver: bool = True  # start the source once a receiver holds the reference
+    ping_interval_s: float = 5.0  # round-trip probes on the control channel
+
+
+class _ReceiverLink:
+    """The sending side towards one receiver."""
+
+    def __init__(self, link: PeerLink, stream_id: int, config: SenderConfig, fps: float, num_keypoints: int) -> None:
+        self.link = link
+        self.stream_id = stream_id
+        self.controller = BandwidthController(
+            fps, num_keypoints, config.max_kbps, config.keypoints, config.frames_per_packet, config.preset
+        )
+        self.packetizer = MotionPacketizer(stream_id, key_interval_frames=config.key_interval_frames)
+        self.motion: RTCDataChannel | None = None
+        self.control: RTCDataChannel | None = None
+        self.rung: Rung | None = None
+        self.reference_sent = 0  # times the whole reference went out
+        self.reference_skipped = 0  # times the receiver already held it
+        self.reference_ready = asyncio.Event()
+        self.bad_messages = 0
+        self.last_error_reply = 0.0
+        self.send_errors = 0
+        self.started_ms: float | None = None
+        self.rtt_ms: float | None = None
+        self.remote_errors: list[str] = []
+
+    @property
+    def peer_id(self) -> str:
+        return self.link.peer.peer_id
+
+    @property
+    def motion_open(self) -> bool:
+        return self.motion is not None and self.motion.readyState == "open"
+
+    def send_control(self, msg: c.ControlMessage | bytes) -> None:
+        channel = self.control
+        if channel is None or channel.readyState != "open":
+            return
+        channel.send(msg if isinstance(msg, bytes) else c.encode_control(msg))
+
+    def apply(self, decision: Decision) -> None:
+        rung = decision.rung
+        packetizer = self.packetizer
+        if self.rung is None or rung.preset_id != self.rung.preset_id:
+            packetizer.set_preset(rung.preset_id)
+        packetizer.set_num_keypoints(rung.keypoints, decision.order)
+        packetizer.frames_per_packet = rung.frames_per_packet
+        self.rung = rung
+        self.send_control(decision.message())
+
+
+class Sender:
+    """See the module docstring."""
+
+    def __init__(
+        self, config: SenderConfig, source: MotionSource, reference: ReferenceMessage, signaling: Signaling | None = None,
+        packet_filter: Callable[[bytes], bytes | None] | None = None,
+    ) -> None:
+        """``packet_filter``: fault injection for tests and benchmarks; sees every motion packet and
+        returns what to send instead (None: drop it). The packetizer still counts it as sent."""
+        self.config = config
+        self._packet_filter = packet_filter
+        self.packets_filtered_out = 0
+        self.source = source
+        self.reference = reference
+        self._packed_reference = pack_reference_message(reference)
+        self.signaling = signaling or WebSocketSignaling(config.signaling_url, config.room, "sender", config.token)
+        self.stream_base = secrets.randbelow(MAX_STREAM_ID // 2)
+        self.links: dict[str, _ReceiverLink] = {}
+        self.link_history: list[_ReceiverLink] = []  # every receiver link of this run, for stats
+        self.frames_captured = 0
+        self.frames_without_receiver = 0
+        self.events: list[tuple[float, str, str]] = []
+        self._stop = asyncio.Event()
+        self._any_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._num_keypoints = source_keypoints(source)
+        self._link_count = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _event(self, name: str, detail: str = "") -> None:
+        self.events.append((time.time() * 1000.0, name, detail))
+        logger.info("event %s %s", name, detail)
+
+    async def run(self) -> str:
+        """Stream until the source ends ("source_ended"), stop() ("stopped") or signaling ends ("signaling_closed")."""
+        self.config.rtc.apply()
+        reason = "stopped"
+        try:
+            joined = await self.signaling.connect()
+            self._event("joined", f"{joined.room} as {joined.peer_id}")
+            for peer in joined.peers:
+                if peer.role == "receiver":
+                    await self._add_receiver(peer)
+            signaling_task = asyncio.ensure_future(self._signaling_loop())
+            motion_task = asyncio.ensure_future(self._motion_loop())
+            ping_task = asyncio.ensure_future(self._ping_loop())
+            stop_task = asyncio.ensure_future(self._stop.wait())
+            self._tasks = [signaling_task, motion_task, ping_task, stop_task]
+            done, _ = await asyncio.wait({signaling_task, motion_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if motion_task in done:
+                motion_task.result()  # a source failure propagates
+                reason = "source_ended"
+            elif signaling_task in done:
+                reason = "signaling_closed"
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.source.close()
+            await close_links([link.link for link in self.links.values()])
+            await self.signaling.close()
+        return reason
+
+    # -- signaling ------------------------------------------------------------------------------
+    async def _signaling_loop(self) -> None:
+        while True:
+            msg = await self.signaling.receive()
+            if msg is None:
+                self._event("signaling_closed")
+                return
+            if isinstance(msg, m.PeerJoined) and msg.peer.role == "receiver":
+                await self._add_receiver(msg.peer)
+            elif isinstance(msg, m.PeerLeft):
+                link = self.links.pop(msg.peer.peer_id, None)
+                if link is not None:
+                    self._event("receiver_left", f"{msg.peer.peer_id} ({msg.reason})")
+                    await link.link.close()
+            elif isinstance(msg, (m.SessionDescription, m.IceCandidate)):
+                target = self.links.get(msg.peer)
+                if target is not None:
+                    await target.link.on_signal(msg)
+                else:
+                    logger.info("ignoring %s from %s (not a receiver of ours)", type(msg).__name__, msg.peer)
+            elif isinstance(msg, m.Error):
+                logger.warning("signaling server: %s (%s)", msg.message, msg.code)
+
+    async def _add_receiver(self, peer: m.PeerInfo) -> None:
+        if peer.peer_id in self.links:
+            return
+        link = PeerLink(peer, self.signaling, self.config.rtc, "sender")
+        stream_id = (self.stream_base + self._link_count) % (MAX_STREAM_ID + 1)
+        self._link_count += 1
+        rx = _ReceiverLink(link, stream_id, self.config, self.source.fps, self._num_keypoints)
+        self.links[peer.peer_id] = rx
+        self.link_history.append(rx)
+        self._event("receiver_joined", peer.peer_id)
+        rx.motion = link.pc.createDataChannel("motion", ordered=False, maxRetransmits=0)
+        rx.control = link.pc.createDataChannel("control")
+
+        @rx.control.on("open")
+        def on_open() -> None:
+            rx.started_ms = time.time() * 1000.0
+            rx.send_control(
+                c.Hello(
+                    c.PROTOCOL_VERSION, stream_id, self.source.fps, self.reference.content_hash.hex(), self.reference.model_id,
+                    self.reference.model_version, len(self._packed_reference),
+                )
+            )
+
+        rx.control.on("message", lambda data: self._on_control(rx, data))
+        link.on_close(lambda: self._link_closed(rx))
+        await link.offer()
+
+    def _link_closed(self, rx: _ReceiverLink) -> None:
+        if self.links.get(rx.peer_id) is rx:
+            del self.links[rx.peer_id]
+            self._event("receiver_lost", rx.peer_id)
+
+    # -- control channel ------------------------------------------------------------------------
+    def _error_reply(self, rx: _ReceiverLink, code: str, message: str) -> None:
+        rx.bad_messages += 1
+        now = time.monotonic()
+        if now - rx.last_error_reply >= ERROR_REPLY_INTERVAL_S:
+            rx.last_error_reply = now
+            rx.send_control(c.ErrorReply(code, f"{message[:400]} ({rx.bad_messages} rejected)"))
+
+    def _on_control(self, rx: _ReceiverLink, data: bytes | str) -> None:
+        now_s = time.monotonic()
+        if isinstance(data, bytes):
+            try:
+                feedback = unpack_feedback(data)
+            except BitstreamError as exc:
+                logger.info("%s: rejected feedback: %s", rx.link.prefix, exc)
+                self._error_reply(rx, "bad_feedback", str(exc))
+                return
+            rx.packetizer.on_feedback(feedback)
+            if feedback.stream_id == rx.stream_id:
+                rx.controller.on_feedback(now_s, feedback)
+            return
+        try:
+            msg = c.decode_control(data)
+        except c.ControlError as exc:
+            logger.info("%s: rejected control message: %s", rx.link.prefix, exc)
+            self._error_reply(rx, "bad_message", str(exc))
+            return
+        if isinstance(msg, c.ReferenceStatus):
+            if msg.content_hash != self.reference.content_hash.hex():
+                self._error_reply(rx, "unknown_reference", f"reference {msg.content_hash[:12]} is not the one announced")
+            elif msg.have:
+                rx.reference_skipped += 1
+                self._event("reference_skipped", rx.peer_id)
+            else:
+                self._send_reference(rx)
+        elif isinstance(msg, c.ReferenceReady):
+            rx.reference_ready.set()
+            self._any_ready.set()
+            self._event("reference_ready", f"{rx.peer_id} ({'cached' if msg.cached else 'sent'})")
+        elif isinstance(msg, c.Pong):
+            rtt = time.monotonic() * 1000.0 - msg.t_ms
+            if 0 <= rtt < 60_000:
+                rx.rtt_ms = rtt
+                rx.controller.on_rtt(rtt)
+        elif isinstance(msg, c.Ping):
+            rx.send_control(c.Pong(msg.t_ms))
+        elif isinstance(msg, c.DelayReport):
+            rx.controller.on_delay_report(msg)
+        elif isinstance(msg, c.Command):
+            self._on_command(rx, msg)
+        elif isinstance(msg, c.ErrorReply):
+            rx.remote_errors.append(f"{msg.code}: {msg.message}")
+            logger.warning("%s: the receiver reports %s: %s", rx.link.prefix, msg.code, msg.message)
+        else:
+            self._error_reply(rx, "unexpected", f"a sender does not accept {msg.TYPE!r}")
+
+    def _send_reference(self, rx: _ReceiverLink) -> None:
+        chunks = chunk_message(self._packed_reference)
+        for chunk in chunks:
+            rx.send_control(chunk)
+        rx.reference_sent += 1
+        self._event("reference_sent", f"{rx.peer_id}: {len(self._packed_reference)} bytes in {len(chunks)} chunks")
+
+    def _on_command(self, rx: _ReceiverLink, cmd: c.Command) -> None:
+        controller = rx.controller
+        try:
+            if cmd.max_kbps is not None:
+                controller.set_max_kbps(cmd.max_kbps)
+            if cmd.keypoints is not None or cmd.frames_per_packet is not None:
+                keypoints = controller.pin_keypoints if cmd.keypoints is None else (None if cmd.keypoints == "auto" else int(cmd.keypoints))
+                fpp = controller.pin_frames_per_packet if cmd.frames_per_packet is None else (
+                    None if cmd.frames_per_packet == "auto" else int(cmd.frames_per_packet)
+                )
+                controller.set_overrides(keypoints, fpp)
+        except ValueError as exc:
+            self._error_reply(rx, "bad_command", str(exc))
+            return
+        self._event("command", repr(cmd))
+
+    # -- motion ---------------------------------------------------------------------------------
+    async def _motion_loop(self) -> None:
+        if self.config.wait_for_receiver:
+            await self._any_ready.wait()
+        async for frame in self.source.frames():
+            self.frames_captured += 1
+            if not self.links:
+                self.frames_without_receiver += 1
+            for rx in list(self.links.values()):
+                self._push(rx, frame)
+        for rx in list(self.links.values()):  # the last partly filled packet, then time to deliver it
+            packet = rx.packetizer.flush()
+            if packet is not None and rx.motion_open:
+                assert rx.motion is not None
+                rx.motion.send(packet)
+        await asyncio.sleep(END_OF_STREAM_DRAIN_S)
+
+    def _push(self, rx: _ReceiverLink, frame: MotionFrame) -> None:
+        if not rx.motion_open:
+            return
+        now_s = time.monotonic()
+        controller = rx.controller
+        controller.observe_motion(frame.motion)
+        controller.on_wire_bytes(now_s, rx.link.counters().wire_bytes_sent)
+        decision = controller.decide(now_s)
+        if decision is not None:
+            rx.apply(decision)
+        frames_before = rx.packetizer.frames_sent
+        packet = rx.packetizer.push(frame.motion, frame.capture_ts_ms)
+        if packet is None:
+            return
+        assert rx.motion is not None and rx.rung is not None
+        controller.on_packet(now_s, len(packet), rx.packetizer.frames_sent - frames_before, rx.rung)
+        wire_packet: bytes | None = packet if self._packet_filter is None else self._packet_filter(packet)
+        if wire_packet is None:
+            self.packets_filtered_out += 1
+            return
+        try:
+            rx.motion.send(wire_packet)
+        except (ValueError, ConnectionError, RuntimeError) as exc:
+            rx.send_errors += 1
+            logger.info("%s: motion packet not sent: %s", rx.link.prefix, exc)
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.ping_interval_s)
+            for rx in list(self.links.values()):
+                rx.send_control(c.Ping(time.monotonic() * 1000.0))
+
+    def link_stats(self) -> list[dict[str, Any]]:
+        """Per receiver: what was sent (for logs, tests and the benchmark)."""
+        out = []
+        for rx in self.links.values():
+            p = rx.packetizer
+            counters = rx.link.counters()
+            out.append(
+                {
+                    "peer_id": rx.peer_id, "stream_id": rx.stream_id, "packets": p.packets_sent, "key_packets": p.key_packets_sent,
+                    "frames": p.frames_sent, "payload_bytes": p.bytes_sent, "wire_bytes_sent": counters.wire_bytes_sent,
+                    "wire_bytes_received": counters.wire_bytes_received, "reference_sent": rx.reference_sent,
+                    "reference_skipped": rx.reference_skipped, "rtt_ms": rx.rtt_ms,
+                    "rung": None if rx.rung is None else {
+                        "keypoints": rx.rung.keypoints, "preset": get_preset(rx.rung.preset_id).name,
+                        "frames_per_packet": rx.rung.frames_per_packet,
+                    },
+                }
+            )
+        return out
+
+
+def source_keypoints(source: MotionSource) -> int:
+    """K of the source's motion (the trace knows it; others default to the project's K)."""
+    from codec.motion import DEFAULT_NUM_KEYPOINTS
+
+    trace = getattr(source, "motion_at", None)
+    if trace is not None:
+        with contextlib.suppress(Exception):
+            return int(trace(0).num_keypoints)
+    return DEFAULT_NUM_KEYPOINTS

@@ -1,0 +1,88 @@
+"""python -m signaling demo (what ``make demo`` runs): a whole call on this machine, in one process.
+
+Starts the signaling server, a receiver and a sender on the built-in default source (the scripted
+head-motion trace driving the default portrait) in one room, prints the page URL and runs until
+Ctrl-C, then shuts everything down. Sender and receiver reach each other over 127.0.0.1 (host
+candidates "all": loopback plus this machine's interface addresses, which a browser viewer uses).
+
+    python -m signaling demo [--port 8080] [--room demo] [--record demo.mp4] [--max-kbps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from receiver.__main__ import DEFAULT_CACHE_DIR, load_synthesizer
+from receiver.session import Receiver, ReceiverConfig
+from sender.portrait import default_portrait, make_reference, read_photo
+from sender.session import DEFAULT_MAX_KBPS, Sender, SenderConfig
+from sender.sources import TraceSource
+from signaling.__main__ import run_until_signal, setup_logging
+from signaling.rtc import add_rtc_arguments, create_rtc_options
+from signaling.server import DEFAULT_STATIC_DIR, ServerConfig, start_server
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m signaling demo", description="Local demo call: server + sender + receiver.")
+    parser.add_argument("--host", default="127.0.0.1", help="signaling/page address (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="signaling/page port (default %(default)s)")
+    parser.add_argument("--room", default="demo", help="room name (default %(default)s)")
+    parser.add_argument("--reference", type=Path, default=None, help="portrait photo (default: the built-in astronaut)")
+    parser.add_argument("--record", type=Path, default=None, help="also record the receiver's output to this MP4")
+    parser.add_argument("--max-kbps", type=float, default=DEFAULT_MAX_KBPS, help="sender's wire cap, 0 for none (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
+    parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
+    parser.add_argument("--static-dir", type=Path, default=DEFAULT_STATIC_DIR, help="the browser page's files")
+    add_rtc_arguments(parser, default_host_candidates="all")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    return parser
+
+
+async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    rtc = create_rtc_options(args)
+    synthesizer = await asyncio.to_thread(load_synthesizer, args.weights, args.device, DEFAULT_CACHE_DIR)
+    photo = default_portrait() if args.reference is None else read_photo(args.reference)
+    reference = await asyncio.to_thread(
+        make_reference, photo, synthesizer.image_size, synthesizer.model_id, str(synthesizer.model_version)
+    )
+    server = await start_server(ServerConfig(host=args.host, port=args.port, static_dir=args.static_dir))
+    receiver = Receiver(ReceiverConfig(server.url, args.room, rtc=rtc, record=args.record, cache_dir=DEFAULT_CACHE_DIR), synthesizer)
+    sender = Sender(SenderConfig(server.url, args.room, rtc=rtc, max_kbps=args.max_kbps or None), TraceSource(25.0), reference)
+    tasks = [asyncio.ensure_future(receiver.run()), asyncio.ensure_future(sender.run())]
+    stopper = asyncio.ensure_future(stop.wait() if args.seconds is None else asyncio.wait_for(stop.wait(), args.seconds))
+    print(f"kpcall demo: open {server.url}/?room={args.room}  (Ctrl-C stops)", flush=True)
+    try:
+        await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sender.stop()
+        receiver.stop("stopped")
+        stopper.cancel()
+        results = await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        await server.close()
+    failures = [r for r in results[:2] if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+    for failure in failures:
+        logger.error("demo part failed: %s", failure)
+    stats = receiver.stats()
+    print(
+        f"kpcall demo stopped: {stats['frames_output']} frames out, {stats['frames_rendered']} rendered, "
+        f"{stats['frames_concealed']} concealed",
+        flush=True,
+    )
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose - 1)  # warnings only unless -v
+    stop = asyncio.Event()
+    try:
+        return asyncio.run(run_until_signal(run_demo(args, stop), stop.set))
+    except (ValueError, RuntimeError, OSError) as exc:
+        logger.error("demo cannot start: %s", exc)
+        return 1

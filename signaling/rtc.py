@@ -1,0 +1,201 @@
+"""WebRTC plumbing shared by sender and receiver: ICE settings, host candidates, peer links, stats.
+
+Host candidates: aioice leaves 127.0.0.1 out of its host candidates, so two aiortc peers on one
+machine without another interface find no path. ``use_host_candidates(policy)`` patches aioice's
+host-address discovery for this process:
+
+- "default": aioice's own choice (every non-loopback interface address);
+- "loopback": 127.0.0.1 only (tests and benchmarks: traffic never leaves loopback);
+- "all": aioice's addresses plus 127.0.0.1 (the local demo: peers on this machine reach each other
+  over loopback, and a browser on the network can still reach the receiver's interface address).
+
+ICE servers: none unless given (``--ice-server stun:host:3478`` or ``turn:host:3478,user,password``);
+aiortc's default of a public STUN server is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from signaling import messages as m
+from signaling.client import Signaling
+
+logger = logging.getLogger(__name__)
+
+HOST_CANDIDATE_POLICIES = ("default", "loopback", "all")
+LOOPBACK_V4 = "127.0.0.1"
+UDP_IPV4_HEADER_BYTES = 28  # what the DTLS transport's byte counters leave out per packet
+
+_original_get_host_addresses = aioice.ice.get_host_addresses
+_policy = "default"
+
+
+def _patched_get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    if _policy == "loopback":
+        return [LOOPBACK_V4] if use_ipv4 else []
+    addresses = list(_original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
+    if _policy == "all" and use_ipv4 and LOOPBACK_V4 not in addresses:
+        addresses.append(LOOPBACK_V4)
+    return addresses
+
+
+def use_host_candidates(policy: str) -> None:
+    """Select this process's host-candidate policy (see the module docstring); ValueError if unknown."""
+    global _policy
+    if policy not in HOST_CANDIDATE_POLICIES:
+        raise ValueError(f"host-candidate policy {policy!r} is not one of {list(HOST_CANDIDATE_POLICIES)}")
+    _policy = policy
+    aioice.ice.get_host_addresses = _patched_get_host_addresses  # type: ignore[assignment]
+
+
+def host_candidate_policy() -> str:
+    return _policy
+
+
+def parse_ice_server(spec: str) -> RTCIceServer:
+    """``stun:host:port`` or ``turn:host:port[?transport=udp],username,credential`` -> RTCIceServer."""
+    url, *rest = spec.split(",")
+    if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+        raise ValueError(f"ICE server {spec!r} must start with stun:, stuns:, turn: or turns:")
+    if url.startswith("turn") and len(rest) != 2:
+        raise ValueError(f"TURN server {url!r} needs a username and a credential: 'turn:host:port,user,password'")
+    if url.startswith("stun") and rest:
+        raise ValueError(f"STUN server {spec!r} takes no credentials: 'stun:host:port'")
+    return RTCIceServer(urls=url, username=rest[0] if rest else None, credential=rest[1] if rest else None)
+
+
+@dataclass(frozen=True)
+class RtcOptions:
+    """ICE settings of one process."""
+
+    ice_servers: tuple[str, ...] = ()  # STUN/TURN servers; none by default (no public STUN)
+    host_candidates: str = "default"  # see HOST_CANDIDATE_POLICIES
+
+    def configuration(self) -> RTCConfiguration:
+        return RTCConfiguration(iceServers=[parse_ice_server(s) for s in self.ice_servers])
+
+    def apply(self) -> None:
+        use_host_candidates(self.host_candidates)
+
+
+def add_rtc_arguments(parser: argparse.ArgumentParser, default_host_candidates: str = "default") -> None:
+    parser.add_argument(
+        "--ice-server", action="append", default=[], metavar="URL",
+        help="STUN/TURN server (stun:host:port or turn:host:port,user,password); repeatable; none by default",
+    )
+    parser.add_argument(
+        "--host-candidates", choices=HOST_CANDIDATE_POLICIES, default=default_host_candidates,
+        help="which local addresses ICE offers: aioice's (default), 127.0.0.1 only (loopback) or both (all); "
+        "peers on one machine with no other interface need loopback or all (default %(default)s)",
+    )
+
+
+def create_rtc_options(args: argparse.Namespace) -> RtcOptions:
+    for spec in args.ice_server:
+        parse_ice_server(spec)  # ValueError quoting the bad one
+    return RtcOptions(tuple(args.ice_server), args.host_candidates)
+
+
+@dataclass(frozen=True)
+class TransportCounters:
+    """Bytes and packets through a peer connection's DTLS transport, both directions."""
+
+    bytes_sent: int = 0
+    packets_sent: int = 0
+    bytes_received: int = 0
+    packets_received: int = 0
+
+    @property
+    def wire_bytes_sent(self) -> int:
+        """IPv4 bytes sent: DTLS records plus UDP and IPv4 headers (STUN checks not included)."""
+        return self.bytes_sent + UDP_IPV4_HEADER_BYTES * self.packets_sent
+
+    @property
+    def wire_bytes_received(self) -> int:
+        return self.bytes_received + UDP_IPV4_HEADER_BYTES * self.packets_received
+
+
+def transport_counters(pc: RTCPeerConnection) -> TransportCounters:
+    """The SCTP association's DTLS transport statistics (aiortc's RTCTransportStats), zero before it exists."""
+    sctp = pc.sctp
+    if sctp is None:
+        return TransportCounters()
+    for stats in sctp.transport._get_stats().values():  # RTCTransportStats; aiortc's pc.getStats() omits it
+        return TransportCounters(stats.bytesSent, stats.packetsSent, stats.bytesReceived, stats.packetsReceived)
+    return TransportCounters()
+
+
+class PeerLink:
+    """One RTCPeerConnection to one remote participant, driven by signaling messages.
+
+    The offering side calls ``offer()``; either side feeds the remote's descriptions and candidates
+    to ``on_signal``. ``closed`` is set once the connection fails or closes.
+    """
+
+    def __init__(self, peer: m.PeerInfo, signaling: Signaling, rtc: RtcOptions, label: str) -> None:
+        self.peer = peer
+        self.signaling = signaling
+        self.pc = RTCPeerConnection(configuration=rtc.configuration())
+        self.prefix = f"{label} -> {peer.role} {peer.peer_id}"
+        self.closed = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.created = time.monotonic()
+        self._on_close: list[Callable[[], None]] = []
+
+        @self.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = self.pc.connectionState
+            logger.info("%s: connection %s", self.prefix, state)
+            if state == "connected":
+                self.connected.set()
+            elif state in ("failed", "closed"):
+                await self.close()
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        self._on_close.append(callback)
+
+    async def offer(self) -> None:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        desc = self.pc.localDescription
+        await self.signaling.send(m.SessionDescription("offer", self.peer.peer_id, desc.sdp))
+
+    async def on_signal(self, msg: m.SessionDescription | m.IceCandidate) -> None:
+        """Apply a remote offer/answer/candidate; errors are logged, never raised (bad input from the peer)."""
+        try:
+            if isinstance(msg, m.SessionDescription):
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type=msg.kind))
+                if msg.kind == "offer":
+                    await self.pc.setLocalDescription(await self.pc.createAnswer())
+                    await self.signaling.send(m.SessionDescription("answer", self.peer.peer_id, self.pc.localDescription.sdp))
+            elif msg.candidate:
+                candidate = candidate_from_sdp(msg.candidate.removeprefix("candidate:"))
+                candidate.sdpMid, candidate.sdpMLineIndex = msg.sdp_mid, msg.sdp_mline_index
+                await self.pc.addIceCandidate(candidate)
+        except Exception as exc:  # noqa: BLE001 - aiortc raises many types for a bad remote SDP/candidate
+            logger.warning("%s: cannot apply the remote %s: %s", self.prefix, type(msg).__name__, exc)
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        for callback in self._on_close:
+            callback()
+
+    def counters(self) -> TransportCounters:
+        return transport_counters(self.pc)
+
+
+async def close_links(links: Sequence[PeerLink]) -> None:
+    await asyncio.gather(*(link.close() for link in links), return_exceptions=True)

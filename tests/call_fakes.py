@@ -1,0 +1,130 @@
+"""Test doubles for the call tests, and a process entry point for sender/receiver subprocesses.
+
+``FakeSynthesizer`` stands in for ``codec.model.FrameSynthesizer`` (tiny, instant, deterministic: the
+rendered image encodes the motion's yaw/pitch/roll and the first δ, so a test can read back what was
+rendered). The real model's end-to-end test is separate and marked.
+
+    python -m tests.call_fakes sender --url http://127.0.0.1:PORT --room R [--frames N]
+    python -m tests.call_fakes receiver --url ... --room R --frames N --json OUT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codec.motion import MotionParams
+from codec.reference_message import ReferenceMessage, encode_portrait
+
+MODEL_ID, MODEL_VERSION = "test-model", "1"
+
+
+@dataclass(frozen=True, eq=False)
+class FakeState:
+    motion: MotionParams
+    mean: float
+
+
+class FakeSynthesizer:
+    """image_size² frames whose pixel rows encode the motion (see ``decode_image``)."""
+
+    model_id = MODEL_ID
+    model_version = MODEL_VERSION
+
+    def __init__(self, image_size: int = 32, render_ms: float = 0.0) -> None:
+        self.image_size = image_size
+        self.render_ms = render_ms
+        self.prepared = 0
+        self.rendered: list[MotionParams] = []
+
+    def prepare(self, reference_rgb: np.ndarray) -> FakeState:
+        if reference_rgb.shape != (self.image_size, self.image_size, 3):
+            raise ValueError(f"reference must be {self.image_size}² RGB, got {reference_rgb.shape}")
+        self.prepared += 1
+        return FakeState(MotionParams.neutral(20), float(reference_rgb.mean()))
+
+    def render(self, state: FakeState, motion: MotionParams, view: Any = None) -> np.ndarray:
+        if self.render_ms:
+            time.sleep(self.render_ms / 1000.0)
+        self.rendered.append(motion)
+        image = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        image[0, :, 0] = np.clip(128 + motion.yaw, 0, 255)
+        image[1, :, 0] = np.clip(128 + motion.pitch, 0, 255)
+        return image
+
+
+def fake_reference(size: int = 32, seed: int = 0) -> ReferenceMessage:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    return ReferenceMessage.from_image(encode_portrait(image), MODEL_ID, MODEL_VERSION)
+
+
+class DropPackets:
+    """Seeded packet filter: drops a fraction of motion packets (and counts them)."""
+
+    def __init__(self, fraction: float, seed: int = 0) -> None:
+        self.fraction = fraction
+        self.rng = random.Random(seed)
+        self.dropped = 0
+        self.passed = 0
+
+    def __call__(self, packet: bytes) -> bytes | None:
+        if self.rng.random() < self.fraction:
+            self.dropped += 1
+            return None
+        self.passed += 1
+        return packet
+
+
+async def _sender_main(args: argparse.Namespace) -> int:
+    from sender.session import Sender, SenderConfig
+    from sender.sources import TraceSource
+    from signaling.rtc import RtcOptions
+
+    rtc = RtcOptions(host_candidates=args.host_candidates)
+    sender = Sender(
+        SenderConfig(args.url, args.room, rtc=rtc, max_kbps=None), TraceSource(25.0, max_frames=args.frames), fake_reference()
+    )
+    print("sender started", flush=True)
+    reason = await sender.run()
+    print(f"sender ended {reason} {json.dumps(sender.link_stats())}", flush=True)
+    return 0
+
+
+async def _receiver_main(args: argparse.Namespace) -> int:
+    from receiver.session import Receiver, ReceiverConfig
+    from signaling.rtc import RtcOptions
+
+    rtc = RtcOptions(host_candidates=args.host_candidates)
+    receiver = Receiver(ReceiverConfig(args.url, args.room, rtc=rtc, max_frames=args.frames, exit_when_sender_leaves=True), FakeSynthesizer())
+    reason = await receiver.run()
+    outputs = [o.__dict__ for o in receiver.outputs]
+    Path(args.json).write_text(json.dumps({"end": reason, "outputs": outputs, "stats": receiver.stats(), "events": receiver.events}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.call_fakes")
+    parser.add_argument("role", choices=("sender", "receiver"))
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--room", default="t")
+    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--host-candidates", default="loopback")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    return asyncio.run(_sender_main(args) if args.role == "sender" else _receiver_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
