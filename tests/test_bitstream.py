@@ -160,14 +160,14 @@ def test_delta_with_mask_change_carries_layout_and_k0_works() -> None:
 
 
 def test_decode_rejects_values_outside_the_quantizer_range() -> None:
-    values = (0, 0, 0, 0, 0, 0, 1000, 0, 0)  # δ_x = 1.0 on the fine grid; the coarse grid ends at ±250
-    with pytest.raises(ValueError, match=r"frame 0 field 6 value 1000 is outside the preset's grid ±250"):
+    values = (0, 0, 0, 0, 0, 0, 1000, 0, 0)  # δ_x = 2.0 on the fine grid; the coarse grid ends at ±200
+    with pytest.raises(ValueError, match=r"frame 0 field 6 value 1000 is outside the preset's grid ±200"):
         encode_packet(0, 0, Layout(3, (True,)), [(values, 0)], None)
     packet, _ = encode_packet(0, 0, Layout(1, (True,)), [(values, 0)], None)
     relabelled = bytearray(packet)
     header = unpack_header(packet)
     relabelled[header.size - 3] = 3  # preset id byte: fine -> coarse
-    with pytest.raises(BitstreamError, match=r"corrupt motion packet body \(seq 0\): decoded magnitude ≥ 2\^9 exceeds the bound 250"):
+    with pytest.raises(BitstreamError, match=r"corrupt motion packet body \(seq 0\): decoded magnitude ≥ 2\^9 exceeds the bound 200"):
         decode_packet(bytes(relabelled), unpack_header(bytes(relabelled)), None)
 
 

@@ -30,7 +30,7 @@ def motion_strategy(max_k: int = 24) -> st.SearchStrategy[MotionParams]:
 def test_preset_ids_are_wire_constants() -> None:
     assert {pid: p.name for pid, p in PRESETS.items()} == {1: "fine", 2: "default", 3: "coarse"}
     assert (FINE.preset_id, DEFAULT.preset_id, COARSE.preset_id) == (1, 2, 3)
-    assert DEFAULT.error_bounds == {"angles_deg": 0.125, "translation": 0.002, "expression": 0.002}
+    assert DEFAULT.error_bounds == {"angles_deg": 0.125, "translation": 0.0025, "expression": 0.0025}
     assert get_preset("default") is DEFAULT and get_preset(2) is DEFAULT
     with pytest.raises(ValueError, match=r"unknown quantizer preset 'medium'; choose one of 1=fine, 2=default, 3=coarse"):
         get_preset("medium")
