@@ -67,8 +67,12 @@ def create_receiver(args: argparse.Namespace) -> Receiver:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["repose"]:
-        from receiver.repose import main as repose_main
-
+        try:
+            from receiver.repose import main as repose_main
+        except ImportError as exc:
+            logging.basicConfig(level=logging.WARNING)
+            logger.error("'python -m receiver repose' is not available in this build: %s", exc)
+            return 2
         return int(repose_main(argv[1:]))
     parser = argparse.ArgumentParser(prog="python -m receiver", description=__doc__.split("\n")[0] if __doc__ else None)
     add_receiver_arguments(parser)

@@ -128,3 +128,70 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class PyViewer:
+    """A viewer like the browser page: joins as "viewer", answers the receiver's offer, collects the
+    video frames and control messages, and sends commands."""
+
+    def __init__(self, url: str, room: str) -> None:
+        from signaling.client import WebSocketSignaling
+
+        self.signaling = WebSocketSignaling(url, room, "viewer")
+        self.frames: list[np.ndarray] = []
+        self.messages: list[Any] = []
+        self.channel: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._pcs: list[Any] = []
+
+    async def start(self) -> None:
+        await self.signaling.connect()
+        self._tasks.append(asyncio.ensure_future(self._signaling_loop()))
+
+    async def _signaling_loop(self) -> None:
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        from signaling import control as c
+        from signaling import messages as m
+        from signaling.rtc import RtcOptions
+
+        while (msg := await self.signaling.receive()) is not None:
+            if not (isinstance(msg, m.SessionDescription) and msg.kind == "offer"):
+                continue
+            pc = RTCPeerConnection(RtcOptions().configuration())
+            self._pcs.append(pc)
+
+            @pc.on("track")
+            def on_track(track: Any) -> None:
+                self._tasks.append(asyncio.ensure_future(self._read(track)))
+
+            @pc.on("datachannel")
+            def on_datachannel(channel: Any) -> None:
+                self.channel = channel
+                channel.on("message", lambda data: self.messages.append(c.decode_control(data)))
+
+            await pc.setRemoteDescription(RTCSessionDescription(msg.sdp, "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            await self.signaling.send(m.SessionDescription("answer", msg.peer, pc.localDescription.sdp))
+
+    async def _read(self, track: Any) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        try:
+            while True:
+                frame = await track.recv()
+                self.frames.append(frame.to_ndarray(format="rgb24"))
+        except MediaStreamError:
+            return
+
+    def send(self, msg: Any) -> None:
+        from signaling import control as c
+
+        self.channel.send(msg if isinstance(msg, str) else c.encode_control(msg))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(pc.close() for pc in self._pcs), return_exceptions=True)
+        await self.signaling.close()

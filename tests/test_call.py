@@ -276,3 +276,65 @@ async def test_malformed_packets_and_messages_get_error_replies(server: RunningS
     assert rx_link.bad_packets >= corrupted - 2  # (a corrupt packet can in principle still parse; none did here)
     assert [e.split(":")[0] for e in rx_link.remote_errors].count("bad_message") >= 2 and "bad_feedback" in str(rx_link.remote_errors)
     assert [o.slot for o in receiver.outputs] == list(range(frames))  # nothing broke
+
+
+async def test_viewer_gets_video_stats_and_controls_the_call(server: RunningServer) -> None:
+    from signaling import control as c
+    from tests.call_fakes import PyViewer
+
+    views: list[str] = []
+
+    def parse_view(text: str) -> str:
+        if not text.startswith(("frontal", "yaw=")):
+            raise ValueError(f"bad view {text!r}")
+        views.append(text)
+        return text
+
+    def crop(image: np.ndarray, size: int) -> np.ndarray:
+        return np.ascontiguousarray(image[:size, :size])
+
+    def retarget(motion: Any, source_ref: Any, avatar_ref: Any) -> Any:
+        return type(motion)(77.0, 0, 0, motion.translation, motion.expression, motion.present)
+
+    synth = FakeSynthesizer()
+    receiver = Receiver(
+        ReceiverConfig(server.url, "view", rtc=LOOPBACK, stats_interval_s=0.3), synth,
+        view_parser=parse_view, face_crop=crop, retarget=retarget,
+    )
+    sender = Sender(SenderConfig(server.url, "view", rtc=LOOPBACK, max_kbps=None), TraceSource(FPS, max_frames=1000), fake_reference())
+    rtask, stask = asyncio.ensure_future(receiver.run()), asyncio.ensure_future(sender.run())
+    viewer = PyViewer(server.url, "view")
+    try:
+        await wait_until(lambda: len(receiver.renders) >= 5, 20, "rendering")
+        await viewer.start()
+        await wait_until(lambda: len(viewer.frames) >= 10 and viewer.channel is not None, 20, "video at the viewer")
+        assert viewer.frames[-1].shape == (32, 32, 3) and viewer.frames[-1][0, :, 0].mean() > 60  # the rendered frames, not the grey idle one
+        await wait_until(lambda: any(isinstance(x, c.Stats) for x in viewer.messages), 5, "stats")
+        kinds = {type(x).__name__ for x in viewer.messages}
+        assert {"Status", "RateDecision", "Stats"} <= kinds, kinds
+        stats = next(x for x in viewer.messages if isinstance(x, c.Stats))
+        assert stats.source == "receiver" and stats.values["frames_output"] > 0
+
+        viewer.send(c.Command(keypoints=5, max_kbps=4.0))  # forwarded to the sender's controller
+        await wait_until(lambda: any(isinstance(x, c.RateDecision) and x.keypoints == 5 for x in viewer.messages), 10, "K=5 decision")
+        (link,) = sender.link_history
+        assert link.controller.pin_keypoints == 5 and link.controller.max_kbps == 4.0
+        viewer.send(c.Command(view="yaw=30,pitch=0,roll=0"))
+        viewer.send(c.Command(view="sideways"))
+        viewer.send("{not json")
+        await wait_until(lambda: sum(isinstance(x, c.ErrorReply) for x in viewer.messages) >= 1, 5, "error replies")
+        assert views == ["yaw=30,pitch=0,roll=0"] and receiver.view == "yaw=30,pitch=0,roll=0"
+
+        png = __import__("io").BytesIO()
+        __import__("PIL.Image", fromlist=["Image"]).fromarray(np.full((48, 48, 3), 90, np.uint8)).save(png, format="PNG")
+        for chunk in c.avatar_chunks(png.getvalue(), upload_id=1):
+            viewer.send(chunk)
+        await wait_until(lambda: receiver.avatar_state is not None, 10, "the avatar")
+        await wait_until(lambda: synth.rendered[-1].yaw == 77.0, 5, "avatar-driven renders")
+        viewer.send(c.Command(avatar="reset"))
+        await wait_until(lambda: receiver.avatar_state is None, 5, "avatar reset")
+    finally:
+        await viewer.close()
+        receiver.stop()
+        sender.stop()
+        await asyncio.wait_for(asyncio.gather(rtask, stask), 15)

@@ -1,0 +1,124 @@
+"""Receiver parts: the recorder keeps frame count, the render thread never builds a backlog, the portrait cache."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from codec.motion import MotionParams
+from receiver.playout import PlayoutFrame
+from receiver.references import ReferenceStore
+from receiver.render_worker import RenderedFrame, RenderWorker, Scene
+from receiver.sinks import Mp4Recorder, NullSink
+from receiver.video_track import LatestFrame, SynthesizedVideoTrack
+from tests.call_fakes import FakeSynthesizer, fake_reference
+
+
+def image(value: int, size: int = 32) -> np.ndarray:
+    return np.full((size, size, 3), value, np.uint8)
+
+
+def test_recorder_writes_one_frame_per_slot_repeating_skipped_ones(tmp_path: Path) -> None:
+    path = tmp_path / "rec.mp4"
+    recorder = Mp4Recorder(path, fps=25.0)
+    for slot, value in [(3, 10), (4, 60), (7, 200), (7, 0), (5, 0), (8, 120)]:  # 5-6 skipped; repeats/old slots ignored
+        recorder.write(slot, image(value))
+    recorder.close()
+    recorder.close()
+    assert (recorder.frames_written, recorder.frames_repeated) == (6, 2)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == 25.0
+        means = [float(f.to_ndarray(format="rgb24").mean()) for f in container.decode(stream)]
+    assert len(means) == 6
+    assert [round(m / 10) * 10 for m in means] == [10, 60, 60, 60, 200, 120]
+    NullSink().write(0, image(0))
+
+
+def playout_frame(slot: int) -> PlayoutFrame:
+    return PlayoutFrame(slot, 1, slot, 0.0, MotionParams(float(slot), 0, 0, np.zeros(3), np.zeros((20, 3)), np.ones(20, bool)), 0.0, False, 1.0)
+
+
+async def test_render_worker_takes_the_latest_job_and_runs_tasks_first() -> None:
+    synth = FakeSynthesizer(render_ms=30.0)
+    done: list[RenderedFrame] = []
+    worker = RenderWorker(synth, asyncio.get_running_loop(), done.append)
+    worker.start()
+    state = await worker.call(synth.prepare, image(5))
+    assert state.mean == 5.0
+    scene = Scene(state)
+    for slot in range(20):  # far faster than 30 ms per render
+        worker.submit(playout_frame(slot), scene)
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.2)
+    assert done[-1].frame.slot == 19  # the newest job always gets rendered
+    slots = [r.frame.slot for r in done]
+    assert slots == sorted(slots) and len(slots) < 10  # no backlog: intermediate jobs were replaced
+    assert worker.frames_skipped == 20 - len(slots)
+    assert all(r.render_ms >= 25 for r in done)
+    with pytest.raises(ValueError, match="reference must be"):
+        await worker.call(synth.prepare, image(5, size=8))  # errors reach the caller; the thread lives on
+    mapped = Scene(state, motion_map=lambda m: MotionParams.neutral(20))
+    worker.submit(playout_frame(99), mapped)
+    await asyncio.sleep(0.1)
+    assert done[-1].frame.slot == 99 and synth.rendered[-1].yaw == 0.0
+    await worker.close()
+    assert not any(t.name == "render" and t.is_alive() for t in threading.enumerate())
+    with pytest.raises(RuntimeError, match="closed"):
+        await worker.call(time.time)
+
+
+async def test_render_errors_are_counted_not_fatal() -> None:
+    class Broken(FakeSynthesizer):
+        def render(self, state, motion, view=None):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    done: list[RenderedFrame] = []
+    worker = RenderWorker(Broken(), asyncio.get_running_loop(), done.append)
+    worker.start()
+    worker.submit(playout_frame(0), Scene(None))
+    await asyncio.sleep(0.1)
+    assert worker.render_errors == 1 and not done
+    await worker.close()
+
+
+async def test_video_track_repeats_the_newest_frame_at_the_call_rate() -> None:
+    latest = LatestFrame(32)
+    track = SynthesizedVideoTrack(latest, fps=50.0)
+    first = await track.recv()
+    assert first.to_ndarray(format="rgb24").mean() == pytest.approx(32, abs=1)
+    latest.update(0, image(200))
+    start = time.monotonic()
+    frames = [await track.recv() for _ in range(10)]
+    assert time.monotonic() - start == pytest.approx(0.2, abs=0.05)
+    assert [f.pts for f in frames] == [i * 1800 for i in range(1, 11)]
+    assert frames[-1].to_ndarray(format="rgb24").mean() == pytest.approx(200, abs=2)
+    track.stop()
+
+
+def test_reference_store_memory_and_disk(tmp_path: Path) -> None:
+    msg = fake_reference()
+    key = msg.cache_key
+    store = ReferenceStore(tmp_path)
+    assert not store.has(key) and store.load(key) is None
+    store.save(msg)
+    store.put_state(key, "state")
+    assert store.has(key) and store.state(key) == "state"
+    fresh = ReferenceStore(tmp_path)  # a new receiver process: disk only
+    assert fresh.has(key) and fresh.state(key) is None
+    loaded = fresh.load(key)
+    assert loaded is not None and loaded.image == msg.image
+    (path,) = (tmp_path / "references").iterdir()
+    path.write_bytes(b"corrupt")
+    broken = ReferenceStore(tmp_path)
+    assert broken.load(key) is None and not path.exists()  # dropped, not fatal
+    memory_only = ReferenceStore(None, max_states=2)
+    for i in range(3):
+        memory_only.put_state(f"k{i}", i)
+    assert memory_only.state("k0") is None and memory_only.state("k2") == 2

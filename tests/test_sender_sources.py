@@ -1,0 +1,134 @@
+"""Sender motion sources (trace pacing; file and folder sources with stand-in cropper/encoder) and portraits."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from codec.motion import MotionParams
+from codec.reference_message import decode_portrait
+from codec.synthetic_trace import synthetic_trace
+from sender.portrait import default_portrait, make_reference, read_photo
+from sender.sources import MotionFrame, TraceSource, VideoSource, _iter_folder, create_source
+
+
+class ShadeEncoder:
+    """Stand-in MotionEncoder: yaw = mean brightness of the crop (so frames can be told apart)."""
+
+    image_size = 16
+
+    def encode(self, face_rgb: np.ndarray) -> MotionParams:
+        return MotionParams(float(face_rgb.mean()), 0, 0, np.zeros(3), np.zeros((4, 3)), np.ones(4, bool))
+
+
+class CentreCropper:
+    def __init__(self, miss: set[int] | None = None) -> None:
+        self.calls = 0
+        self.miss = miss or set()
+
+    def crop(self, frame_rgb: np.ndarray) -> SimpleNamespace:
+        index, self.calls = self.calls, self.calls + 1
+        return SimpleNamespace(image=frame_rgb[:16, :16], face_found=index not in self.miss)
+
+
+async def collect(source: TraceSource | VideoSource, limit: int = 1000) -> list[MotionFrame]:
+    out = []
+    async for frame in source.frames():
+        out.append(frame)
+        if len(out) >= limit:
+            break
+    return out
+
+
+async def test_trace_source_is_paced_and_is_the_trace() -> None:
+    source = TraceSource(fps=50.0, num_keypoints=8, seed=3, max_frames=20)
+    start = time.monotonic()
+    frames = await collect(source)
+    elapsed = time.monotonic() - start
+    assert [f.index for f in frames] == list(range(20))
+    assert 0.33 <= elapsed <= 1.0  # 19 intervals of 20 ms
+    gaps = np.diff([f.capture_ms for f in frames])
+    assert float(np.median(gaps)) == pytest.approx(20.0, abs=3.0)
+    expected = synthetic_trace(20, 50.0, num_keypoints=8, seed=3)
+    assert all(f.motion.max_abs_difference(e)["angles_deg"] == 0 for f, e in zip(frames, expected))
+    assert frames[0].capture_ts_ms == int(frames[0].capture_ms) % (1 << 32)
+
+
+def write_clip(path: Path, count: int, size: int = 32, fps: int = 25) -> None:
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(count):
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 20 + 10 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+async def test_video_file_source_crops_encodes_and_paces(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, 8)
+    source = create_source(str(clip), cropper=CentreCropper(), encoder=ShadeEncoder())
+    start = time.monotonic()
+    frames = await collect(source)
+    assert len(frames) == 8 and source.fps == pytest.approx(25.0)
+    assert time.monotonic() - start >= 7 / 25 - 0.02
+    yaws = [f.motion.yaw for f in frames]
+    assert yaws == sorted(yaws) and yaws[-1] - yaws[0] > 50  # brighter frame by frame
+
+
+async def test_image_folder_source_holds_motion_when_no_face(tmp_path: Path) -> None:
+    for i in range(5):
+        Image.fromarray(np.full((24, 24, 3), 40 * i, np.uint8)).save(tmp_path / f"{i:03d}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    source = create_source(str(tmp_path), fps=100.0, cropper=CentreCropper(miss={0, 3}), encoder=ShadeEncoder())
+    frames = await collect(source)
+    assert [f.index for f in frames] == [1, 2, 3, 4]  # no face in frame 0 and nothing to hold yet: skipped
+    assert frames[2].motion.yaw == frames[1].motion.yaw  # frame 3: no face, the last motion holds
+    assert isinstance(source, VideoSource) and source.faces_missed == 2
+
+
+async def test_a_failing_source_reports_its_error(tmp_path: Path) -> None:
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    source = create_source(str(tmp_path / "broken.mp4"), cropper=CentreCropper(), encoder=ShadeEncoder())
+    with pytest.raises(RuntimeError, match="failed"):
+        await collect(source)
+
+
+def test_create_source_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="neither 'default', 'webcam'"):
+        create_source(str(tmp_path / "missing.mp4"))
+    with pytest.raises(ValueError, match="holds no"):
+        list(_iter_folder(tmp_path))
+    with pytest.raises(ValueError, match="fps must be"):
+        TraceSource(fps=0.5)
+
+
+def test_default_portrait_and_reference(tmp_path: Path) -> None:
+    photo = default_portrait()
+    assert photo.shape == (512, 512, 3) and photo.dtype == np.uint8
+
+    def fake_crop(image: np.ndarray, size: int) -> np.ndarray:
+        return np.asarray(Image.fromarray(image[:256, 128:384]).resize((size, size)))
+
+    msg = make_reference(photo, 64, "m", "1", crop=fake_crop)
+    assert (msg.width, msg.height, msg.model_id) == (64, 64, "m")
+    assert decode_portrait(msg).shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="expected"):
+        make_reference(photo, 64, "m", "1", crop=lambda image, size: image)
+    path = tmp_path / "p.png"
+    Image.fromarray(photo[:40, :30]).save(path)
+    assert read_photo(path).shape == (40, 30, 3)
+    (tmp_path / "bad.jpg").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="not a readable image"):
+        read_photo(tmp_path / "bad.jpg")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_photo(tmp_path / "none.jpg")
