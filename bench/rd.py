@@ -118,6 +118,7 @@ def add_rd_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=str, default=default, help=text)
     parser.add_argument("--json", type=Path, default=None, help="write the report (points, headline, machine) here")
     parser.add_argument("--plot", type=Path, default=None, help="write the rate-quality plot (PNG) here")
+    parser.add_argument("--markdown", type=Path, default=None, help="write a README-ready results section here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -337,7 +338,9 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
 
 
-def write_outputs(result: dict[str, Any], json_path: Path | None, plot_path: Path | None) -> None:
+def write_outputs(
+    result: dict[str, Any], json_path: Path | None, plot_path: Path | None, markdown_path: Path | None = None
+) -> None:
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1, default=_json_default, allow_nan=True) + "\n")
@@ -348,6 +351,9 @@ def write_outputs(result: dict[str, Any], json_path: Path | None, plot_path: Pat
         title = (f"{len(result['source']['clips'])} clips, {sum(c['frames'] for c in result['source']['clips'])} frames; "
                  f"{m['cpu']} ({m['cpu_count']} cores), {m['date_utc'][:10]}")
         plot_rate_quality(result["points"], plot_path, title=title)
+    if markdown_path is not None:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(report.results_markdown(result, plot_path.name if plot_path else None))
 
 
 def add_rd_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -365,7 +371,7 @@ def run_rd_from_args(args: argparse.Namespace) -> int:
         print(f"python -m bench rd: {exc}", file=sys.stderr)
         return 2
     result = run_rd(config, show_progress=not args.no_progress)
-    write_outputs(result, args.json, args.plot)
+    write_outputs(result, args.json, args.plot, args.markdown)
     print(report.markdown_table(result["points"]))
     print()
     for sentence in result["headline"]["sentences"]:

@@ -203,3 +203,41 @@ def markdown_table(points: Sequence[Mapping[str, Any]]) -> str:
             f"{p['encode_ms']:.1f} | {p['decode_ms']:.1f} |"
         )
     return "\n".join(rows)
+
+
+def results_markdown(result: Mapping[str, Any], plot_name: str | None = None) -> str:
+    """A README-ready results section: conditions, headline, the table, the plot."""
+    m, cfg, src = result["machine"], result["config"], result["source"]
+    model = result.get("model") or {}
+    clips = src.get("clips", [])
+    frames = sum(int(c["frames"]) - 1 for c in clips)
+    people = sorted({c["person"] for c in clips})
+    load = ", ".join(f"{x:.2f}" for x in m.get("load_average_start", []))
+    lines = [
+        "## Results: bandwidth and quality (`python -m bench rd`)",
+        "",
+        f"Measured {m['date_utc'][:10]} on {m['cpu']} ({m['cpu_count']} cores, torch {m['torch']} with "
+        f"{m['torch_threads']} threads, PyAV {m['av']}{', CUDA' if m.get('cuda') else ', no GPU'}), commit "
+        f"{m.get('git_commit')}; wall time {m['wall_seconds'] / 60:.1f} min (load average at start {load}).",
+        f"Input: {len(clips)} clip{"s" if len(clips) != 1 else ""} ({', '.join(people)}; {src.get('selection', src.get('kind'))}), "
+        f"{frames} driving frames scored, face crops {cfg['size']}². Model weights: "
+        f"{model.get('weights') or 'random init'} (trained: {model.get('is_trained')}).",
+        "",
+        "Rates: *wire kbps (60 s call)* = steady-state IPv4 bytes of the stream (per-packet headers: RTP+UDP+IPv4+SRTP "
+        "tag for the video codecs, SCTP+DTLS+UDP+IPv4 for ours) plus the stream's start (our reference portrait, a "
+        f"video codec's first keyframe; *start bytes*) amortized over {cfg['call_seconds']:g} s. Quality is measured "
+        "on the driving frames against the original crops; face PSNR inside the landmarks' hull; AKD = mean landmark "
+        "distance (px) between reconstruction and original; *face found* = share of frames whose reconstruction "
+        "still has a detectable face. The no-motion floor shows the reference for every frame.",
+        "",
+        "### Headline: ours' bitrate relative to each codec at equal quality",
+        "",
+        headline_table(result["headline"]),
+        "",
+        "### All operating points",
+        "",
+        markdown_table(result["points"]),
+    ]
+    if plot_name:
+        lines += ["", f"![rate-quality]({plot_name})"]
+    return "\n".join(lines) + "\n"
