@@ -201,8 +201,7 @@ def run_setting(trace: Trace, preset_name: str, k: int, fpp: int, config: BenchC
         tally.encode_s += time.perf_counter() - start
         if packet is None:
             continue
-        layout = Layout(preset.preset_id, tuple(bool(p) for p in trace.motions[index].present & mask))
-        _account(tally, packet, layout, trace, values_by_seq, index_of_seq, config)
+        _account(tally, packet, preset.preset_id, mask, trace, values_by_seq, index_of_seq, config)
         if rng.random() < config.loss:
             continue
         start = time.perf_counter()
@@ -219,7 +218,8 @@ def run_setting(trace: Trace, preset_name: str, k: int, fpp: int, config: BenchC
 def _account(
     tally: _Tally,
     packet: bytes,
-    layout: Layout,
+    preset_id: int,
+    mask: np.ndarray,
     trace: Trace,
     values_by_seq: dict[int, tuple[int, ...]],
     index_of_seq: dict[int, int],
@@ -227,6 +227,8 @@ def _account(
 ) -> None:
     header = unpack_header(packet)
     seqs = header.seqs
+    # The sender's layout for these frames (a packet never mixes layouts).
+    layout = Layout(preset_id, tuple(bool(p) for p in trace.motions[index_of_seq[seqs[0]]].present & mask))
     tally.bytes_total += len(packet)
     tally.wire_total += wire_bytes(len(packet))
     tally.packets += 1

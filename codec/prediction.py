@@ -5,7 +5,7 @@ Sender::
     packetizer = MotionPacketizer(stream_id=1, preset_id=DEFAULT_PRESET_ID, frames_per_packet=2,
                                   key_interval_frames=250)
     packet = packetizer.push(motion, capture_ts_ms)   # bytes to send on the unreliable channel, or None
-    packetizer.on_feedback(unpack_feedback(msg))      # feedback arriving on the reliable channel
+    packetizer.on_feedback(Feedback.unpack(msg))      # feedback arriving on the reliable channel
     packetizer.request_key()                          # e.g. a new receiver joined
     packetizer.set_present_mask(mask) / set_num_keypoints(n) / set_preset(preset_id)
     packet = packetizer.flush()                       # send a partly filled packet now
@@ -15,7 +15,9 @@ Receiver::
     depacketizer = MotionDepacketizer()
     for frame in depacketizer.receive(packet):        # BitstreamError for a malformed packet
         show(frame.seq, frame.capture_ts_ms, frame.motion, frame.stream_id)
-    control_channel.send(pack_feedback(depacketizer.feedback()))   # e.g. every 40-100 ms
+    feedback = depacketizer.feedback()                # None until a packet arrived
+    if feedback is not None:
+        control_channel.send(feedback.pack())         # e.g. after each packet or every 40-100 ms
 
 How loss is survived:
 - A DELTA packet predicts its first frame from a frame the receiver has *confirmed* in feedback (its
@@ -65,7 +67,7 @@ from codec.bitstream import (
 )
 from codec.exceptions import BitstreamError
 from codec.motion import MotionParams
-from codec.quantize import DEFAULT_PRESET_ID, PRESETS, get_preset
+from codec.quantize import DEFAULT_PRESET_ID, get_preset
 
 logger = logging.getLogger(__name__)
 
@@ -456,6 +458,5 @@ __all__ = [
     "DecodedFrame",
     "MotionDepacketizer",
     "MotionPacketizer",
-    "PRESETS",
     "motion_from_values",
 ]

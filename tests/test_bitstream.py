@@ -180,7 +180,7 @@ def test_decode_rejects_trailing_garbage() -> None:
 
 def test_feedback_round_trip_and_errors() -> None:
     fb = Feedback(7, 65535, 0b101, 12, 1000, 3, 2)
-    assert unpack_feedback(pack_feedback(fb)) == fb
+    assert unpack_feedback(pack_feedback(fb)) == fb == Feedback.unpack(fb.pack())
     assert fb.acked() == [65535, 65534, 65532]
     assert unpack_feedback(pack_feedback(Feedback(0, None))) == Feedback(0, None)
     import msgpack

@@ -14,6 +14,7 @@ from codec.motion import MotionParams
 from codec.prediction import DecodedFrame, MotionDepacketizer, MotionPacketizer
 from codec.quantize import PRESETS
 from codec.synthetic_trace import synthetic_trace, trace_timestamps_ms
+from tests.test_quantize import motion_strategy
 
 TRACE = synthetic_trace(240, 25.0, num_keypoints=20, seed=2)
 STAMPS = trace_timestamps_ms(240, 25.0)
@@ -86,7 +87,7 @@ def simulate(
     st.floats(0.0, 0.3),
     st.sampled_from(sorted(PRESETS)),
 )
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=50, deadline=None)
 def test_every_output_frame_is_exact_under_loss_and_reordering(
     seed: int, fpp: int, loss: float, max_delay: int, duplicate: float, preset_id: int
 ) -> None:
@@ -97,6 +98,39 @@ def test_every_output_frame_is_exact_under_loss_and_reordering(
         assert frame.seq in delivered, "a frame that never arrived was output"
         assert frame.stream_id == 5 and frame.capture_ts_ms == STAMPS[frame.seq]
         assert_exact(frame, TRACE[frame.seq], preset_id)
+
+
+@given(
+    st.lists(motion_strategy(max_k=24), min_size=1, max_size=12),
+    st.sampled_from(sorted(PRESETS)),
+    st.integers(1, 4),
+    st.integers(0, 65535),
+)
+@settings(max_examples=60, deadline=None)
+def test_random_motion_round_trips_within_half_step(
+    motions: list[MotionParams], preset_id: int, fpp: int, initial_seq: int
+) -> None:
+    """Arbitrary in-range MotionParams (K and present mask changing per frame) through both ends."""
+    sender = MotionPacketizer(9, preset_id, fpp, key_interval_frames=5, initial_seq=initial_seq)
+    receiver = MotionDepacketizer()
+    out: list[DecodedFrame] = []
+    for i, motion in enumerate(motions):
+        packet = sender.push(motion, 1000 + 33 * i)
+        if packet is not None:
+            out += receiver.receive(packet)
+            sender.on_feedback(receiver.feedback())  # type: ignore[arg-type]
+    packet = sender.flush()
+    if packet is not None:
+        out += receiver.receive(packet)
+    assert [f.seq for f in out] == [(initial_seq + i) % 65536 for i in range(len(motions))]
+    bounds = PRESETS[preset_id].error_bounds
+    for frame, sent in zip(out, motions):
+        assert np.array_equal(frame.motion.present, sent.present)
+        assert frame.capture_ts_ms == 1000 + 33 * ((frame.seq - initial_seq) % 65536)
+        err = sent.max_abs_difference(frame.motion)
+        assert err["angles_deg"] <= bounds["angles_deg"] * (1 + 1e-9)
+        assert err["translation"] <= bounds["translation"] + 4 * 2.0**-24
+        assert err["expression"] <= bounds["expression"] + 2 * 2.0**-24
 
 
 def test_no_loss_decodes_everything_and_keys_follow_the_interval() -> None:
