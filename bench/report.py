@@ -219,7 +219,7 @@ def results_markdown(result: Mapping[str, Any], plot_name: str | None = None) ->
         f"Measured {m['date_utc'][:10]} on {m['cpu']} ({m['cpu_count']} cores, torch {m['torch']} with "
         f"{m['torch_threads']} threads, PyAV {m['av']}{', CUDA' if m.get('cuda') else ', no GPU'}), commit "
         f"{m.get('git_commit')}; wall time {m['wall_seconds'] / 60:.1f} min (load average at start {load}).",
-        f"Input: {len(clips)} clip{"s" if len(clips) != 1 else ""} ({', '.join(people)}; {src.get('selection', src.get('kind'))}), "
+        f"Input: {len(clips)} clip{'s' if len(clips) != 1 else ''} ({', '.join(people)}; {src.get('selection', src.get('kind'))}), "
         f"{frames} driving frames scored, face crops {cfg['size']}². Model weights: "
         f"{model.get('weights') or 'random init'} (trained: {model.get('is_trained')}).",
         "",
