@@ -271,10 +271,41 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | None = None) -> dict[str, Any]:
-    """Run the benchmark; returns the report (also what --json writes). ``ours`` overrides the model."""
+def evaluate_codecs(
+    codecs: Sequence[Codec],
+    clips: Sequence[BenchClip],
+    call_seconds: float,
+    progress: Callable[[str], None] = lambda text: None,
+) -> list[dict[str, Any]]:
+    """Run every codec on every clip and score it: one report point per codec (see ``bench.report``)."""
     from bench.quality import array_digest, detect_landmarks, make_static_detector, score_frames
 
+    detector = make_static_detector()
+    original_landmarks = []
+    for clip in clips:
+        original_landmarks.append(detect_landmarks(detector, clip.frames[1:]))
+        progress(f"landmarks {clip.clip_id}")
+    has_face = [np.all(np.isfinite(lm), axis=(1, 2)) for lm in original_landmarks]
+    scored: dict[tuple[int, str], FrameScores] = {}
+    points = []
+    for codec in codecs:
+        infos: list[StreamInfo] = []
+        scores: list[FrameScores] = []
+        for index, clip in enumerate(clips):
+            info, reconstruction = codec.run(clip)
+            key = (index, array_digest(reconstruction))
+            if key not in scored:  # identical output (e.g. ours at another frames-per-packet): scored once
+                scored[key] = score_frames(clip.frames[1:], original_landmarks[index], reconstruction, detector)
+            infos.append(info)
+            scores.append(scored[key])
+            progress(f"{codec.name} {clip.clip_id}")
+        points.append(report.make_point(codec, clips, infos, scores, has_face, call_seconds))
+    report.add_floor_gaps(points)
+    return points
+
+
+def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the report (also what --json writes). ``ours`` overrides the model."""
     validate_config(config)
     started = time.perf_counter()
     machine = machine_info()
@@ -290,28 +321,7 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
         clips, source = load_clips(config, progress)
         codecs = build_codecs(config, ours)
         bar.total = bar.n + len(clips) + len(codecs) * len(clips)
-        detector = make_static_detector()
-        original_landmarks = []
-        for clip in clips:
-            original_landmarks.append(detect_landmarks(detector, clip.frames[1:]))
-            progress(f"landmarks {clip.clip_id}")
-        has_face = [np.all(np.isfinite(lm), axis=(1, 2)) for lm in original_landmarks]
-
-        scored: dict[tuple[int, str], "FrameScores"] = {}
-        points = []
-        for codec in codecs:
-            infos: list[StreamInfo] = []
-            scores: list["FrameScores"] = []
-            for index, clip in enumerate(clips):
-                info, reconstruction = codec.run(clip)
-                key = (index, array_digest(reconstruction))
-                if key not in scored:  # identical output (e.g. ours at another frames-per-packet): scored once
-                    scored[key] = score_frames(clip.frames[1:], original_landmarks[index], reconstruction, detector)
-                infos.append(info)
-                scores.append(scored[key])
-                progress(f"{codec.name} {clip.clip_id}")
-            points.append(report.make_point(codec, clips, infos, scores, has_face, config.call_seconds))
-        report.add_floor_gaps(points)
+        points = evaluate_codecs(codecs, clips, config.call_seconds, progress)
     finally:
         bar.close()
     machine["load_average_end"] = os.getloadavg()
