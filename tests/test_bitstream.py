@@ -270,3 +270,13 @@ def test_key_then_delta_round_trip_random_values(first: list[int], step: list[in
     h2 = unpack_header(p2)
     assert h2.reference_seq == seq % 65536
     assert decode_packet(p2, h2, ref)[0].values == second
+
+
+def test_golden_feedback_message() -> None:
+    feedback = Feedback(3, 4660, 0xF0F0, 4650, 123456, 78, 9)
+    path = GOLDEN / "feedback_v1.bin"
+    if REGEN:
+        path.write_bytes(pack_feedback(feedback))
+    golden = path.read_bytes()
+    assert pack_feedback(feedback) == golden
+    assert unpack_feedback(golden) == feedback

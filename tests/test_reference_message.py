@@ -169,3 +169,28 @@ def test_reassembler_memory_is_bounded() -> None:
     assert reassembler.pending == 2
     with pytest.raises(BitstreamError, match="a chunk must be bytes, got str"):
         reassembler.add("x")  # type: ignore[arg-type]
+
+
+def test_golden_reference_message_chunks() -> None:
+    """The message and chunk formats are byte-stable (regenerate with KPCALL_REGEN_GOLDEN=1)."""
+    import os
+    from pathlib import Path
+
+    golden = Path(__file__).parent / "golden"
+    portrait = golden / "portrait_12x10.png"
+    if os.environ.get("KPCALL_REGEN_GOLDEN") == "1":
+        if not portrait.exists():
+            portrait.write_bytes(encode_portrait(noise_image(10, 12, seed=5), image_format="png"))
+        message = pack_reference_message(ReferenceMessage.from_image(portrait.read_bytes(), "kpcall-test", "1"))
+        for i, chunk in enumerate(chunk_message(message, max_chunk_bytes=CHUNK_HEADER_BYTES + 200)):
+            (golden / f"reference_chunk_{i}.bin").write_bytes(chunk)
+    message = pack_reference_message(ReferenceMessage.from_image(portrait.read_bytes(), "kpcall-test", "1"))
+    chunks = chunk_message(message, max_chunk_bytes=CHUNK_HEADER_BYTES + 200)
+    assert len(chunks) >= 2
+    for i, chunk in enumerate(chunks):
+        assert (golden / f"reference_chunk_{i}.bin").read_bytes() == chunk
+    assert not (golden / f"reference_chunk_{len(chunks)}.bin").exists()
+    reassembler = ChunkReassembler()
+    results = [reassembler.add((golden / f"reference_chunk_{i}.bin").read_bytes()) for i in range(len(chunks))]
+    msg = unpack_reference_message(results[-1] or b"")
+    assert msg.model_id == "kpcall-test" and (msg.width, msg.height) == (12, 10)
