@@ -25,6 +25,12 @@ optional random loss, and reports:
 K < 20 sends the δ of the K keypoints whose δ varies most over the trace (the sender's choice of
 ``set_present_mask``); K = 0 sends the pose only.
 
+The default feedback delay, 100 ms, stands for a 60-80 ms round trip plus the receiver's feedback
+cadence; it sets how old the confirmed reference is. Measured (default preset, K = 20, 25 fps, 60 s;
+payload kbps for 1 / 2 / 3 frames per packet): delay 0 → 2.34 / 1.81 / 1.64; 100 ms → 2.64 / 2.08 /
+1.64; 200 ms → 2.82 / 2.04 / 1.84. With 100 ms and 5 % (20 %) random packet loss the receiver decoded
+94 % (78-80 %) of the frames, every one exactly: a loss costs only the lost packet's own frames.
+
 Wire overhead per data-channel message (IPv4, DTLS 1.2 with AES-128-GCM, which Chrome and aiortc
 negotiate): IPv4 20 + UDP 8 + DTLS record header 13 + GCM explicit nonce 8 + GCM tag 16 + SCTP common
 header 12 + SCTP DATA chunk header 16 = 93 bytes, plus 0-3 bytes padding the DATA chunk to a multiple
