@@ -1,0 +1,1 @@
+"""Face pipeline: landmarks (mediapipe face mesh), the crop, the head-pose teacher, regions, AKD."""
