@@ -52,3 +52,17 @@ def test_trace_file_round_trip(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", yaw=np.zeros(3))
     with pytest.raises(ValueError, match="lacks arrays"):
         load_trace(tmp_path / "bad.npz")
+
+
+def test_zstd_alternative_round_trips_without_frame_overhead() -> None:
+    from codec.baseline_coders import load_dictionary, msgpack_body, zstd_body, zstd_unbody
+    from codec.bitstream import Layout
+
+    layout = Layout(2, (True,) * 2)
+    frames = [(1, 2, 3, 4, 5, 6, 0, 1, 0, -1, 0, 2), (1, 2, 4, 4, 5, 6, 0, 1, 0, -1, 0, 2)]
+    payload = msgpack_body(layout, frames, [40, 40], None)
+    assert len(load_dictionary().as_bytes()) == 4096
+    for use_dictionary in (False, True):
+        body = zstd_body(payload, use_dictionary)
+        assert not body.startswith(b"\x28\xb5\x2f\xfd")  # magicless
+        assert zstd_unbody(body, use_dictionary) == payload
