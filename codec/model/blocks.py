@@ -1,0 +1,41 @@
+"""Convolution blocks shared by the networks (depthwise-separable or dense, per the config)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv(cin: int, cout: int, depthwise: bool, stride: int = 1) -> nn.Module:
+    """3x3 conv (dense) or depthwise 3x3 + pointwise 1x1 (depthwise-separable)."""
+    if not depthwise:
+        return nn.Conv2d(cin, cout, 3, stride, 1)
+    return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin), nn.Conv2d(cin, cout, 1))
+
+
+class ConvNormAct(nn.Sequential):
+    def __init__(self, cin: int, cout: int, depthwise: bool, stride: int = 1):
+        super().__init__(conv(cin, cout, depthwise, stride), nn.GroupNorm(min(8, cout // 4) or 1, cout), nn.SiLU())
+
+
+class ResBlock(nn.Module):
+    """x + conv(act(norm(conv(act(norm(x))))))."""
+
+    def __init__(self, channels: int, depthwise: bool):
+        super().__init__()
+        groups = min(8, channels // 4) or 1
+        self.body = nn.Sequential(
+            nn.GroupNorm(groups, channels), nn.SiLU(), conv(channels, channels, depthwise),
+            nn.GroupNorm(groups, channels), nn.SiLU(), conv(channels, channels, depthwise),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def make_coordinate_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """(h, w, 2) grid of normalised (x, y) pixel-centre coordinates in [-1, 1] (grid_sample order)."""
+    ys = (torch.arange(h, dtype=like.dtype, device=like.device) * 2 + 1) / h - 1
+    xs = (torch.arange(w, dtype=like.dtype, device=like.device) * 2 + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1)  # (h, w, 2)

@@ -1,0 +1,69 @@
+"""ModelConfig: the architecture of one preset (saved inside every checkpoint), and the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# Landmark guidance: keypoint k is pulled (during training, with a decaying weight) towards this
+# mediapipe face-mesh landmark, so that keypoints spread over the parts that move (mouth, eyes,
+# brows, jaw) instead of collapsing. For K < 20 the first K are used.
+KEYPOINT_LANDMARK_INDICES: tuple[int, ...] = (
+    61, 291, 0, 17, 13, 14,  # mouth: right/left corner, upper/lower lip outer, upper/lower lip inner
+    159, 145, 386, 374,  # eyelids: right upper/lower, left upper/lower
+    33, 263,  # outer eye corners
+    105, 334,  # brows
+    1, 168,  # nose tip, nose bridge
+    152, 172, 397,  # chin, right and left jaw
+    10,  # forehead
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters. Field comments are the documentation."""
+
+    name: str = "cpu"  # preset name
+    image_size: int = 256  # input and output side in pixels
+    num_keypoints: int = 20  # K
+    pose_bins: int = 66  # yaw/pitch/roll classification bins (paper: 66 bins of 3°)
+    pose_bin_deg: float = 3.0
+    pose_input_size: int = 128  # H and L see the image at this size
+    estimator_width: int = 32  # base width of H and L
+    feature_channels: int = 64  # F's features at image_size/4 (the "volume" the warp moves)
+    skip_channels: int = 16  # F's skip features at image_size/2
+    motion_size: int = 32  # M predicts masks and occlusion at this resolution
+    motion_width: int = 64  # M's hourglass base width
+    decoder_blocks: int = 4  # G's residual blocks at image_size/4
+    depthwise: bool = True  # depthwise-separable convs (fast on CPU) or dense 3x3 (paper-like)
+    heatmap_variance: float = 0.01  # Gaussian keypoint heatmaps (normalised coordinates)
+
+    @staticmethod
+    def preset(name: str) -> ModelConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+        return PRESETS[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(values: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {unknown}: the checkpoint is from a newer version")
+        return ModelConfig(**values)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Real time on 2 CPU cores at 256²: 2D motion field at 32², depthwise-separable convs.
+    "cpu": ModelConfig(),
+    # Tiny, for tests only.
+    "tiny": ModelConfig(name="tiny", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
+                        skip_channels=8, motion_size=16, motion_width=16, decoder_blocks=1),
+    # Paper-like widths for GPU users (dense convs, 256-channel decoder with 6 blocks, motion at 64²).
+    "paper-256": ModelConfig(name="paper-256", estimator_width=64, feature_channels=256, skip_channels=64,
+                             motion_size=64, motion_width=128, decoder_blocks=6, depthwise=False, pose_input_size=256),
+}

@@ -1,0 +1,53 @@
+"""G, the generator: warped reference features -> residual blocks -> upsampling -> RGB.
+
+Paper Sec. 3.2: the warped appearance, multiplied by the occlusion mask, is decoded to the output
+image. To stay sharp from the first training step on a CPU budget, the output blends the
+reference's own pixels warped by the same flow with the decoded RGB, by a decoded per-pixel weight:
+image = α · warp(reference) + (1 - α) · rgb.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from codec.model.blocks import ResBlock
+from codec.model.config import ModelConfig
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) sampled at flow (B, h, w, 2) -> (B, C, h, w); flow resized to (H, W) if needed."""
+    if flow.shape[1] != x.shape[-2]:
+        flow = F.interpolate(flow.permute(0, 3, 1, 2), size=x.shape[-2:], mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    return F.grid_sample(x, flow, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class Generator(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        c, cs, dw = config.feature_channels, config.skip_channels, config.depthwise
+        up = max(32, cs * 2)
+        self.blocks = nn.Sequential(*[ResBlock(c, dw) for _ in range(config.decoder_blocks)])
+        self.up1 = nn.Sequential(nn.Conv2d(c, 4 * up, 1), nn.PixelShuffle(2), nn.SiLU())  # S/2
+        self.fuse = nn.Sequential(nn.Conv2d(up + cs, up, 1), ResBlock(up, dw))
+        self.up2 = nn.Sequential(nn.Conv2d(up, 4 * 4, 3, 1, 1), nn.PixelShuffle(2))  # S, 4 channels
+        with torch.no_grad():
+            self.up2[0].bias.view(4, 4)[3].fill_(2.0)  # α starts near 0.9: mostly warped reference pixels
+
+    def forward(self, features: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, flow: torch.Tensor,
+                occlusion: torch.Tensor) -> dict[str, torch.Tensor]:
+        """features (B, C, S/4, S/4), skip (B, Cs, S/2, S/2), image (B, 3, S, S) reference; flow (B, S/4, S/4, 2);
+        occlusion (B, 1, m, m) -> image (B, 3, S, S) in [0, 1], warped_reference (B, 3, S, S), alpha (B, 1, S, S)."""
+        size = image.shape[-1]
+        occ4 = F.interpolate(occlusion, size=features.shape[-2:], mode="bilinear", align_corners=False)
+        occ2 = F.interpolate(occlusion, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.blocks(warp(features, flow) * occ4)
+        x = self.up1(x)  # (B, up, S/2, S/2)
+        x = self.fuse(torch.cat([x, warp(skip, flow) * occ2], dim=1))
+        out = self.up2(x)  # (B, 4, S, S)
+        warped = warp(image, flow)  # (B, 3, S, S)
+        alpha = torch.sigmoid(out[:, 3:4])
+        rgb = torch.sigmoid(out[:, :3])
+        assert out.shape[-1] == size
+        return {"image": alpha * warped + (1 - alpha) * rgb, "warped_reference": warped, "alpha": alpha}
