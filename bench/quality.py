@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench.report import FRAME_METRICS
-from codec.face import LEFT_EYE, MOUTH, RIGHT_EYE, LandmarkDetector, akd, face_hull_mask
+from codec.face.landmarks import NUM_LANDMARKS, LandmarkDetector
+from codec.face.metrics import akd
+from codec.face.regions import EYES, MOUTH, face_hull_mask
 from codec.metrics import psnr, ssim
 
 logger = logging.getLogger(__name__)
 
-EYES = np.concatenate([np.asarray(LEFT_EYE), np.asarray(RIGHT_EYE)])
+PSNR_CAP_DB = 100.0  # PSNR of identical images (infinite) is counted as this
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,12 +39,12 @@ class FrameScores:
 
 
 def detect_landmarks(detector: LandmarkDetector, frames: np.ndarray) -> np.ndarray:
-    """(N, S, S, 3) uint8 -> (N, 478, 3) float32 pixels of the first face found, NaN where none."""
-    out = np.full((frames.shape[0], 478, 3), np.nan, np.float32)
+    """(N, S, S, 3) uint8 -> (N, 478, 3) float32 pixels of the largest face found, NaN where none."""
+    out = np.full((frames.shape[0], NUM_LANDMARKS, 3), np.nan, np.float32)
     for i, frame in enumerate(frames):
         faces = detector.detect(frame)
         if faces:
-            out[i] = np.asarray(faces[0].points, np.float32)[:478]
+            out[i] = np.asarray(faces[0].points, np.float32)
     return out
 
 
@@ -63,13 +65,13 @@ def score_frames(
     recon_landmarks = detect_landmarks(detector, reconstruction)
     for i in range(count):
         out, target = reconstruction[i], originals[i]
-        values["psnr"][i] = psnr(out, target)
+        values["psnr"][i] = min(psnr(out, target), PSNR_CAP_DB)
         values["ssim"][i] = ssim(out, target)
         target_points = original_landmarks[i]
         if not np.all(np.isfinite(target_points)):
             continue
         mask = face_hull_mask(target_points[:, :2], size)
-        values["face_psnr"][i] = psnr(out, target, mask=mask)
+        values["face_psnr"][i] = min(psnr(out, target, mask=mask), PSNR_CAP_DB)
         values["face_ssim"][i] = ssim(out, target, mask=mask)
         if np.all(np.isfinite(recon_landmarks[i])):
             found[i] = True
@@ -89,4 +91,4 @@ def array_digest(array: np.ndarray) -> str:
 
 def make_static_detector() -> LandmarkDetector:
     """The landmark detector in single-image mode (no tracking between calls)."""
-    return LandmarkDetector(static_image_mode=True)
+    return LandmarkDetector(static_mode=True)

@@ -176,7 +176,7 @@ def select_clips(config: RdConfig) -> tuple[list[tuple[Path, str]], dict[str, An
 
 def load_clips(config: RdConfig, progress: Callable[[str], None]) -> tuple[list[BenchClip], dict[str, Any]]:
     """Read and crop the clips (or make the synthetic one)."""
-    from codec.face import FaceCropper
+    from codec.face.crop import FaceCropper
 
     use_synthetic = config.synthetic or (config.clips is None and not DEFAULT_CLIPS_DIR.is_dir())
     if use_synthetic:
@@ -195,7 +195,7 @@ def load_clips(config: RdConfig, progress: Callable[[str], None]) -> tuple[list[
             items.append((str(path.relative_to(path.parents[1])), person, frames, fps))
     clips = []
     for clip_id, person, frames, fps in items:
-        cropper = FaceCropper(output_size=config.size)
+        cropper = FaceCropper(output_size=config.size, fps=fps)
 
         def crop(frame: np.ndarray) -> tuple[np.ndarray, bool]:
             result = cropper.crop(frame)

@@ -9,7 +9,9 @@ payload descriptors and per-packet headers).
 
 Timing: encode time of a frame = RGB -> YUV 4:2:0 conversion + ``encode()``; decode time =
 ``decode()`` + YUV -> RGB conversion (our codec also takes and gives RGB). Frame 0 (the keyframe)
-is the warm-up and is not timed. Encoders use their default thread counts on this machine.
+is the warm-up and is not timed. Encoders and decoders run on one thread (``CODEC_THREADS``), as
+libwebrtc runs them at this resolution; with more threads libvpx's VP8 encoder was measured to stall
+for tens of milliseconds per frame whenever the machine's two cores were busy.
 
 A frame the encoder drops (rate control) sends nothing and the receiver keeps showing the previous
 decoded frame, as a WebRTC receiver does.
@@ -37,12 +39,13 @@ logger = logging.getLogger(__name__)
 H264_CRFS = (28, 33, 38, 43, 48, 51)
 H264_PRESET, H264_TUNE = "veryfast", "zerolatency"
 VP8_KBPS = (10, 20, 40, 80, 160)
-VP8_CPU_USED = 6
+VP8_CPU_USED = -6  # negative: a fixed speed, as libwebrtc sets (positive values let libvpx adapt its speed to the frame time)
 VP9_KBPS = (5, 10, 20, 40, 80)
 VP9_CPU_USED = 7
 AV1_QPS = (40, 48, 55, 63)
 AV1_PRESET = 10
 NO_PERIODIC_KEYFRAMES = 100_000  # GOP length: longer than any benchmark clip
+CODEC_THREADS = 1
 
 _ENCODERS = {"h264": "libx264", "vp8": "libvpx", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
 _DECODERS = {"h264": "h264", "vp8": "vp8", "vp9": "vp9", "av1": "libdav1d"}
@@ -90,6 +93,7 @@ class VideoCodec(Codec):
             "options": self.options,
             "target_kbps": self.bit_rate_kbps,
             "rtp_payload_format": self.payload_format,
+            "threads": CODEC_THREADS,
         }
 
     def _encoder_context(self, size: int, fps: float) -> av.video.codeccontext.VideoCodecContext:
@@ -102,6 +106,7 @@ class VideoCodec(Codec):
         ctx.time_base = 1 / rate
         ctx.framerate = rate
         ctx.gop_size = NO_PERIODIC_KEYFRAMES
+        ctx.thread_count = CODEC_THREADS
         if self.bit_rate_kbps is not None:
             ctx.bit_rate = int(self.bit_rate_kbps * 1000)
         ctx.options = dict(self.options)
@@ -136,6 +141,7 @@ class VideoCodec(Codec):
             raise RuntimeError(f"{self.name}: the encoder produced nothing for frame 0")
 
         decoder = av.CodecContext.create(self.decoder, "r")
+        decoder.thread_count = CODEC_THREADS
         shown: dict[int, np.ndarray] = {}
         decode_ms = np.zeros(n)
         for i in range(n):
