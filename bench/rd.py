@@ -61,6 +61,7 @@ class RdConfig:
     all_people: bool = False  # with --clips: every clip found, not only the validation people's
     clips_per_person: int = 1  # clips taken per person (first ones in name order)
     frames: int = 50  # frames per clip (the first is the reference)
+    score_every: int = 2  # score every n-th driving frame (all frames are coded, sent and decoded)
     size: int = 256  # face crop size in pixels (all codecs code the same crops)
     codecs: tuple[str, ...] = ALL_CODECS  # codecs to run (video codecs PyAV lacks are skipped)
     keypoints: tuple[int, ...] = (20, 10, 5, 0)  # ours: K, how many keypoints' δ are sent
@@ -134,6 +135,8 @@ def validate_config(config: RdConfig) -> None:
         raise ValueError(f"--frames must be at least 2 (a reference and one driving frame), got {config.frames}")
     if config.size < 32:
         raise ValueError(f"--size must be at least 32 pixels, got {config.size}")
+    if config.score_every < 1:
+        raise ValueError(f"--score-every must be at least 1, got {config.score_every}")
     if config.clips_per_person < 1:
         raise ValueError(f"--clips-per-person must be at least 1, got {config.clips_per_person}")
     unknown = set(config.codecs) - set(ALL_CODECS)
@@ -276,14 +279,19 @@ def evaluate_codecs(
     clips: Sequence[BenchClip],
     call_seconds: float,
     progress: Callable[[str], None] = lambda text: None,
+    score_every: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run every codec on every clip and score it: one report point per codec (see ``bench.report``)."""
+    """Run every codec on every clip and score it: one report point per codec (see ``bench.report``).
+
+    Every frame is coded, sent and decoded; quality is measured on every ``score_every``-th driving frame.
+    """
     from bench.quality import array_digest, detect_landmarks, make_static_detector, score_frames
 
     detector = make_static_detector()
+    scored_frames = [np.arange(0, clip.num_driving, score_every) for clip in clips]  # indices into frames[1:]
     original_landmarks = []
-    for clip in clips:
-        original_landmarks.append(detect_landmarks(detector, clip.frames[1:]))
+    for clip, chosen in zip(clips, scored_frames):
+        original_landmarks.append(detect_landmarks(detector, clip.frames[1:][chosen]))
         progress(f"landmarks {clip.clip_id}")
     has_face = [np.all(np.isfinite(lm), axis=(1, 2)) for lm in original_landmarks]
     scored: dict[tuple[int, str], FrameScores] = {}
@@ -293,9 +301,12 @@ def evaluate_codecs(
         scores: list[FrameScores] = []
         for index, clip in enumerate(clips):
             info, reconstruction = codec.run(clip)
+            chosen = scored_frames[index]
             key = (index, array_digest(reconstruction))
             if key not in scored:  # identical output (e.g. ours at another frames-per-packet): scored once
-                scored[key] = score_frames(clip.frames[1:], original_landmarks[index], reconstruction, detector)
+                scored[key] = score_frames(
+                    clip.frames[1:][chosen], original_landmarks[index], reconstruction[chosen], detector
+                )
             infos.append(info)
             scores.append(scored[key])
             progress(f"{codec.name} {clip.clip_id}")
@@ -321,7 +332,7 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
         clips, source = load_clips(config, progress)
         codecs = build_codecs(config, ours)
         bar.total = bar.n + len(clips) + len(codecs) * len(clips)
-        points = evaluate_codecs(codecs, clips, config.call_seconds, progress)
+        points = evaluate_codecs(codecs, clips, config.call_seconds, progress, config.score_every)
     finally:
         bar.close()
     machine["load_average_end"] = os.getloadavg()

@@ -80,6 +80,7 @@ def make_point(
         "decode_ms": float(decode_ms.mean()),
         "decode_ms_p95": float(np.percentile(decode_ms, 95)),
         "frames": frames,
+        "scored_frames": int(sum(s.face_found.size for s in scores)),
         "seconds": seconds,
     }
     point.update(pooled_means(scores, original_has_face))
@@ -211,6 +212,7 @@ def results_markdown(result: Mapping[str, Any], plot_name: str | None = None) ->
     model = result.get("model") or {}
     clips = src.get("clips", [])
     frames = sum(int(c["frames"]) - 1 for c in clips)
+    scored = result["points"][0]["scored_frames"] if result["points"] else 0
     people = sorted({c["person"] for c in clips})
     load = ", ".join(f"{x:.2f}" for x in m.get("load_average_start", []))
     lines = [
@@ -220,7 +222,8 @@ def results_markdown(result: Mapping[str, Any], plot_name: str | None = None) ->
         f"{m['torch_threads']} threads, PyAV {m['av']}{', CUDA' if m.get('cuda') else ', no GPU'}), commit "
         f"{m.get('git_commit')}; wall time {m['wall_seconds'] / 60:.1f} min (load average at start {load}).",
         f"Input: {len(clips)} clip{'s' if len(clips) != 1 else ''} ({', '.join(people)}; {src.get('selection', src.get('kind'))}), "
-        f"{frames} driving frames scored, face crops {cfg['size']}². Model weights: "
+        f"{frames} driving frames coded and sent, {scored} of them scored (every {cfg['score_every']}), "
+        f"face crops {cfg['size']}². Model weights: "
         f"{model.get('weights') or 'random init'} (trained: {model.get('is_trained')}).",
         "",
         "Rates: *wire kbps (60 s call)* = steady-state IPv4 bytes of the stream (per-packet headers: RTP+UDP+IPv4+SRTP "
