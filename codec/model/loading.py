@@ -1,0 +1,77 @@
+"""Which weights the wrappers use: a given file, else the shipped trained weights, else random init.
+
+Random initialisation is seeded, so a sender and a receiver without trained weights still build the
+same model (same model id) and can talk to each other; ``is_trained`` says which case applies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from codec.model import checkpoint
+from codec.model.config import ModelConfig
+from codec.model.face_model import FaceVid2VidModel
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_PRESET = "cpu"
+MODEL_VERSION = "1"  # bumped when the meaning of the transmitted parameters changes
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: str
+    model_version: str
+    preset: str
+    image_size: int
+    num_keypoints: int
+    weights: str  # path, or "random-init (seed 0)"
+    is_trained: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def default_weights_path(preset: str = DEFAULT_PRESET) -> Path:
+    return WEIGHTS_DIR / f"{preset}.safetensors"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, else CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def configure_cpu_threads() -> None:
+    """Use the machine's cores (at most 8) for intra-op parallelism unless the user set OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
+
+
+def load_model_for_inference(
+    weights: str | Path | None = None, device: str | torch.device | None = None, preset: str | None = None
+) -> tuple[FaceVid2VidModel, ModelInfo]:
+    """-> (model in eval mode on its device, ModelInfo). ``weights`` None: the shipped weights of
+    ``preset`` (default "cpu") if present, else seeded random weights with a warning."""
+    dev = pick_device(device)
+    preset = preset or DEFAULT_PRESET
+    path = Path(weights) if weights is not None else default_weights_path(preset)
+    if weights is not None or path.is_file():
+        model, model_id = checkpoint.load(path, device=dev)
+        info = ModelInfo(model_id, MODEL_VERSION, model.config.name, model.config.image_size, model.config.num_keypoints, str(path), True)
+        return model, info
+    log.warning("no trained weights at %s: using RANDOM weights (the picture will not look like a face)", path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = FaceVid2VidModel(ModelConfig.preset(preset))
+    model = model.to(dev).eval()
+    info = ModelInfo(checkpoint.model_id_of(model), MODEL_VERSION, preset, model.config.image_size,
+                     model.config.num_keypoints, "random-init (seed 0)", False)
+    return model, info

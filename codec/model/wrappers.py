@@ -1,0 +1,218 @@
+"""Inference wrappers: MotionEncoder (sender) and FrameSynthesizer (receiver).
+
+They own the device, the precision (fp16 autocast on CUDA) and inference mode; the networks stay
+free of I/O. One model can be shared by both (the benchmark does), or each loads its own.
+
+    encoder = MotionEncoder()                      # shipped weights, else seeded random (warns)
+    motion = encoder.encode(face_crop_rgb)         # (S, S, 3) uint8 -> MotionParams
+    synth = FrameSynthesizer(cache_dir=Path("~/.cache/kpcall/references").expanduser())
+    state = synth.prepare(reference_crop_rgb)      # once per reference (disk-cached)
+    frame = synth.render(state, motion, view=ViewControl.parse("frontal"))  # (S, S, 3) uint8
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from codec.model.face_model import FaceVid2VidModel, ReferenceFeatures
+from codec.model.loading import ModelInfo, configure_cpu_threads, load_model_for_inference
+from codec.model.view import ViewControl
+from codec.motion import MotionParams, angles_to_rotation_torch, transform_keypoints_torch
+
+log = logging.getLogger(__name__)
+
+
+def _resolve(model: FaceVid2VidModel | str | Path | None, device: str | torch.device | None, preset: str | None,
+             info: ModelInfo | None) -> tuple[FaceVid2VidModel, ModelInfo]:
+    if isinstance(model, FaceVid2VidModel):
+        if info is None:
+            from codec.model.checkpoint import model_id_of
+            from codec.model.loading import MODEL_VERSION
+
+            c = model.config
+            info = ModelInfo(model_id_of(model), MODEL_VERSION, c.name, c.image_size, c.num_keypoints, "in-memory", False)
+        return model.eval(), info
+    configure_cpu_threads()
+    return load_model_for_inference(model, device=device, preset=preset)
+
+
+def _to_tensor(image: np.ndarray, size: int, device: torch.device, what: str) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, size, size) float in [0, 1]; resized when needed."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"{what} must be an (H, W, 3) uint8 RGB array, got {type(image).__name__} {shape}")
+    if image.shape[0] != size or image.shape[1] != size:
+        if max(image.shape[:2]) > 8192:
+            raise ValueError(f"{what} is {image.shape[1]}x{image.shape[0]}: crop the face first (codec.face.crop)")
+        interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
+        image = cv2.resize(image, (size, size), interpolation=interp)
+    return torch.from_numpy(np.array(image, copy=True)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def _motion_from_outputs(out: dict[str, torch.Tensor], index: int = 0) -> MotionParams:
+    k = out["expression"].shape[1]
+    return MotionParams(
+        float(out["yaw"][index]), float(out["pitch"][index]), float(out["roll"][index]),
+        out["translation"][index].float().cpu().numpy(), out["expression"][index].float().cpu().numpy(), np.ones(k, bool),
+    )
+
+
+class _Wrapper:
+    def __init__(self, model: FaceVid2VidModel | str | Path | None = None, device: str | torch.device | None = None,
+                 preset: str | None = None, info: ModelInfo | None = None) -> None:
+        self.model, self.info = _resolve(model, device, preset, info)
+        self.device = next(self.model.parameters()).device
+
+    @property
+    def model_id(self) -> str:
+        return self.info.model_id
+
+    @property
+    def model_version(self) -> str:
+        return self.info.model_version
+
+    @property
+    def image_size(self) -> int:
+        return self.model.config.image_size
+
+    @property
+    def num_keypoints(self) -> int:
+        return self.model.config.num_keypoints
+
+    @property
+    def is_trained(self) -> bool:
+        return self.info.is_trained
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return nullcontext()
+
+
+class MotionEncoder(_Wrapper):
+    """Sender side: a face crop -> this frame's MotionParams (H of the paper)."""
+
+    def encode(self, face_rgb: np.ndarray) -> MotionParams:
+        """face_rgb: (S, S, 3) uint8 crop from codec.face.crop (other sizes are resized)."""
+        image = _to_tensor(face_rgb, self.image_size, self.device, "face crop")
+        with torch.inference_mode(), self._autocast():
+            out = self.model.estimate_motion(image)
+        return _motion_from_outputs(out)
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceState:
+    """What the receiver keeps per reference: the model's reference features, the reference's own
+    motion (for relative retargeting), its image hash and the model id it was computed with."""
+
+    features: ReferenceFeatures
+    motion: MotionParams
+    image_hash: str
+    model_id: str
+
+
+def image_hash(image: np.ndarray) -> str:
+    """sha256 over the shape and the pixels of an (H, W, 3) uint8 image."""
+    h = hashlib.sha256(repr(image.shape).encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
+
+
+class FrameSynthesizer(_Wrapper):
+    """Receiver side: prepare a reference once, then render one frame per MotionParams."""
+
+    def __init__(self, model: FaceVid2VidModel | str | Path | None = None, device: str | torch.device | None = None,
+                 cache_dir: Path | None = None, preset: str | None = None, info: ModelInfo | None = None) -> None:
+        super().__init__(model, device, preset, info)
+        self.cache = ReferenceCache(cache_dir) if cache_dir is not None else None
+
+    def prepare(self, reference_rgb: np.ndarray) -> ReferenceState:
+        """reference_rgb: (S, S, 3) uint8 face crop -> ReferenceState (from the disk cache when there)."""
+        image = _to_tensor(reference_rgb, self.image_size, self.device, "reference image")
+        digest = image_hash(reference_rgb)
+        if self.cache is not None:
+            cached = self.cache.load(digest, self.model_id, self.device)
+            if cached is not None:
+                return cached
+        with torch.inference_mode(), self._autocast():
+            features = self.model.encode_reference(image)
+        features = ReferenceFeatures(**{k: _detach(v) for k, v in features.__dict__.items()})
+        state = ReferenceState(features, _motion_from_outputs(features.motion), digest, self.model_id)
+        if self.cache is not None:
+            self.cache.save(state)
+        return state
+
+    def render(self, state: ReferenceState, motion: MotionParams, view: ViewControl | None = None) -> np.ndarray:
+        """-> (S, S, 3) uint8 RGB frame. Keypoints whose δ is absent render with δ = 0."""
+        if state.model_id != self.model_id:
+            raise ValueError(f"reference state was prepared with model {state.model_id}, this synthesizer runs {self.model_id}")
+        if motion.num_keypoints != self.num_keypoints:
+            raise ValueError(f"motion has K = {motion.num_keypoints}, the model uses K = {self.num_keypoints}")
+        if view is not None:
+            motion = view.apply(motion)
+        dev = self.device
+        angles = torch.tensor([[motion.yaw], [motion.pitch], [motion.roll]], dtype=torch.float32, device=dev)
+        rotation = angles_to_rotation_torch(angles[0], angles[1], angles[2])  # (1, 3, 3)
+        translation = torch.tensor(motion.translation, device=dev)[None]  # (1, 3)
+        expression = torch.tensor(motion.expression, device=dev)[None]  # (1, K, 3); absent rows are 0
+        with torch.inference_mode(), self._autocast():
+            kp_drv = transform_keypoints_torch(state.features.kp_canonical, rotation, translation, expression)
+            out = self.model.synthesize(state.features, kp_drv, rotation)
+        image = out["image"][0].float().clamp(0, 1).mul(255).round().byte()  # (3, S, S)
+        return image.permute(1, 2, 0).cpu().numpy()
+
+
+def _detach(value: object) -> object:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: v.detach().clone() for k, v in value.items()}
+    return value
+
+
+class ReferenceCache:
+    """ReferenceStates on disk (safetensors), keyed by image hash + model id; corrupt entries are ignored."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory).expanduser()
+
+    def path(self, digest: str, model_id: str) -> Path:
+        return self.directory / f"{digest[:32]}-{model_id}.safetensors"
+
+    def save(self, state: ReferenceState) -> None:
+        tensors = {k: v.contiguous().cpu() for k, v in state.features.__dict__.items() if isinstance(v, torch.Tensor)}
+        tensors.update({f"motion.{k}": v.contiguous().cpu() for k, v in state.features.motion.items()})
+        meta = {"image_hash": state.image_hash, "model_id": state.model_id}
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            target = self.path(state.image_hash, state.model_id)
+            tmp = target.with_name(target.name + ".tmp")
+            save_file(tensors, str(tmp), metadata=meta)
+            tmp.replace(target)
+        except OSError as exc:
+            log.warning("could not write the reference cache in %s: %s", self.directory, exc)
+
+    def load(self, digest: str, model_id: str, device: torch.device) -> ReferenceState | None:
+        path = self.path(digest, model_id)
+        if not path.is_file():
+            return None
+        try:
+            tensors = load_file(str(path), device=str(device))
+            motion = {k[len("motion."):]: v for k, v in tensors.items() if k.startswith("motion.")}
+            fields = {k: v for k, v in tensors.items() if not k.startswith("motion.")}
+            features = ReferenceFeatures(**fields, motion=motion)
+        except (SafetensorError, OSError, TypeError, json.JSONDecodeError) as exc:
+            log.warning("ignoring corrupt reference cache entry %s: %s", path, exc)
+            return None
+        return ReferenceState(features, _motion_from_outputs(motion), digest, model_id)
