@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from bench.codecs.base import BenchClip, Codec, StreamInfo
-from bench.codecs.reference import send_reference
+from bench.codecs.reference import MODEL_ID, MODEL_VERSION, send_reference
 
 
 class NoMotionFloor(Codec):
@@ -21,11 +21,14 @@ class NoMotionFloor(Codec):
     codec = "no-motion floor"
     setting = "output = reference"
 
+    def __init__(self, model_id: str = MODEL_ID, model_version: str = MODEL_VERSION) -> None:
+        self.model_id, self.model_version = model_id, model_version  # carried in the reference message
+
     def params(self) -> dict[str, object]:
-        return {"reference": send_reference.__doc__}
+        return {"reference": "the reference message (JPEG portrait), decoded"}
 
     def run(self, clip: BenchClip) -> tuple[StreamInfo, np.ndarray]:
-        sent = send_reference(clip.frames[0])
+        sent = send_reference(clip.frames[0], self.model_id, self.model_version)
         decode_ms = np.zeros(clip.num_driving)
         reconstruction = np.empty_like(clip.frames[1:])
         for i in range(clip.num_driving):

@@ -35,7 +35,7 @@ import numpy as np
 from bench.codecs.base import BenchClip, Codec, StreamInfo
 from bench.codecs.datachannel import data_channel_wire_bytes
 from bench.codecs.motion_stream import stream_motion
-from bench.codecs.reference import SentReference, send_reference
+from bench.codecs.reference import MODEL_ID, MODEL_VERSION, SentReference, send_reference
 from codec.motion import MotionParams
 from codec.quantize import get_preset
 
@@ -98,14 +98,28 @@ class OursFactory:
         self._renders: dict[tuple[str, bytes], tuple[np.ndarray, float]] = {}
 
     @classmethod
-    def load(cls, weights: str | None = None) -> OursFactory:
-        """The project's model: ``weights`` if given, else the shipped trained weights, else random init."""
-        from codec.model import FrameSynthesizer, MotionEncoder, load_model_for_inference
+    def load(cls, weights: str | None = None, preset: str | None = None) -> OursFactory:
+        """The project's model: ``weights`` if given, else the shipped trained weights, else random init.
 
-        model, info = load_model_for_inference(weights)
-        encoder = MotionEncoder(model)
-        synthesizer = FrameSynthesizer(model)
-        return cls(encoder, synthesizer, info)
+        One model is shared by the encoder and the synthesizer (the same weights a sender and a
+        receiver would load).
+        """
+        from codec.model.loading import configure_cpu_threads, load_model_for_inference
+        from codec.model.wrappers import FrameSynthesizer, MotionEncoder
+
+        configure_cpu_threads()
+        model, info = load_model_for_inference(weights, preset=preset)
+        encoder = MotionEncoder(model, info=info)
+        synthesizer = FrameSynthesizer(model, info=info)
+        return cls(encoder, synthesizer, info.as_dict())
+
+    @property
+    def model_id(self) -> str:
+        return str(self.description.get("model_id", MODEL_ID))
+
+    @property
+    def model_version(self) -> str:
+        return str(self.description.get("model_version", MODEL_VERSION))
 
     def describe(self) -> dict[str, Any]:
         out = dict(self.description)
@@ -135,7 +149,7 @@ class OursFactory:
 
     def reference(self, clip: BenchClip) -> _Reference:
         if clip.clip_id not in self._references:
-            sent = send_reference(clip.frames[0])
+            sent = send_reference(clip.frames[0], self.model_id, self.model_version)
             self.synthesizer.prepare(sent.image)  # warm-up
             start = time.perf_counter()
             state = self.synthesizer.prepare(sent.image)

@@ -22,7 +22,7 @@ from codec.reference_message import (
     unpack_reference_message,
 )
 
-MODEL_ID, MODEL_VERSION = "kpcall-bench", "1"
+MODEL_ID, MODEL_VERSION = "kpcall-bench", "1"  # ids in the message when no model is at hand
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,9 +34,9 @@ class SentReference:
     image: np.ndarray = field(repr=False)
 
 
-def send_reference(image: np.ndarray) -> SentReference:
+def send_reference(image: np.ndarray, model_id: str = MODEL_ID, model_version: str = MODEL_VERSION) -> SentReference:
     """The sender's reference message for ``image`` (JPEG, codec.reference_message defaults), chunked."""
-    message = ReferenceMessage.from_image(encode_portrait(image), model_id=MODEL_ID, model_version=MODEL_VERSION)
+    message = ReferenceMessage.from_image(encode_portrait(image), model_id=model_id, model_version=model_version)
     chunks = chunk_message(pack_reference_message(message))
     reassembler = ChunkReassembler()
     whole = None

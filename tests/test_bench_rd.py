@@ -1,0 +1,108 @@
+"""python -m bench rd end to end on a short synthetic clip with the random-weight model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.codecs.base import BenchClip
+from bench.codecs.floor import NoMotionFloor
+from bench.codecs.ours import OursFactory
+from bench.codecs.reference import send_reference
+from bench.rd import RdConfig, evaluate_codecs, main, run_rd, write_outputs
+from bench.synthetic_clip import synthetic_talking_head
+from codec.metrics import psnr, ssim
+
+FIELDS = ("codec", "setting", "payload_kbps", "wire_kbps", "psnr", "ssim", "face_psnr", "akd")
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def random_model() -> OursFactory:
+    return OursFactory.load(None)
+
+
+@pytest.fixture(scope="module")
+def result(random_model: OursFactory) -> dict[str, Any]:
+    config = RdConfig(
+        synthetic=True, frames=FRAMES, size=128, keypoints=(20, 0), presets=("coarse",), frames_per_packet=(1, 2),
+        codecs=("ours", "h264", "vp8"), h264_crf=(30, 51), vp8_kbps=(60,),
+    )
+    return run_rd(config, show_progress=False, ours=random_model)
+
+
+def test_every_point_has_every_field(result: dict[str, Any]) -> None:
+    points = result["points"]
+    codecs = [p["codec"] for p in points]
+    assert codecs.count("ours") == 4 and codecs.count("h264") == 2 and codecs.count("vp8") == 1
+    assert codecs[-1] == "no-motion floor"
+    for point in points:
+        for name in FIELDS:
+            assert name in point, f"{point['codec']} {point['setting']} lacks {name}"
+        assert math.isfinite(point["psnr"]) and 0 < point["ssim"] <= 1
+        assert point["frames"] == FRAMES - 1
+        assert point["encode_ms"] >= 0 and point["decode_ms"] >= 0
+    assert result["model"]["is_trained"] is False and result["model"]["weights"].startswith("random")
+    assert result["machine"]["cpu_count"] >= 1 and result["machine"]["date_utc"]
+
+
+def test_wire_exceeds_payload(result: dict[str, Any]) -> None:
+    for point in result["points"]:
+        if point["codec"] == "no-motion floor":
+            assert point["payload_kbps"] == point["wire_kbps"] == 0
+        else:
+            assert point["wire_kbps"] > point["payload_kbps"] > 0, point["setting"]
+        assert point["start_wire_bytes"] > point["start_payload_bytes"] > 0
+        assert point["wire_kbps_call"] > point["wire_kbps"]
+
+
+def test_frames_per_packet_changes_bytes_not_pictures(result: dict[str, Any]) -> None:
+    ours = {p["setting"]: p for p in result["points"] if p["codec"] == "ours"}
+    one, two = ours["K=20 coarse 1f/packet"], ours["K=20 coarse 2f/packet"]
+    assert one["psnr"] == two["psnr"] and one["ssim"] == two["ssim"]
+    assert two["wire_kbps"] < one["wire_kbps"]
+    # (random weights predict δ = 0, so K changes the bytes only a little)
+    assert ours["K=0 coarse 1f/packet"]["payload_kbps"] <= one["payload_kbps"]
+
+
+def test_headline_compares_ours_with_each_video_codec(result: dict[str, Any]) -> None:
+    headline = result["headline"]
+    assert headline["rate"] == "wire_kbps_call"
+    assert set(headline["comparisons"]) == {"h264", "vp8"}
+    entry = headline["comparisons"]["h264"]["psnr"]
+    assert entry["method"] in ("bd-rate", "nearest-points") and entry["rate_ratio"] > 0
+
+
+def test_no_motion_floor_is_exactly_the_decoded_reference() -> None:
+    frames = synthetic_talking_head(5, 96)
+    clip = BenchClip("floor", "floor", 25.0, frames)
+    info, reconstruction = NoMotionFloor().run(clip)
+    sent = send_reference(frames[0])
+    assert np.array_equal(reconstruction, np.broadcast_to(sent.image, reconstruction.shape))
+    assert info.payload_bytes == info.wire_bytes == info.packets == 0
+    assert (info.start_payload_bytes, info.start_wire_bytes) == (sent.payload_bytes, sent.wire_bytes)
+
+
+def test_floor_point_equals_direct_computation() -> None:
+    frames = synthetic_talking_head(5, 128)
+    clip = BenchClip("floor", "floor", 25.0, frames)
+    (point,) = evaluate_codecs([NoMotionFloor()], [clip], call_seconds=60.0)
+    reference = send_reference(frames[0]).image
+    assert point["psnr"] == pytest.approx(np.mean([psnr(reference, f) for f in frames[1:]]), abs=1e-9)
+    assert point["ssim"] == pytest.approx(np.mean([ssim(reference, f) for f in frames[1:]]), abs=1e-9)
+    assert point["wire_kbps_call"] == pytest.approx(send_reference(frames[0]).wire_bytes * 8 / 60 / 1000)
+    assert point["over_floor"]["psnr"] == 0.0
+
+
+def test_outputs_and_cli(result: dict[str, Any], tmp_path: Path) -> None:
+    write_outputs(result, tmp_path / "rd.json", tmp_path / "rd.png", tmp_path / "rd.md")
+    loaded = json.loads((tmp_path / "rd.json").read_text())
+    assert len(loaded["points"]) == len(result["points"])
+    assert (tmp_path / "rd.png").stat().st_size > 10_000
+    assert "| ours |" in (tmp_path / "rd.md").read_text()
+    assert main(["--frames", "1"]) == 2  # bad value: an error message, exit status 2
