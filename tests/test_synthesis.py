@@ -1,0 +1,82 @@
+"""Inference wrappers: encoder/synthesizer contracts, view control, retargeting, the reference cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codec.model import FaceVid2VidModel, FrameSynthesizer, MotionEncoder, PRESETS, ViewControl, retarget_relative
+from codec.motion import MotionParams
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> FaceVid2VidModel:
+    torch.manual_seed(0)
+    return FaceVid2VidModel(PRESETS["tiny"]).eval()
+
+
+def _image(seed: int, size: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_encode_and_render_contract(tiny_model: FaceVid2VidModel, tmp_path: Path) -> None:
+    enc = MotionEncoder(tiny_model)
+    synth = FrameSynthesizer(tiny_model, cache_dir=tmp_path)
+    motion = enc.encode(_image(1))
+    assert motion.num_keypoints == 20 and enc.model_id == synth.model_id
+    state = synth.prepare(_image(2))
+    frame = synth.render(state, motion)
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    # any input size is resized; bad inputs are refused clearly
+    assert synth.render(synth.prepare(_image(2, 100)), motion).shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        enc.encode(np.zeros((64, 64), np.uint8))
+    with pytest.raises(ValueError, match="K = 5"):
+        synth.render(state, MotionParams.neutral(5))
+
+
+def test_reference_cache_round_trip(tiny_model: FaceVid2VidModel, tmp_path: Path) -> None:
+    synth = FrameSynthesizer(tiny_model, cache_dir=tmp_path)
+    img, motion = _image(3), MotionParams.neutral(20)
+    first = synth.render(synth.prepare(img), motion)
+    files = list(tmp_path.glob("*.safetensors"))
+    assert len(files) == 1 and synth.model_id in files[0].name
+    again = FrameSynthesizer(tiny_model, cache_dir=tmp_path).prepare(img)  # from disk
+    assert np.array_equal(FrameSynthesizer(tiny_model).render(again, motion), first)
+    files[0].write_bytes(b"garbage")  # corrupt entries are ignored and rebuilt
+    assert np.array_equal(FrameSynthesizer(tiny_model, cache_dir=tmp_path).render(synth.prepare(img), motion), first)
+
+
+def test_view_control_parse_and_apply() -> None:
+    m = MotionParams(10, 5, -3, np.zeros(3), np.zeros((20, 3)), np.ones(20, bool))
+    assert ViewControl.parse("frontal").apply(m).yaw == 0
+    v = ViewControl.parse("yaw=20,pitch=-5")
+    assert (v.apply(m).yaw, v.apply(m).pitch, v.apply(m).roll) == (20, -5, 0)
+    o = ViewControl.parse("offset:yaw=5")
+    assert o.apply(m).yaw == 15 and o.apply(m).pitch == 5
+    for bad in ("sideways", "yaw=abc", "yaw=200", "tilt=3", ""):
+        with pytest.raises(ValueError):
+            ViewControl.parse(bad)
+
+
+def test_view_changes_render(tiny_model: FaceVid2VidModel) -> None:
+    synth = FrameSynthesizer(tiny_model)
+    state = synth.prepare(_image(4))
+    m = MotionParams.neutral(20)
+    assert not np.array_equal(synth.render(state, m), synth.render(state, m, ViewControl.parse("yaw=40")))
+
+
+def test_retarget_relative() -> None:
+    k = 20
+    src = MotionParams(5, 0, 0, np.zeros(3), np.full((k, 3), 0.1), np.ones(k, bool))
+    avatar = MotionParams(-10, 2, 1, np.ones(3) * 0.1, np.zeros((k, 3)), np.ones(k, bool))
+    present = np.arange(k) < 10
+    drv = MotionParams(15, 3, 0, np.full(3, 0.05), np.full((k, 3), 0.3), present)
+    out = retarget_relative(drv, src, avatar)
+    assert out.yaw == pytest.approx(0) and out.pitch == pytest.approx(5) and out.roll == pytest.approx(1)
+    assert np.allclose(out.translation, 0.15)
+    assert np.allclose(out.expression[:10], 0.2) and np.allclose(out.expression[10:], 0.0)
+    assert out.present.all()
