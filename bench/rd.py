@@ -60,8 +60,8 @@ class RdConfig:
     synthetic: bool = False  # use the embedded synthetic clip instead of real clips
     all_people: bool = False  # with --clips: every clip found, not only the validation people's
     clips_per_person: int = 1  # clips taken per person (first ones in name order)
-    frames: int = 50  # frames per clip (the first is the reference)
-    score_every: int = 2  # score every n-th driving frame (all frames are coded, sent and decoded)
+    frames: int = 150  # frames per clip (the first is the reference); all are coded, sent and decoded
+    score_every: int = 6  # score every n-th driving frame (only those are rendered by ours)
     size: int = 256  # face crop size in pixels (all codecs code the same crops)
     codecs: tuple[str, ...] = ALL_CODECS  # codecs to run (video codecs PyAV lacks are skipped)
     keypoints: tuple[int, ...] = (20, 10, 5, 0)  # ours: K, how many keypoints' δ are sent
@@ -300,13 +300,11 @@ def evaluate_codecs(
         infos: list[StreamInfo] = []
         scores: list[FrameScores] = []
         for index, clip in enumerate(clips):
-            info, reconstruction = codec.run(clip)
             chosen = scored_frames[index]
+            info, reconstruction = codec.run(clip, chosen)
             key = (index, array_digest(reconstruction))
             if key not in scored:  # identical output (e.g. ours at another frames-per-packet): scored once
-                scored[key] = score_frames(
-                    clip.frames[1:][chosen], original_landmarks[index], reconstruction[chosen], detector
-                )
+                scored[key] = score_frames(clip.frames[1:][chosen], original_landmarks[index], reconstruction, detector)
             infos.append(info)
             scores.append(scored[key])
             progress(f"{codec.name} {clip.clip_id}")

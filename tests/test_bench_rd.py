@@ -30,7 +30,7 @@ def random_model() -> OursFactory:
 @pytest.fixture(scope="module")
 def result(random_model: OursFactory) -> dict[str, Any]:
     config = RdConfig(
-        synthetic=True, frames=FRAMES, size=128, keypoints=(20, 0), presets=("coarse",), frames_per_packet=(1, 2),
+        synthetic=True, frames=FRAMES, score_every=1, size=128, keypoints=(20, 0), presets=("coarse",), frames_per_packet=(1, 2),
         codecs=("ours", "h264", "vp8"), h264_crf=(30, 51), vp8_kbps=(60,),
     )
     return run_rd(config, show_progress=False, ours=random_model)
@@ -45,7 +45,7 @@ def test_every_point_has_every_field(result: dict[str, Any]) -> None:
         for name in FIELDS:
             assert name in point, f"{point['codec']} {point['setting']} lacks {name}"
         assert math.isfinite(point["psnr"]) and 0 < point["ssim"] <= 1
-        assert point["frames"] == FRAMES - 1
+        assert point["frames"] == point["scored_frames"] == FRAMES - 1
         assert point["encode_ms"] >= 0 and point["decode_ms"] >= 0
     assert result["model"]["is_trained"] is False and result["model"]["weights"].startswith("random")
     assert result["machine"]["cpu_count"] >= 1 and result["machine"]["date_utc"]
@@ -106,3 +106,14 @@ def test_outputs_and_cli(result: dict[str, Any], tmp_path: Path) -> None:
     assert (tmp_path / "rd.png").stat().st_size > 10_000
     assert "| ours |" in (tmp_path / "rd.md").read_text()
     assert main(["--frames", "1"]) == 2  # bad value: an error message, exit status 2
+
+
+def test_codecs_return_the_pictures_asked_for(random_model: OursFactory) -> None:
+    clip = BenchClip("shown", "shown", 25.0, synthetic_talking_head(6, 64))
+    for codec in random_model.sweep((20,), ("default",), (1,)) + [NoMotionFloor()]:
+        _, every = codec.run(clip)
+        info, some = codec.run(clip, np.array([1, 4]))
+        assert every.shape[0] == 5 and np.array_equal(some, every[[1, 4]])
+        assert info.encode_ms.shape == (5,)
+        with pytest.raises(ValueError, match="increasing indices in \\[0, 5\\)"):
+            codec.run(clip, np.array([4, 1]))

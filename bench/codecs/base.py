@@ -1,9 +1,11 @@
 """The contract every benchmarked codec meets: a clip in, (stream info, reconstruction) out.
 
-A codec sees a ``BenchClip`` (face crops; frame 0 is the reference portrait / first frame) and
-returns what it spent (``StreamInfo``: real byte counts, packets, encode and decode times) and what
-the receiver shows for the driving frames 1..N-1. Shared code (``bench.quality``, ``bench.rd``)
-measures quality and aggregates; no codec computes its own metrics.
+A codec sees a ``BenchClip`` (face crops; frame 0 is the reference portrait / first frame), codes,
+sends and decodes all of it, and returns what it spent (``StreamInfo``: real byte counts, packets,
+encode and decode times) and what the receiver shows for the driving frames it is asked for (the
+scored ones; a codec may skip making pictures nobody looks at, as ours skips rendering them). Shared
+code (``bench.quality``, ``bench.rd``) measures quality and aggregates; no codec computes its own
+metrics.
 
 Frame 0 opens the stream for every codec: our codec's reference portrait, a video codec's first
 (key)frame. Its bytes are kept apart (``start_*``) and frame 0 is not scored, so that every codec
@@ -61,7 +63,9 @@ class StreamInfo:
 
     start_*: the bytes that open the stream (frame 0), payload and on the wire.
     payload_bytes / wire_bytes / packets: everything sent for the driving frames 1..N-1.
-    encode_ms / decode_ms: (N-1,) per driving frame, after a warm-up on frame 0.
+    encode_ms: (N-1,) per driving frame, after a warm-up on frame 0.
+    decode_ms: per driving frame decoded to a picture (all of them for the video codecs, the
+        requested ones for ours), after a warm-up.
     """
 
     start_payload_bytes: int
@@ -87,12 +91,26 @@ class Codec(ABC):
     setting: str  # the operating point, preset and tune included ("crf30 veryfast zerolatency")
 
     @abstractmethod
-    def run(self, clip: BenchClip) -> tuple[StreamInfo, np.ndarray]:
-        """Encode, send and decode the clip -> (info, reconstruction (N-1, S, S, 3) uint8 of frames 1..N-1)."""
+    def run(self, clip: BenchClip, shown: np.ndarray | None = None) -> tuple[StreamInfo, np.ndarray]:
+        """Encode, send and decode the clip -> (info, reconstruction (M, S, S, 3) uint8).
+
+        shown: sorted indices into the driving frames (0 = frame 1) whose pictures are returned
+        (M of them); None: all N-1.
+        """
 
     def params(self) -> dict[str, object]:
         """Settings for the JSON report (override to add codec-specific ones)."""
         return {}
+
+    @staticmethod
+    def shown_indices(clip: BenchClip, shown: np.ndarray | None) -> np.ndarray:
+        """``shown`` checked against the clip (None -> every driving frame)."""
+        if shown is None:
+            return np.arange(clip.num_driving)
+        idx = np.asarray(shown, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= clip.num_driving or np.any(np.diff(idx) <= 0)):
+            raise ValueError(f"shown must be increasing indices in [0, {clip.num_driving}), got {idx.tolist()[:10]}")
+        return idx
 
     @property
     def name(self) -> str:

@@ -27,11 +27,12 @@ class NoMotionFloor(Codec):
     def params(self) -> dict[str, object]:
         return {"reference": "the reference message (JPEG portrait), decoded"}
 
-    def run(self, clip: BenchClip) -> tuple[StreamInfo, np.ndarray]:
+    def run(self, clip: BenchClip, shown: np.ndarray | None = None) -> tuple[StreamInfo, np.ndarray]:
+        idx = self.shown_indices(clip, shown)
         sent = send_reference(clip.frames[0], self.model_id, self.model_version)
-        decode_ms = np.zeros(clip.num_driving)
-        reconstruction = np.empty_like(clip.frames[1:])
-        for i in range(clip.num_driving):
+        decode_ms = np.zeros(idx.size)
+        reconstruction = np.empty((idx.size,) + clip.frames.shape[1:], np.uint8)
+        for i in range(idx.size):
             start = time.perf_counter()
             reconstruction[i] = sent.image
             decode_ms[i] = (time.perf_counter() - start) * 1e3

@@ -15,9 +15,11 @@ outputs, so this changes no number):
 - a rendered frame per distinct decoded motion (two points whose decoded motion is identical, e.g.
   the same K and preset at another frames-per-packet, reuse the render and its measured time).
 
-Timing: encode = MotionEncoder.encode + packetizer push (quantize, code); decode = depacketize +
-render (+ resize to the crop size if the model renders at another size). The first frame (the
-reference) is the warm-up of both networks and is not timed.
+Timing: encode = MotionEncoder.encode + packetizer push (quantize, code), every frame; decode =
+depacketize + render (+ resize to the crop size if the model renders at another size), over the
+frames rendered (only the scored ones are: every frame is depacketized, but rendering the others
+would change no number but the time spent). The first frame (the reference) is the warm-up of both
+networks and is not timed.
 """
 
 from __future__ import annotations
@@ -195,7 +197,8 @@ class OursCodec(Codec):
             "frames_per_packet": self.frames_per_packet,
         }
 
-    def run(self, clip: BenchClip) -> tuple[StreamInfo, np.ndarray]:
+    def run(self, clip: BenchClip, shown: np.ndarray | None = None) -> tuple[StreamInfo, np.ndarray]:
+        idx = self.shown_indices(clip, shown)
         encoded = self.factory.encoded(clip)
         reference = self.factory.reference(clip)
         model_k = encoded.motions[0].num_keypoints
@@ -207,12 +210,12 @@ class OursCodec(Codec):
             None if self.keypoints >= model_k else self.keypoints,
             encoded.keypoint_order,
         )
-        reconstruction = np.empty_like(clip.frames[1:])
-        decode_ms = np.array(stream.unpack_ms, dtype=np.float64)
-        for i, motion in enumerate(stream.decoded):
-            image, render_ms = self.factory.render(clip, reference, motion)
-            reconstruction[i] = image
-            decode_ms[i] += render_ms
+        reconstruction = np.empty((idx.size,) + clip.frames.shape[1:], np.uint8)
+        decode_ms = np.array(stream.unpack_ms, dtype=np.float64)[idx]
+        for j, i in enumerate(idx):
+            image, render_ms = self.factory.render(clip, reference, stream.decoded[i])
+            reconstruction[j] = image
+            decode_ms[j] += render_ms
         info = StreamInfo(
             start_payload_bytes=reference.sent.payload_bytes,
             start_wire_bytes=reference.sent.wire_bytes,

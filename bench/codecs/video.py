@@ -112,7 +112,8 @@ class VideoCodec(Codec):
         ctx.options = dict(self.options)
         return ctx
 
-    def run(self, clip: BenchClip) -> tuple[StreamInfo, np.ndarray]:
+    def run(self, clip: BenchClip, shown: np.ndarray | None = None) -> tuple[StreamInfo, np.ndarray]:
+        idx = self.shown_indices(clip, shown)
         n = clip.frames.shape[0]
         encoder = self._encoder_context(clip.size, clip.fps)
         frames_bytes: list[list[bytes]] = [[] for _ in range(n)]
@@ -184,7 +185,7 @@ class VideoCodec(Codec):
             encode_ms=encode_ms[1:],
             decode_ms=decode_ms[1:],
         )
-        return info, reconstruction
+        return info, reconstruction[idx]
 
 
 def h264_sweep(crfs: tuple[int, ...] = H264_CRFS) -> list[VideoCodec]:
