@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 NUM_LANDMARKS = 478
 MAX_INPUT_PIXELS = 50_000_000  # larger inputs are refused (a 50 MP photo is far beyond any camera frame)
 DETECTION_MAX_SIDE = 1280  # frames are downscaled to this longest side before detection
+TILED_SEARCH_EVERY = 10  # in video mode, the slower tiled search for small faces runs every this many misses
 
 
 class FaceInputError(ValueError):
@@ -98,6 +99,7 @@ class LandmarkDetector:
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
         )
         self._detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
+        self._misses = 0
 
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
         """image: (H, W, 3) uint8 RGB -> faces, largest first (empty when there is none)."""
@@ -107,7 +109,8 @@ class LandmarkDetector:
         small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         faces = self._mesh_faces(self._mesh, small)
         if not faces:
-            faces = self._faces_via_detector(small)
+            faces = self._faces_via_detector(small, tiled=self.static_mode or self._misses % TILED_SEARCH_EVERY == 0)
+        self._misses = 0 if faces else self._misses + 1
         faces = [FaceLandmarks((f / scale).astype(np.float32)) for f in faces]
         return sorted(faces, key=lambda f: -f.size)
 
@@ -123,17 +126,33 @@ class LandmarkDetector:
             faces.append(pts * np.array([w, h, w], dtype=np.float32))  # (478, 3) pixels
         return faces
 
-    def _faces_via_detector(self, image: np.ndarray) -> list[np.ndarray]:
-        """Full-range detection, then the mesh on an enlarged square crop around each face."""
-        result = self._detector.process(image)
-        if not result.detections:
-            return []
+    def _detect_boxes(self, image: np.ndarray, tiled: bool) -> list[tuple[float, float, float]]:
+        """Face boxes (centre x, centre y, side) in pixels of ``image``: the whole frame first, then
+        (when ``tiled``) overlapping square tiles of half the short side, for small faces."""
         h, w = image.shape[:2]
+        windows = [(0, 0, w, h)]
+        if tiled:
+            side = min(h, w) // 2
+            step = side // 2
+            windows += [(x, y, side, side) for y in range(0, h - side + 1, step) for x in range(0, w - side + 1, step)]
+        boxes: list[tuple[float, float, float]] = []
+        for x0, y0, ww, hh in windows:
+            result = self._detector.process(np.ascontiguousarray(image[y0:y0 + hh, x0:x0 + ww]))
+            for detection in result.detections or []:
+                box = detection.location_data.relative_bounding_box
+                cx, cy = x0 + (box.xmin + box.width / 2) * ww, y0 + (box.ymin + box.height / 2) * hh
+                size = max(box.width * ww, box.height * hh)
+                if all(np.hypot(cx - bx, cy - by) > 0.5 * max(size, bs) for bx, by, bs in boxes):
+                    boxes.append((cx, cy, size))
+            if boxes:
+                break
+        return boxes
+
+    def _faces_via_detector(self, image: np.ndarray, tiled: bool) -> list[np.ndarray]:
+        """Full-range detection, then the mesh on an enlarged square crop around each face."""
         faces = []
-        for detection in result.detections:
-            box = detection.location_data.relative_bounding_box
-            cx, cy = (box.xmin + box.width / 2) * w, (box.ymin + box.height / 2) * h
-            side = 2.2 * max(box.width * w, box.height * h)
+        for cx, cy, size in self._detect_boxes(image, tiled):
+            side = 2.2 * size
             x0, y0 = cx - side / 2, cy - side / 2
             crop_size = 256
             m = cv2.getAffineTransform(

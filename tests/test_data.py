@@ -1,0 +1,83 @@
+"""codec.data: clip reading, the by-person split, and preparation (format, resume)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from codec.data.clips import iter_clip_frames, list_clips
+from codec.data.prepare import prepare
+from codec.data.split import VALIDATION_PEOPLE, person_of, split_of
+
+
+def test_person_groups_from_the_data_readme() -> None:
+    p = Path("clips")
+    assert person_of(p / "retalking" / "3.mp4") == person_of(p / "sadtalker" / "WDA_AlexandriaOcasioCortez_000.mp4")
+    assert person_of(p / "pcavs" / "Input_00002.mp4") == person_of(p / "pcavs" / "Pose_Source_517600078")
+    assert person_of(p / "dreamtalk" / "M030_front_angry_level3_001.mp4") == person_of(p / "dreamtalk" / "M030_front_sad_level3_001.mp4")
+    assert person_of(p / "styletalk" / "Obama_clip1.mp4") == person_of(p / "styletalk" / "Obama_clip3.mp4")
+    assert person_of(p / "styletalk" / "andrew_clip_1.mp4") == person_of(p / "styletalk" / "andrew_clip_2.mp4")
+    assert split_of("styletalk-obama") == "val" and split_of("dreamtalk-M030") == "train"
+
+
+@pytest.mark.shared_data
+def test_shared_split_has_no_person_on_both_sides(shared_data: Path) -> None:
+    clips = list_clips(shared_data / "clips")
+    people = {person_of(c) for c in clips}
+    assert 35 <= len(people) <= 50
+    assert VALIDATION_PEOPLE <= people  # every validation person exists
+    splits: dict[str, set[str]] = {}
+    for clip in clips:
+        splits.setdefault(person_of(clip), set()).add(split_of(person_of(clip)))
+    assert all(len(s) == 1 for s in splits.values())
+
+
+def _write_clip(folder: Path, frames: int) -> Path:
+    face = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((192, 192)))
+    path = folder / "src" / "person.mp4"
+    path.parent.mkdir(parents=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width = stream.height = 192
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.roll(face, i, axis=1), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    jpegs = folder / "src" / "frames_person2"
+    jpegs.mkdir()
+    for i in range(3):
+        Image.fromarray(face).save(jpegs / f"{i:04d}.jpg")
+    return path
+
+
+def test_prepare_writes_the_documented_format_and_resumes(tmp_path: Path) -> None:
+    _write_clip(tmp_path, frames=6)
+    root = tmp_path / "src"
+    assert len(list_clips(root)) == 2 and len(list(iter_clip_frames(root / "frames_person2"))) == 3
+    roots = prepare(root, tmp_path / "out", [128, 64])
+    manifest = json.loads((roots[64] / "manifest.json").read_text())
+    assert manifest["size"] == 64 and len(manifest["clips"]) == 2
+    clip = next(c for c in manifest["clips"] if c["num_frames"] == 6)
+    frames = np.load(roots[64] / "clips" / clip["id"] / "frames.npy", mmap_mode="r")
+    meta = np.load(roots[64] / "clips" / clip["id"] / "meta.npz")
+    assert frames.shape == (6, 64, 64, 3) and frames.dtype == np.uint8
+    assert meta["landmarks"].shape == (6, 478, 3) and meta["pose"].shape == (6, 3) and meta["face_found"].all()
+    big = np.load(roots[128] / "clips" / clip["id"] / "meta.npz")["landmarks"]
+    assert np.allclose(big / 2, meta["landmarks"], atol=1e-3)
+    mtime = (roots[64] / "clips" / clip["id"] / "frames.npy").stat().st_mtime_ns
+    prepare(root, tmp_path / "out", [128, 64])  # resume: nothing is redone
+    assert (roots[64] / "clips" / clip["id"] / "frames.npy").stat().st_mtime_ns == mtime
+
+
+def test_prepare_missing_source_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        prepare(tmp_path / "nope", tmp_path / "out", [64])
