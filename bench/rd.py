@@ -367,8 +367,11 @@ def write_outputs(
         from bench.plots import plot_rate_quality
 
         m = result["machine"]
-        title = (f"{len(result['source']['clips'])} clips, {sum(c['frames'] for c in result['source']['clips'])} frames; "
-                 f"{m['cpu']} ({m['cpu_count']} cores), {m['date_utc'][:10]}")
+        clips = result["source"]["clips"]
+        scored = result["points"][0]["scored_frames"] if result["points"] else 0
+        title = (f"{len(clips)} clips, {sum(c['frames'] - 1 for c in clips)} driving frames coded ({scored} scored); "
+                 f"{m['cpu']} ({m['cpu_count']} cores), {m['date_utc'][:10]}; model: "
+                 f"{'trained' if (result.get('model') or {}).get('is_trained') else 'RANDOM weights'}")
         plot_rate_quality(result["points"], plot_path, title=title)
     if markdown_path is not None:
         markdown_path.parent.mkdir(parents=True, exist_ok=True)
