@@ -260,6 +260,7 @@ def results_markdown(result: Mapping[str, Any], plot_name: str | None = None) ->
     scored = result["points"][0]["scored_frames"] if result["points"] else 0
     people = sorted({c["person"] for c in clips})
     load = ", ".join(f"{x:.2f}" for x in m.get("load_average_start", []))
+    has_default = any(p["codec"] == OURS and p.get("params", {}).get("preset") == "default" for p in result["points"])
     lines = [
         "## Results: bandwidth and quality (`python -m bench rd`)",
         "",
@@ -286,12 +287,12 @@ def results_markdown(result: Mapping[str, Any], plot_name: str | None = None) ->
         "",
         "### Operating points",
         "",
-        f"Ours at the default quantizer preset ({_preset_spread(result['points'])}; every point is in the JSON). "
-        "Times: median ms per frame on this machine "
+        (f"Ours at the default quantizer preset ({_preset_spread(result['points'])}; every point is in the JSON). "
+         if has_default else "") + "Times: median ms per frame on this machine "
         "(ours: encode = motion network + packetizer, decode = depacketizer + generator; video codecs: one thread, "
         "colour conversion included).",
         "",
-        markdown_table(result["points"], ours_presets=("default",)),
+        markdown_table(result["points"], ours_presets=("default",) if has_default else None),
     ]
     if plot_name:
         lines += ["", f"![rate-quality]({plot_name})"]
