@@ -61,7 +61,7 @@ class RdConfig:
     all_people: bool = False  # with --clips: every clip found, not only the validation people's
     clips_per_person: int = 1  # clips taken per person (first ones in name order)
     frames: int = 150  # frames per clip (the first is the reference); all are coded, sent and decoded
-    score_every: int = 6  # score every n-th driving frame (only those are rendered by ours)
+    score_every: int = 4  # score every n-th driving frame (only those are rendered by ours)
     size: int = 256  # face crop size in pixels (all codecs code the same crops)
     codecs: tuple[str, ...] = ALL_CODECS  # codecs to run (video codecs PyAV lacks are skipped)
     keypoints: tuple[int, ...] = (20, 10, 5, 0)  # ours: K, how many keypoints' δ are sent
