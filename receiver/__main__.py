@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("the call failed: %s", exc)
         return 1
     if args.stats_json is not None:
-        args.stats_json.write_text(json.dumps({"end": reason, **receiver.stats(), "events": receiver.events}, indent=2))
+        args.stats_json.write_text(json.dumps({"end": reason, **receiver.report(), "events": receiver.events}, indent=2))
     logger.warning("receiver finished: %s", reason)
     return 0 if reason in ("max_frames", "stopped", "sender_left") else 1
 

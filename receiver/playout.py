@@ -97,6 +97,10 @@ class PlayoutBuffer:
         self._concealed_run = 0
         self._last_arrival: float | None = None
 
+    def restart(self) -> None:
+        """A new sender: re-anchor on its first frame, whatever its stream id (output slots keep counting)."""
+        self._reset_stream(None)
+
     @property
     def interval_ms(self) -> float:
         return 1000.0 / self.fps

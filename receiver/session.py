@@ -32,7 +32,7 @@ from codec.exceptions import BitstreamError
 from codec.motion import MotionParams
 from codec.prediction import MotionDepacketizer
 from codec.reference_message import ChunkReassembler, ReferenceMessage, decode_portrait, unpack_reference_message
-from receiver.playout import PlayoutBuffer, PlayoutFrame
+from receiver.playout import PlayoutBuffer, PlayoutFrame, unwrap_timestamp_ms
 from receiver.references import ReferenceStore, cache_key
 from receiver.render_worker import RenderedFrame, RenderWorker, Scene, Synthesizer, wall_ms
 from receiver.sinks import FrameSink, Mp4Recorder, NullSink, WindowSink
@@ -63,8 +63,8 @@ class ReceiverConfig:
     cache_dir: Path | None = None  # keep received portraits here (no re-send on the next call)
     max_frames: int | None = None  # stop after this many output frames
     exit_when_sender_leaves: bool = False  # end when the active sender leaves (default: wait for another)
-    feedback_interval_ms: float = 500.0  # acks at most this often (each costs the sender a SACK on the wire)
-    report_interval_s: float = 2.0  # delay reports to the sender
+    feedback_interval_ms: float = 1000.0  # acks at most this often (each costs the sender a 93-byte SACK on the wire)
+    report_interval_s: float = 5.0  # delay reports to the sender (each costs it a SACK too)
     stats_interval_s: float = 1.0  # stats to viewers
     max_delay_ms: float = 500.0  # jitter-buffer ceiling
 
@@ -113,6 +113,16 @@ class _SenderLink:
         self.rate: c.RateDecision | None = None
         self.first_packet_ms: float | None = None
         self.remote_errors: list[str] = []
+        self.packet_delays_ms: deque[float] = deque(maxlen=100)  # arrival − capture of each packet's last frame
+
+    @property
+    def network_jitter_ms(self) -> float:
+        """p95 of the per-packet delay above its minimum: the path's jitter, without the packetization
+        wait (the first frames of a packet wait for its last one; that is not the network)."""
+        if not self.packet_delays_ms:
+            return 0.0
+        delays = np.asarray(self.packet_delays_ms)
+        return float(np.percentile(delays - delays.min(), 95))
 
     @property
     def peer_id(self) -> str:
@@ -291,6 +301,7 @@ class Receiver:
         self.senders[peer.peer_id] = sender
         self.sender_history.append(sender)
         self.active = sender
+        self.playout.restart()
         self._event("sender_joined", peer.peer_id)
         if previous is not None:
             logger.info("%s: a newer sender replaces %s", link.prefix, previous.peer_id)
@@ -347,9 +358,12 @@ class Receiver:
             sender.first_packet_ms = now
         for frame in frames:
             self.playout.push(frame, now)
+        if frames:
+            last = frames[-1]
+            sender.packet_delays_ms.append(now - unwrap_timestamp_ms(last.capture_ts_ms, now))
         fb = sender.depacketizer.feedback()
-        if fb is not None and fb.key_request_after is not None:
-            self._send_feedback(sender, force=True)
+        if fb is not None and (fb.key_request_after is not None or any(f.key for f in frames)):
+            self._send_feedback(sender, force=True)  # KEY requests at once; a KEY acked at once (a fresh reference)
         self._wake.set()
 
     def _send_feedback(self, sender: _SenderLink, force: bool = False) -> None:
@@ -534,7 +548,7 @@ class Receiver:
                 self._last_report = now
                 sender.send_control(
                     c.DelayReport(
-                        round(self.playout.jitter_ms, 2), round(self.playout.target_delay_ms, 2),
+                        round(sender.network_jitter_ms, 2), round(self.playout.target_delay_ms, 2),
                         self.playout.frames_late, self.playout.frames_concealed,
                     )
                 )
@@ -554,7 +568,7 @@ class Receiver:
             "frames_rendered": 0 if worker is None else worker.frames_rendered,
             "frames_concealed": self.playout.frames_concealed,
             "frames_late": self.playout.frames_late,
-            "jitter_ms": round(self.playout.jitter_ms, 1),
+            "jitter_ms": None if sender is None else round(sender.network_jitter_ms, 1),
             "playout_delay_ms": round(self.playout.target_delay_ms, 1),
             "latency_ms_median": round(float(np.median(latencies)), 1) if latencies else None,
             "render_ms_median": round(float(np.median(list(worker.render_ms)[-100:])), 1) if worker and worker.render_ms else None,
@@ -566,6 +580,51 @@ class Receiver:
         if sender is not None and sender.rate is not None:
             out.update(keypoints=sender.rate.keypoints, preset=sender.rate.preset, frames_per_packet=sender.rate.frames_per_packet)
         return out
+
+    def report(self) -> dict[str, Any]:
+        """The whole call, for --stats-json and the benchmark (times in ms, rates per second of output).
+
+        Latency = rendered (image ready) − the sender's capture time, over frames decoded from motion
+        (concealed frames have no capture); it needs one clock on both sides (the same machine).
+        """
+
+        def percentiles(values: list[float]) -> dict[str, float | None]:
+            if not values:
+                return {"median": None, "p95": None, "max": None}
+            arr = np.asarray(values)
+            return {"median": round(float(np.median(arr)), 2), "p95": round(float(np.percentile(arr, 95)), 2), "max": round(float(arr.max()), 2)}
+
+        renders, outputs = list(self.renders), list(self.outputs)
+        decoded = [r for r in renders if not r.concealed]
+        duration_s = (renders[-1].rendered_ms - renders[0].rendered_ms) / 1000.0 if len(renders) > 1 else 0.0
+        span_s = (outputs[-1].due_ms - outputs[0].due_ms) / 1000.0 if len(outputs) > 1 else 0.0
+        worker = self._worker
+        links = self.sender_history
+        received = sum(s.packets for s in links)
+        feedback = [f for f in (s.depacketizer.feedback() for s in links) if f is not None]
+        return {
+            "frames_output": len(outputs),
+            "frames_rendered": len(renders),
+            "frames_concealed": sum(o.concealed for o in outputs),
+            "frames_late": self.playout.frames_late,
+            "frames_interpolated": self.playout.frames_interpolated,
+            "frames_skipped_by_renderer": 0 if worker is None else worker.frames_skipped,
+            "frames_without_reference": self.frames_without_reference,
+            "output_fps": round((len(outputs) - 1) / span_s, 3) if span_s else None,
+            "rendered_fps": round((len(renders) - 1) / duration_s, 3) if duration_s else None,
+            "latency_ms": percentiles([r.rendered_ms - r.capture_ms for r in decoded]),
+            "render_ms": percentiles([r.render_ms for r in renders]),
+            "playout_delay_ms": round(self.playout.target_delay_ms, 2),
+            "network_jitter_ms": round(links[-1].network_jitter_ms, 2) if links else None,
+            "packets_received": received,
+            "payload_bytes_received": sum(s.payload_bytes for s in links),
+            "packets_rejected": sum(s.bad_packets for s in links),
+            "frames_lost_in_transit": sum(f.frames_lost for f in feedback),
+            "frames_received": sum(f.frames_received for f in feedback),
+            "wire_bytes_received": sum(s.link.counters().wire_bytes_received for s in links),
+            "render_errors": 0 if worker is None else worker.render_errors,
+            "sink_errors": self.sink_errors,
+        }
 
     # -- viewers --------------------------------------------------------------------------------
     async def _add_viewer(self, peer: m.PeerInfo) -> None:

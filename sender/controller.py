@@ -6,16 +6,25 @@ rate fits the ``max_kbps`` cap:
 
     predicted(rung) = fps · 8 · (payload_bytes_per_frame(rung) + packet_overhead / fpp) + other traffic
 
-``payload_bytes_per_frame`` is a prior fitted on the synthetic trace (``_PRIORS``), scaled by the ratio
-measured/prior of the current rung; ``packet_overhead`` is the SCTP+DTLS+UDP+IPv4 cost of one
-data-channel packet; "other traffic" is what the transport counters show beyond the motion packets
-(SACKs for feedback, control messages, ICE checks). Congestion (frame loss from the receiver's
-Feedback above ``LOSS_STEP_DOWN``, or its reported jitter above ``JITTER_STEP_DOWN_MS``) moves one rung
-down regardless of the cap. Moving up needs headroom and ``HOLD_S`` seconds since the last change.
+``payload_bytes_per_frame`` is the average over the rung's recent packets once 8 were sent, else a
+prior fitted on the synthetic trace (``_PRIORS``) scaled by measured/prior of the current rung;
+``packet_overhead`` is the SCTP+DTLS+UDP+IPv4 cost of one data-channel packet; "other traffic" is what
+the transport counters show beyond the motion packets over the last seconds (the SACKs the sender
+returns for every feedback message, control messages, ICE checks), assumed 1 kbps until measured.
+Moving down goes one rung at a time, ``DOWN_HOLD_S`` after the last change (so the new rung gets
+measured), unless the measured rate is ``OVER_FACTOR`` above the cap; moving up needs headroom under
+the cap and ``HOLD_S`` seconds, and a rung that had to be left within ``FAILED_UP_S`` of moving up to
+it is not probed again for ``BACKOFF_S`` (doubling each time). Congestion — frame loss in the receiver's Feedback
+above ``LOSS_STEP_DOWN`` or its reported jitter above ``JITTER_STEP_DOWN_MS`` — moves one rung down,
+whatever the cap, at most once per ``HOLD_S``.
 
 Which keypoints: the K with the largest running mean of ||δ_k||² (an EWMA over the observed motion):
 the ones that deform most matter most. ``--keypoints`` / ``--frames-per-packet`` / a preset pin those
 dimensions; ``set_max_kbps`` changes the cap (a viewer command).
+
+The data-channel packet overhead (93 bytes) dominates at these rates: at 25 fps one packet per frame
+costs 18.6 kbps before any payload, so an 8 kbps cap needs 4 frames per packet, which delays the first
+frame of each packet by 3 frame intervals (120 ms at 25 fps).
 """
 
 from __future__ import annotations
@@ -38,14 +47,27 @@ logger = logging.getLogger(__name__)
 PACKET_OVERHEAD_BYTES = 95
 LOSS_STEP_DOWN = 0.10
 JITTER_STEP_DOWN_MS = 150.0
-HOLD_S = 5.0
-UP_HEADROOM = 0.85  # move up only when the better rung is predicted below this fraction of the cap
-WINDOW_S = 4.0  # measured-rate window
+HOLD_S = 5.0  # before moving up again, or after a congestion step
+DOWN_HOLD_S = 2.0  # before moving down again (the new rung's size needs measuring first)
+UP_HEADROOM = 0.97  # move up only when the better rung is predicted below this fraction of the cap
+WINDOW_S = 6.0  # measured-rate window
+MIN_MEASURE_S = 3.0  # a rate needs this long a window before it is trusted
+MEASURE_PACKETS = 64  # payload size average over the last packets of a rung
+MIN_MEASURE_PACKETS = 12
+SKIP_AFTER_CHANGE_S = 1.5  # packets this soon after a setting change are left out of its size average
+# Before the transport counters have MIN_MEASURE_S of data: SACKs for the receiver's feedback (1/s),
+# delay reports and pings, about 1 kbps on the sender's side.
+ASSUMED_OTHER_KBPS = 1.0
+OVER_FACTOR = 1.25  # measured this far above the cap: step down at once, as far as needed
+FAILED_UP_S = 15.0  # stepping down this soon after stepping up marks the upper rung as not fitting
+BACKOFF_S = 30.0  # ... and it is not probed again for this long (doubling up to MAX_BACKOFF_S)
+MAX_BACKOFF_S = 240.0
 IMPORTANCE_DECAY = 0.02  # EWMA weight of each new frame in the keypoint importance
 
 # Prior payload bytes per frame = a + b·K + (c + d·K) / fpp per preset id, least-squares fit on the
-# seeded synthetic trace at 25 fps with feedback every 0.5 s (max relative error ~25 %).
-_PRIORS = {1: (2.51, 0.795, 8.355, 0.259), 2: (1.499, 0.371, 7.996, 0.178), 3: (1.156, 0.22, 7.709, 0.145)}
+# seeded synthetic trace at 25 fps with feedback every 1 s (max relative error ~23 %), for the
+# bitstream and presets of 2026-11-24 (codec.bitstream v1, presets fine/default/coarse).
+_PRIORS = {1: (2.251, 0.487, 8.894, 0.23), 2: (1.486, 0.265, 8.666, 0.152), 3: (0.924, 0.166, 8.185, 0.116)}
 
 
 @dataclass(frozen=True)
@@ -112,17 +134,25 @@ class BandwidthController:
         self.pin_preset = None if preset is None else get_preset(preset).preset_id
         self._importance = np.zeros(num_keypoints, np.float64)
         self._order: tuple[int, ...] = tuple(range(num_keypoints))
-        self._measured: dict[Rung, float] = {}  # EWMA payload bytes per frame, per rung
+        self._measured: dict[Rung, deque[tuple[int, int]]] = {}  # recent (payload bytes, frames) per rung
+        self._last_packet_rung: Rung | None = None
+        self._skip_until = 0.0
         self._wire: deque[tuple[float, int]] = deque()  # (time s, cumulative wire bytes sent)
         self._motion_wire: deque[tuple[float, int]] = deque()  # (time s, cumulative motion wire bytes)
         self._motion_wire_total = 0
+        self._other: deque[tuple[float, int]] = deque()  # (time s, cumulative wire bytes that were not motion packets)
         self._loss: deque[tuple[float, int, int]] = deque()  # (time, received, lost) cumulative
         self.jitter_ms = 0.0
+        self._jitter_reports: deque[float] = deque(maxlen=2)
         self.rtt_ms: float | None = None
         self.current: Decision | None = None
         self._changed_at = -1e9
         self._congested_until = -1e9
         self.decisions: list[Decision] = []
+        self._up_at = -1e9  # when we last moved up, and to which rung
+        self._up_to: Rung | None = None
+        self._backoff: dict[Rung, float] = {}
+        self._blocked_until: dict[Rung, float] = {}
 
     # -- settings --------------------------------------------------------------------------------
     def set_max_kbps(self, max_kbps: float | None) -> None:
@@ -161,21 +191,25 @@ class BandwidthController:
         self._importance += IMPORTANCE_DECAY * (energy - self._importance)
 
     def on_packet(self, now_s: float, size_bytes: int, frames: int, rung: Rung) -> None:
-        per_frame = size_bytes / max(1, frames)
-        old = self._measured.get(rung)
-        self._measured[rung] = per_frame if old is None else old + 0.1 * (per_frame - old)
+        if rung != self._last_packet_rung:  # packets just after a change (a KEY when the preset changed,
+            self._last_packet_rung, self._skip_until = rung, now_s + SKIP_AFTER_CHANGE_S  # references not yet
+        if now_s >= self._skip_until:  # confirmed) are not typical of the rung
+            self._measured.setdefault(rung, deque(maxlen=MEASURE_PACKETS)).append((size_bytes, max(1, frames)))
         self._motion_wire_total += size_bytes + PACKET_OVERHEAD_BYTES
         self._motion_wire.append((now_s, self._motion_wire_total))
 
     def on_wire_bytes(self, now_s: float, total_bytes_sent: int) -> None:
         """Cumulative IPv4 bytes the transport sent (motion, control, SACKs, everything)."""
         self._wire.append((now_s, total_bytes_sent))
+        self._other.append((now_s, total_bytes_sent - self._motion_wire_total))
 
     def on_feedback(self, now_s: float, feedback: Feedback) -> None:
         self._loss.append((now_s, feedback.frames_received, feedback.frames_lost))
 
     def on_delay_report(self, report: DelayReport) -> None:
-        self.jitter_ms = report.jitter_ms
+        """Jitter counts as congestion only when two reports in a row say so (a CPU stall is one)."""
+        self._jitter_reports.append(report.jitter_ms)
+        self.jitter_ms = min(self._jitter_reports)
 
     def on_rtt(self, rtt_ms: float) -> None:
         self.rtt_ms = rtt_ms if self.rtt_ms is None else 0.8 * self.rtt_ms + 0.2 * rtt_ms
@@ -185,7 +219,7 @@ class BandwidthController:
     def _rate_kbps(samples: deque[tuple[float, int]], now_s: float) -> float | None:
         while len(samples) > 2 and samples[1][0] < now_s - WINDOW_S:
             samples.popleft()
-        if len(samples) < 2 or samples[-1][0] - samples[0][0] < 1.0:
+        if len(samples) < 2 or samples[-1][0] - samples[0][0] < MIN_MEASURE_S:
             return None
         (t0, b0), (t1, b1) = samples[0], samples[-1]
         return (b1 - b0) * 8 / 1000 / (t1 - t0)
@@ -199,14 +233,22 @@ class BandwidthController:
         total = (r1 - r0) + (l1 - l0)
         return 0.0 if total <= 0 else max(0.0, (l1 - l0) / total)
 
+    def _measured_per_frame(self, rung: Rung) -> float | None:
+        samples = self._measured.get(rung)
+        if samples is None or len(samples) < MIN_MEASURE_PACKETS:
+            return None
+        return sum(b for b, _ in samples) / sum(f for _, f in samples)
+
     def payload_bytes_per_frame(self, rung: Rung) -> float:
-        prior = prior_bytes_per_frame(rung)
-        measured = self._measured.get(rung)
+        """Measured for this rung when enough packets were seen, else the prior scaled by the current rung's measured/prior."""
+        measured = self._measured_per_frame(rung)
         if measured is not None:
             return measured
-        current = None if self.current is None else self.current.rung
-        if current is not None and current in self._measured:
-            return prior * self._measured[current] / prior_bytes_per_frame(current)
+        prior = prior_bytes_per_frame(rung)
+        if self.current is not None:
+            current = self._measured_per_frame(self.current.rung)
+            if current is not None:
+                return prior * current / prior_bytes_per_frame(self.current.rung)
         return prior
 
     def motion_kbps(self, rung: Rung) -> float:
@@ -214,12 +256,9 @@ class BandwidthController:
         return self.fps * per_frame * 8 / 1000
 
     def other_kbps(self, now_s: float) -> float:
-        """Measured traffic beyond the motion packets (≥ 0; 0 until measured)."""
-        total = self._rate_kbps(self._wire, now_s)
-        motion = self._rate_kbps(self._motion_wire, now_s)
-        if total is None or motion is None:
-            return 0.0
-        return max(0.0, total - motion)
+        """Measured traffic beyond the motion packets (≥ 0); ASSUMED_OTHER_KBPS until measured."""
+        other = self._rate_kbps(self._other, now_s)
+        return ASSUMED_OTHER_KBPS if other is None else max(0.0, other)
 
     def measured_kbps(self, now_s: float) -> float | None:
         return self._rate_kbps(self._wire, now_s)
@@ -244,10 +283,17 @@ class BandwidthController:
         if cur_index is not None and (loss > LOSS_STEP_DOWN or self.jitter_ms > JITTER_STEP_DOWN_MS):
             if now_s >= self._congested_until:
                 target = max(target, min(cur_index + 1, len(candidates) - 1))
-                self._congested_until = now_s + HOLD_S
                 reason = f"congestion (loss {loss:.0%}, jitter {self.jitter_ms:.0f} ms)"
-            else:
-                target = max(target, cur_index)
+                self._congested_until = now_s + HOLD_S
+                self._changed_at = -1e9  # a congestion step is not held back by DOWN_HOLD_S
+            target = max(target, cur_index)
+        if cur_index is not None and target > cur_index:
+            measured = self.measured_kbps(now_s)
+            far_over = self.max_kbps is not None and measured is not None and measured > OVER_FACTOR * self.max_kbps
+            if now_s - self._changed_at < DOWN_HOLD_S and not far_over:
+                target = cur_index  # down: let the current rung be measured first
+            elif not far_over:
+                target = cur_index + 1  # one rung at a time
         if cur_index is not None and target < cur_index:
             # Up: needs headroom under the cap and a quiet period.
             if now_s - self._changed_at < HOLD_S or now_s < self._congested_until:
@@ -255,7 +301,18 @@ class BandwidthController:
             elif self.max_kbps is not None:
                 while target < cur_index and predicted[candidates[target]] > UP_HEADROOM * self.max_kbps:
                     target += 1
+        if cur_index is not None and target < cur_index:
+            while target < cur_index and self._blocked_until.get(candidates[target], -1e9) > now_s:
+                target += 1  # a rung that recently failed to fit is not probed again yet
+        if cur_index is not None and target > cur_index and candidates[cur_index] == self._up_to and now_s - self._up_at < FAILED_UP_S:
+            # The rung we just moved up to does not fit after all: keep off it for a while (doubling).
+            failed = candidates[cur_index]
+            backoff = min(MAX_BACKOFF_S, 2 * self._backoff.get(failed, BACKOFF_S / 2))
+            self._backoff[failed] = backoff
+            self._blocked_until[failed] = now_s + backoff
         rung = candidates[target]
+        if cur_index is not None and target < cur_index:
+            self._up_at, self._up_to = now_s, rung
         importance_order = tuple(int(k) for k in np.argsort(-self._importance, kind="stable"))
         order = self._order if self.current is not None and rung.keypoints == self.current.rung.keypoints else importance_order
         if self.current is not None and rung == self.current.rung and order == self.current.order:

@@ -2,8 +2,8 @@
 
 Per receiver: an offering RTCPeerConnection with a "motion" data channel (unordered, no
 retransmits: motion packets) and a "control" channel (reliable: hello, reference chunks, feedback,
-commands, rate decisions); its own MotionPacketizer (stream id random per sender run, so a restarted
-sender is a new stream) and BandwidthController. The reference portrait is announced in the hello
+commands, rate decisions); its own MotionPacketizer (stream id random per sender run, below 128 so
+it costs one byte a packet) and BandwidthController. The reference portrait is announced in the hello
 and sent only when the receiver answers that it does not hold it.
 
     sender = Sender(SenderConfig("http://127.0.0.1:8080", room="demo"), source, reference_message)
@@ -23,7 +23,7 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 
-from codec.bitstream import MAX_STREAM_ID, unpack_feedback
+from codec.bitstream import unpack_feedback
 from codec.exceptions import BitstreamError
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionPacketizer
 from codec.quantize import get_preset
@@ -33,13 +33,17 @@ from sender.sources import MotionFrame, MotionSource
 from signaling import control as c
 from signaling import messages as m
 from signaling.client import Signaling, WebSocketSignaling
-from signaling.rtc import PeerLink, RtcOptions, close_links
+from signaling.rtc import PeerLink, RtcOptions, TransportCounters, close_links
 
 logger = logging.getLogger(__name__)
 
 ERROR_REPLY_INTERVAL_S = 1.0
 DEFAULT_MAX_KBPS = 8.0
 END_OF_STREAM_DRAIN_S = 0.3  # after the source ends, before the connections close
+# Stream ids are a varint in every packet: below 128 they cost 1 byte (a 31-bit id would cost 5, 4 bytes
+# a packet for nothing). Each receiver has a fresh depacketizer per peer connection, so ids only need
+# to differ within one connection's lifetime; a random start keeps a restarted sender distinct anyway.
+STREAM_IDS = 128
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class SenderConfig:
     preset: str | None = None  # quantizer preset name (None: the controller decides)
     key_interval_frames: int = DEFAULT_KEY_INTERVAL_FRAMES  # periodic KEY packets (0: never)
     wait_for_receiver: bool = True  # start the source once a receiver holds the reference
-    ping_interval_s: float = 5.0  # round-trip probes on the control channel
+    ping_interval_s: float = 10.0  # round-trip probes on the control channel
 
 
 class _ReceiverLink:
@@ -81,6 +85,9 @@ class _ReceiverLink:
         self.started_ms: float | None = None
         self.rtt_ms: float | None = None
         self.remote_errors: list[str] = []
+        self.first_motion: tuple[float, TransportCounters] | None = None  # (wall ms, counters) at the first motion packet
+        self.last_motion: tuple[float, TransportCounters] | None = None  # ... at the last one
+        self.decision_log: list[tuple[float, Decision]] = []  # (wall ms, decision)
 
     @property
     def peer_id(self) -> str:
@@ -104,6 +111,7 @@ class _ReceiverLink:
         packetizer.set_num_keypoints(rung.keypoints, decision.order)
         packetizer.frames_per_packet = rung.frames_per_packet
         self.rung = rung
+        self.decision_log.append((time.time() * 1000.0, decision))
         self.send_control(decision.message())
 
 
@@ -123,7 +131,7 @@ class Sender:
         self.reference = reference
         self._packed_reference = pack_reference_message(reference)
         self.signaling = signaling or WebSocketSignaling(config.signaling_url, config.room, "sender", config.token)
-        self.stream_base = secrets.randbelow(MAX_STREAM_ID // 2)
+        self.stream_base = secrets.randbelow(STREAM_IDS)
         self.links: dict[str, _ReceiverLink] = {}
         self.link_history: list[_ReceiverLink] = []  # every receiver link of this run, for stats
         self.frames_captured = 0
@@ -199,7 +207,7 @@ class Sender:
         if peer.peer_id in self.links:
             return
         link = PeerLink(peer, self.signaling, self.config.rtc, "sender")
-        stream_id = (self.stream_base + self._link_count) % (MAX_STREAM_ID + 1)
+        stream_id = (self.stream_base + self._link_count) % STREAM_IDS
         self._link_count += 1
         rx = _ReceiverLink(link, stream_id, self.config, self.source.fps, self._num_keypoints)
         self.links[peer.peer_id] = rx
@@ -348,6 +356,11 @@ class Sender:
         except (ValueError, ConnectionError, RuntimeError) as exc:
             rx.send_errors += 1
             logger.info("%s: motion packet not sent: %s", rx.link.prefix, exc)
+            return
+        sample = (time.time() * 1000.0, rx.link.counters())
+        if rx.first_motion is None:
+            rx.first_motion = sample
+        rx.last_motion = sample
 
     async def _ping_loop(self) -> None:
         while True:
@@ -356,24 +369,39 @@ class Sender:
                 rx.send_control(c.Ping(time.monotonic() * 1000.0))
 
     def link_stats(self) -> list[dict[str, Any]]:
-        """Per receiver: what was sent (for logs, tests and the benchmark)."""
+        """Per receiver link of this run: what was sent (for logs, tests and the benchmark).
+
+        ``wire_kbps`` is the sender's outgoing IPv4 rate over the motion period (first to last motion
+        packet: motion, control messages, SACKs, DTLS), from the DTLS transport's counters.
+        """
         out = []
-        for rx in self.links.values():
+        for rx in self.link_history:
             p = rx.packetizer
             counters = rx.link.counters()
-            out.append(
-                {
-                    "peer_id": rx.peer_id, "stream_id": rx.stream_id, "packets": p.packets_sent, "key_packets": p.key_packets_sent,
-                    "frames": p.frames_sent, "payload_bytes": p.bytes_sent, "wire_bytes_sent": counters.wire_bytes_sent,
-                    "wire_bytes_received": counters.wire_bytes_received, "reference_sent": rx.reference_sent,
-                    "reference_skipped": rx.reference_skipped, "rtt_ms": rx.rtt_ms,
-                    "rung": None if rx.rung is None else {
-                        "keypoints": rx.rung.keypoints, "preset": get_preset(rx.rung.preset_id).name,
-                        "frames_per_packet": rx.rung.frames_per_packet,
-                    },
-                }
-            )
+            stats: dict[str, Any] = {
+                "peer_id": rx.peer_id, "stream_id": rx.stream_id, "packets": p.packets_sent, "key_packets": p.key_packets_sent,
+                "frames": p.frames_sent, "payload_bytes": p.bytes_sent, "wire_bytes_sent": counters.wire_bytes_sent,
+                "wire_bytes_received": counters.wire_bytes_received, "reference_sent": rx.reference_sent,
+                "reference_skipped": rx.reference_skipped, "rtt_ms": rx.rtt_ms, "send_errors": rx.send_errors,
+                "rung": None if rx.rung is None else _rung_dict(rx.rung),
+                "decisions": [
+                    {"t_ms": t, **_rung_dict(d.rung), "estimated_kbps": round(d.estimated_kbps, 2), "reason": d.reason}
+                    for t, d in rx.decision_log
+                ],
+            }
+            if rx.first_motion is not None and rx.last_motion is not None and rx.last_motion[0] > rx.first_motion[0]:
+                (t0, c0), (t1, c1) = rx.first_motion, rx.last_motion
+                seconds = (t1 - t0) / 1000.0
+                stats["motion_seconds"] = round(seconds, 3)
+                stats["wire_kbps"] = round((c1.wire_bytes_sent - c0.wire_bytes_sent) * 8 / 1000 / seconds, 3)
+                stats["wire_kbps_reverse"] = round((c1.wire_bytes_received - c0.wire_bytes_received) * 8 / 1000 / seconds, 3)
+                stats["packets_per_s"] = round((c1.packets_sent - c0.packets_sent) / seconds, 2)
+            out.append(stats)
         return out
+
+
+def _rung_dict(rung: Rung) -> dict[str, Any]:
+    return {"keypoints": rung.keypoints, "preset": get_preset(rung.preset_id).name, "frames_per_packet": rung.frames_per_packet}
 
 
 def source_keypoints(source: MotionSource) -> int:

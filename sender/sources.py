@@ -71,7 +71,11 @@ class MotionSource(abc.ABC):
 
 
 class TraceSource(MotionSource):
-    """The built-in default: a seeded synthetic head-motion trace (turns, nods, talking, blinks), looped."""
+    """The built-in default: a seeded synthetic head-motion trace (turns, nods, talking, blinks), looped.
+
+    Like a camera's frame timestamps, capture times sit on the frame grid (start + i / fps); a frame is
+    handed over when its time has come, so any scheduling delay counts in the call's latency.
+    """
 
     def __init__(
         self, fps: float = 25.0, num_keypoints: int = DEFAULT_NUM_KEYPOINTS, seed: int = 0,
@@ -97,6 +101,7 @@ class TraceSource(MotionSource):
         loop = asyncio.get_running_loop()
         interval = 1.0 / self.fps
         start = loop.time()
+        start_ms = self._clock()  # a virtual camera: frame i is captured at start + i / fps exactly
         index = 0
         while self.max_frames is None or index < self.max_frames:
             due = start + index * interval
@@ -110,7 +115,7 @@ class TraceSource(MotionSource):
                 logger.debug("trace source %d frames behind real time: skipping them", behind)
                 if self.max_frames is not None and index >= self.max_frames:
                     break
-            yield MotionFrame(index, self.motion_at(index), self._clock())
+            yield MotionFrame(index, self.motion_at(index), start_ms + index * 1000.0 * interval)
             index += 1
 
 

@@ -83,7 +83,7 @@ class DelayReport:
     """receiver -> sender: playout health since the last report (for the bandwidth controller)."""
 
     TYPE: ClassVar[str] = "delay_report"
-    jitter_ms: float  # p95 of arrival delay above the minimum, over the recent window
+    jitter_ms: float  # p95 of the per-packet arrival delay above its minimum, over the last 100 packets
     playout_delay_ms: float  # the jitter buffer's current target delay
     late_frames: int  # cumulative frames that arrived after their playout time
     concealed_frames: int  # cumulative output frames synthesized without their motion

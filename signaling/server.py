@@ -82,8 +82,9 @@ class _TokenBucket:
 class _Connection:
     """One WebSocket: its outbox and writer task, and its room membership once joined."""
 
-    def __init__(self, ws: web.WebSocketResponse, config: ServerConfig, remote: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, config: ServerConfig, remote: str, transport: asyncio.BaseTransport | None) -> None:
         self.ws = ws
+        self.transport = transport
         self.peer_id = secrets.token_hex(4)
         self.remote = remote
         self.role: m.Role | None = None
@@ -113,7 +114,9 @@ class _Connection:
         except asyncio.QueueFull:
             self.overflowed = True
             logger.warning("%s: outbox full (%d messages), disconnecting a stuck client", self.log_prefix(), self.outbox.maxsize)
-            asyncio.ensure_future(self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"outbox overflow"))
+            # A graceful close would queue behind the stuck writes: drop the TCP connection instead.
+            if self.transport is not None:
+                self.transport.abort()
 
     async def write_loop(self) -> None:
         while True:
@@ -170,7 +173,7 @@ class SignalingServer:
             await ws.send_str(m.encode_server_message(m.Error(m.SERVER_FULL, f"server holds {config.max_connections} connections; try later")))
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"server full")
             return ws
-        conn = _Connection(ws, config, request.remote or "?")
+        conn = _Connection(ws, config, request.remote or "?", request.transport)
         self.connections.add(conn)
         conn.writer = asyncio.ensure_future(conn.write_loop())
         logger.info("%s: connected", conn.log_prefix())

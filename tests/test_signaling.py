@@ -129,12 +129,21 @@ class RawClient:
         await self.session.close()
 
 
+_seen: dict[int, list[object]] = {}
+
+
 async def recv_type(sig: WebSocketSignaling, kind: type) -> object:
+    """The next message of ``kind`` (messages of other kinds are kept for later calls, not lost)."""
+    backlog = _seen.setdefault(id(sig), [])
+    for i, msg in enumerate(backlog):
+        if isinstance(msg, kind):
+            return backlog.pop(i)
     while True:
         msg = await asyncio.wait_for(sig.receive(), TIMEOUT_S)
         assert msg is not None, f"connection closed while waiting for {kind.__name__}"
         if isinstance(msg, kind):
             return msg
+        backlog.append(msg)
 
 
 async def test_two_peers_join_and_relay(server: RunningServer) -> None:
