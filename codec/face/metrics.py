@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def akd(points_a: np.ndarray, points_b: np.ndarray, subset: np.ndarray | None = None) -> float:
+def akd(points_a: np.ndarray, points_b: np.ndarray, subset: np.ndarray | tuple[int, ...] | None = None) -> float:
     """Mean 2D L2 distance in pixels between corresponding landmarks.
 
     points_a, points_b: (N, 2+) in pixels of the same image size (256² for the reported metric);
@@ -15,5 +15,6 @@ def akd(points_a: np.ndarray, points_b: np.ndarray, subset: np.ndarray | None = 
     if a.shape != b.shape or a.ndim != 2 or a.shape[1] < 2:
         raise ValueError(f"landmark arrays must both be (N, 2+), got {a.shape} and {b.shape}")
     if subset is not None:
-        a, b = a[subset], b[subset]
+        index = np.asarray(subset, dtype=np.int64)
+        a, b = a[index], b[index]
     return float(np.linalg.norm(a[:, :2] - b[:, :2], axis=1).mean())
