@@ -58,7 +58,7 @@ class RdConfig:
 
     clips: str | None = None  # folder of mp4 files / JPEG folders (default: validation people of ../shared/data/clips)
     synthetic: bool = False  # use the embedded synthetic clip instead of real clips
-    all_people: bool = False  # with --clips: every clip found, not only the validation people's
+    all_people: bool = False  # every person's clips, not only the validation people's (a folder without any of them uses all)
     clips_per_person: int = 1  # clips taken per person (first ones in name order)
     frames: int = 150  # frames per clip (the first is the reference); all are coded, sent and decoded
     score_every: int = 4  # score every n-th driving frame (only those are rendered by ours)
@@ -159,21 +159,21 @@ def select_clips(config: RdConfig) -> tuple[list[tuple[Path, str]], dict[str, An
         raise ValueError(f"no clips (mp4 files or folders of images) under {str(root)!r}")
     from codec.data.split import person_of, split_of  # the face pipeline's by-person split
 
-    chosen: dict[str, list[Path]] = {}
+    everyone: dict[str, list[Path]] = {}
     for path in paths:
-        person = person_of(path)
-        if not config.all_people and split_of(person) != "val":
-            continue
-        chosen.setdefault(person, []).append(path)
-    if not chosen:
+        everyone.setdefault(person_of(path), []).append(path)
+    validation = {person: clips for person, clips in everyone.items() if split_of(person) == "val"}
+    if config.all_people:
+        chosen, selection = everyone, "all people"
+    elif validation:
+        chosen, selection = validation, "validation people (codec.data.split)"
+    elif config.clips:  # a user's own folder: nobody in it was trained on
+        logger.info("no validation person of codec.data.split under %s: using all %d people", root, len(everyone))
+        chosen, selection = everyone, "all people (none of the folder's people is in codec.data.split's validation set)"
+    else:
         raise ValueError(f"no validation-person clips under {str(root)!r}; pass --all-people to use every clip")
     pairs = [(p, person) for person in sorted(chosen) for p in sorted(chosen[person])[: config.clips_per_person]]
-    source = {
-        "kind": "clips",
-        "root": str(root),
-        "selection": "all people" if config.all_people else "validation people (codec.data.split)",
-        "people": sorted(chosen),
-    }
+    source = {"kind": "clips", "root": str(root), "selection": selection, "people": sorted(chosen)}
     return pairs, source
 
 
@@ -200,11 +200,14 @@ def load_clips(config: RdConfig, progress: Callable[[str], None]) -> tuple[list[
     for clip_id, person, frames, fps in items:
         cropper = FaceCropper(output_size=config.size, fps=fps)
 
-        def crop(frame: np.ndarray) -> tuple[np.ndarray, bool]:
+        def crop(frame: np.ndarray, cropper: FaceCropper = cropper) -> tuple[np.ndarray, bool]:
             result = cropper.crop(frame)
             return result.image, bool(result.face_found)
 
-        clip = crop_clip(clip_id, person, frames, fps, crop)
+        try:
+            clip = crop_clip(clip_id, person, frames, fps, crop)
+        finally:
+            cropper.close()
         progress(f"cropped {clip_id}")
         if clip is not None:
             clips.append(clip)

@@ -14,7 +14,7 @@ from bench.codecs.base import BenchClip
 from bench.codecs.floor import NoMotionFloor
 from bench.codecs.ours import OursFactory
 from bench.codecs.reference import send_reference
-from bench.rd import RdConfig, evaluate_codecs, main, run_rd, write_outputs
+from bench.rd import RdConfig, evaluate_codecs, main, run_rd, select_clips, write_outputs
 from bench.synthetic_clip import synthetic_talking_head
 from codec.metrics import psnr, ssim
 
@@ -117,3 +117,22 @@ def test_codecs_return_the_pictures_asked_for(random_model: OursFactory) -> None
         assert info.encode_ms.shape == (5,)
         with pytest.raises(ValueError, match="increasing indices in \\[0, 5\\)"):
             codec.run(clip, np.array([4, 1]))
+
+
+def test_clip_selection_keeps_validation_people_or_a_users_own_clips(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    for name in ("styletalk/Obama_clip1.mp4", "styletalk/Obama_clip2.mp4", "styletalk/andrew_clip_1.mp4"):
+        (shared / name).parent.mkdir(parents=True, exist_ok=True)
+        (shared / name).write_bytes(b"")  # selection reads names only
+    pairs, source = select_clips(RdConfig(clips=str(shared)))
+    assert [(p.name, person) for p, person in pairs] == [("Obama_clip1.mp4", "styletalk-obama")]
+    assert source["selection"].startswith("validation people")
+    pairs, _ = select_clips(RdConfig(clips=str(shared), all_people=True, clips_per_person=2))
+    assert len(pairs) == 3
+    mine = tmp_path / "mine" / "calls"
+    mine.mkdir(parents=True)
+    (mine / "me.mp4").write_bytes(b"")
+    pairs, source = select_clips(RdConfig(clips=str(tmp_path / "mine")))
+    assert [p.name for p, _ in pairs] == ["me.mp4"] and source["selection"].startswith("all people")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        select_clips(RdConfig(clips=str(tmp_path / "nowhere")))
