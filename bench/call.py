@@ -87,7 +87,7 @@ def _synthesizer(config: CallBenchConfig) -> Any:
         return ReferenceCopy()
     from codec.model import FrameSynthesizer
 
-    return FrameSynthesizer(weights=None if config.weights is None else Path(config.weights), device=config.device)
+    return FrameSynthesizer(None if config.weights is None else Path(config.weights), device=config.device)
 
 
 def _receiver_child(url: str, config: CallBenchConfig, out: Any) -> None:
@@ -136,13 +136,15 @@ def _sender_child(url: str, config: CallBenchConfig, stop: Any, out: Any) -> Non
         from sender.sources import TraceSource
         from signaling.rtc import RtcOptions
 
+        keypoints = 20
         if config.renderer == "reference-copy":
             ids = (COPY_MODEL_ID, COPY_MODEL_VERSION, 256)
         else:
             from codec.model import MotionEncoder
 
-            encoder = MotionEncoder(weights=None if config.weights is None else Path(config.weights), device=config.device)
-            ids = (encoder.model_id, str(getattr(encoder, "model_version", "1")), encoder.image_size)
+            encoder = MotionEncoder(None if config.weights is None else Path(config.weights), device=config.device)
+            ids = (encoder.model_id, str(encoder.model_version), encoder.image_size)
+            keypoints = encoder.num_keypoints
         rng = np.random.default_rng(config.seed)
         dropped = 0
 
@@ -158,7 +160,7 @@ def _sender_child(url: str, config: CallBenchConfig, stop: Any, out: Any) -> Non
                 url, ROOM, rtc=RtcOptions(host_candidates="loopback"), max_kbps=config.max_kbps, keypoints=config.keypoints,
                 frames_per_packet=config.frames_per_packet,
             ),
-            TraceSource(config.fps, seed=config.seed), _reference(config, ids), packet_filter=drop if config.drop else None,
+            TraceSource(config.fps, num_keypoints=keypoints, seed=config.seed), _reference(config, ids), packet_filter=drop if config.drop else None,
         )
 
         async def run() -> str:

@@ -48,7 +48,8 @@ def load_synthesizer(weights: Path | None, device: str | None, cache_dir: Path |
         from codec.model import FrameSynthesizer
     except ImportError as exc:
         raise RuntimeError(f"the synthesis model (codec.model) is not available: {exc}") from None
-    return FrameSynthesizer(weights=weights, device=device, cache_dir=cache_dir)
+    # The synthesizer caches prepared reference states (safetensors) beside our portrait cache.
+    return FrameSynthesizer(weights, device=device, cache_dir=None if cache_dir is None else cache_dir / "states")
 
 
 def create_receiver(args: argparse.Namespace) -> Receiver:

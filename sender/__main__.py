@@ -49,7 +49,7 @@ def load_motion_encoder(weights: Path | None, device: str | None) -> Any:
         from codec.model import MotionEncoder
     except ImportError as exc:
         raise RuntimeError(f"the motion model (codec.model) is not available: {exc}") from None
-    return MotionEncoder(weights=weights, device=device)
+    return MotionEncoder(weights, device=device)
 
 
 def create_sender(args: argparse.Namespace) -> Sender:
@@ -61,7 +61,10 @@ def create_sender(args: argparse.Namespace) -> Sender:
     model_version = str(getattr(encoder, "model_version", "1"))
     photo = default_portrait() if args.reference is None else read_photo(args.reference)
     reference = make_reference(photo, encoder.image_size, encoder.model_id, model_version)
-    source = create_source(args.source, fps=args.fps, max_frames=args.frames, encoder=encoder if args.source != DEFAULT_SOURCE else None)
+    source = create_source(
+        args.source, fps=args.fps, num_keypoints=encoder.num_keypoints, max_frames=args.frames,
+        encoder=encoder if args.source != DEFAULT_SOURCE else None,
+    )
     config = SenderConfig(
         args.signaling, args.room, args.token, rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
         frames_per_packet=args.frames_per_packet, preset=args.preset,

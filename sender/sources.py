@@ -252,7 +252,7 @@ def create_source(
         except ImportError as exc:
             raise RuntimeError(f"source {spec!r} needs the face cropper and the motion encoder, which are not available: {exc}") from None
         encoder = encoder or MotionEncoder()
-        cropper = cropper or FaceCropper(output_size=encoder.image_size)
+        cropper = cropper or FaceCropper(output_size=encoder.image_size, fps=fps or 25.0)
     frames: Callable[[], Iterator[tuple[np.ndarray, float | None]]]
     if live:
         device = "/dev/video0" if spec == "webcam" else spec

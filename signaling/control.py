@@ -25,7 +25,7 @@ MAX_AVATAR_BYTES = 4 * 1024 * 1024
 MAX_AVATAR_CHUNK_BYTES = 32 * 1024  # decoded bytes per avatar chunk (base64 makes it ~43 KiB of text)
 HEX_HASH = re.compile(r"^[0-9a-f]{64}$")
 STAT_KEY = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-VIEW_PATTERN = re.compile(r"^[a-z0-9=,.\- ]{1,128}$")
+VIEW_PATTERN = re.compile(r"^[a-z0-9=,.:\- ]{1,128}$")
 
 
 class ControlError(ValueError):

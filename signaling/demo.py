@@ -47,13 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
     rtc = create_rtc_options(args)
     synthesizer = await asyncio.to_thread(load_synthesizer, args.weights, args.device, DEFAULT_CACHE_DIR)
+    if not getattr(synthesizer, "is_trained", True):
+        logger.warning("no trained weights found: the demo runs with RANDOM weights (the picture will not look like a face)")
     photo = default_portrait() if args.reference is None else read_photo(args.reference)
     reference = await asyncio.to_thread(
         make_reference, photo, synthesizer.image_size, synthesizer.model_id, str(synthesizer.model_version)
     )
     server = await start_server(ServerConfig(host=args.host, port=args.port, static_dir=args.static_dir))
     receiver = Receiver(ReceiverConfig(server.url, args.room, rtc=rtc, record=args.record, cache_dir=DEFAULT_CACHE_DIR), synthesizer)
-    sender = Sender(SenderConfig(server.url, args.room, rtc=rtc, max_kbps=args.max_kbps or None), TraceSource(25.0), reference)
+    source = TraceSource(25.0, num_keypoints=synthesizer.num_keypoints)
+    sender = Sender(SenderConfig(server.url, args.room, rtc=rtc, max_kbps=args.max_kbps or None), source, reference)
     tasks = [asyncio.ensure_future(receiver.run()), asyncio.ensure_future(sender.run())]
     stopper = asyncio.ensure_future(stop.wait() if args.seconds is None else asyncio.wait_for(stop.wait(), args.seconds))
     print(f"kpcall demo: open {server.url}/?room={args.room}  (Ctrl-C stops)", flush=True)

@@ -358,3 +358,32 @@ async def test_viewer_gets_video_stats_and_controls_the_call(server: RunningServ
         receiver.stop()
         sender.stop()
         await asyncio.wait_for(asyncio.gather(rtask, stask), 15)
+
+
+async def test_call_with_the_real_synthesizer(server: RunningServer, tmp_path: Path) -> None:
+    """The real FrameSynthesizer (its tiny 64² preset, random weights) behind the same call."""
+    from codec.model import FrameSynthesizer
+    from PIL import Image
+
+    from sender.portrait import default_portrait, make_reference
+
+    synth = FrameSynthesizer(preset="tiny", device="cpu", cache_dir=tmp_path / "states")
+    size = synth.image_size
+
+    def resize_crop(image: np.ndarray, output_size: int) -> np.ndarray:  # the astronaut's face region, no detector
+        return np.asarray(Image.fromarray(image[20:276, 120:376]).resize((output_size, output_size)))
+
+    reference = make_reference(default_portrait(), size, synth.model_id, synth.model_version, crop=resize_crop)
+    frames = 40
+    record = tmp_path / "real.mp4"
+    receiver = Receiver(ReceiverConfig(server.url, "real", rtc=LOOPBACK, max_frames=frames, record=record), synth)
+    source = TraceSource(FPS, num_keypoints=synth.num_keypoints, max_frames=frames + 25)
+    sender = Sender(SenderConfig(server.url, "real", rtc=LOOPBACK), source, reference)
+    assert await run_call(receiver, sender) == ("max_frames", "stopped")
+    report = receiver.report()
+    assert report["frames_output"] == frames and report["frames_concealed"] <= 3 and report["render_errors"] == 0
+    assert report["frames_rendered"] >= frames // 2  # latest wins if a render is slow; the recording repeats
+    with av.open(str(record)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+    assert len(decoded) == frames and decoded[0].shape == (size, size, 3)
+    assert float(np.std(decoded[-1])) > 5  # a picture, not a flat frame
