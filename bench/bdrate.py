@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
+Values = Union[Sequence[float], np.ndarray]  # rates or qualities of one curve
 BD_RATE = "bd-rate"
 NEAREST_POINTS = "nearest-points"
 
@@ -64,7 +66,7 @@ class CurveComparison:
         }
 
 
-def _as_points(rates: Sequence[float], qualities: Sequence[float], name: str) -> np.ndarray:
+def _as_points(rates: Values, qualities: Values, name: str) -> np.ndarray:
     """(n, 2) float64 [rate, quality] with finite quality and positive finite rate."""
     r = np.asarray(rates, dtype=np.float64).reshape(-1)
     q = np.asarray(qualities, dtype=np.float64).reshape(-1)
@@ -76,7 +78,7 @@ def _as_points(rates: Sequence[float], qualities: Sequence[float], name: str) ->
     return np.stack([r[keep], q[keep]], axis=1)  # (n, 2)
 
 
-def pareto_front(rates: Sequence[float], qualities: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def pareto_front(rates: Values, qualities: Values) -> tuple[np.ndarray, np.ndarray]:
     """The points no other point beats (lower or equal rate and higher quality), by increasing rate.
 
     Returns (rates, qualities), both strictly increasing. Points with a non-positive rate or a
@@ -93,10 +95,10 @@ def pareto_front(rates: Sequence[float], qualities: Sequence[float]) -> tuple[np
 
 
 def compare_curves(
-    anchor_rates: Sequence[float],
-    anchor_qualities: Sequence[float],
-    test_rates: Sequence[float],
-    test_qualities: Sequence[float],
+    anchor_rates: Values,
+    anchor_qualities: Values,
+    test_rates: Values,
+    test_qualities: Values,
     higher_is_better: bool = True,
 ) -> CurveComparison:
     """Bitrate of the test curve relative to the anchor at equal quality.

@@ -238,7 +238,7 @@ def _floor_sentence(result: Mapping[str, Any]) -> str:
         return ""
     parts = [f"{m} {best[m]:+.3g} {METRIC_UNITS[m]}".rstrip() for m in HEADLINE_METRICS]
     text = "Gain over the no-motion floor (positive = better than showing the reference): ours at its best point: " + ", ".join(parts)
-    lowest = {}
+    lowest: dict[str, Mapping[str, Any]] = {}
     for p in result["points"]:
         if p["codec"] in ANCHOR_ORDER and "over_floor" in p:
             if p["codec"] not in lowest or p[HEADLINE_RATE] < lowest[p["codec"]][HEADLINE_RATE]:

@@ -24,9 +24,11 @@ import os
 import time
 from collections.abc import Mapping
 from fractions import Fraction
+from typing import cast
 
 import av
 import numpy as np
+from av.video.codeccontext import VideoCodecContext
 
 from bench import rtp
 from bench.codecs.base import BenchClip, Codec, StreamInfo
@@ -96,11 +98,11 @@ class VideoCodec(Codec):
             "threads": CODEC_THREADS,
         }
 
-    def _encoder_context(self, size: int, fps: float) -> av.video.codeccontext.VideoCodecContext:
+    def _encoder_context(self, size: int, fps: float) -> VideoCodecContext:
         if self.encoder == "libsvtav1":
             os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 logs its configuration to stderr otherwise
         rate = Fraction(fps).limit_denominator(1001)
-        ctx = av.CodecContext.create(self.encoder, "w")
+        ctx = cast(VideoCodecContext, av.CodecContext.create(self.encoder, "w"))
         ctx.width = ctx.height = size
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = 1 / rate
@@ -141,9 +143,9 @@ class VideoCodec(Codec):
         if not frames_bytes[0]:
             raise RuntimeError(f"{self.name}: the encoder produced nothing for frame 0")
 
-        decoder = av.CodecContext.create(self.decoder, "r")
+        decoder = cast(VideoCodecContext, av.CodecContext.create(self.decoder, "r"))
         decoder.thread_count = CODEC_THREADS
-        shown: dict[int, np.ndarray] = {}
+        pictures: dict[int, np.ndarray] = {}
         decode_ms = np.zeros(n)
         for i in range(n):
             start = time.perf_counter()
@@ -151,19 +153,19 @@ class VideoCodec(Codec):
                 packet = av.Packet(data)
                 packet.pts = i
                 for decoded in decoder.decode(packet):
-                    shown[decoded.pts if decoded.pts is not None else i] = decoded.to_ndarray(format="rgb24")
+                    pictures[decoded.pts if decoded.pts is not None else i] = decoded.to_ndarray(format="rgb24")
             decode_ms[i] = (time.perf_counter() - start) * 1e3
         for decoded in decoder.decode(None):
-            shown[decoded.pts if decoded.pts is not None else n - 1] = decoded.to_ndarray(format="rgb24")
-        if 0 not in shown:
+            pictures[decoded.pts if decoded.pts is not None else n - 1] = decoded.to_ndarray(format="rgb24")
+        if 0 not in pictures:
             raise RuntimeError(f"{self.name}: the decoder returned no picture for the keyframe")
 
         reconstruction = np.empty_like(clip.frames[1:])
-        last = shown[0]
+        last = pictures[0]
         dropped = 0
         for i in range(1, n):
-            if i in shown:
-                last = shown[i]
+            if i in pictures:
+                last = pictures[i]
             else:
                 dropped += 1
             reconstruction[i - 1] = last
