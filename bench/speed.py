@@ -1,0 +1,103 @@
+"""python -m bench speed: per-frame encoder and render cost of each model preset.
+
+    python -m bench speed --json speed.json [--presets cpu paper-256] [--threads 2] [--runs 30]
+
+Encoder: MotionEncoder.encode on a 256² face crop (the sender's per-frame work). Render:
+FrameSynthesizer.render with the reference's state prepared once (the receiver's per-frame work).
+Medians after warm-up; peak resident memory of this process (CPU) or peak CUDA memory. Random
+weights unless --weights is given: the cost does not depend on the weights' values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from codec.model import PRESETS, FaceVid2VidModel, FrameSynthesizer, MotionEncoder, ModelConfig
+from codec.motion import MotionParams
+
+log = logging.getLogger(__name__)
+
+
+def _median_ms(fn: Any, runs: int, warmup: int, sync: bool) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        if sync:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if sync:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def measure_preset(name: str, device: torch.device, runs: int, warmup: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = FaceVid2VidModel(ModelConfig.preset(name)).to(device).eval()
+    encoder, synth = MotionEncoder(model), FrameSynthesizer(model)
+    size = model.config.image_size
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    state = synth.prepare(face)
+    motion = MotionParams(5.0, -3.0, 1.0, np.zeros(3), rng.normal(0, 0.02, (model.config.num_keypoints, 3)),
+                          np.ones(model.config.num_keypoints, bool))
+    sync = device.type == "cuda"
+    if sync:
+        torch.cuda.reset_peak_memory_stats()
+    result = {
+        "preset": name,
+        "image_size": size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "encode_ms": _median_ms(lambda: encoder.encode(face), runs, warmup, sync),
+        "render_ms": _median_ms(lambda: synth.render(state, motion), runs, warmup, sync),
+        "prepare_ms": _median_ms(lambda: synth.prepare(face), max(3, runs // 5), 1, sync),
+    }
+    result["render_fps"] = 1000.0 / result["render_ms"]
+    result["peak_memory_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if sync
+                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return result
+
+
+def add_speed_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("speed", help="encoder and render ms/frame per model preset", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", type=Path, default=None, help="write results here")
+    p.add_argument("--presets", nargs="+", default=["cpu", "paper-256"], choices=sorted(PRESETS))
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+
+
+def run_speed_from_args(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    results = {}
+    for name in args.presets:
+        runs = args.runs if name != "paper-256" or device.type == "cuda" else max(3, args.runs // 10)
+        r = measure_preset(name, device, runs, min(args.warmup, runs))
+        results[name] = r
+        print(f"{name:10s} {r['image_size']}² on {r['device']} ({r['threads']} threads): encode {r['encode_ms']:.1f} ms, "
+              f"render {r['render_ms']:.1f} ms ({r['render_fps']:.1f} fps), prepare {r['prepare_ms']:.0f} ms, "
+              f"{r['params'] / 1e6:.2f} M params, peak {r['peak_memory_mb']:.0f} MB")
+    out = {"machine": {"cpu_count": __import__("os").cpu_count(), "torch": torch.__version__}, "presets": results,
+           "encode_ms": {k: v["encode_ms"] for k, v in results.items()},
+           "render_ms": {k: v["render_ms"] for k, v in results.items()},
+           "params": {k: v["params"] for k, v in results.items()}}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
