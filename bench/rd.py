@@ -40,6 +40,9 @@ from bench.codecs.ours import OursFactory
 from bench.codecs.video import AV1_QPS, H264_CRFS, VP8_KBPS, VP9_KBPS, VideoCodec, av1_sweep, codec_available
 from bench.codecs.video import h264_sweep, vp8_sweep, vp9_sweep
 from bench.synthetic_clip import SYNTHETIC_FPS, synthetic_talking_head
+from codec.bitstream import MAX_FRAMES_PER_PACKET
+from codec.motion import MAX_NUM_KEYPOINTS
+from codec.quantize import get_preset
 
 if TYPE_CHECKING:
     from bench.quality import FrameScores
@@ -50,6 +53,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CLIPS_DIR = REPO_ROOT.parent / "shared" / "data" / "clips"
 VIDEO_CODECS = ("h264", "vp8", "vp9", "av1")
 ALL_CODECS = ("ours",) + VIDEO_CODECS
+
+
+class RdInputError(ValueError):
+    """The benchmark's input (flags, clips folder, a clip, the weights) is unusable; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -132,20 +139,37 @@ def config_from_args(args: argparse.Namespace) -> RdConfig:
 
 def validate_config(config: RdConfig) -> None:
     if config.frames < 2:
-        raise ValueError(f"--frames must be at least 2 (a reference and one driving frame), got {config.frames}")
+        raise RdInputError(f"--frames must be at least 2 (a reference and one driving frame), got {config.frames}")
     if config.size < 32:
-        raise ValueError(f"--size must be at least 32 pixels, got {config.size}")
+        raise RdInputError(f"--size must be at least 32 pixels, got {config.size}")
     if config.score_every < 1:
-        raise ValueError(f"--score-every must be at least 1, got {config.score_every}")
+        raise RdInputError(f"--score-every must be at least 1, got {config.score_every}")
     if config.clips_per_person < 1:
-        raise ValueError(f"--clips-per-person must be at least 1, got {config.clips_per_person}")
+        raise RdInputError(f"--clips-per-person must be at least 1, got {config.clips_per_person}")
     unknown = set(config.codecs) - set(ALL_CODECS)
     if unknown:
-        raise ValueError(f"unknown codec(s) {sorted(unknown)}; choose among {','.join(ALL_CODECS)}")
+        raise RdInputError(f"unknown codec(s) {sorted(unknown)}; choose among {','.join(ALL_CODECS)}")
     if not config.call_seconds > 0:
-        raise ValueError(f"--call-seconds must be positive, got {config.call_seconds}")
+        raise RdInputError(f"--call-seconds must be positive, got {config.call_seconds}")
     if config.synthetic and config.clips:
-        raise ValueError("pass either --clips DIR or --synthetic, not both")
+        raise RdInputError("pass either --clips DIR or --synthetic, not both")
+    for preset in config.presets:
+        try:
+            get_preset(preset)
+        except ValueError as exc:
+            raise RdInputError(f"--presets: {exc}") from None
+    checks = (
+        ("--keypoints", config.keypoints, 0, MAX_NUM_KEYPOINTS),
+        ("--frames-per-packet", config.frames_per_packet, 1, MAX_FRAMES_PER_PACKET),
+        ("--h264-crf", config.h264_crf, 0, 51),
+        ("--av1-qp", config.av1_qp, 1, 63),
+        ("--vp8-kbps", config.vp8_kbps, 1, 100_000),
+        ("--vp9-kbps", config.vp9_kbps, 1, 100_000),
+    )
+    for flag, values, low, high in checks:
+        bad = [v for v in values if not low <= v <= high]
+        if bad:
+            raise RdInputError(f"{flag} values must be in [{low}, {high}], got {bad}")
 
 
 # ----------------------------------------------------------------------------------------------- clips
@@ -154,9 +178,12 @@ def validate_config(config: RdConfig) -> None:
 def select_clips(config: RdConfig) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
     """(clip path, person) pairs to run, and a description of where they came from."""
     root = Path(config.clips) if config.clips else DEFAULT_CLIPS_DIR
-    paths = find_clips(root)
+    try:
+        paths = find_clips(root)
+    except FileNotFoundError as exc:
+        raise RdInputError(str(exc)) from None
     if not paths:
-        raise ValueError(f"no clips (mp4 files or folders of images) under {str(root)!r}")
+        raise RdInputError(f"no clips (mp4 files or folders of images) under {str(root)!r}")
     from codec.data.split import person_of, split_of  # the face pipeline's by-person split
 
     everyone: dict[str, list[Path]] = {}
@@ -171,7 +198,7 @@ def select_clips(config: RdConfig) -> tuple[list[tuple[Path, str]], dict[str, An
         logger.info("no validation person of codec.data.split under %s: using all %d people", root, len(everyone))
         chosen, selection = everyone, "all people (none of the folder's people is in codec.data.split's validation set)"
     else:
-        raise ValueError(f"no validation-person clips under {str(root)!r}; pass --all-people to use every clip")
+        raise RdInputError(f"no validation-person clips under {str(root)!r}; pass --all-people to use every clip")
     pairs = [(p, person) for person in sorted(chosen) for p in sorted(chosen[person])[: config.clips_per_person]]
     source = {"kind": "clips", "root": str(root), "selection": selection, "people": sorted(chosen)}
     return pairs, source
@@ -194,7 +221,10 @@ def load_clips(config: RdConfig, progress: Callable[[str], None]) -> tuple[list[
         pairs, source = select_clips(config)
         items = []
         for path, person in pairs:
-            frames, fps = read_frames(path, config.frames)
+            try:
+                frames, fps = read_frames(path, config.frames)
+            except (ValueError, FileNotFoundError) as exc:
+                raise RdInputError(f"clip {str(path)!r}: {exc}") from exc
             items.append((str(path.relative_to(path.parents[1])), person, frames, fps))
     clips = []
     for clip_id, person, frames, fps in items:
@@ -212,7 +242,7 @@ def load_clips(config: RdConfig, progress: Callable[[str], None]) -> tuple[list[
         if clip is not None:
             clips.append(clip)
     if not clips:
-        raise ValueError("no usable clip (no face found in any)")
+        raise RdInputError("no usable clip: no face was found in any of them")
     source["clips"] = [{"id": c.clip_id, "person": c.person, "frames": int(c.frames.shape[0]), "fps": c.fps} for c in clips]
     return clips, source
 
@@ -322,7 +352,10 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
     started = time.perf_counter()
     machine = machine_info()
     if "ours" in config.codecs and ours is None:
-        ours = OursFactory.load(config.weights)
+        try:
+            ours = OursFactory.load(config.weights)
+        except (ValueError, FileNotFoundError) as exc:  # CheckpointError is a ValueError
+            raise RdInputError(f"cannot load the model weights {config.weights!r}: {exc}") from exc
     bar = tqdm(total=0, disable=not show_progress, unit="step", dynamic_ncols=True, file=sys.stderr)
 
     def progress(text: str) -> None:
@@ -392,10 +425,10 @@ def run_rd_from_args(args: argparse.Namespace) -> int:
     """The ``rd`` sub-command body, for the ``python -m bench`` dispatcher."""
     try:
         config = config_from_args(args)
-    except ValueError as exc:
+        result = run_rd(config, show_progress=not args.no_progress)
+    except RdInputError as exc:
         print(f"python -m bench rd: {exc}", file=sys.stderr)
         return 2
-    result = run_rd(config, show_progress=not args.no_progress)
     write_outputs(result, args.json, args.plot, args.markdown)
     print(report.markdown_table(result["points"]))
     print()

@@ -14,7 +14,7 @@ from bench.codecs.base import BenchClip
 from bench.codecs.floor import NoMotionFloor
 from bench.codecs.ours import OursFactory
 from bench.codecs.reference import send_reference
-from bench.rd import RdConfig, evaluate_codecs, main, run_rd, select_clips, write_outputs
+from bench.rd import RdConfig, RdInputError, evaluate_codecs, main, run_rd, select_clips, write_outputs
 from bench.synthetic_clip import synthetic_talking_head
 from codec.metrics import psnr, ssim
 
@@ -99,13 +99,19 @@ def test_floor_point_equals_direct_computation() -> None:
     assert point["over_floor"]["psnr"] == 0.0
 
 
-def test_outputs_and_cli(result: dict[str, Any], tmp_path: Path) -> None:
+def test_outputs_and_cli(result: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_outputs(result, tmp_path / "rd.json", tmp_path / "rd.png", tmp_path / "rd.md")
     loaded = json.loads((tmp_path / "rd.json").read_text())
     assert len(loaded["points"]) == len(result["points"])
     assert (tmp_path / "rd.png").stat().st_size > 10_000
     assert "| ours |" in (tmp_path / "rd.md").read_text()
-    assert main(["--frames", "1"]) == 2  # bad value: an error message, exit status 2
+    # bad input: one clear line on stderr, exit status 2
+    assert main(["--frames", "1"]) == 2
+    assert main(["--presets", "ultra"]) == 2
+    assert main(["--frames-per-packet", "9"]) == 2
+    assert main(["--clips", str(tmp_path / "nowhere")]) == 2
+    assert f"python -m bench rd: clips folder '{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err
+    assert main(["--synthetic", "--frames", "3", "--weights", str(tmp_path / "none.safetensors")]) == 2
 
 
 def test_codecs_return_the_pictures_asked_for(random_model: OursFactory) -> None:
@@ -134,5 +140,5 @@ def test_clip_selection_keeps_validation_people_or_a_users_own_clips(tmp_path: P
     (mine / "me.mp4").write_bytes(b"")
     pairs, source = select_clips(RdConfig(clips=str(tmp_path / "mine")))
     assert [p.name for p, _ in pairs] == ["me.mp4"] and source["selection"].startswith("all people")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(RdInputError, match="does not exist"):
         select_clips(RdConfig(clips=str(tmp_path / "nowhere")))
