@@ -1,10 +1,12 @@
 """Our codec in the benchmark: MotionEncoder -> packetizer -> data channel -> depacketizer -> FrameSynthesizer.
 
 Operating points: K (how many keypoints' δ are sent; 0 = head pose only), the quantizer preset and
-frames per packet. Which K: the sender's choice (``sender.controller``), the keypoints with the largest
-mean ||δ_k||² (their loss costs most when the receiver takes δ = 0); the sender ranks by a running
-mean, the benchmark by the mean over the clip. Every point really runs the sender and receiver code: the reference portrait
-crosses as its reference message (``bench.codecs.reference``), the motion as real packets
+frames per packet. Which K: the sender's choice (``sender.controller``), the keypoints with the
+largest mean ||δ_k||² (their loss costs most when the receiver takes δ = 0); the sender ranks by a
+running mean, the benchmark by the mean over the clip.
+
+Every point really runs the sender and receiver code: the reference portrait crosses as its
+reference message (``bench.codecs.reference``), the motion as real packets
 (``bench.codecs.motion_stream``), and the receiver renders from what it decoded.
 
 What is computed once and shared between operating points (identical inputs give identical
