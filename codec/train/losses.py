@@ -111,7 +111,7 @@ def landmark_guidance_loss(keypoints: torch.Tensor, landmarks: torch.Tensor, lan
     return (keypoints[..., :2] - target).abs().mean()
 
 
-def random_affine(batch: int, generator: torch.Generator, device: torch.device | str = "cpu",
+def random_affine(batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                   max_angle_deg: float = 10.0, max_scale: float = 0.1, max_shift: float = 0.1) -> torch.Tensor:
     """(B, 2, 3) random affine maps near the identity, in normalised coordinates."""
     u = torch.rand(batch, 5, generator=generator) * 2 - 1  # (B, 5) in [-1, 1]

@@ -1,0 +1,360 @@
+"""Train the face-vid2vid generator on a prepared dataset (CPU or CUDA), resumable.
+
+    python -m codec.train --preset cpu --data /work/prepared/s256 --run /work/runs/cpu1
+    python -m codec.train --run /work/runs/cpu1 --resume         # continue after a kill
+    python -m codec.train --run /work/runs/cpu1 --resume --max-steps 400000   # extend
+
+RUN/ holds: last.safetensors (full training state, every --checkpoint-minutes, atomic),
+best.safetensors (generator only, best validation score among checkpoints that pass the motion
+gates), log.jsonl (training-loss and validation lines), grid_<step>.png (reference | driving |
+output | occlusion, keypoints drawn), metrics.png, floors.json (cached floors), config.json.
+CPU-hours are process CPU time (time.process_time: user + system over all threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from codec.train import losses
+from codec.train import model_io
+from codec.train.config import (
+    RESUMABLE_OVERRIDES,
+    TrainConfig,
+    add_config_arguments,
+    config_from_args,
+    config_from_dict,
+    config_to_dict,
+)
+from codec.train.dataset import PairBatch, PairSampler, PreparedData, SamplerConfig, validation_pairs
+from codec.train.perceptual import VGG19Features, load_vgg19, perceptual_loss
+from codec.train.plots import plot_metrics
+from codec.train.state import Counters, load_state, read_metadata, save_state
+
+logger = logging.getLogger("codec.train")
+
+
+def learning_rate_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine from 1 to min_lr_fraction at max_steps."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    return config.min_lr_fraction + (1 - config.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def landmark_weight(step: int, config: TrainConfig) -> float:
+    """Guidance weight: halves every landmark_halflife_steps, floored at w_landmark * landmark_floor_fraction."""
+    decay = 0.5 ** (step / max(1, config.landmark_halflife_steps))
+    return config.w_landmark * max(config.landmark_floor_fraction, decay)
+
+
+def keypoint_min_distance(config: TrainConfig, data: PreparedData, landmark_indices: torch.Tensor) -> float:
+    """D_t of the keypoint prior: as configured, or 0.8² × the smallest squared distance between the
+    guidance landmarks in the mean teacher layout (so that the prior does not fight the guidance)."""
+    if config.keypoint_min_distance > 0:
+        return config.keypoint_min_distance
+    layouts = [clip.landmarks[clip.usable[:: max(1, clip.usable.size // 20)]] for clip in data.clips]
+    mean = np.concatenate(layouts).mean(0)[landmark_indices.numpy(), :2] / data.size * 2 - 1  # (K, 2)
+    dist_sq = ((mean[:, None] - mean[None]) ** 2).sum(-1) + np.eye(len(mean)) * 1e9
+    return float(min(0.1, 0.64 * dist_sq.min()))
+
+
+class Trainer:
+    """Holds the networks, optimizers and data; one ``step`` is one D update and one G update."""
+
+    def __init__(self, config: TrainConfig, run: Path, device: torch.device) -> None:
+        self.config = config
+        self.run = run
+        self.device = device
+        self.rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        self.train_data = PreparedData(config.data, "train")
+        self.val_data = PreparedData(config.data, "val")
+        if self.train_data.size != self.val_data.size:
+            raise ValueError("train and val frames differ in size")
+        self.sampler = PairSampler(self.train_data, SamplerConfig(
+            batch_size=config.batch_size, first_frame_fraction=config.first_frame_fraction,
+            flip_probability=config.flip_probability, brightness=config.color_jitter,
+            contrast=config.color_jitter, saturation=config.color_jitter))
+        self.model = model_io.build_generator(config.preset, self.train_data.size).to(device)
+        self.disc = model_io.build_discriminator(self.model).to(device)
+        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr_d, betas=config.betas)
+        self.landmark_indices = model_io.landmark_indices(self.model)
+        self.kp_min_distance = keypoint_min_distance(config, self.train_data, self.landmark_indices)
+        self.vgg: VGG19Features | None = load_vgg19(config.vgg19).to(device) if config.vgg19 else None
+        self.counters = Counters(0, 0.0, 0.0)
+        logger.info("generator %.2f M parameters, discriminator %.2f M; keypoint prior D_t %.4f; reconstruction: %s",
+                    sum(p.numel() for p in self.model.parameters()) / 1e6,
+                    sum(p.numel() for p in self.disc.parameters()) / 1e6, self.kp_min_distance,
+                    "VGG19 perceptual + L1 pyramid + SSIM + D feature matching" if self.vgg is not None
+                    else "no VGG19 weights: L1 pyramid + SSIM + D feature matching")
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return model_io.generator_config_dict(self.model)
+
+    def set_learning_rates(self, step: int) -> float:
+        factor = learning_rate_factor(step, self.config)
+        for group in self.opt_g.param_groups:
+            group["lr"] = self.config.lr * factor
+        for group in self.opt_d.param_groups:
+            group["lr"] = self.config.lr_d * factor
+        return factor
+
+    def step(self, batch: PairBatch, step: int) -> dict[str, float]:
+        """One discriminator and one generator update; returns every loss term (unweighted) and totals."""
+        cfg = self.config
+        self.model.train()
+        self.disc.train()
+        lr_factor = self.set_learning_rates(step)
+        out = model_io.forward(self.model, batch.ref, batch.drv)
+
+        # discriminator: hinge on real driving frames vs detached outputs
+        real_logits, _ = model_io.discriminate(self.disc, batch.drv)
+        fake_logits, _ = model_io.discriminate(self.disc, out.image.detach())
+        loss_d = losses.hinge_d_loss(real_logits, fake_logits)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        # generator
+        terms: dict[str, torch.Tensor] = {}
+        weights: dict[str, float] = {}
+        terms["l1"], weights["l1"] = losses.pyramid_l1(out.image, batch.drv), cfg.w_l1
+        terms["ssim"], weights["ssim"] = losses.ssim_loss(out.image, batch.drv), cfg.w_ssim
+        if self.vgg is not None:
+            terms["perceptual"], weights["perceptual"] = perceptual_loss(self.vgg, out.image, batch.drv), cfg.w_perceptual
+        self.disc.requires_grad_(False)
+        fake_logits, fake_features = model_io.discriminate(self.disc, out.image)
+        with torch.no_grad():
+            _, real_features = model_io.discriminate(self.disc, batch.drv)
+        self.disc.requires_grad_(True)
+        terms["feature_matching"] = losses.feature_matching_loss(real_features, fake_features)
+        weights["feature_matching"] = cfg.w_feature_matching
+        terms["gan"] = losses.hinge_g_loss(fake_logits)
+        weights["gan"] = cfg.w_gan if step >= cfg.gan_start_step else 0.0
+        # equivariance: keypoints of an affinely warped driving frame move with the warp
+        theta = losses.random_affine(batch.drv.shape[0], device=self.device)
+        kp_warped = model_io.image_keypoints(self.model, losses.warp_images(batch.drv, theta))
+        terms["equivariance"] = losses.equivariance_loss(out.kp_drv, kp_warped, theta)
+        weights["equivariance"] = cfg.w_equivariance
+        terms["keypoint_prior"] = 0.5 * (
+            losses.keypoint_prior_loss(out.kp_drv, self.kp_min_distance, cfg.keypoint_depth_target)
+            + losses.keypoint_prior_loss(out.kp_ref, self.kp_min_distance, cfg.keypoint_depth_target))
+        weights["keypoint_prior"] = cfg.w_keypoint_prior
+        terms["head_pose"] = 0.5 * (losses.head_pose_loss(out.pose_drv_deg, batch.drv_pose)
+                                    + losses.head_pose_loss(out.pose_ref_deg, batch.ref_pose))
+        weights["head_pose"] = cfg.w_head_pose
+        terms["deformation"] = 0.5 * (losses.deformation_prior_loss(out.expression_drv)
+                                      + losses.deformation_prior_loss(out.expression_ref))
+        weights["deformation"] = cfg.w_deformation
+        indices = self.landmark_indices.to(self.device)
+        terms["landmark"] = 0.5 * (losses.landmark_guidance_loss(out.kp_drv, batch.drv_landmarks, indices)
+                                   + losses.landmark_guidance_loss(out.kp_ref, batch.ref_landmarks, indices))
+        weights["landmark"] = landmark_weight(step, cfg)
+        total = sum((weights[k] * terms[k] for k in terms), torch.zeros((), device=self.device))
+        result = {k: float(v.detach()) for k, v in terms.items()}
+        result.update(loss_g=float(total.detach()), loss_d=float(loss_d.detach()), lr_factor=lr_factor,
+                      w_landmark=weights["landmark"])
+        if not math.isfinite(result["loss_g"]):
+            logger.warning("step %d: non-finite generator loss %s; update skipped", step, result)
+            self.opt_g.zero_grad(set_to_none=True)
+            result["skipped"] = 1.0
+            return result
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.grad_clip > 0:
+            result["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+        self.opt_g.step()
+        return result
+
+    def save(self, path: Path) -> None:
+        save_state(path, generator=self.model, discriminator=self.disc, opt_g=self.opt_g, opt_d=self.opt_d,
+                   counters=self.counters, rng=self.rng, model_config=self.model_config,
+                   train_config=config_to_dict(self.config))
+
+    def load(self, path: Path) -> None:
+        self.counters = load_state(path, generator=self.model, discriminator=self.disc, opt_g=self.opt_g,
+                                   opt_d=self.opt_d, rng=self.rng)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m codec.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="run folder (created; keep it outside the repository)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN/last.safetensors")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--stop-after-steps", type=int, default=0,
+                        help="exit (after a checkpoint) once this many steps ran in this process; 0 = no limit")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    add_config_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return device
+
+
+class _Log:
+    """Appends JSON lines to RUN/log.jsonl (flushed per line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any]:
+    """Validate, append the record, write the grid and the plot, and update best.safetensors."""
+    from codec.train.validate import passes_gates, selection_score
+
+    step = trainer.counters.step
+    t0 = time.time()
+    trainer.model.eval()
+    record, grid = validator.run(lambda ref, drv: model_io.generate(trainer.model, ref, drv), trainer.device)
+    trainer.model.train()
+    record.update(kind="val", step=step, cpu_hours=trainer.counters.cpu_seconds / 3600,
+                  wall_hours=trainer.counters.wall_seconds / 3600, seconds=time.time() - t0,
+                  floor_no_motion=validator.floors["no_motion"]["overall"],
+                  floor_affine=validator.floors["affine"]["overall"])
+    ok, why = passes_gates(record, validator.floors)
+    record["gates"] = why
+    record["score"] = selection_score(record)
+    best_path = trainer.run / "best.json"
+    best = json.loads(best_path.read_text()) if best_path.is_file() else None
+    if ok and (best is None or record["score"] > best["score"]):
+        model_io.save_generator(trainer.model, trainer.run / "best.safetensors",
+                                {"step": str(step), "score": f"{record['score']:.4f}"})
+        best_path.write_text(json.dumps(record, indent=1))
+        record["best"] = True
+    log.write(record)
+    Image.fromarray(grid).save(trainer.run / f"grid_{step:07d}.png")
+    plot_metrics(trainer.run / "log.jsonl", trainer.run / "metrics.png")
+    o, f = record["overall"], validator.floors["no_motion"]["overall"]
+    logger.info("val step %d (%.0f s): face PSNR %.2f (floor %.2f), SSIM %.3f (%.3f), AKD %.2f (%.2f) mouth %.2f (%.2f) "
+                "eyes %.2f (%.2f), kp min dist %.3f, collapsed %.1f; gates: %s", step, record["seconds"],
+                o["face_psnr"], f["face_psnr"], o["ssim"], f["ssim"], o["akd"], f["akd"], o["akd_mouth"],
+                f["akd_mouth"], o["akd_eyes"], f["akd_eyes"], o["kp_min_distance"], o["kp_collapsed"], why)
+    return record
+
+
+def make_validator(trainer: Trainer) -> Any:
+    from codec.train.validate import Validator, make_landmark_fn
+
+    pairs = validation_pairs(trainer.val_data, trainer.config.validation_pairs, seed=trainer.config.seed)
+    return Validator(trainer.val_data, pairs, make_landmark_fn(), trainer.run / "floors.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    torch.set_num_threads(args.threads)
+    run = Path(args.run)
+    last = run / "last.safetensors"
+    if args.resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: {last} does not exist; start a run without --resume first")
+        saved = config_from_dict(json.loads(read_metadata(last)["train_config"]))
+        config, given = config_from_args(args, saved)
+        changed = [name for name in given if getattr(config, name) != getattr(saved, name)]
+        forbidden = [name for name in changed if name not in RESUMABLE_OVERRIDES]
+        if forbidden:
+            raise ValueError(f"--resume cannot change {forbidden}; allowed: {list(RESUMABLE_OVERRIDES)}")
+        if changed:
+            logger.info("resume overrides: %s", {n: getattr(config, n) for n in changed})
+    else:
+        if last.is_file():
+            raise FileExistsError(f"{last} exists: pass --resume to continue it, or choose a new --run")
+        config, _ = config_from_args(args)
+        if not config.data:
+            raise ValueError("--data is required for a new run (a prepared dataset folder)")
+    run.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    trainer = Trainer(config, run, device)
+    if args.resume:
+        trainer.load(last)
+        trainer.config = config
+        logger.info("resumed at step %d (%.2f CPU-hours)", trainer.counters.step, trainer.counters.cpu_seconds / 3600)
+    (run / "config.json").write_text(json.dumps({"train": config_to_dict(config), "model": trainer.model_config},
+                                                indent=1))
+    log = _Log(run / "log.jsonl")
+    validator = make_validator(trainer)
+
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop["signal"] = signum
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    cpu0, wall0 = time.process_time(), time.time()
+    base = trainer.counters
+    last_ckpt = last_val = time.time()
+    steps_here = 0
+    sums: dict[str, float] = {}
+    if base.step == 0:
+        run_validation(trainer, validator, log)
+    bar = tqdm(total=config.max_steps, initial=base.step, disable=args.no_progress, dynamic_ncols=True)
+    try:
+        while trainer.counters.step < config.max_steps and not stop["signal"]:
+            step = trainer.counters.step
+            batch = trainer.sampler.sample(trainer.rng).to(device)
+            result = trainer.step(batch, step)
+            steps_here += 1
+            trainer.counters = Counters(step + 1, base.cpu_seconds + time.process_time() - cpu0,
+                                        base.wall_seconds + time.time() - wall0)
+            for key, value in result.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.update(1)
+            if steps_here % 5 == 0:
+                bar.set_postfix({k: f"{result[k]:.3g}" for k in ("loss_g", "loss_d", "l1", "landmark", "keypoint_prior")})
+            if (step + 1) % config.log_steps == 0:
+                log.write({"kind": "train", "step": step + 1, "cpu_hours": trainer.counters.cpu_seconds / 3600,
+                           **{k: v / config.log_steps for k, v in sums.items()}})
+                sums = {}
+            now = time.time()
+            due_val = (config.validate_steps > 0 and (step + 1) % config.validate_steps == 0) or (
+                config.validate_steps <= 0 and now - last_val >= 60 * config.validate_minutes)
+            if due_val:
+                run_validation(trainer, validator, log)
+                last_val = time.time()
+            limit = args.stop_after_steps > 0 and steps_here >= args.stop_after_steps
+            if due_val or limit or now - last_ckpt >= 60 * config.checkpoint_minutes:
+                trainer.save(last)
+                last_ckpt = time.time()
+            if limit:
+                break
+    finally:
+        bar.close()
+        for s, handler in old_handlers.items():
+            signal.signal(s, handler)
+    if stop["signal"] or trainer.counters.step >= config.max_steps:
+        trainer.save(last)
+        logger.info("saved %s at step %d (%s)", last, trainer.counters.step,
+                    f"signal {stop['signal']}" if stop["signal"] else "max steps")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

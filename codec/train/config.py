@@ -1,0 +1,110 @@
+"""Training hyper-parameters: one frozen dataclass whose field comments are the CLI's help text."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved in every checkpoint)."""
+
+    preset: str = "cpu"  # ModelConfig preset of the generator (codec.model)
+    data: str = ""  # prepared dataset folder (manifest.json + clips/)
+    seed: int = 0  # seeds torch, numpy and the validation pairs
+    batch_size: int = 8
+    max_steps: int = 200_000  # horizon of the cosine learning-rate schedule; training stops there
+    lr: float = 2e-4  # generator Adam learning rate after warm-up
+    lr_d: float = 2e-4  # discriminator Adam learning rate
+    betas: tuple[float, float] = (0.5, 0.999)
+    warmup_steps: int = 300  # linear learning-rate warm-up
+    min_lr_fraction: float = 0.1  # the cosine schedule ends at lr * this
+    grad_clip: float = 5.0  # generator gradient-norm clip (0 = off)
+    # loss weights
+    w_l1: float = 10.0  # multi-scale L1 (pyramid full, 1/2, 1/4, 1/8)
+    w_ssim: float = 5.0  # 1 - SSIM
+    w_feature_matching: float = 10.0  # discriminator feature matching
+    w_perceptual: float = 10.0  # VGG19 multi-scale perceptual (only with --vgg19)
+    w_gan: float = 0.1  # hinge GAN, generator side
+    gan_start_step: int = 3000  # the generator's GAN term is off before this step (D trains from step 0)
+    w_equivariance: float = 10.0
+    w_keypoint_prior: float = 10.0
+    keypoint_min_distance: float = 0.0  # D_t of the keypoint prior (squared distance); 0 = from the teacher layout
+    keypoint_depth_target: float = 0.33  # z_t of the keypoint prior
+    w_head_pose: float = 0.1  # per degree of per-angle L1 against the pose teacher
+    w_deformation: float = 1.0  # |δ|₁
+    w_landmark: float = 10.0  # landmark guidance at step 0
+    landmark_halflife_steps: int = 6000  # the guidance weight halves every this many steps ...
+    landmark_floor_fraction: float = 0.1  # ... but never drops below w_landmark * this
+    # data
+    first_frame_fraction: float = 0.25
+    flip_probability: float = 0.5
+    color_jitter: float = 0.1  # brightness, contrast and saturation factors in 1 ± this
+    # cadence
+    checkpoint_minutes: float = 5.0  # RUN/last.safetensors every this many wall minutes
+    validate_minutes: float = 15.0  # validation every this many wall minutes of training ...
+    validate_steps: int = 0  # ... or every this many steps when > 0
+    validation_pairs: int = 150
+    log_steps: int = 20  # training-loss lines in RUN/log.jsonl every this many steps
+    vgg19: str = ""  # optional local VGG19 weights file (torchvision format); empty = not used
+
+
+# Fields a resumed run may change; everything else comes from the checkpoint.
+RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_minutes", "validate_minutes", "validate_steps", "log_steps",
+                       "gan_start_step", "w_gan", "landmark_floor_fraction", "data")
+
+
+def _help_texts() -> dict[str, str]:
+    """Field comments of TrainConfig, read from its source, as help strings."""
+    import inspect
+
+    helps: dict[str, str] = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        line = line.strip()
+        if ":" in line and "#" in line and not line.startswith("#"):
+            name = line.split(":", 1)[0].strip()
+            helps[name] = line.split("#", 1)[1].strip()
+    return helps
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --flag per TrainConfig field, default None (so that 'given on the command line' is visible)."""
+    helps = _help_texts()
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = hints[field.name]
+        default = field.default
+        help_text = f"{helps.get(field.name, '')} (default {default})"
+        if kind == tuple[float, float]:
+            parser.add_argument(flag, type=float, nargs=2, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> tuple[TrainConfig, list[str]]:
+    """A TrainConfig from ``base`` (defaults when None) with the flags given; returns it and the given names."""
+    base = base or TrainConfig()
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    if "betas" in given:
+        given["betas"] = tuple(given["betas"])
+    return dataclasses.replace(base, **given), sorted(given)
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown training config fields {sorted(unknown)} (written by a newer version?)")
+    values = dict(values)
+    if "betas" in values:
+        values["betas"] = tuple(values["betas"])
+    return TrainConfig(**values)
