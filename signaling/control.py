@@ -158,6 +158,16 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Ack:
+    """receiver -> viewer: a command was carried out (view, avatar) or passed on to the sender
+    (keypoints, frames_per_packet, max_kbps: the sender's next ``rate_decision`` confirms those)."""
+
+    TYPE: ClassVar[str] = "ack"
+    command: str  # the command field it answers: "view", "avatar", "keypoints", "max_kbps", ...
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class ErrorReply:
     """Either way: an answer to a message that was rejected (the channel stays usable)."""
 
@@ -168,11 +178,14 @@ class ErrorReply:
 
 ControlMessage: TypeAlias = (
     Hello | ReferenceStatus | ReferenceReady | Ping | Pong | DelayReport | RateDecision | Command | AvatarChunk
-    | Stats | Status | ErrorReply
+    | Stats | Status | Ack | ErrorReply
 )
 _TYPES: dict[str, type] = {
     cls.TYPE: cls
-    for cls in (Hello, ReferenceStatus, ReferenceReady, Ping, Pong, DelayReport, RateDecision, Command, AvatarChunk, Stats, Status, ErrorReply)
+    for cls in (
+        Hello, ReferenceStatus, ReferenceReady, Ping, Pong, DelayReport, RateDecision, Command, AvatarChunk, Stats, Status, Ack,
+        ErrorReply,
+    )
 }
 
 
@@ -311,6 +324,8 @@ def decode_control(data: str | bytes) -> ControlMessage:
         return Stats(source, values)  # type: ignore[arg-type]
     if cls is Status:
         return Status(_text(obj, "state", 64), _text(obj, "detail", 512, optional=True) or "")  # type: ignore[arg-type]
+    if cls is Ack:
+        return Ack(_text(obj, "command", 32), _text(obj, "detail", 512, optional=True) or "")  # type: ignore[arg-type]
     assert cls is ErrorReply
     return ErrorReply(_text(obj, "code", 64), _text(obj, "message", 512))  # type: ignore[arg-type]
 

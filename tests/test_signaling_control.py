@@ -32,6 +32,7 @@ HASH = "ab" * 32
         c.AvatarChunk(3, 0, 2, base64.b64encode(b"\x89PNG...").decode()),
         c.Stats("receiver", {"frames_output": 10, "latency_ms_median": 12.5, "preset": "default", "x": None}),
         c.Status("waiting", "waiting for a sender"),
+        c.Ack("keypoints,max_kbps", "passed to the sender"),
         c.ErrorReply("bad_packet", "truncated"),
     ],
 )
