@@ -45,7 +45,9 @@ from signaling.rtc import PeerLink, RtcOptions, close_links
 logger = logging.getLogger(__name__)
 
 ERROR_REPLY_INTERVAL_S = 1.0
+VIEWER_ERRORS_PER_S = 5  # error replies a viewer may get per second (a page shows each; a flood gets fewer)
 MAX_AVATAR_PIXELS = 4096 * 4096
+RATE_WINDOW_S = 3.0  # the "recent" rates of the viewers' stats (payload, wire, rendered fps) span this long
 
 
 @dataclass(frozen=True)
@@ -140,11 +142,49 @@ class _ViewerLink:
         self.link = link
         self.control: RTCDataChannel | None = None
         self.avatar = c.AvatarAssembler()
-        self.last_error_reply = 0.0
+        self.error_times: deque[float] = deque(maxlen=VIEWER_ERRORS_PER_S)
 
     def send(self, msg: c.ControlMessage) -> None:
         if self.control is not None and self.control.readyState == "open":
             self.control.send(c.encode_control(msg))
+
+    def send_error(self, code: str, message: str) -> None:
+        """An error reply, at most VIEWER_ERRORS_PER_S a second (the page shows every one it gets)."""
+        now = time.monotonic()
+        if len(self.error_times) == self.error_times.maxlen and now - self.error_times[0] < 1.0:
+            return
+        self.error_times.append(now)
+        self.send(c.ErrorReply(code, message[:500]))
+
+
+class _ViewerError(Exception):
+    """A viewer's message that cannot be carried out: ``code`` and a message for the page."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _RecentRates:
+    """Per-second rates over the last ``window_s`` from cumulative counters sampled once per stats tick."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.samples: deque[tuple[float, tuple[float, ...]]] = deque()
+
+    def add(self, now_s: float, counters: tuple[float, ...]) -> None:
+        if self.samples and any(new < old for new, old in zip(counters, self.samples[-1][1])):
+            self.samples.clear()  # a counter restarted (a new sender): so do the rates
+        self.samples.append((now_s, counters))
+        while len(self.samples) > 2 and self.samples[1][0] <= now_s - self.window_s:
+            self.samples.popleft()
+
+    def rates(self) -> tuple[float, ...] | None:
+        """Counter increase per second over the window (None until two samples ≥ 0.5 s apart)."""
+        if len(self.samples) < 2 or self.samples[-1][0] - self.samples[0][0] < 0.5:
+            return None
+        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
+        return tuple((b - a) / (t1 - t0) for a, b in zip(c0, c1))
 
 
 class Receiver:
@@ -186,6 +226,7 @@ class Receiver:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped_reason = ""
         self._last_report = 0.0
+        self._recent = _RecentRates(RATE_WINDOW_S)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -208,7 +249,7 @@ class Receiver:
         try:
             self._sinks = self._open_sinks() + self._extra_sinks
             if self.config.avatar is not None:
-                await self._load_avatar(self.config.avatar.read_bytes(), str(self.config.avatar))
+                await self._load_avatar(self.config.avatar.read_bytes(), f"avatar {str(self.config.avatar)!r}")
             joined = await self.signaling.connect()
             self._event("joined", f"{joined.room} as {joined.peer_id}")
             for peer in joined.peers:
@@ -325,6 +366,7 @@ class Receiver:
             if self.active is sender:
                 self.active = None
                 self._event("sender_lost", peer.peer_id)
+                self._broadcast(c.Status("sender_left", "the connection to the sender was lost; waiting for one to join"))
                 if self.config.exit_when_sender_leaves:
                     self.stop("sender_left")
 
@@ -402,6 +444,9 @@ class Receiver:
         elif isinstance(msg, c.ErrorReply):
             sender.remote_errors.append(f"{msg.code}: {msg.message}")
             logger.warning("%s: the sender reports %s: %s", sender.link.prefix, msg.code, msg.message)
+            if msg.code == "bad_command":  # the answer to a viewer's command: the viewers see it
+                for viewer in list(self.viewers.values()):
+                    viewer.send_error(msg.code, f"the sender refused the command: {msg.message}")
         elif isinstance(msg, c.Stats):
             self._broadcast(msg)
         else:
@@ -552,8 +597,15 @@ class Receiver:
                         self.playout.frames_late, self.playout.frames_concealed,
                     )
                 )
+            self._sample_rates(now)
             if self.viewers:
                 self._broadcast(c.Stats("receiver", self.stats()))
+
+    def _sample_rates(self, now_s: float) -> None:
+        sender, worker = self.active, self._worker
+        payload = 0 if sender is None else sender.payload_bytes
+        wire = 0 if sender is None else sender.link.counters().wire_bytes_received
+        self._recent.add(now_s, (payload, wire, 0 if worker is None else worker.frames_rendered))
 
     def stats(self) -> dict[str, float | int | str | None]:
         """Numbers for viewers and logs (see signaling/PROTOCOL.md)."""
@@ -563,6 +615,8 @@ class Receiver:
         worker = self._worker
         counters = None if sender is None else sender.link.counters()
         elapsed_s = None if sender is None or sender.first_packet_ms is None else (wall_ms() - sender.first_packet_ms) / 1000.0
+        recent = self._recent.rates() if sender is not None else None
+        feedback = None if sender is None else sender.depacketizer.feedback()
         out: dict[str, float | int | str | None] = {
             "frames_output": self.playout.next_slot,
             "frames_rendered": 0 if worker is None else worker.frames_rendered,
@@ -576,6 +630,11 @@ class Receiver:
             "payload_kbps": None if not elapsed_s or sender is None else round(sender.payload_bytes * 8 / 1000 / elapsed_s, 2),
             "wire_kbps_in": None if not elapsed_s or counters is None else round(counters.wire_bytes_received * 8 / 1000 / elapsed_s, 2),
             "fps": self.playout.fps,
+            "payload_kbps_recent": None if recent is None else round(recent[0] * 8 / 1000, 2),
+            "wire_kbps_recent": None if recent is None else round(recent[1] * 8 / 1000, 2),
+            "fps_rendered": None if recent is None else round(recent[2], 1),
+            "frames_lost": None if feedback is None else feedback.frames_lost,
+            "keypoints_max": getattr(self.synthesizer, "num_keypoints", None),
         }
         if sender is not None and sender.rate is not None:
             out.update(keypoints=sender.rate.keypoints, preset=sender.rate.preset, frames_per_packet=sender.rate.frames_per_packet)
@@ -652,37 +711,63 @@ class Receiver:
             viewer.send(msg)
 
     async def _on_viewer_control(self, viewer: _ViewerLink, data: bytes | str) -> None:
+        """A viewer's command or upload: carried out and acknowledged, or answered with an error (never silent)."""
         try:
             if isinstance(data, bytes):
-                raise c.ControlError("viewers send JSON text messages, not binary")
-            msg = c.decode_control(data)
+                raise _ViewerError("bad_message", "viewers send JSON text messages, not binary")
+            try:
+                msg = c.decode_control(data)
+            except c.ControlError as exc:
+                raise _ViewerError("bad_message", str(exc)) from None
             if isinstance(msg, c.Command):
-                await self._on_command(msg)
+                await self._on_command(viewer, msg)
             elif isinstance(msg, c.AvatarChunk):
-                image = viewer.avatar.add(msg)
-                if image is not None:
-                    await self._load_avatar(image, f"upload from viewer {viewer.link.peer.peer_id}")
-                    viewer.send(c.Status("avatar", "driving the uploaded portrait"))
+                await self._on_avatar_chunk(viewer, msg)
             elif isinstance(msg, c.Ping):
                 viewer.send(c.Pong(msg.t_ms))
             else:
-                raise c.ControlError(f"a receiver does not accept {msg.TYPE!r} from a viewer")
-        except (c.ControlError, ValueError) as exc:
-            now = time.monotonic()
-            if now - viewer.last_error_reply >= ERROR_REPLY_INTERVAL_S:
-                viewer.last_error_reply = now
-                viewer.send(c.ErrorReply("bad_message", str(exc)[:500]))
+                raise _ViewerError("bad_message", f"a receiver does not accept {msg.TYPE!r} from a viewer")
+        except _ViewerError as exc:
+            logger.info("%s: %s: %s", viewer.link.prefix, exc.code, exc)
+            viewer.send_error(exc.code, str(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever fails, the page hears about it
+            logger.exception("%s: viewer message failed", viewer.link.prefix)
+            viewer.send_error("internal", f"the receiver failed to carry that out: {exc}")
 
-    async def _on_command(self, command: c.Command) -> None:
+    async def _on_avatar_chunk(self, viewer: _ViewerLink, chunk: c.AvatarChunk) -> None:
+        try:
+            image = viewer.avatar.add(chunk)
+        except c.ControlError as exc:
+            raise _ViewerError("bad_avatar", str(exc)) from None
+        if image is None:
+            return
+        try:
+            await self._load_avatar(image, "the uploaded portrait")
+        except ValueError as exc:
+            raise _ViewerError("bad_avatar", str(exc)) from None
+        viewer.send(c.Ack("avatar", f"driving the uploaded portrait ({len(image) // 1024} KiB) with the sender's motion"))
+        self._broadcast(c.Status("avatar", "driving the uploaded portrait"))
+
+    async def _on_command(self, viewer: _ViewerLink, command: c.Command) -> None:
+        forward = command.sender_part()
+        if forward is not None and self.active is None:
+            raise _ViewerError("no_sender", "there is no sender in the call: keypoints and max kbps go to the sender's controller")
         if command.view is not None:
-            self.view = self._parse_view(command.view)
+            try:
+                self.view = self._parse_view(command.view)
+            except ValueError as exc:
+                raise _ViewerError("bad_view", str(exc)) from None
             self._event("view", command.view)
+            viewer.send(c.Ack("view", f"view set to {command.view}"))
         if command.avatar == "reset":
             self.avatar_state = None
             self._event("avatar", "reset")
-        forward = command.sender_part()
+            viewer.send(c.Ack("avatar", "driving the sender's own portrait again"))
+            self._broadcast(c.Status("receiving", "driving the sender's own portrait"))
         if forward is not None and self.active is not None:
             self.active.send_control(forward)
+            fields = [k for k in ("keypoints", "frames_per_packet", "max_kbps") if getattr(forward, k) is not None]
+            viewer.send(c.Ack(",".join(fields), "passed to the sender; its next rate decision confirms it"))
 
     def _parse_view(self, text: str) -> Any:
         parser = self._view_parser
@@ -707,10 +792,12 @@ class Receiver:
         try:
             with Image.open(io.BytesIO(data)) as img:
                 if img.size[0] * img.size[1] > MAX_AVATAR_PIXELS:
-                    raise ValueError(f"avatar {what} is {img.size[0]}x{img.size[1]}: larger than {MAX_AVATAR_PIXELS} pixels")
+                    raise ValueError(f"{what} is {img.size[0]}x{img.size[1]}: larger than {MAX_AVATAR_PIXELS} pixels")
                 rgb = np.asarray(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"avatar {what} is not a readable image: {exc}") from None
+        except UnidentifiedImageError:
+            raise ValueError(f"{what} is not an image this receiver can read (use a JPEG, PNG or WebP)") from None
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise ValueError(f"{what} is not a readable image: {exc}") from None
         size = getattr(self.synthesizer, "image_size", 256)
         crop = self._face_crop
         if crop is None:
