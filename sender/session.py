@@ -5,6 +5,9 @@ retransmits: motion packets) and a "control" channel (reliable: hello, reference
 commands, rate decisions); its own MotionPacketizer (stream id random per sender run, below 128 so
 it costs one byte a packet) and BandwidthController. The reference portrait is announced in the hello
 and sent only when the receiver answers that it does not hold it.
+Per viewer that asks for the original pictures (it offers a receive-only video transceiver and a
+"control" data channel): an answering RTCPeerConnection carrying ``OriginalVideoTrack`` (VP8), up to
+``MAX_ORIGINAL_VIEWERS`` at once; the control channel tells the viewer what the pictures are.
 
     sender = Sender(SenderConfig("http://127.0.0.1:8080", room="demo"), source, reference_message)
     await sender.run()     # until the source ends or stop()
@@ -18,18 +21,20 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from aiortc import RTCDataChannel
 
 from codec.bitstream import unpack_feedback
 from codec.exceptions import BitstreamError
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionPacketizer
 from codec.quantize import get_preset
-from codec.reference_message import ReferenceMessage, chunk_message, pack_reference_message
+from codec.reference_message import ReferenceMessage, chunk_message, decode_portrait, pack_reference_message
 from sender.controller import BandwidthController, Decision, Rung
-from sender.sources import MotionFrame, MotionSource
+from sender.original import OriginalVideoTrack, PosedPortrait
+from sender.sources import MotionFrame, MotionSource, TraceSource
 from signaling import control as c
 from signaling import messages as m
 from signaling.client import Signaling, WebSocketSignaling
@@ -44,6 +49,7 @@ END_OF_STREAM_DRAIN_S = 0.3  # after the source ends, before the connections clo
 # a packet for nothing). Each receiver has a fresh depacketizer per peer connection, so ids only need
 # to differ within one connection's lifetime; a random start keeps a restarted sender distinct anyway.
 STREAM_IDS = 128
+MAX_ORIGINAL_VIEWERS = 4  # viewers of the original pictures at once (each costs a VP8 encoder)
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,19 @@ class _ReceiverLink:
         self.send_control(decision.message())
 
 
+class _OriginalViewer:
+    """The answering side towards one viewer of the original pictures."""
+
+    def __init__(self, link: PeerLink) -> None:
+        self.link = link
+        self.track: OriginalVideoTrack | None = None
+        self.control: RTCDataChannel | None = None
+
+    def send(self, msg: c.ControlMessage) -> None:
+        if self.control is not None and self.control.readyState == "open":
+            self.control.send(c.encode_control(msg))
+
+
 class Sender:
     """See the module docstring."""
 
@@ -142,6 +161,10 @@ class Sender:
         self._tasks: list[asyncio.Task[Any]] = []
         self._num_keypoints = source_keypoints(source)
         self._link_count = 0
+        self.peer_roles: dict[str, m.Role] = {}
+        self.viewers: dict[str, _OriginalViewer] = {}  # viewers of the original pictures
+        self.latest_frame: MotionFrame | None = None
+        self._posed: PosedPortrait | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -158,6 +181,7 @@ class Sender:
             joined = await self.signaling.connect()
             self._event("joined", f"{joined.room} as {joined.peer_id}")
             for peer in joined.peers:
+                self.peer_roles[peer.peer_id] = peer.role
                 if peer.role == "receiver":
                     await self._add_receiver(peer)
             signaling_task = asyncio.ensure_future(self._signaling_loop())
@@ -176,7 +200,7 @@ class Sender:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self.source.close()
-            await close_links([link.link for link in self.links.values()])
+            await close_links([link.link for link in self.links.values()] + [v.link for v in self.viewers.values()])
             await self.signaling.close()
         return reason
 
@@ -187,19 +211,30 @@ class Sender:
             if msg is None:
                 self._event("signaling_closed")
                 return
-            if isinstance(msg, m.PeerJoined) and msg.peer.role == "receiver":
-                await self._add_receiver(msg.peer)
+            if isinstance(msg, m.PeerJoined):
+                self.peer_roles[msg.peer.peer_id] = msg.peer.role
+                if msg.peer.role == "receiver":
+                    await self._add_receiver(msg.peer)
             elif isinstance(msg, m.PeerLeft):
+                self.peer_roles.pop(msg.peer.peer_id, None)
                 link = self.links.pop(msg.peer.peer_id, None)
                 if link is not None:
                     self._event("receiver_left", f"{msg.peer.peer_id} ({msg.reason})")
                     await link.link.close()
+                viewer = self.viewers.pop(msg.peer.peer_id, None)
+                if viewer is not None:
+                    await viewer.link.close()
             elif isinstance(msg, (m.SessionDescription, m.IceCandidate)):
                 target = self.links.get(msg.peer)
+                viewer = self.viewers.get(msg.peer)
                 if target is not None:
                     await target.link.on_signal(msg)
+                elif isinstance(msg, m.SessionDescription) and msg.kind == "offer" and self.peer_roles.get(msg.peer) == "viewer":
+                    await self._add_viewer(m.PeerInfo(msg.peer, "viewer"), msg)
+                elif viewer is not None:
+                    await viewer.link.on_signal(msg)
                 else:
-                    logger.info("ignoring %s from %s (not a receiver of ours)", type(msg).__name__, msg.peer)
+                    logger.info("ignoring %s from %s (not a receiver or viewer of ours)", type(msg).__name__, msg.peer)
             elif isinstance(msg, m.Error):
                 logger.warning("signaling server: %s (%s)", msg.message, msg.code)
 
@@ -229,6 +264,58 @@ class Sender:
         rx.control.on("message", lambda data: self._on_control(rx, data))
         link.on_close(lambda: self._link_closed(rx))
         await link.offer()
+
+    # -- viewers of the original pictures --------------------------------------------------------
+    async def _add_viewer(self, peer: m.PeerInfo, offer: m.SessionDescription) -> None:
+        """Answer a viewer's offer with the original pictures (a new offer replaces its previous link)."""
+        previous = self.viewers.pop(peer.peer_id, None)
+        if previous is not None:
+            await previous.link.close()
+        link = PeerLink(peer, self.signaling, self.config.rtc, "sender")
+        viewer = _OriginalViewer(link)
+        full = len(self.viewers) >= MAX_ORIGINAL_VIEWERS
+        if not full:
+            viewer.track = OriginalVideoTrack(self.original_picture, self.source.fps)
+            link.pc.addTrack(viewer.track)  # matched to the offer's receive-only video transceiver
+            self.viewers[peer.peer_id] = viewer
+        self._event("original_viewer", f"{peer.peer_id}{' refused: full' if full else ''}")
+
+        def greet() -> None:
+            if full:
+                viewer.send(c.ErrorReply("too_many_viewers", f"the sender already streams its original pictures to {MAX_ORIGINAL_VIEWERS} viewers"))
+                asyncio.get_running_loop().call_later(1.0, lambda: asyncio.ensure_future(link.close()))
+            else:
+                viewer.send(c.Status("original", self.original_description()))
+
+        @link.pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            viewer.control = channel
+            if channel.readyState == "open":  # a channel the remote opened arrives open (its "open" event is past)
+                greet()
+            else:
+                channel.on("open", greet)
+
+        link.on_close(lambda: self.viewers.pop(peer.peer_id, None) if self.viewers.get(peer.peer_id) is viewer else None)
+        await link.on_signal(offer)
+
+    def original_description(self) -> str:
+        if isinstance(self.source, TraceSource):
+            return "no camera: the sender's portrait turned by the scripted head motion (pose only, no expression)"
+        return f"the sender's camera pictures ({self.source.name})"
+
+    def original_picture(self) -> np.ndarray | None:
+        """The source's newest picture, or for a source without pictures the portrait posed by its motion."""
+        picture = self.source.latest_picture()
+        if picture is not None:
+            return picture
+        if self._posed is None:
+            try:
+                self._posed = PosedPortrait(decode_portrait(self.reference))
+            except BitstreamError as exc:
+                logger.warning("cannot show the portrait to viewers: %s", exc)
+                return None
+        frame = self.latest_frame
+        return self._posed.render(None if frame is None else frame.motion)
 
     def _link_closed(self, rx: _ReceiverLink) -> None:
         if self.links.get(rx.peer_id) is rx:
@@ -313,6 +400,12 @@ class Sender:
             self._error_reply(rx, "bad_command", str(exc))
             return
         self._event("command", repr(cmd))
+        # Confirm at once (the viewer waits for it): a new decision, or the unchanged one with the new cap.
+        decision = controller.decide(time.monotonic())
+        if decision is not None:
+            rx.apply(decision)
+        elif controller.current is not None:
+            rx.send_control(replace(controller.current.message(), max_kbps=controller.max_kbps, reason="command applied, setting unchanged"))
 
     # -- motion ---------------------------------------------------------------------------------
     async def _motion_loop(self) -> None:
@@ -320,6 +413,7 @@ class Sender:
             await self._any_ready.wait()
         async for frame in self.source.frames():
             self.frames_captured += 1
+            self.latest_frame = frame
             if not self.links:
                 self.frames_without_receiver += 1
             for rx in list(self.links.values()):

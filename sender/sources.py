@@ -69,6 +69,11 @@ class MotionSource(abc.ABC):
     def close(self) -> None:
         """Release devices and threads (idempotent)."""
 
+    def latest_picture(self) -> np.ndarray | None:
+        """The newest original picture, (H, W, 3) uint8 RGB, for viewers who compare; None for sources
+        without pictures (the trace)."""
+        return None
+
 
 class TraceSource(MotionSource):
     """The built-in default: a seeded synthetic head-motion trace (turns, nods, talking, blinks), looped.
@@ -172,6 +177,7 @@ class VideoSource(MotionSource):
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._picture: np.ndarray | None = None
         self.faces_missed = 0
 
     def _work(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[MotionFrame | BaseException | None]) -> None:
@@ -198,6 +204,7 @@ class VideoSource(MotionSource):
                     if delay > 0:
                         time.sleep(delay)
                 capture = self._clock()
+                self._picture = rgb  # one reference swap: read by the event loop for viewers' original stream
                 crop = self._cropper.crop(rgb)
                 if not getattr(crop, "face_found", True):
                     self.faces_missed += 1
@@ -229,6 +236,9 @@ class VideoSource(MotionSource):
                 yield item
         finally:
             self._stop.set()
+
+    def latest_picture(self) -> np.ndarray | None:
+        return self._picture
 
     def close(self) -> None:
         self._stop.set()
