@@ -158,6 +158,12 @@ def motion_keypoints(canonical: np.ndarray, motion: MotionParams) -> np.ndarray:
     return transform_keypoints(canonical, motion.rotation(), motion.translation, motion.expression)
 
 
+def matmul_exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a (..., n, m) @ b (..., m, p) as a broadcast product and sum: the inputs' precision even under
+    bf16/fp16 autocast (which would round the small geometric products of keypoints and rotations)."""
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
+
+
 def angles_to_rotation_torch(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
     """yaw, pitch, roll: (B,) degrees -> (B, 3, 3) R = R_x(pitch) R_y(yaw) R_z(roll); differentiable."""
     y, p, r = torch.deg2rad(yaw), torch.deg2rad(pitch), torch.deg2rad(roll)
@@ -166,7 +172,7 @@ def angles_to_rotation_torch(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch
     ry = torch.stack([y.cos(), zeros, y.sin(), zeros, ones, zeros, -y.sin(), zeros, y.cos()], -1)
     rz = torch.stack([r.cos(), -r.sin(), zeros, r.sin(), r.cos(), zeros, zeros, zeros, ones], -1)
     shape = p.shape + (3, 3)
-    return rx.view(shape) @ ry.view(shape) @ rz.view(shape)  # (B, 3, 3)
+    return matmul_exact(matmul_exact(rx.view(shape), ry.view(shape)), rz.view(shape))  # (B, 3, 3)
 
 
 def transform_keypoints_torch(
@@ -176,4 +182,5 @@ def transform_keypoints_torch(
 
     canonical: (B, K, 3); rotation: (B, 3, 3); translation: (B, 3); expression: (B, K, 3) -> (B, K, 3).
     """
-    return canonical @ rotation.transpose(1, 2) + translation[:, None, :] + expression
+    rotated = (rotation[:, None] * canonical[:, :, None, :]).sum(-1)  # (B, K, 3): R x_c, fp32 under autocast
+    return rotated + translation[:, None, :] + expression

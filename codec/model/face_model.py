@@ -27,7 +27,7 @@ from codec.model.generator import Generator
 from codec.model.keypoint_detector import CanonicalKeypointDetector
 from codec.model.motion_field import MotionFieldEstimator
 from codec.model.pose_estimator import PoseExpressionEstimator
-from codec.motion import angles_to_rotation_torch, transform_keypoints_torch
+from codec.motion import angles_to_rotation_torch, matmul_exact, transform_keypoints_torch
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,7 +73,7 @@ class FaceVid2VidModel(nn.Module):
         return ReferenceFeatures(features, skip, image, small, kp_canonical, motion, kp, rotation)
 
     def synthesize(self, ref: ReferenceFeatures, kp_drv: torch.Tensor, rotation_drv: torch.Tensor) -> dict[str, torch.Tensor]:
-        jacobian = (ref.rotation @ rotation_drv.transpose(1, 2))[:, :2, :2]  # (B, 2, 2) = (R_s R_d^-1)[:2, :2]
+        jacobian = matmul_exact(ref.rotation, rotation_drv.transpose(1, 2))[:, :2, :2]  # (B, 2, 2) = (R_s R_d^-1)[:2, :2]
         motion = self.motion_field(ref.image_small, ref.kp, kp_drv, jacobian, out_size=ref.features.shape[-1])
         out = self.generator(ref.features, ref.skip, ref.image, motion["flow"], motion["occlusion"])
         return {**out, "occlusion": motion["occlusion"], "masks": motion["masks"], "flow": motion["flow"]}

@@ -20,7 +20,8 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """x (B, C, H, W) sampled at flow (B, h, w, 2) -> (B, C, h, w); flow resized to (H, W) if needed."""
     if flow.shape[1] != x.shape[-2]:
         flow = F.interpolate(flow.permute(0, 3, 1, 2), size=x.shape[-2:], mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
-    return F.grid_sample(x, flow, mode="bilinear", padding_mode="border", align_corners=False)
+    # sampled in fp32: under bf16 autocast the positions would be off by up to half a pixel
+    return F.grid_sample(x.float(), flow.float(), mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class Generator(nn.Module):

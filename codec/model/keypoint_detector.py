@@ -19,9 +19,10 @@ from codec.model.config import ModelConfig
 def soft_argmax(logits: torch.Tensor, depth: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """logits, depth: (B, K, h, w) -> (B, K, 3) expected (x, y) under softmax(logits/T), and z."""
     b, k, h, w = logits.shape
+    logits, depth = logits.float(), depth.float()  # keypoints in fp32 also under bf16/fp16 autocast
     prob = F.softmax(logits.flatten(2) / temperature, dim=-1).view(b, k, h, w)  # (B, K, h, w)
     grid = make_coordinate_grid(h, w, logits)  # (h, w, 2)
-    xy = torch.einsum("bkhw,hwc->bkc", prob, grid)  # (B, K, 2)
+    xy = (prob[..., None] * grid).sum(dim=(2, 3))  # (B, K, 2); a product-sum stays fp32 under autocast
     z = (prob * depth).sum(dim=(2, 3))[..., None]  # (B, K, 1)
     return torch.cat([xy, z], dim=-1)
 

@@ -24,7 +24,7 @@ def sparse_motions(grid: torch.Tensor, kp_ref: torch.Tensor, kp_drv: torch.Tenso
     reference for each driving pixel; index 0 is the identity (background)."""
     b, k = kp_ref.shape[:2]
     rel = grid[None, None] - kp_drv[:, :, None, None, :2]  # (B, K, h, w, 2)
-    moved = torch.einsum("bij,bkhwj->bkhwi", jacobian, rel) + kp_ref[:, :, None, None, :2]  # (B, K, h, w, 2)
+    moved = (jacobian[:, None, None, None] * rel[..., None, :]).sum(-1) + kp_ref[:, :, None, None, :2]  # (B, K, h, w, 2)
     identity = grid[None, None].expand(b, 1, *grid.shape)  # (B, 1, h, w, 2)
     return torch.cat([identity, moved], dim=1)
 

@@ -35,11 +35,11 @@ class PoseExpressionEstimator(nn.Module):
         translation (B, 3), expression (B, K, 3)."""
         _, pooled = self.encoder(image)
         b, bins = image.shape[0], self.config.pose_bins
-        logits = self.angles(pooled).view(b, 3, bins)  # (B, 3, bins)
+        logits = self.angles(pooled).float().view(b, 3, bins)  # (B, 3, bins); fp32 under autocast too
         angles = (F.softmax(logits, dim=-1) * self.bin_centres_deg).sum(-1)  # (B, 3) expectation
         return {
             "yaw_logits": logits[:, 0], "pitch_logits": logits[:, 1], "roll_logits": logits[:, 2],
             "yaw": angles[:, 0], "pitch": angles[:, 1], "roll": angles[:, 2],
-            "translation": self.translation(pooled),
-            "expression": self.expression(pooled).view(b, self.config.num_keypoints, 3),  # (B, K, 3)
+            "translation": self.translation(pooled).float(),
+            "expression": self.expression(pooled).float().view(b, self.config.num_keypoints, 3),  # (B, K, 3)
         }

@@ -14,6 +14,7 @@ CPU-hours are process CPU time (time.process_time: user + system over all thread
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -72,11 +73,30 @@ def keypoint_min_distance(config: TrainConfig, data: PreparedData, landmark_indi
     return float(min(0.1, 0.64 * dist_sq.min()))
 
 
+def cpu_supports_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels here (AVX512-BF16/AMX); without them bf16 is slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto': bf16 autocast on a CPU with native bf16 (1.6x faster G steps measured on a Zen 4 core), fp32
+    otherwise (CUDA training stays fp32 for the GAN's stability)."""
+    if name == "auto":
+        return "bf16" if device.type == "cpu" and cpu_supports_bf16() else "fp32"
+    if name == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
+        raise ValueError("--precision bf16: this CPU has no native bf16 kernels (it would be slower); use fp32")
+    return name
+
+
 class Trainer:
     """Holds the networks, optimizers and data; one ``step`` is one D update and one G update."""
 
-    def __init__(self, config: TrainConfig, run: Path, device: torch.device) -> None:
+    def __init__(self, config: TrainConfig, run: Path, device: torch.device, precision: str = "fp32") -> None:
         self.config = config
+        self.precision = precision
         self.run = run
         self.device = device
         self.rng = np.random.default_rng(config.seed)
@@ -103,6 +123,12 @@ class Trainer:
                     "VGG19 perceptual + L1 pyramid + SSIM + D feature matching" if self.vgg is not None
                     else "no VGG19 weights: L1 pyramid + SSIM + D feature matching")
 
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
+        """Forward passes in bf16 where the precision says so (losses and optimizer stay fp32)."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     @property
     def model_config(self) -> dict[str, Any]:
         return model_io.generator_config_dict(self.model)
@@ -121,11 +147,11 @@ class Trainer:
         self.model.train()
         self.disc.train()
         lr_factor = self.set_learning_rates(step)
-        out = model_io.forward(self.model, batch.ref, batch.drv)
-
-        # discriminator: hinge on real driving frames vs detached outputs
-        real_logits, _ = model_io.discriminate(self.disc, batch.drv)
-        fake_logits, _ = model_io.discriminate(self.disc, out.image.detach())
+        with self.autocast():
+            out = model_io.forward(self.model, batch.ref, batch.drv)
+            # discriminator: hinge on real driving frames vs detached outputs
+            real_logits, _ = model_io.discriminate(self.disc, batch.drv)
+            fake_logits, _ = model_io.discriminate(self.disc, out.image.detach())
         loss_d = losses.hinge_d_loss(real_logits, fake_logits)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -139,9 +165,10 @@ class Trainer:
         if self.vgg is not None:
             terms["perceptual"], weights["perceptual"] = perceptual_loss(self.vgg, out.image, batch.drv), cfg.w_perceptual
         self.disc.requires_grad_(False)
-        fake_logits, fake_features = model_io.discriminate(self.disc, out.image)
-        with torch.no_grad():
-            _, real_features = model_io.discriminate(self.disc, batch.drv)
+        with self.autocast():
+            fake_logits, fake_features = model_io.discriminate(self.disc, out.image)
+            with torch.no_grad():
+                _, real_features = model_io.discriminate(self.disc, batch.drv)
         self.disc.requires_grad_(True)
         terms["feature_matching"] = losses.feature_matching_loss(real_features, fake_features)
         weights["feature_matching"] = cfg.w_feature_matching
@@ -149,7 +176,8 @@ class Trainer:
         weights["gan"] = cfg.w_gan if step >= cfg.gan_start_step else 0.0
         # equivariance: keypoints of an affinely warped driving frame move with the warp
         theta = losses.random_affine(batch.drv.shape[0], device=self.device)
-        kp_warped = model_io.image_keypoints(self.model, losses.warp_images(batch.drv, theta))
+        with self.autocast():
+            kp_warped = model_io.image_keypoints(self.model, losses.warp_images(batch.drv, theta))
         terms["equivariance"] = losses.equivariance_loss(out.kp_drv, kp_warped, theta)
         weights["equivariance"] = cfg.w_equivariance
         terms["keypoint_prior"] = 0.5 * (
@@ -199,6 +227,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from RUN/last.safetensors")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="forward passes in bf16 autocast (auto: on CPUs with native bf16) or fp32")
     parser.add_argument("--stop-after-steps", type=int, default=0,
                         help="exit (after a checkpoint) once this many steps ran in this process; 0 = no limit")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
@@ -292,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--data is required for a new run (a prepared dataset folder)")
     run.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
-    trainer = Trainer(config, run, device)
+    precision = resolve_precision(args.precision, device)
+    logger.info("device %s, %s forward passes", device, precision)
+    trainer = Trainer(config, run, device, precision)
     if args.resume:
         trainer.load(last)
         trainer.config = config

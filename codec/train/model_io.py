@@ -63,8 +63,9 @@ def _pose_deg(motion: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def forward(model: FaceVid2VidModel, ref: torch.Tensor, drv: torch.Tensor) -> TrainOutputs:
     out = model(ref, drv)
-    return TrainOutputs(
-        image=out["image"], occlusion=out.get("occlusion"), kp_canonical=out["kp_canonical"],
+    occlusion = out.get("occlusion")
+    return TrainOutputs(  # fp32 for the losses, also when the forward pass ran under bf16 autocast
+        image=out["image"].float(), occlusion=None if occlusion is None else occlusion.float(), kp_canonical=out["kp_canonical"],
         kp_ref=out["kp_ref"], kp_drv=out["kp_drv"],
         pose_ref_deg=_pose_deg(out["motion_ref"]), pose_drv_deg=_pose_deg(out["motion_drv"]),
         expression_ref=out["motion_ref"]["expression"], expression_drv=out["motion_drv"]["expression"],
@@ -73,7 +74,7 @@ def forward(model: FaceVid2VidModel, ref: torch.Tensor, drv: torch.Tensor) -> Tr
 
 def image_keypoints(model: FaceVid2VidModel, images: torch.Tensor) -> torch.Tensor:
     """(B, 3, S, S) -> the image's own driving keypoints x = R x_c + t + δ, (B, K, 3)."""
-    return model.keypoints(images)
+    return model.keypoints(images).float()
 
 
 def generate(model: FaceVid2VidModel, ref: torch.Tensor, drv: torch.Tensor) -> GeneratedBatch:
@@ -84,7 +85,7 @@ def generate(model: FaceVid2VidModel, ref: torch.Tensor, drv: torch.Tensor) -> G
 def discriminate(disc: MultiScaleDiscriminator, images: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
     """-> per-scale logits, per-scale lists of intermediate features."""
     results = disc(images)
-    return [r[-1] for r in results], [list(r[:-1]) for r in results]
+    return [r[-1].float() for r in results], [[f.float() for f in r[:-1]] for r in results]
 
 
 def save_generator(model: FaceVid2VidModel, path: Path, metadata: dict[str, str] | None = None) -> None:
