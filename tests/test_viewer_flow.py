@@ -196,6 +196,8 @@ async def test_sender_streams_its_original_pictures_to_a_viewer_that_asks(server
         await wait_until(lambda: any(isinstance(x, c.ErrorReply) for x in second.messages), 20, "the refusal")
         assert next(x for x in second.messages if isinstance(x, c.ErrorReply)).code == "too_many_viewers"
         assert not second.frames
+        await first.pc.close()  # the page's "Hide": the sender lets go of that viewer
+        await wait_until(lambda: not sender.viewers, 40, "the sender to drop the closed viewer")
     finally:
         await first.close()
         await second.close()
