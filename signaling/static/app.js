@@ -342,6 +342,15 @@
       log("info", `sender: K = ${msg.keypoints}, ${msg.frames_per_packet} frame${msg.frames_per_packet === 1 ? "" : "s"}/packet, ${msg.preset} (${msg.reason})`);
       flash("stat-k");
     }
+    // Controls follow the call's setting unless the visitor is busy with them.
+    if ($("k-auto").checked && !state.pending.keypoints) {
+      $("k-range").value = msg.keypoints;
+      $("k-out").textContent = `auto (${msg.keypoints})`;
+    }
+    const input = $("kbps-input");
+    if (document.activeElement !== input && !state.pending.max_kbps && (!previous || previous.max_kbps !== msg.max_kbps)) {
+      input.value = msg.max_kbps === null ? 0 : msg.max_kbps;
+    }
     const k = state.pending.keypoints;
     if (k) {
       if (k.value === "auto") settle("keypoints", "ok", `keypoints back to automatic — sender confirmed (K = ${msg.keypoints})`);
