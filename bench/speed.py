@@ -43,10 +43,10 @@ def _median_ms(fn: Any, runs: int, warmup: int, sync: bool) -> float:
     return statistics.median(times)
 
 
-def measure_preset(name: str, device: torch.device, runs: int, warmup: int) -> dict[str, Any]:
+def measure_preset(name: str, device: torch.device, runs: int, warmup: int, precision: str = "auto") -> dict[str, Any]:
     torch.manual_seed(0)
     model = FaceVid2VidModel(ModelConfig.preset(name)).to(device).eval()
-    encoder, synth = MotionEncoder(model), FrameSynthesizer(model)
+    encoder, synth = MotionEncoder(model), FrameSynthesizer(model, precision=precision)
     size = model.config.image_size
     rng = np.random.default_rng(0)
     face = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -61,6 +61,8 @@ def measure_preset(name: str, device: torch.device, runs: int, warmup: int) -> d
         "image_size": size,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "render_precision": synth.precision,
+        "encode_precision": encoder.precision,
         "params": int(sum(p.numel() for p in model.parameters())),
         "encode_ms": _median_ms(lambda: encoder.encode(face), runs, warmup, sync),
         "render_ms": _median_ms(lambda: synth.render(state, motion), runs, warmup, sync),
@@ -79,6 +81,8 @@ def add_speed_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--presets", nargs="+", default=["cpu", "paper-256"], choices=sorted(PRESETS))
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="render precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
 
@@ -89,10 +93,10 @@ def run_speed_from_args(args: argparse.Namespace) -> int:
     results = {}
     for name in args.presets:
         runs = args.runs if name != "paper-256" or device.type == "cuda" else max(3, args.runs // 10)
-        r = measure_preset(name, device, runs, min(args.warmup, runs))
+        r = measure_preset(name, device, runs, min(args.warmup, runs), args.precision)
         results[name] = r
         print(f"{name:10s} {r['image_size']}² on {r['device']} ({r['threads']} threads): encode {r['encode_ms']:.1f} ms, "
-              f"render {r['render_ms']:.1f} ms ({r['render_fps']:.1f} fps), prepare {r['prepare_ms']:.0f} ms, "
+              f"render {r['render_ms']:.1f} ms ({r['render_fps']:.1f} fps, {r['render_precision']}), prepare {r['prepare_ms']:.0f} ms, "
               f"{r['params'] / 1e6:.2f} M params, peak {r['peak_memory_mb']:.0f} MB")
     out = {"machine": {"cpu_count": __import__("os").cpu_count(), "torch": torch.__version__}, "presets": results,
            "encode_ms": {k: v["encode_ms"] for k, v in results.items()},

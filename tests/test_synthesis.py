@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from codec.model import FaceVid2VidModel, FrameSynthesizer, MotionEncoder, PRESETS, ViewControl, retarget_relative
+from codec.metrics import psnr
 from codec.motion import MotionParams
 
 
@@ -80,3 +81,25 @@ def test_retarget_relative() -> None:
     assert np.allclose(out.translation, 0.15)
     assert np.allclose(out.expression[:10], 0.2) and np.allclose(out.expression[10:], 0.0)
     assert out.present.all()
+
+
+def test_precision_choice_and_bf16_render_matches_fp32(tiny_model: FaceVid2VidModel) -> None:
+    from codec.model.loading import cpu_supports_bf16, pick_precision
+
+    cpu = torch.device("cpu")
+    assert pick_precision("auto", torch.device("cuda")) == "fp16"
+    assert pick_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert pick_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ValueError, match="CUDA"):
+        pick_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="one of"):
+        pick_precision("int4", cpu)
+    assert MotionEncoder(tiny_model).precision == "fp32"  # motion is never rounded to bf16 on a CPU
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16 kernels")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    fp32, bf16 = FrameSynthesizer(tiny_model, precision="fp32"), FrameSynthesizer(tiny_model, precision="bf16")
+    state = fp32.prepare(img)
+    motion = MotionEncoder(tiny_model).encode(img)
+    assert psnr(fp32.render(state, motion), bf16.render(state, motion)) > 35.0

@@ -1,6 +1,7 @@
 """Inference wrappers: MotionEncoder (sender) and FrameSynthesizer (receiver).
 
-They own the device, the precision (fp16 autocast on CUDA) and inference mode; the networks stay
+They own the device, the precision (autocast: fp16 on CUDA, bf16 on CPUs with native bf16 kernels,
+else fp32; see ``pick_precision``) and inference mode; the networks stay
 free of I/O. One model can be shared by both (the benchmark does), or each loads its own.
 
     encoder = MotionEncoder()                      # shipped weights, else seeded random (warns)
@@ -26,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from codec.model.face_model import FaceVid2VidModel, ReferenceFeatures
-from codec.model.loading import ModelInfo, configure_cpu_threads, load_model_for_inference
+from codec.model.loading import ModelInfo, configure_cpu_threads, load_model_for_inference, pick_precision
 from codec.model.view import ViewControl
 from codec.motion import MotionParams, angles_to_rotation_torch, transform_keypoints_torch
 
@@ -70,9 +71,10 @@ def _motion_from_outputs(out: dict[str, torch.Tensor], index: int = 0) -> Motion
 
 class _Wrapper:
     def __init__(self, model: FaceVid2VidModel | str | Path | None = None, device: str | torch.device | None = None,
-                 preset: str | None = None, info: ModelInfo | None = None) -> None:
+                 preset: str | None = None, info: ModelInfo | None = None, precision: str = "auto") -> None:
         self.model, self.info = _resolve(model, device, preset, info)
         self.device = next(self.model.parameters()).device
+        self.precision = pick_precision(precision, self.device)
 
     @property
     def model_id(self) -> str:
@@ -95,13 +97,22 @@ class _Wrapper:
         return self.info.is_trained
 
     def _autocast(self) -> AbstractContextManager[object]:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
+        if self.precision == "fp16":
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
 
 class MotionEncoder(_Wrapper):
-    """Sender side: a face crop -> this frame's MotionParams (H of the paper)."""
+    """Sender side: a face crop -> this frame's MotionParams (H of the paper). 'auto' precision stays fp32 on
+    a CPU: the encoder is cheap (~4 ms) and bf16 rounding would add noise to the transmitted motion."""
+
+    def __init__(self, model: FaceVid2VidModel | str | Path | None = None, device: str | torch.device | None = None,
+                 preset: str | None = None, info: ModelInfo | None = None, precision: str = "auto") -> None:
+        super().__init__(model, device, preset, info, precision)
+        if precision == "auto" and self.device.type == "cpu":
+            self.precision = "fp32"
 
     def encode(self, face_rgb: np.ndarray) -> MotionParams:
         """face_rgb: (S, S, 3) uint8 crop from codec.face.crop (other sizes are resized)."""
@@ -133,8 +144,9 @@ class FrameSynthesizer(_Wrapper):
     """Receiver side: prepare a reference once, then render one frame per MotionParams."""
 
     def __init__(self, model: FaceVid2VidModel | str | Path | None = None, device: str | torch.device | None = None,
-                 cache_dir: Path | None = None, preset: str | None = None, info: ModelInfo | None = None) -> None:
-        super().__init__(model, device, preset, info)
+                 cache_dir: Path | None = None, preset: str | None = None, info: ModelInfo | None = None,
+                 precision: str = "auto") -> None:
+        super().__init__(model, device, preset, info, precision)
         self.cache = ReferenceCache(cache_dir) if cache_dir is not None else None
 
     def prepare(self, reference_rgb: np.ndarray) -> ReferenceState:
@@ -174,10 +186,11 @@ class FrameSynthesizer(_Wrapper):
 
 
 def _detach(value: object) -> object:
+    """A reference feature kept (and cached) in fp32 whatever precision computed it."""
     if isinstance(value, torch.Tensor):
-        return value.detach().clone()
+        return value.detach().float().clone()
     if isinstance(value, dict):
-        return {k: v.detach().clone() for k, v in value.items()}
+        return {k: v.detach().float().clone() for k, v in value.items()}
     return value
 
 
