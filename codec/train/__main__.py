@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from codec.model.loading import cpu_supports_bf16
 from codec.train import losses
 from codec.train import model_io
 from codec.train.config import (
@@ -71,14 +72,6 @@ def keypoint_min_distance(config: TrainConfig, data: PreparedData, landmark_indi
     mean = np.concatenate(layouts).mean(0)[landmark_indices.numpy(), :2] / data.size * 2 - 1  # (K, 2)
     dist_sq = ((mean[:, None] - mean[None]) ** 2).sum(-1) + np.eye(len(mean)) * 1e9
     return float(min(0.1, 0.64 * dist_sq.min()))
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether oneDNN has native bf16 kernels here (AVX512-BF16/AMX); without them bf16 is slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
