@@ -96,6 +96,8 @@ class BenchConfig:
     key_interval_frames: int = DEFAULT_KEY_INTERVAL_FRAMES
     alternatives: bool = True  # also size the zstd/raw/fixed-width options
     trace: Path | None = None  # .npz trace instead of the synthetic one
+    clips: tuple[Path, ...] = ()  # real clips encoded by the motion encoder instead of the synthetic trace
+    weights: Path | None = None  # motion encoder weights for ``clips`` (default: the shipped ones)
 
 
 @dataclass
@@ -119,6 +121,32 @@ def save_trace(path: Path, motions: Sequence[MotionParams], fps: float, timestam
         timestamps_ms=np.array(timestamps_ms if timestamps_ms is not None else trace_timestamps_ms(len(motions), fps)),
         fps=np.float64(fps),
     )
+
+
+def trace_from_clips(clips: Sequence[Path], weights: Path | None = None, max_frames: int = 750) -> Trace:
+    """A real motion trace: each clip (video file or JPEG folder) through the sender's path, face crop ->
+    MotionEncoder (the shipped weights unless ``weights``), clips one after another (each ≤ max_frames)."""
+    import itertools
+
+    from codec.data.clips import clip_fps, iter_clip_frames
+    from codec.face.crop import FaceCropper
+    from codec.model.wrappers import MotionEncoder
+
+    encoder = MotionEncoder(weights)
+    motions: list[MotionParams] = []
+    fps = clip_fps(clips[0])
+    for clip in clips:
+        cropper = FaceCropper(encoder.image_size, fps=fps)
+        try:
+            for frame in itertools.islice(iter_clip_frames(clip), max_frames):
+                motions.append(encoder.encode(cropper.crop(frame).image))
+        finally:
+            cropper.close()
+    if not motions:
+        raise ValueError(f"no frames in {[str(c) for c in clips]}")
+    model = "trained" if encoder.is_trained else "RANDOM-weight"
+    return Trace(motions, trace_timestamps_ms(len(motions), fps), fps,
+                 f"{len(clips)} clip(s) through the {model} motion encoder {encoder.model_id}: {', '.join(c.name for c in clips)}")
 
 
 def load_trace(path: Path) -> Trace:
@@ -325,6 +353,8 @@ def run_bitstream(config: BenchConfig) -> dict[str, Any]:
     traces: list[Trace] = []
     if config.trace is not None:
         traces.append(load_trace(config.trace))
+    elif config.clips:
+        traces.append(trace_from_clips(config.clips, config.weights))
     else:
         for fps in config.fpss:
             n = int(round(config.seconds * fps))
@@ -337,7 +367,7 @@ def run_bitstream(config: BenchConfig) -> dict[str, Any]:
             for k in config.ks:
                 for fpp in config.fpps:
                     result = run_setting(trace, preset, k, fpp, config)
-                    if config.trace is not None:
+                    if config.trace is not None or config.clips:
                         per_frame_bits = result["payload_kbps"] * 1000 / trace.fps
                         result["payload_kbps_at"] = {f"{f:g}": per_frame_bits * f / 1000 for f in (25.0, 30.0)}
                     settings[setting_key(preset, k, fpp, trace.fps)] = result
@@ -396,6 +426,9 @@ def add_bitstream_parser(subparsers: argparse._SubParsersAction) -> None:  # typ
     p = subparsers.add_parser("bitstream", help="motion bitstream: bytes, kbps, entropy, errors per setting")
     p.add_argument("--json", type=Path, default=None, help="write the result JSON here")
     p.add_argument("--trace", type=Path, default=None, help=".npz MotionParams trace (default: synthetic)")
+    p.add_argument("--clips", type=Path, nargs="+", default=[],
+                   help="real clips (video files / JPEG folders) encoded by the motion encoder as the trace")
+    p.add_argument("--weights", type=Path, default=None, help="motion encoder weights for --clips (default: shipped)")
     p.add_argument("--presets", nargs="+", default=list(defaults.presets), help="quantizer presets by name")
     p.add_argument("--ks", nargs="+", type=int, default=list(defaults.ks), help="δ rows sent")
     p.add_argument("--fpps", nargs="+", type=int, default=list(defaults.fpps), help="frames per packet")
@@ -421,6 +454,8 @@ def run_bitstream_from_args(args: argparse.Namespace) -> int:
         key_interval_frames=args.key_interval,
         alternatives=not args.no_alternatives,
         trace=args.trace,
+        clips=tuple(args.clips),
+        weights=args.weights,
     )
     if not 0.0 <= config.loss < 1.0 or math.isnan(config.loss):
         logger.error("--loss must be in [0, 1), got %s", config.loss)

@@ -16,7 +16,7 @@ import pytest
 
 from codec.data.clips import iter_clip_frames, list_clips
 from codec.data.split import validation_clips
-from codec.face import FaceCropper
+from codec.face.crop import FaceCropper
 from codec.model.loading import default_weights_path
 from codec.model.wrappers import FrameSynthesizer, MotionEncoder
 from codec.train.validate import frame_metrics, make_landmark_fn

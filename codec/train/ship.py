@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from codec.face import crop_reference
+from codec.face.crop import crop_reference
 from codec.model import checkpoint
 from codec.model.retarget import retarget_relative
 from codec.model.wrappers import FrameSynthesizer, MotionEncoder
