@@ -98,6 +98,7 @@ class BenchConfig:
     trace: Path | None = None  # .npz trace instead of the synthetic one
     clips: tuple[Path, ...] = ()  # real clips encoded by the motion encoder instead of the synthetic trace
     weights: Path | None = None  # motion encoder weights for ``clips`` (default: the shipped ones)
+    smooth: bool = True  # the sender's motion smoothing on ``clips`` traces
 
 
 @dataclass
@@ -123,23 +124,27 @@ def save_trace(path: Path, motions: Sequence[MotionParams], fps: float, timestam
     )
 
 
-def trace_from_clips(clips: Sequence[Path], weights: Path | None = None, max_frames: int = 750) -> Trace:
+def trace_from_clips(clips: Sequence[Path], weights: Path | None = None, max_frames: int = 750, smooth: bool = True) -> Trace:
     """A real motion trace: each clip (video file or JPEG folder) through the sender's path, face crop ->
-    MotionEncoder (the shipped weights unless ``weights``), clips one after another (each ≤ max_frames)."""
+    MotionEncoder (the shipped weights unless ``weights``) -> the sender's motion smoothing (unless
+    ``smooth`` is False), clips one after another (each ≤ max_frames)."""
     import itertools
 
     from codec.data.clips import clip_fps, iter_clip_frames
     from codec.face.crop import FaceCropper
     from codec.model.wrappers import MotionEncoder
+    from sender.motion_filter import MotionSmoother
 
     encoder = MotionEncoder(weights)
     motions: list[MotionParams] = []
     fps = clip_fps(clips[0])
     for clip in clips:
         cropper = FaceCropper(encoder.image_size, fps=fps)
+        smoother = MotionSmoother(fps) if smooth else None
         try:
             for frame in itertools.islice(iter_clip_frames(clip), max_frames):
-                motions.append(encoder.encode(cropper.crop(frame).image))
+                motion = encoder.encode(cropper.crop(frame).image)
+                motions.append(smoother(motion) if smoother is not None else motion)
         finally:
             cropper.close()
     if not motions:
@@ -354,7 +359,7 @@ def run_bitstream(config: BenchConfig) -> dict[str, Any]:
     if config.trace is not None:
         traces.append(load_trace(config.trace))
     elif config.clips:
-        traces.append(trace_from_clips(config.clips, config.weights))
+        traces.append(trace_from_clips(config.clips, config.weights, smooth=config.smooth))
     else:
         for fps in config.fpss:
             n = int(round(config.seconds * fps))
@@ -429,6 +434,7 @@ def add_bitstream_parser(subparsers: argparse._SubParsersAction) -> None:  # typ
     p.add_argument("--clips", type=Path, nargs="+", default=[],
                    help="real clips (video files / JPEG folders) encoded by the motion encoder as the trace")
     p.add_argument("--weights", type=Path, default=None, help="motion encoder weights for --clips (default: shipped)")
+    p.add_argument("--no-smoothing", action="store_true", help="--clips: skip the sender's motion smoothing")
     p.add_argument("--presets", nargs="+", default=list(defaults.presets), help="quantizer presets by name")
     p.add_argument("--ks", nargs="+", type=int, default=list(defaults.ks), help="δ rows sent")
     p.add_argument("--fpps", nargs="+", type=int, default=list(defaults.fpps), help="frames per packet")
@@ -456,6 +462,7 @@ def run_bitstream_from_args(args: argparse.Namespace) -> int:
         trace=args.trace,
         clips=tuple(args.clips),
         weights=args.weights,
+        smooth=not args.no_smoothing,
     )
     if not 0.0 <= config.loss < 1.0 or math.isnan(config.loss):
         logger.error("--loss must be in [0, 1), got %s", config.loss)

@@ -36,6 +36,8 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=None, help="stop after this many source frames (default: run until Ctrl-C)")
     parser.add_argument("--max-kbps", type=float, default=DEFAULT_MAX_KBPS, help="on-the-wire cap, 0 for none (default %(default)s)")
     parser.add_argument("--keypoints", type=int, default=None, help="send δ of this many keypoints (default: adaptive)")
+    parser.add_argument("--no-smoothing", action="store_true",
+                        help="send the motion encoder's raw output (default: One-Euro smoothing, sender/motion_filter.py)")
     parser.add_argument("--frames-per-packet", type=int, default=None, help="motion frames per packet, 1-8 (default: adaptive)")
     parser.add_argument("--preset", choices=sorted(PRESETS_BY_NAME), default=None, help="quantizer preset (default: adaptive)")
     parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
@@ -63,7 +65,7 @@ def create_sender(args: argparse.Namespace) -> Sender:
     reference = make_reference(photo, encoder.image_size, encoder.model_id, model_version)
     source = create_source(
         args.source, fps=args.fps, num_keypoints=encoder.num_keypoints, max_frames=args.frames,
-        encoder=encoder if args.source != DEFAULT_SOURCE else None,
+        encoder=encoder if args.source != DEFAULT_SOURCE else None, smooth=not args.no_smoothing,
     )
     config = SenderConfig(
         args.signaling, args.room, args.token, rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,

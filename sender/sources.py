@@ -28,6 +28,7 @@ import numpy as np
 from codec.bitstream import TIMESTAMP_MODULUS
 from codec.motion import DEFAULT_NUM_KEYPOINTS, MotionParams
 from codec.synthetic_trace import synthetic_trace
+from sender.motion_filter import MotionSmoother
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ class VideoSource(MotionSource):
     def __init__(
         self, frames: Callable[[], Iterator[tuple[np.ndarray, float | None]]], name: str, cropper: Cropper, encoder: Encoder,
         fps: float | None = None, live: bool = False, max_frames: int | None = None, clock: Callable[[], float] = wall_clock_ms,
+        smooth: bool = True,
     ) -> None:
         self._open_frames = frames
         self.name = name
@@ -179,6 +181,7 @@ class VideoSource(MotionSource):
         self._thread: threading.Thread | None = None
         self._picture: np.ndarray | None = None
         self.faces_missed = 0
+        self._smooth = smooth  # One-Euro filter on the encoder's output (sender/motion_filter.py)
 
     def _work(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[MotionFrame | BaseException | None]) -> None:
         def put(item: MotionFrame | BaseException | None) -> None:
@@ -192,6 +195,7 @@ class VideoSource(MotionSource):
                 loop.call_soon_threadsafe(_put)
 
         last: MotionParams | None = None
+        smoother: MotionSmoother | None = None
         start = time.monotonic()
         try:
             for index, (rgb, rate) in enumerate(self._open_frames()):
@@ -213,6 +217,9 @@ class VideoSource(MotionSource):
                     motion = last  # no face: hold the last motion
                 else:
                     motion = self._encoder.encode(crop.image)
+                    if self._smooth:
+                        smoother = smoother or MotionSmoother(self.fps)
+                        motion = smoother(motion)
                 last = motion
                 put(MotionFrame(index, motion, capture))
         except Exception as exc:  # noqa: BLE001 - a device/decoder/model failure ends the stream with its error
@@ -246,7 +253,7 @@ class VideoSource(MotionSource):
 
 def create_source(
     spec: str, fps: float | None = None, num_keypoints: int = DEFAULT_NUM_KEYPOINTS, max_frames: int | None = None,
-    cropper: Cropper | None = None, encoder: Encoder | None = None, seed: int = 0,
+    cropper: Cropper | None = None, encoder: Encoder | None = None, seed: int = 0, smooth: bool = True,
 ) -> MotionSource:
     """``default`` (the trace), ``webcam`` / a device path, a video file or an image folder."""
     if spec == DEFAULT_SOURCE:
@@ -271,4 +278,4 @@ def create_source(
         frames = lambda: _iter_folder(path)  # noqa: E731
     else:
         frames = lambda: _iter_av(str(path))  # noqa: E731
-    return VideoSource(frames, spec, cropper, encoder, fps=fps, live=live, max_frames=max_frames)
+    return VideoSource(frames, spec, cropper, encoder, fps=fps, live=live, max_frames=max_frames, smooth=smooth)
