@@ -17,7 +17,7 @@ outputs, so this changes no number):
 - a rendered frame per distinct decoded motion (two points whose decoded motion is identical, e.g.
   the same K and preset at another frames-per-packet, reuse the render and its measured time).
 
-Timing: encode = MotionEncoder.encode + packetizer push (quantize, code), every frame; decode =
+Timing: encode = MotionEncoder.encode + the sender's motion smoothing + packetizer push (quantize, code), every frame; decode =
 depacketize + render (+ resize to the crop size if the model renders at another size), over the
 frames rendered (only the scored ones are: every frame is depacketized, but rendering the others
 would change no number but the time spent). The first frame (the reference) is the warm-up of both
@@ -142,11 +142,14 @@ class OursFactory:
     # -- shared, cached work -------------------------------------------------------------------------
     def encoded(self, clip: BenchClip) -> _Encoded:
         if clip.clip_id not in self._encoded:
+            from sender.motion_filter import MotionSmoother
+
             self.encoder.encode(clip.frames[0])  # warm-up
+            smoother = MotionSmoother(clip.fps)  # as the sender does (sender/motion_filter.py)
             motions, times = [], np.zeros(clip.num_driving)
             for i in range(clip.num_driving):
                 start = time.perf_counter()
-                motions.append(self.encoder.encode(clip.frames[i + 1]))
+                motions.append(smoother(self.encoder.encode(clip.frames[i + 1])))
                 times[i] = (time.perf_counter() - start) * 1e3
             self._encoded[clip.clip_id] = _Encoded(tuple(motions), times, keypoint_order(motions))
         return self._encoded[clip.clip_id]
