@@ -11,20 +11,13 @@ moved by the trace's head pose, a stand-in camera that shows the motion being se
 
 from __future__ import annotations
 
-import asyncio
-import fractions
-import time
 from collections.abc import Callable
 
-import av
 import numpy as np
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 
 from codec.motion import MotionParams, angles_to_rotation
+from signaling.paced_track import PacedVideoTrack
 
-VIDEO_CLOCK_RATE = 90_000
-VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 MAX_ORIGINAL_SIDE = 480  # larger camera pictures are scaled down before encoding
 CARD_FOCAL = 4.0  # the stand-in camera's focal length, in card half-widths (moderate perspective)
 CARD_SCALE = 0.86  # the card's half-width in the picture's half-widths (room to turn)
@@ -95,36 +88,17 @@ class PosedPortrait:
         return picture
 
 
-class OriginalVideoTrack(MediaStreamTrack):
+class OriginalVideoTrack(PacedVideoTrack):
     """A video track repeating ``picture()`` (the newest original frame) at ``fps``; grey until there is one."""
 
-    kind = "video"
-
     def __init__(self, picture: Callable[[], np.ndarray | None], fps: float) -> None:
-        super().__init__()
+        super().__init__(fps)
         self._picture = picture
-        self.fps = fps
-        self._start: float | None = None
-        self._count = 0
         self._last = np.full((240, 320, 3), 32, np.uint8)
         self._last_source: np.ndarray | None = None
-        self.frames_sent = 0
 
-    async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._count += 1
-            delay = self._start + self._count / self.fps - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+    def newest_picture(self) -> np.ndarray:
         picture = self._picture()
         if picture is not None and picture is not self._last_source:
             self._last, self._last_source = fit_picture(picture), picture
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(self._last), format="rgb24")
-        frame.pts = int(round(self._count * VIDEO_CLOCK_RATE / self.fps))
-        frame.time_base = VIDEO_TIME_BASE
-        self.frames_sent += 1
-        return frame
+        return self._last

@@ -17,6 +17,7 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,15 @@ class FakeSynthesizer:
         image[0, :, 0] = np.clip(128 + motion.yaw, 0, 255)
         image[1, :, 0] = np.clip(128 + motion.pitch, 0, 255)
         return image
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 20 ms; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 def fake_reference(size: int = 32, seed: int = 0) -> ReferenceMessage:

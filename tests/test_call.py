@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from sender.session import Sender, SenderConfig
 from sender.sources import TraceSource
 from signaling.rtc import RtcOptions
 from signaling.server import RunningServer, ServerConfig, start_server
-from tests.call_fakes import DropPackets, FakeSynthesizer, fake_reference
+from tests.call_fakes import DropPackets, FakeSynthesizer, fake_reference, wait_until
 
 LOOPBACK = RtcOptions(host_candidates="loopback")
 REPO = Path(__file__).resolve().parent.parent
@@ -56,14 +56,6 @@ def record_playout(receiver: Receiver) -> list[PlayoutFrame]:
 
     receiver.playout.pop_due = wrapped  # type: ignore[method-assign]
     return played
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def run_call(receiver: Receiver, sender: Sender, timeout_s: float = 30.0) -> tuple[str, str]:

@@ -7,7 +7,7 @@ In-process over 127.0.0.1 ("loopback" host candidates) with the instant test syn
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from signaling import messages as m
 from signaling.client import WebSocketSignaling
 from signaling.rtc import RtcOptions
 from signaling.server import RunningServer, ServerConfig, start_server
-from tests.call_fakes import FakeSynthesizer, PyViewer, fake_reference
+from tests.call_fakes import FakeSynthesizer, PyViewer, fake_reference, wait_until
 
 LOOPBACK = RtcOptions(host_candidates="loopback")
 
@@ -36,14 +36,6 @@ async def server() -> AsyncIterator[RunningServer]:
     running = await start_server(ServerConfig(port=0, static_dir=None))
     yield running
     await running.close()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def test_recent_rates_span_the_window_and_restart_with_the_counters() -> None:
