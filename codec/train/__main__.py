@@ -20,7 +20,6 @@ import logging
 import math
 import signal
 import time
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any

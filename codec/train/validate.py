@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from codec.face import FACE_OVAL, LEFT_EYE, MOUTH, RIGHT_EYE, akd, face_hull_mask
+from codec.face import LEFT_EYE, MOUTH, RIGHT_EYE, akd, face_hull_mask
 from codec.metrics import psnr, ssim
 from codec.train.dataset import PairSampler, PreparedData
 from codec.train.floors import affine_floor, no_motion_floor
