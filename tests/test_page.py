@@ -128,19 +128,25 @@ def test_demo_page_in_chromium(browser_ok: None, tmp_path: Path) -> None:
     with namespace_pair("10.233.0") as ns, open(log, "wb") as log_file:
         demo = subprocess.Popen(
             [*ns.exec_prefix(ns.a), sys.executable, "-m", "signaling", "demo", "--host", ns.addr_a, "--port", str(PORT),
-             "--room", ROOM, "--seconds", "300", "-v"],
+             "--room", ROOM, "--seconds", "900", "-v"],
             cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )
         try:
             url = f"http://{ns.addr_a}:{PORT}"
             _wait_http(ns.exec_prefix(ns.b), url + "/healthz", 90, demo, log)
+            phases = [f"demo up after {time.monotonic() - started:.1f} s"]
             wrapper = tmp_path / "chromium-in-namespace"
             wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns.b} {CHROMIUM} "$@"\n')
             wrapper.chmod(0o755)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=str(wrapper), headless=True, args=CHROMIUM_FLAGS)
+                phases.append(f"chromium up after {time.monotonic() - started:.1f} s")
                 try:
                     _drive_page(browser, url, ns.exec_prefix(ns.a), demo, log)
+                except Exception as exc:  # say where the time went and what the demo logged
+                    alive = "running" if demo.poll() is None else f"exited with {demo.returncode}"
+                    raise AssertionError(f"{exc}\n{'; '.join(phases)}; failed after {time.monotonic() - started:.1f} s; "
+                                         f"demo {alive}; demo log tail:\n{log.read_text()[-3000:]}") from exc
                 finally:
                     browser.close()
         finally:
