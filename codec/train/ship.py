@@ -1,7 +1,7 @@
 """Ship a trained generator: fp16 weights in the package, example grids and a model card.
 
     python -m codec.train.ship --run /work/runs/cpu1 --data /work/prepared/s256 \
-        --art ../shared/data/stills/art/liveportrait_s0.jpg
+        --art ../shared/data/stills/art/liveportrait_s9.jpg ../shared/data/stills/art/dreamtalk_zt12.png
 
 Reads RUN/best.safetensors (the best checkpoint that passed the motion gates), validates it once more
 on a larger fixed set of validation pairs (reference = a clip's first frame, same person), and writes
@@ -39,29 +39,30 @@ REPO = Path(__file__).resolve().parents[2]
 MAX_SHIPPED_BYTES = 20 * 1024 * 1024
 
 
-def cross_identity_grid(weights: Path, data: PreparedData, portrait: np.ndarray, frames: int = 5) -> np.ndarray:
-    """Row 1: the portrait then driving frames of the first validation clip; row 2: the portrait re-rendered
-    with each frame's motion relative to the clip's first frame. -> (2*S, (frames+1)*S, 3) uint8."""
+def cross_identity_grid(weights: Path, data: PreparedData, portraits: list[np.ndarray], frames: int = 5) -> np.ndarray:
+    """Row 1: the driver's first frame then driving frames of a validation clip; then per portrait a row: the
+    portrait, then it re-rendered with each frame's motion relative to the driver's first frame.
+    -> ((1 + P) * S, (frames + 1) * S, 3) uint8."""
     encoder = MotionEncoder(weights, device="cpu")
     synthesizer = FrameSynthesizer(weights, device="cpu")
     size = synthesizer.image_size
-    avatar = crop_reference(portrait, size).image
-    state = synthesizer.prepare(avatar)
     # the validation clip whose inner lips open and close the most: the example shows the mouth following
     clip = max(data.clips, key=lambda c: float(np.ptp(c.landmarks[c.usable][:, 13, 1] - c.landmarks[c.usable][:, 14, 1])))
     picks = clip.usable[np.linspace(0, clip.usable.size - 1, frames + 1).round().astype(int)]
     first = encoder.encode(np.asarray(clip.frames[picks[0]]))
-    top, bottom = [avatar], [avatar]
-    for index in picks[1:]:
-        driving = np.asarray(clip.frames[index])
-        motion = retarget_relative(encoder.encode(driving), first, state.motion)
-        top.append(driving)
-        bottom.append(synthesizer.render(state, motion))
-    return np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
+    driving = [np.asarray(clip.frames[i]) for i in picks]
+    motions = [encoder.encode(frame) for frame in driving[1:]]
+    rows = [np.concatenate(driving, 1)]
+    for portrait in portraits:
+        avatar = crop_reference(portrait, size).image
+        state = synthesizer.prepare(avatar)
+        outputs = [synthesizer.render(state, retarget_relative(m, first, state.motion)) for m in motions]
+        rows.append(np.concatenate([avatar, *outputs], 1))
+    return np.concatenate(rows, 0)
 
 
 def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, Any], gates: str, size_bytes: int,
-               data_summary: dict[str, Any], art_name: str) -> str:
+               data_summary: dict[str, Any], art_names: list[str]) -> str:
     o, f0, f1 = record["overall"], floors["no_motion"]["overall"], floors["affine"]["overall"]
     goals = [
         ("AKD ≤ 35% of the no-motion floor's and ≤ 2 px", f"{o['akd']:.2f} px = {100 * o['akd'] / f0['akd']:.0f}% of {f0['akd']:.2f}",
@@ -106,8 +107,8 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         "",
         "![same person](../../docs/model/same_person.jpg)",
         "",
-        f"Cross-identity, relative motion, onto `stills/art/{art_name}` (top: the portrait, then driving frames; "
-        "bottom: the portrait re-rendered):",
+        "Cross-identity, relative motion (top row: the driver, a validation person; below, each portrait — "
+        + ", ".join(f"`stills/art/{n}`" for n in art_names) + " — then it re-rendered with the driver's motion):",
         "",
         "![cross identity](../../docs/model/cross_identity.jpg)",
         "",
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="training run folder (uses RUN/best.safetensors)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="another generator checkpoint than RUN/best")
     parser.add_argument("--data", type=Path, required=True, help="the prepared dataset the run used")
-    parser.add_argument("--art", type=Path, required=True, help="a portrait for the cross-identity example")
+    parser.add_argument("--art", type=Path, nargs="+", required=True, help="portraits for the cross-identity example")
     parser.add_argument("--pairs", type=int, default=300, help="validation pairs for the card")
     parser.add_argument("--out", type=Path, default=REPO / "codec" / "weights" / "cpu.safetensors")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "model")
@@ -167,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args.docs.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(args.docs / "same_person.jpg", quality=88)
-    portrait = np.asarray(Image.open(args.art).convert("RGB"))
-    Image.fromarray(cross_identity_grid(args.out, val, portrait)).save(args.docs / "cross_identity.jpg", quality=88)
+    portraits = [np.asarray(Image.open(path).convert("RGB")) for path in args.art]
+    Image.fromarray(cross_identity_grid(args.out, val, portraits)).save(args.docs / "cross_identity.jpg", quality=88)
     if (args.run / "metrics.png").is_file():
         shutil.copyfile(args.run / "metrics.png", args.docs / "training_curve.png")
     data_summary = {"train_frames": sum(len(c.usable) for c in train.clips), "train_people": len({c.person for c in train.clips}),
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                  "batch_size": train_config["batch_size"],
                  "cpu_hours": at_step[0]["cpu_hours"] if at_step else float("nan"),
                  "wall_hours": at_step[0]["wall_hours"] if at_step else float("nan")}
-    card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, args.art.name)
+    card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, [p.name for p in args.art])
     (args.out.parent / "MODEL_CARD.md").write_text(card)
     (args.docs / "validation.json").write_text(json.dumps({"record": record, "floors": validator.floors}, indent=1))
     print(card)

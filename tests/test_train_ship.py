@@ -1,0 +1,39 @@
+"""python -m codec.train.ship end to end on a tiny model and dataset: fp16 weights that load, card, grids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from codec.model import FaceVid2VidModel, ModelConfig
+from codec.model import checkpoint
+from codec.train.ship import main
+from sender.portrait import default_portrait
+from tests._train_fakes import write_fake_prepared
+
+
+def test_ship_writes_half_weights_card_and_examples(tmp_path: Path) -> None:
+    data = write_fake_prepared(tmp_path / "data", size=64)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    model = FaceVid2VidModel(ModelConfig.preset("tiny"))
+    checkpoint.save(model, run / "best.safetensors", metadata={"step": "7"})
+    (run / "config.json").write_text(json.dumps({"train": {"batch_size": 2}}))
+    (run / "log.jsonl").write_text(json.dumps({"kind": "val", "step": 7, "cpu_hours": 0.5, "wall_hours": 0.3}) + "\n")
+    art = tmp_path / "astronaut.png"
+    Image.fromarray(default_portrait()).save(art)
+    out = tmp_path / "weights" / "tiny.safetensors"
+    assert main(["--run", str(run), "--data", str(data), "--art", str(art), str(art), "--pairs", "4",
+                 "--out", str(out), "--docs", str(tmp_path / "docs"), "--threads", "1"]) == 0
+    loaded, model_id = checkpoint.load(out)
+    assert model_id.startswith("tiny-") and next(loaded.parameters()).dtype == torch.float32
+    assert out.stat().st_size < 0.6 * sum(p.numel() * 4 for p in model.state_dict().values())  # fp16 on disk
+    card = (out.parent / "MODEL_CARD.md").read_text()
+    assert "7 steps of batch 2" in card and "0.50 CPU-hours" in card and "| overall |" in card
+    cross = Image.open(tmp_path / "docs" / "cross_identity.jpg")
+    assert cross.size == (6 * 64, 3 * 64)  # driver row + one row per portrait, 5 driving frames + 1
+    assert (tmp_path / "docs" / "same_person.jpg").is_file()
