@@ -119,8 +119,6 @@ def _set_keypoints(page: Any, k: int) -> str:
 
 
 def test_demo_page_in_chromium(browser_ok: None, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     started = time.monotonic()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}  # the demo's caches stay in tmp_path
@@ -135,20 +133,18 @@ def test_demo_page_in_chromium(browser_ok: None, tmp_path: Path) -> None:
             url = f"http://{ns.addr_a}:{PORT}"
             _wait_http(ns.exec_prefix(ns.b), url + "/healthz", 90, demo, log)
             phases = [f"demo up after {time.monotonic() - started:.1f} s"]
-            wrapper = tmp_path / "chromium-in-namespace"
-            wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns.b} {CHROMIUM} "$@"\n')
-            wrapper.chmod(0o755)
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=str(wrapper), headless=True, args=CHROMIUM_FLAGS)
-                phases.append(f"chromium up after {time.monotonic() - started:.1f} s")
-                try:
-                    _drive_page(browser, url, ns.exec_prefix(ns.a), demo, log)
-                except Exception as exc:  # say where the time went and what the demo logged
-                    alive = "running" if demo.poll() is None else f"exited with {demo.returncode}"
-                    raise AssertionError(f"{exc}\n{'; '.join(phases)}; failed after {time.monotonic() - started:.1f} s; "
-                                         f"demo {alive}; demo log tail:\n{log.read_text()[-3000:]}") from exc
-                finally:
-                    browser.close()
+            # Playwright runs in a child process: its sync API drives its own asyncio loop and a node
+            # driver subprocess, which hung here after the suite's asyncio tests had run in this process.
+            driver = subprocess.run(
+                [sys.executable, "-m", "tests.test_page", url, ns.a, ns.b, str(log), str(tmp_path)],
+                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=400,
+            )
+            alive = "running" if demo.poll() is None else f"exited with {demo.returncode}"
+            assert driver.returncode == 0, (
+                f"{'; '.join(phases)}; browser part failed after {time.monotonic() - started:.1f} s (demo {alive}):\n"
+                f"{driver.stdout[-3000:]}\n{driver.stderr[-6000:]}")
+            print(driver.stdout)
+            assert demo.poll() is None, f"the demo ended early:\n{log.read_text()[-3000:]}"
         finally:
             if demo.poll() is None:
                 demo.terminate()
@@ -160,7 +156,7 @@ def test_demo_page_in_chromium(browser_ok: None, tmp_path: Path) -> None:
     print(f"page test took {time.monotonic() - started:.1f} s")
 
 
-def _drive_page(browser: Any, url: str, ns_a: list[str], demo: subprocess.Popen[bytes], log: Path) -> None:
+def _drive_page(browser: Any, url: str, ns_a: list[str], log: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -264,6 +260,28 @@ def _drive_page(browser: Any, url: str, ns_a: list[str], demo: subprocess.Popen[
         visitor.wait(10)
     empty.close()
 
-    assert demo.poll() is None, f"the demo ended early:\n{log.read_text()[-3000:]}"
     assert not errors, errors
     print(f"screenshots: {ARTIFACTS / 'page.png'}, {ARTIFACTS / 'page-narrow.png'}")
+
+
+def _browser_main(url: str, ns_a: str, ns_b: str, log: Path, work: Path) -> int:
+    """The Playwright part of the test, in its own process (see test_demo_page_in_chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    wrapper = work / "chromium-in-namespace"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns_b} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(wrapper), headless=True, args=CHROMIUM_FLAGS)
+        print(f"chromium up after {time.monotonic() - started:.1f} s", flush=True)
+        try:
+            _drive_page(browser, url, ["ip", "netns", "exec", ns_a], log)
+        finally:
+            browser.close()
+    print(f"browser part took {time.monotonic() - started:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_browser_main(sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), Path(sys.argv[5])))
