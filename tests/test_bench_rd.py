@@ -14,26 +14,35 @@ from bench.codecs.base import BenchClip
 from bench.codecs.floor import NoMotionFloor
 from bench.codecs.ours import OursFactory
 from bench.codecs.reference import send_reference
-from bench.rd import RdConfig, RdInputError, evaluate_codecs, main, run_rd, select_clips, write_outputs
+from bench.rd import (
+    RdConfig,
+    RdInputError,
+    evaluate_codecs,
+    main,
+    run_rd,
+    select_clips,
+    write_outputs,
+)
 from bench.synthetic_clip import synthetic_talking_head
 from codec.metrics import psnr, ssim
+from codec.model.loading import default_weights_path
 
 FIELDS = ("codec", "setting", "payload_kbps", "wire_kbps", "psnr", "ssim", "face_psnr", "akd")
 FRAMES = 4
 
 
 @pytest.fixture(scope="module")
-def random_model() -> OursFactory:
+def default_model() -> OursFactory:
     return OursFactory.load(None)
 
 
 @pytest.fixture(scope="module")
-def result(random_model: OursFactory) -> dict[str, Any]:
+def result(default_model: OursFactory) -> dict[str, Any]:
     config = RdConfig(
         synthetic=True, frames=FRAMES, score_every=1, size=128, keypoints=(20, 0), presets=("coarse",), frames_per_packet=(1, 2),
         codecs=("ours", "h264", "vp8"), h264_crf=(30, 51), vp8_kbps=(60,),
     )
-    return run_rd(config, show_progress=False, ours=random_model)
+    return run_rd(config, show_progress=False, ours=default_model)
 
 
 def test_every_point_has_every_field(result: dict[str, Any]) -> None:
@@ -47,7 +56,8 @@ def test_every_point_has_every_field(result: dict[str, Any]) -> None:
         assert math.isfinite(point["psnr"]) and 0 < point["ssim"] <= 1
         assert point["frames"] == point["scored_frames"] == FRAMES - 1
         assert point["encode_ms"] >= 0 and point["decode_ms"] >= 0
-    assert result["model"]["is_trained"] is False and result["model"]["weights"].startswith("random")
+    shipped = default_weights_path().is_file()  # the shipped weights when present, else seeded random ones
+    assert result["model"]["is_trained"] is shipped and result["model"]["weights"].startswith("random") is not shipped
     assert result["machine"]["cpu_count"] >= 1 and result["machine"]["date_utc"]
 
 
@@ -114,9 +124,9 @@ def test_outputs_and_cli(result: dict[str, Any], tmp_path: Path, capsys: pytest.
     assert main(["--synthetic", "--frames", "3", "--weights", str(tmp_path / "none.safetensors")]) == 2
 
 
-def test_codecs_return_the_pictures_asked_for(random_model: OursFactory) -> None:
+def test_codecs_return_the_pictures_asked_for(default_model: OursFactory) -> None:
     clip = BenchClip("shown", "shown", 25.0, synthetic_talking_head(6, 64))
-    for codec in random_model.sweep((20,), ("default",), (1,)) + [NoMotionFloor()]:
+    for codec in default_model.sweep((20,), ("default",), (1,)) + [NoMotionFloor()]:
         _, every = codec.run(clip)
         info, some = codec.run(clip, np.array([1, 4]))
         assert every.shape[0] == 5 and np.array_equal(some, every[[1, 4]])
