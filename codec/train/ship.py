@@ -74,7 +74,7 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         "# Model card: `cpu.safetensors` (face-vid2vid, CPU preset)",
         "",
         f"- Model id `{meta['model_id']}`, preset `cpu` (256² in and out, K = 20 keypoints), "
-        f"{meta['params'] / 1e6:.2f} M parameters, fp16 on disk ({size_bytes / 1e6:.1f} MB); loaded as fp32 on CPU.",
+        f"{meta['params'] / 1e6:.2f} M parameters, fp16 on disk ({size_bytes / 1e6:.1f} MB); loaded as fp32; renders autocast to bf16 on CPUs with native bf16 kernels (fp16 on CUDA).",
         f"- Trained here from scratch on a 2-core CPU: {meta['step']} steps of batch {meta['batch_size']}, "
         f"{meta['cpu_hours']:.2f} CPU-hours ({meta['wall_hours']:.2f} wall hours). No pretrained networks "
         "(no VGG19 weights here: the reconstruction loss is multi-scale L1 + SSIM + discriminator feature matching).",
