@@ -665,7 +665,8 @@
     const fresh = state.stats && now - state.statsAt < STALE_STATS_MS;
     if (fresh || browser.vp8Kbps !== null) {
       const s = fresh ? state.stats : {};
-      state.history.push({ t: Date.now(), wire: s.wire_kbps_recent ?? null, payload: s.payload_kbps_recent ?? null, vp8: browser.vp8Kbps });
+      const finite = (v) => (Number.isFinite(v) ? v : null);
+      state.history.push({ t: Date.now(), wire: finite(s.wire_kbps_recent), payload: finite(s.payload_kbps_recent), vp8: finite(browser.vp8Kbps) });
       const cutoff = Date.now() - CHART_SECONDS * 1000;
       while (state.history.length && state.history[0].t < cutoff) state.history.shift();
     }
@@ -757,9 +758,11 @@
     const pad = { left: 38, right: 10, top: 10, bottom: 20 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
-    const values = state.history.flatMap((p) => [p.wire, p.payload, p.vp8]).filter((v) => v !== null && v > 0);
+    // only finite positive rates: one Infinity (a rate over a zero-length interval) once made the
+    // decade loop below endless and froze the tab
+    const values = state.history.flatMap((p) => [p.wire, p.payload, p.vp8]).filter((v) => Number.isFinite(v) && v > 0);
     const lo = 0.1;
-    const hi = Math.max(100, ...values.map((v) => v * 1.5));
+    const hi = Math.min(1e7, Math.max(100, ...values.map((v) => v * 1.5)));
     const decades = Math.log10(hi) - Math.log10(lo);
     const y = (v) => pad.top + (1 - (Math.log10(Math.max(v, lo)) - Math.log10(lo)) / decades) * plotH;
     const now = Date.now();
