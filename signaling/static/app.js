@@ -608,6 +608,18 @@
   }
 
   // -- stats -----------------------------------------------------------------------------------
+  /** The getStats report and its inbound video entry of a connection holder, or null (none, or it closed meanwhile). */
+  async function inboundStats(holder) {
+    if (!holder) return null;
+    try {
+      const report = await holder.pc.getStats();
+      const s = inboundVideo(report);
+      return s ? { report, s } : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
   function inboundVideo(report) {
     let found = null;
     report.forEach((s) => {
@@ -628,39 +640,27 @@
     const now = performance.now();
     const browser = state.browser;
     const synth = state.synth;
-    if (synth) {
-      try {
-        const report = await synth.pc.getStats();
-        const s = inboundVideo(report);
-        if (s) {
-          browser.synthKbps = rateKbps(synth, s.bytesReceived, now);
-          browser.fps = s.framesPerSecond ?? null;
-          const emitted = s.jitterBufferEmittedCount - (synth.emitted ?? 0);
-          if (emitted > 0) browser.jitterBufferMs = ((s.jitterBufferDelay - (synth.jbDelay ?? 0)) / emitted) * 1000;
-          synth.emitted = s.jitterBufferEmittedCount;
-          synth.jbDelay = s.jitterBufferDelay;
-          const decoded = s.framesDecoded - (synth.decoded ?? 0);
-          if (decoded > 0) browser.decodeMs = ((s.totalDecodeTime - (synth.decodeTime ?? 0)) / decoded) * 1000;
-          synth.decoded = s.framesDecoded;
-          synth.decodeTime = s.totalDecodeTime;
-        }
-      } catch (err) {
-        /* the connection closed meanwhile */
-      }
+    const synthStats = await inboundStats(synth);
+    if (synthStats) {
+      const { s } = synthStats;
+      browser.synthKbps = rateKbps(synth, s.bytesReceived, now);
+      browser.fps = s.framesPerSecond ?? null;
+      const emitted = s.jitterBufferEmittedCount - (synth.emitted ?? 0);
+      if (emitted > 0) browser.jitterBufferMs = ((s.jitterBufferDelay - (synth.jbDelay ?? 0)) / emitted) * 1000;
+      synth.emitted = s.jitterBufferEmittedCount;
+      synth.jbDelay = s.jitterBufferDelay;
+      const decoded = s.framesDecoded - (synth.decoded ?? 0);
+      if (decoded > 0) browser.decodeMs = ((s.totalDecodeTime - (synth.decodeTime ?? 0)) / decoded) * 1000;
+      synth.decoded = s.framesDecoded;
+      synth.decodeTime = s.totalDecodeTime;
     }
     const orig = state.orig;
-    if (orig) {
-      try {
-        const report = await orig.pc.getStats();
-        const s = inboundVideo(report);
-        if (s) {
-          browser.vp8Kbps = rateKbps(orig, s.bytesReceived, now);
-          const codec = s.codecId && report.get(s.codecId);
-          browser.vp8Codec = codec ? codec.mimeType.replace("video/", "") : null;
-        }
-      } catch (err) {
-        /* closed meanwhile */
-      }
+    const origStats = await inboundStats(orig);
+    if (origStats) {
+      const { report, s } = origStats;
+      browser.vp8Kbps = rateKbps(orig, s.bytesReceived, now);
+      const codec = s.codecId && report.get(s.codecId);
+      browser.vp8Codec = codec ? codec.mimeType.replace("video/", "") : null;
     }
     const fresh = state.stats && now - state.statsAt < STALE_STATS_MS;
     if (fresh || browser.vp8Kbps !== null) {
