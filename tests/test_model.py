@@ -19,7 +19,7 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "cpu"])
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "tiny-3d"])
 def test_forward_shapes(preset: str) -> None:
     config = ModelConfig.preset(preset)
     model = FaceVid2VidModel(config)
@@ -29,9 +29,13 @@ def test_forward_shapes(preset: str) -> None:
     assert out["image"].shape == (b, 3, s, s)
     assert 0 <= float(out["image"].min()) and float(out["image"].max()) <= 1
     assert out["warped_reference"].shape == (b, 3, s, s)
-    m = config.motion_size
-    assert out["occlusion"].shape == (b, 1, m, m) and out["masks"].shape == (b, k + 1, m, m)
-    assert torch.allclose(out["masks"].sum(1), torch.ones(b, m, m), atol=1e-5)
+    m, depth = config.motion_size, config.volume_depth
+    volume = (depth,) if depth else ()
+    assert out["occlusion"].shape == (b, 1, m, m) and out["masks"].shape == (b, k + 1, *volume, m, m)
+    assert torch.allclose(out["masks"].sum(1), torch.ones(b, *volume, m, m), atol=1e-5)
+    assert out["flow"].shape == (b, s // 4, s // 4, 2)
+    features = model.encode_reference(ref).features
+    assert features.shape == ((b, config.volume_channels, depth, s // 4, s // 4) if depth else (b, config.feature_channels, s // 4, s // 4))
     for name in ("kp_canonical", "kp_ref", "kp_drv"):
         assert out[name].shape == (b, k, 3)
     motion = out["motion_drv"]
@@ -43,11 +47,17 @@ def test_forward_shapes(preset: str) -> None:
 
 
 def test_paper_preset_builds_and_runs_small_batch() -> None:
+    """paper-256 is the paper's 3D pipeline: a 32 × 16 × 64 × 64 volume, 3D masks, 2D occlusion."""
     config = PRESETS["paper-256"]
     model = FaceVid2VidModel(config)
     with torch.inference_mode():
-        out = model(torch.rand(1, 3, 256, 256), torch.rand(1, 3, 256, 256))
+        ref = model.encode_reference(torch.rand(1, 3, 256, 256))
+        assert ref.features.shape == (1, 32, 16, 64, 64)
+        motion = model.estimate_motion(torch.rand(1, 3, 256, 256))
+        kp_drv, rotation = model.driving_keypoints(ref.kp_canonical, motion)
+        out = model.synthesize(ref, kp_drv, rotation)
     assert out["image"].shape == (1, 3, 256, 256)
+    assert out["masks"].shape == (1, 21, 16, 64, 64) and out["occlusion"].shape == (1, 1, 64, 64)
     assert sum(p.numel() for p in model.parameters()) > 5 * sum(p.numel() for p in FaceVid2VidModel(PRESETS["cpu"]).parameters())
 
 
@@ -69,10 +79,30 @@ def test_keypoint_transform_equivariance() -> None:
     assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_identity_motion_reproduces_warped_reference_geometry() -> None:
+def test_rigid_rotation_makes_every_keypoint_flow_the_same_3d_rotation() -> None:
+    """Eq. 3 in 3D: if the driving keypoints are the reference's rotated by R_d R_s^-1 (no translation or
+    expression), every per-keypoint flow w_k(p) = J (p - x_d,k) + x_s,k reduces to J p, J = R_s R_d^-1."""
+    from codec.model.blocks import make_coordinate_volume
+    from codec.model.motion_field_3d import sparse_motions_3d
+
+    rot_s = angles_to_rotation_torch(torch.tensor([10.0]), torch.tensor([-5.0]), torch.tensor([3.0]))  # (1, 3, 3)
+    rot_d = angles_to_rotation_torch(torch.tensor([-20.0]), torch.tensor([8.0]), torch.tensor([0.0]))
+    jacobian = rot_s @ rot_d.transpose(1, 2)
+    kp_ref = torch.rand(1, 5, 3) * 1.2 - 0.6
+    kp_drv = kp_ref @ jacobian  # x_d = J^-1 x_s = J^T x_s (row vectors)
+    grid = make_coordinate_volume(4, 6, 6, kp_ref)  # (4, 6, 6, 3)
+    motions = sparse_motions_3d(grid, kp_ref, kp_drv, jacobian)  # (1, 6, 4, 6, 6, 3)
+    rigid = grid @ jacobian[0].T  # J p
+    assert torch.allclose(motions[0, 0], grid)  # background: identity
+    for k in range(1, 6):
+        assert torch.allclose(motions[0, k], rigid, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-3d"])
+def test_identity_motion_reproduces_warped_reference_geometry(preset: str) -> None:
     """With driving = reference keypoints every per-keypoint flow is the identity, so the warped
     reference equals the reference (inside the frame; the coarse flow is clamped at the border)."""
-    model = FaceVid2VidModel(PRESETS["tiny"]).eval()
+    model = FaceVid2VidModel(PRESETS[preset]).eval()
     img = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         ref = model.encode_reference(img)
@@ -81,10 +111,11 @@ def test_identity_motion_reproduces_warped_reference_geometry() -> None:
     assert torch.allclose(out["warped_reference"][inner], img[inner], atol=1e-4)
 
 
-def test_tiny_overfit_one_pair() -> None:
+@pytest.mark.parametrize("preset", ["tiny", "tiny-3d"])
+def test_tiny_overfit_one_pair(preset: str) -> None:
     """Loss on one image pair falls by at least 2x within a minute on CPU (measured: 0.158 -> 0.065)."""
     torch.manual_seed(0)
-    model = FaceVid2VidModel(PRESETS["tiny"])
+    model = FaceVid2VidModel(PRESETS[preset])
     y, x = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
     ref = torch.stack([(x > 0).float(), (y > 0).float(), ((x * y) > 0).float()])[None] * 0.8 + 0.1
     drv = torch.roll(ref, shifts=(3, 5), dims=(2, 3))
@@ -103,6 +134,12 @@ def test_tiny_overfit_one_pair() -> None:
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
+    three_d = FaceVid2VidModel(PRESETS["tiny-3d"])
+    checkpoint.save(three_d, tmp_path / "3d.safetensors")
+    loaded_3d, _ = checkpoint.load(tmp_path / "3d.safetensors")
+    assert loaded_3d.config.volume_depth == 4
+    for (name, a), (_, b) in zip(three_d.state_dict().items(), loaded_3d.state_dict().items()):
+        assert torch.equal(a, b), name
     model = FaceVid2VidModel(PRESETS["tiny"])
     path = tmp_path / "m.safetensors"
     model_id = checkpoint.save(model, path)

@@ -13,10 +13,11 @@ from codec.metrics import psnr
 from codec.motion import MotionParams
 
 
-@pytest.fixture(scope="module")
-def tiny_model() -> FaceVid2VidModel:
+@pytest.fixture(scope="module", params=["tiny", "tiny-3d"])
+def tiny_model(request: pytest.FixtureRequest) -> FaceVid2VidModel:
+    """Both model forms: the 2D-projected pipeline and the paper's 3D volume."""
     torch.manual_seed(0)
-    return FaceVid2VidModel(PRESETS["tiny"]).eval()
+    return FaceVid2VidModel(PRESETS[request.param]).eval()
 
 
 def _image(seed: int, size: int = 64) -> np.ndarray:

@@ -39,3 +39,32 @@ def make_coordinate_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
     xs = (torch.arange(w, dtype=like.dtype, device=like.device) * 2 + 1) / w - 1
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([gx, gy], dim=-1)  # (h, w, 2)
+
+
+class ConvNormAct3d(nn.Sequential):
+    """3x3x3 conv (stride applies to H and W only: the volume's depth is short) + GroupNorm + SiLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__(nn.Conv3d(cin, cout, 3, (1, stride, stride), 1), nn.GroupNorm(min(8, cout // 4) or 1, cout), nn.SiLU())
+
+
+class ResBlock3d(nn.Module):
+    """x + conv3d(act(norm(conv3d(act(norm(x)))))) on a (B, C, D, H, W) volume."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        groups = min(8, channels // 4) or 1
+        self.body = nn.Sequential(
+            nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv3d(channels, channels, 3, 1, 1),
+            nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv3d(channels, channels, 3, 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def make_coordinate_volume(d: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """(d, h, w, 3) grid of normalised (x, y, z) voxel-centre coordinates in [-1, 1] (grid_sample order)."""
+    zs = (torch.arange(d, dtype=like.dtype, device=like.device) * 2 + 1) / d - 1
+    plane = make_coordinate_grid(h, w, like)  # (h, w, 2)
+    return torch.cat([plane[None].expand(d, h, w, 2), zs[:, None, None, None].expand(d, h, w, 1)], dim=-1)

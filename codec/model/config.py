@@ -40,6 +40,10 @@ class ModelConfig:
     # renders 29 ms vs 40 ms at 256², but its backward pass is ~6x slower on CPU (7.4 s vs 1.2 s per
     # batch-8 training step), which a CPU training budget cannot afford; so dense by default.
     heatmap_variance: float = 0.01  # Gaussian keypoint heatmaps (normalised coordinates)
+    volume_depth: int = 0  # 0: the 2D-projected pipeline (F gives 2D features, M 2D flows from the 3D keypoints).
+    # > 0: the paper's 3D pipeline: F lifts the image to a (volume_channels, volume_depth, S/4, S/4) volume,
+    # M predicts 3D flows, masks and occlusion over it, G projects the warped volume to 2D (paper Sec. 3.1-3.2).
+    volume_channels: int = 32  # C of the 3D feature volume (paper: 32 × 16 depth at 64²)
 
     @staticmethod
     def preset(name: str) -> ModelConfig:
@@ -65,7 +69,13 @@ PRESETS: dict[str, ModelConfig] = {
     # Tiny, for tests only.
     "tiny": ModelConfig(name="tiny", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
                         skip_channels=8, motion_size=16, motion_width=16, decoder_blocks=1),
-    # Paper-like widths for GPU users (dense convs, 256-channel decoder with 6 blocks, motion at 64²).
+    # Tiny 3D-volume pipeline, for tests only.
+    "tiny-3d": ModelConfig(name="tiny-3d", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
+                           skip_channels=8, motion_size=16, motion_width=8, decoder_blocks=1, volume_depth=4,
+                           volume_channels=4),
+    # The paper's 3D pipeline and sizes for GPU users: a 32 × 16 × 64 × 64 appearance volume, a 3D motion
+    # hourglass at 16 × 64 × 64, a 256-channel 2D decoder with 6 residual blocks.
     "paper-256": ModelConfig(name="paper-256", estimator_width=64, feature_channels=256, skip_channels=64,
-                             motion_size=64, motion_width=128, decoder_blocks=6, depthwise=False, pose_input_size=256),
+                             motion_size=64, motion_width=64, decoder_blocks=6, depthwise=False, pose_input_size=256,
+                             volume_depth=16, volume_channels=32),
 }

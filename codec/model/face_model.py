@@ -8,7 +8,7 @@ Contract (used by training, by the inference wrappers and by the tests):
         translation (B,3), expression (B,K,3).
     driving_keypoints(kp_canonical, motion) -> (kp (B,K,3), rotation (B,3,3)):  x = R x_c + t + δ (Eq. 2)
     synthesize(ref, kp_drv, rotation_drv) -> dict: image (B,3,S,S) [0,1], occlusion (B,1,m,m),
-        masks (B,K+1,m,m), warped_reference (B,3,S,S), alpha (B,1,S,S)
+        masks (B,K+1,m,m) (3D form: (B,K+1,D,m,m)), warped_reference (B,3,S,S), alpha (B,1,S,S)
     forward(ref_img, drv_img) -> the synthesize dict plus kp_canonical, kp_ref, kp_drv, motion_ref, motion_drv.
     keypoints(img) -> the image's own x = R x_c + t + δ with x_c from the same image (equivariance).
 """
@@ -26,6 +26,7 @@ from codec.model.config import ModelConfig
 from codec.model.generator import Generator
 from codec.model.keypoint_detector import CanonicalKeypointDetector
 from codec.model.motion_field import MotionFieldEstimator
+from codec.model.motion_field_3d import VolumeMotionFieldEstimator
 from codec.model.pose_estimator import PoseExpressionEstimator
 from codec.motion import angles_to_rotation_torch, matmul_exact, transform_keypoints_torch
 
@@ -34,7 +35,7 @@ from codec.motion import angles_to_rotation_torch, matmul_exact, transform_keypo
 class ReferenceFeatures:
     """Everything the per-frame path needs from the reference (see the module docstring)."""
 
-    features: torch.Tensor  # (B, C, S/4, S/4)
+    features: torch.Tensor  # (B, C, S/4, S/4); the 3D form: a volume (B, Cv, D, S/4, S/4)
     skip: torch.Tensor  # (B, Cs, S/2, S/2)
     image: torch.Tensor  # (B, 3, S, S) in [0, 1]
     image_small: torch.Tensor  # (B, 3, m, m)
@@ -51,7 +52,7 @@ class FaceVid2VidModel(nn.Module):
         self.appearance = AppearanceEncoder(config)  # F
         self.canonical_keypoints = CanonicalKeypointDetector(config)  # L
         self.pose_expression = PoseExpressionEstimator(config)  # H
-        self.motion_field = MotionFieldEstimator(config)  # M
+        self.motion_field = VolumeMotionFieldEstimator(config) if config.volume_depth else MotionFieldEstimator(config)  # M
         self.generator = Generator(config)  # G
 
     def estimate_motion(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -73,9 +74,12 @@ class FaceVid2VidModel(nn.Module):
         return ReferenceFeatures(features, skip, image, small, kp_canonical, motion, kp, rotation)
 
     def synthesize(self, ref: ReferenceFeatures, kp_drv: torch.Tensor, rotation_drv: torch.Tensor) -> dict[str, torch.Tensor]:
-        jacobian = matmul_exact(ref.rotation, rotation_drv.transpose(1, 2))[:, :2, :2]  # (B, 2, 2) = (R_s R_d^-1)[:2, :2]
-        motion = self.motion_field(ref.image_small, ref.kp, kp_drv, jacobian, out_size=ref.features.shape[-1])
-        out = self.generator(ref.features, ref.skip, ref.image, motion["flow"], motion["occlusion"])
+        jacobian = matmul_exact(ref.rotation, rotation_drv.transpose(1, 2))  # (B, 3, 3) = R_s R_d^-1
+        if self.config.volume_depth:
+            motion = self.motion_field(ref.features, ref.kp, kp_drv, jacobian)
+        else:  # the 2D form uses the projected Jacobian
+            motion = self.motion_field(ref.image_small, ref.kp, kp_drv, jacobian[:, :2, :2], out_size=ref.features.shape[-1])
+        out = self.generator(ref.features, ref.skip, ref.image, motion["flow"], motion["occlusion"], motion.get("flow_3d"))
         return {**out, "occlusion": motion["occlusion"], "masks": motion["masks"], "flow": motion["flow"]}
 
     def keypoints(self, image: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,9 @@ Paper Sec. 3.2: the warped appearance, multiplied by the occlusion mask, is deco
 image. To stay sharp from the first training step on a CPU budget, the output blends the
 reference's own pixels warped by the same flow with the decoded RGB, by a decoded per-pixel weight:
 image = α · warp(reference) + (1 - α) · rgb.
+
+In the 3D form (``volume_depth`` > 0) the features are a (Cv, D, S/4, S/4) volume warped by the 3D
+flow, then projected to 2D as in the paper: depth folded into channels and a 1×1 conv.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from torch import nn
 
 from codec.model.blocks import ResBlock
 from codec.model.config import ModelConfig
+from codec.model.motion_field_3d import warp_volume
 
 
 def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -29,6 +33,8 @@ class Generator(nn.Module):
         super().__init__()
         c, cs, dw = config.feature_channels, config.skip_channels, config.depthwise
         up = max(32, cs * 2)
+        if config.volume_depth:
+            self.project = nn.Sequential(nn.Conv2d(config.volume_channels * config.volume_depth, c, 1), nn.SiLU())
         self.blocks = nn.Sequential(*[ResBlock(c, dw) for _ in range(config.decoder_blocks)])
         self.up1 = nn.Sequential(nn.Conv2d(c, 4 * up, 1), nn.PixelShuffle(2), nn.SiLU())  # S/2
         self.fuse = nn.Sequential(nn.Conv2d(up + cs, up, 1), ResBlock(up, dw))
@@ -37,13 +43,20 @@ class Generator(nn.Module):
             self.up2[0].bias.view(4, 4)[3].fill_(2.0)  # α starts near 0.9: mostly warped reference pixels
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, flow: torch.Tensor,
-                occlusion: torch.Tensor) -> dict[str, torch.Tensor]:
-        """features (B, C, S/4, S/4), skip (B, Cs, S/2, S/2), image (B, 3, S, S) reference; flow (B, S/4, S/4, 2);
-        occlusion (B, 1, m, m) -> image (B, 3, S, S) in [0, 1], warped_reference (B, 3, S, S), alpha (B, 1, S, S)."""
+                occlusion: torch.Tensor, flow_3d: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """features (B, C, S/4, S/4) or a volume (B, Cv, D, S/4, S/4) with flow_3d (B, D, S/4, S/4, 3);
+        skip (B, Cs, S/2, S/2), image (B, 3, S, S) reference; flow (B, S/4, S/4, 2); occlusion (B, 1, m, m)
+        -> image (B, 3, S, S) in [0, 1], warped_reference (B, 3, S, S), alpha (B, 1, S, S)."""
         size = image.shape[-1]
         occ4 = F.interpolate(occlusion, size=features.shape[-2:], mode="bilinear", align_corners=False)
         occ2 = F.interpolate(occlusion, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.blocks(warp(features, flow) * occ4)
+        if features.dim() == 5:
+            if flow_3d is None:
+                raise ValueError("a feature volume needs flow_3d (the 3D motion field's output)")
+            warped = self.project(warp_volume(features, flow_3d).flatten(1, 2))  # (B, Cv·D, h, w) -> (B, C, h, w)
+        else:
+            warped = warp(features, flow)  # (B, C, h, w)
+        x = self.blocks(warped * occ4)
         x = self.up1(x)  # (B, up, S/2, S/2)
         x = self.fuse(torch.cat([x, warp(skip, flow) * occ2], dim=1))
         out = self.up2(x)  # (B, 4, S, S)
