@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import numpy as np
 import pytest
 
 from bench import rtp
 from bench.codecs.base import BenchClip
-from bench.codecs.video import VideoCodec, av1_sweep, codec_available, h264_sweep, vp8_sweep, vp9_sweep
+from bench.codecs.video import (VideoCodec, av1_sweep, codec_available, h264_sweep, thread_scheduling_kept, vp8_sweep,
+                                 vp9_sweep)
 from bench.synthetic_clip import synthetic_talking_head
 
 
@@ -79,7 +82,10 @@ def _first_point(sweep: list[VideoCodec]) -> VideoCodec:
 def test_video_codec_round_trip(codec: VideoCodec, small_clip: BenchClip) -> None:
     if not codec_available(codec.codec):
         pytest.skip(f"this PyAV build has no {codec.encoder}/{codec.decoder}")
+    policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
     info, reconstruction = codec.run(small_clip)
+    if policy is not None:  # SVT-AV1 run as root leaves its caller SCHED_FIFO 99 unless restored
+        assert os.sched_getscheduler(0) == policy, f"{codec.encoder} left this thread's scheduling policy changed"
     assert reconstruction.shape == (7, 64, 64, 3) and reconstruction.dtype == np.uint8
     assert info.start_payload_bytes > 0 and info.payload_bytes > 0
     assert info.wire_bytes >= info.payload_bytes + info.packets * rtp.PER_PACKET_HEADER_BYTES
@@ -92,3 +98,22 @@ def test_video_codec_round_trip(codec: VideoCodec, small_clip: BenchClip) -> Non
     assert "zerolatency" in codec.setting or "realtime" in codec.setting or "rtc" in codec.setting
     _, some = codec.run(small_clip, np.array([0, 6]))
     assert np.array_equal(some, reconstruction[[0, 6]])
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="Linux scheduling policies only")
+def test_thread_scheduling_kept_restores_the_policy() -> None:
+    """Switched inside the block (to SCHED_BATCH: allowed without privileges), restored after it; run
+    on its own thread so that a failure cannot leave the test process changed."""
+    seen: dict[str, int] = {}
+
+    def body() -> None:
+        seen["before"] = os.sched_getscheduler(0)
+        with thread_scheduling_kept():
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+            seen["inside"] = os.sched_getscheduler(0)
+        seen["after"] = os.sched_getscheduler(0)
+
+    worker = threading.Thread(target=body)
+    worker.start()
+    worker.join()
+    assert seen["inside"] == os.SCHED_BATCH and seen["after"] == seen["before"] != os.SCHED_BATCH
