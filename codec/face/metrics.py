@@ -1,4 +1,4 @@
-"""AKD: average keypoint distance between the landmarks of a generated and a real frame."""
+"""AKD: average keypoint distance between the landmarks of a generated and a real frame; mouth opening."""
 
 from __future__ import annotations
 
@@ -18,3 +18,17 @@ def akd(points_a: np.ndarray, points_b: np.ndarray, subset: np.ndarray | tuple[i
         index = np.asarray(subset, dtype=np.int64)
         a, b = a[index], b[index]
     return float(np.linalg.norm(a[:, :2] - b[:, :2], axis=1).mean())
+
+
+UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14  # mediapipe face-mesh indices
+
+
+def mouth_opening(points: np.ndarray) -> float:
+    """Distance in pixels between the inner lips' midpoints (mediapipe 13 and 14): ~0 for a closed mouth.
+
+    AKD on the mouth is dominated by head motion (the lips move with the head); whether the mouth opens
+    and closes with the driver is this, compared between a generated and a real frame."""
+    p = np.asarray(points, np.float64)
+    if p.ndim != 2 or p.shape[0] <= LOWER_INNER_LIP or p.shape[1] < 2:
+        raise ValueError(f"mouth_opening needs mediapipe face-mesh landmarks (478, 2+), got {p.shape}")
+    return float(np.linalg.norm(p[LOWER_INNER_LIP, :2] - p[UPPER_INNER_LIP, :2]))

@@ -184,6 +184,9 @@ class Trainer:
         terms["landmark"] = 0.5 * (losses.landmark_guidance_loss(out.kp_drv, batch.drv_landmarks, indices)
                                    + losses.landmark_guidance_loss(out.kp_ref, batch.ref_landmarks, indices))
         weights["landmark"] = landmark_weight(step, cfg)
+        terms["landmark_motion"] = losses.landmark_motion_loss(out.kp_drv, out.kp_ref, batch.drv_landmarks,
+                                                               batch.ref_landmarks, indices)
+        weights["landmark_motion"] = weights["landmark"] * cfg.w_landmark_motion / max(cfg.w_landmark, 1e-12)
         total = sum((weights[k] * terms[k] for k in terms), torch.zeros((), device=self.device))
         result = {k: float(v.detach()) for k, v in terms.items()}
         result.update(loss_g=float(total.detach()), loss_d=float(loss_d.detach()), lr_factor=lr_factor,

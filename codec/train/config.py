@@ -40,6 +40,7 @@ class TrainConfig:
     w_landmark: float = 10.0  # landmark guidance at step 0
     landmark_halflife_steps: int = 6000  # the guidance weight halves every this many steps ...
     landmark_floor_fraction: float = 0.1  # ... but never drops below w_landmark * this
+    w_landmark_motion: float = 10.0  # keypoint motion (reference -> driving) vs the landmarks' motion; same decay
     # data
     first_frame_fraction: float = 0.25
     flip_probability: float = 0.5
@@ -55,7 +56,8 @@ class TrainConfig:
 
 # Fields a resumed run may change; everything else comes from the checkpoint.
 RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_minutes", "validate_minutes", "validate_steps", "log_steps",
-                       "gan_start_step", "w_gan", "landmark_floor_fraction", "data")
+                       "gan_start_step", "w_gan", "landmark_floor_fraction", "data",
+                       "w_landmark_motion")
 
 
 def _help_texts() -> dict[str, str]:
@@ -105,6 +107,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown training config fields {sorted(unknown)} (written by a newer version?)")
     values = dict(values)
+    values.setdefault("w_landmark_motion", 0.0)  # runs saved before this term existed trained without it
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
     return TrainConfig(**values)

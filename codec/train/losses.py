@@ -111,6 +111,19 @@ def landmark_guidance_loss(keypoints: torch.Tensor, landmarks: torch.Tensor, lan
     return (keypoints[..., :2] - target).abs().mean()
 
 
+def landmark_motion_loss(kp_drv: torch.Tensor, kp_ref: torch.Tensor, drv_landmarks: torch.Tensor,
+                         ref_landmarks: torch.Tensor, landmark_indices: torch.Tensor) -> torch.Tensor:
+    """L1 between the keypoints' motion from reference to driving frame and their landmarks' motion.
+
+    The absolute guidance alone did not teach δ to open the mouth: each keypoint keeps a static offset
+    from its landmark (a few pixels, shared by both frames) larger than the lips' motion, and under L1
+    only the sign of the error pulls, so the pull never depended on the mouth. Differences cancel the
+    offset. kp_*: (B, K, 3) normalised; *_landmarks: (B, 478, 2) in [-1, 1]; landmark_indices: (K,).
+    """
+    target = drv_landmarks[:, landmark_indices, :] - ref_landmarks[:, landmark_indices, :]  # (B, K, 2)
+    return ((kp_drv[..., :2] - kp_ref[..., :2]) - target).abs().mean()
+
+
 def random_affine(batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                   max_angle_deg: float = 10.0, max_scale: float = 0.1, max_shift: float = 0.1) -> torch.Tensor:
     """(B, 2, 3) random affine maps near the identity, in normalised coordinates."""

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from codec.face import LEFT_EYE, MOUTH, RIGHT_EYE, akd, face_hull_mask
+from codec.face import LEFT_EYE, MOUTH, RIGHT_EYE, akd, face_hull_mask, mouth_opening
 from codec.metrics import psnr, ssim
 from codec.model.config import KEYPOINT_LANDMARK_INDICES
 from codec.train.dataset import PairSampler, PreparedData
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 EYES: tuple[int, ...] = tuple(sorted(set(LEFT_EYE) | set(RIGHT_EYE)))
 COLLAPSE_DISTANCE = 0.05  # keypoints closer than this (normalised units, x/y) count as collapsed
-METRIC_KEYS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "akd_eyes")
+METRIC_KEYS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "akd_eyes", "mouth_open_error")
 
 # landmarks (478, 2) crop pixels, or None where no face was found
 LandmarkFn = Callable[[np.ndarray], "np.ndarray | None"]
@@ -85,10 +85,11 @@ def frame_metrics(output: np.ndarray, target: np.ndarray, target_landmarks: np.n
         "face_ssim": float(ssim(output, target, mask=mask)),
     }
     if output_landmarks is None:
-        out.update(akd=float("nan"), akd_mouth=float("nan"), akd_eyes=float("nan"))
+        out.update(akd=float("nan"), akd_mouth=float("nan"), akd_eyes=float("nan"), mouth_open_error=float("nan"))
     else:
         a, b = output_landmarks[:, :2], target_landmarks[:, :2]
-        out.update(akd=float(akd(a, b)), akd_mouth=float(akd(a, b, subset=MOUTH)), akd_eyes=float(akd(a, b, subset=EYES)))
+        out.update(akd=float(akd(a, b)), akd_mouth=float(akd(a, b, subset=MOUTH)), akd_eyes=float(akd(a, b, subset=EYES)),
+                   mouth_open_error=abs(mouth_opening(a) - mouth_opening(b)))
     return out
 
 
@@ -162,7 +163,9 @@ class Validator:
         key = {"root": str(self.data.root), "pairs": [list(p) for p in self.pairs]}
         if cache_path is not None and cache_path.is_file():
             cached = json.loads(cache_path.read_text())
-            if cached.get("key") == key and "teacher_keypoints" in cached["floors"]:
+            floors = cached.get("floors", {})
+            if (cached.get("key") == key and "teacher_keypoints" in floors
+                    and all(k in floors["no_motion"]["overall"] for k in METRIC_KEYS)):
                 return cached["floors"]
         floors: dict[str, Any] = {}
         for name in ("no_motion", "affine"):
@@ -236,7 +239,8 @@ def _short(metrics: dict[str, float]) -> str:
 
 def passes_gates(record: dict[str, Any], floors: dict[str, Any], min_detect_rate: float = 0.9) -> tuple[bool, str]:
     """Whether a validation record may become ``best``: outputs keep a detectable face, motion beats the
-    no-motion floor on AKD overall and on the mouth, and keypoints have not collapsed: at most one more
+    no-motion floor on AKD overall and on the mouth, the mouth opens and closes with the driver (its
+    opening error beats the no-motion floor's), and keypoints have not collapsed: at most one more
     keypoint per frame lies within COLLAPSE_DISTANCE of another than in the guidance landmarks' own layout
     (measured: 3.0 per frame there, the lips)."""
     model, floor = record["overall"], floors["no_motion"]["overall"]
@@ -245,6 +249,9 @@ def passes_gates(record: dict[str, Any], floors: dict[str, Any], min_detect_rate
         (model["detect_rate"] >= min_detect_rate, f"detect_rate {model['detect_rate']:.2f} < {min_detect_rate}"),
         (model["akd"] < floor["akd"], f"AKD {model['akd']:.2f} >= no-motion {floor['akd']:.2f}"),
         (model["akd_mouth"] < floor["akd_mouth"], f"mouth AKD {model['akd_mouth']:.2f} >= no-motion {floor['akd_mouth']:.2f}"),
+        (model.get("mouth_open_error", 0.0) < floor.get("mouth_open_error", float("inf")),
+         f"mouth-opening error {model.get('mouth_open_error', 0.0):.2f} px >= no-motion {floor.get('mouth_open_error', 0.0):.2f}"
+         " (the mouth does not follow the driver)"),
         (model.get("kp_collapsed", 0.0) <= collapse_limit,
          f"{model.get('kp_collapsed', 0.0):.1f} keypoints collapsed per frame (limit {collapse_limit:.1f})"),
     ]
