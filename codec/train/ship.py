@@ -69,6 +69,8 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
          o["akd"] <= 0.35 * f0["akd"] and o["akd"] <= 2.0),
         ("face-region PSNR ≥ no-motion + 4 dB", f"{o['face_psnr']:.2f} vs {f0['face_psnr']:.2f} + 4", o["face_psnr"] >= f0["face_psnr"] + 4),
         ("whole-frame SSIM ≥ no-motion + 0.05", f"{o['ssim']:.3f} vs {f0['ssim']:.3f} + 0.05", o["ssim"] >= f0["ssim"] + 0.05),
+        ("the mouth opens and closes with the driver: inner-lip gap error < no-motion's",
+         f"{o['mouth_open_error']:.2f} px vs {f0['mouth_open_error']:.2f}", o["mouth_open_error"] < f0["mouth_open_error"]),
     ]
     lines = [
         "# Model card: `cpu.safetensors` (face-vid2vid, CPU preset)",
@@ -83,7 +85,9 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         f"{data_summary['val_people']} other people). The split is by person.",
         "- Objective: the paper's losses without the perceptual net: hinge GAN (multi-scale patch D), "
         "equivariance, keypoint prior, head-pose loss against the landmark teacher, deformation prior, plus "
-        "decaying landmark guidance that keeps keypoints on mouth, eyes, brows and jaw.",
+        "decaying landmark guidance that keeps keypoints on mouth, eyes, brows and jaw"
+        + (f", and (weight {meta['w_landmark_motion']:g}) keypoint motion matched to the landmarks' motion."
+           if float(meta.get("w_landmark_motion", 0)) > 0 else "."),
         "",
         f"## Validation ({int(o['count'])} pairs, same person, reference = the clip's first frame)",
         "",
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     data_summary = {"train_frames": sum(len(c.usable) for c in train.clips), "train_people": len({c.person for c in train.clips}),
                     "val_frames": sum(len(c.usable) for c in val.clips), "val_people": len({c.person for c in val.clips})}
     card_meta = {"model_id": model_id, "params": sum(p.numel() for p in model.parameters()), "step": step,
-                 "batch_size": train_config["batch_size"],
+                 "batch_size": train_config["batch_size"], "w_landmark_motion": train_config.get("w_landmark_motion", 0.0),
                  "cpu_hours": at_step[0]["cpu_hours"] if at_step else float("nan"),
                  "wall_hours": at_step[0]["wall_hours"] if at_step else float("nan")}
     card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, [p.name for p in args.art])
