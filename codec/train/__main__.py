@@ -267,7 +267,9 @@ def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any
     record["score"] = selection_score(record)
     best_path = trainer.run / "best.json"
     best = json.loads(best_path.read_text()) if best_path.is_file() else None
-    if ok and (best is None or record["score"] > best["score"]):
+    # a best saved under older or other gates (e.g. before the mouth-opening gate existed) does not block
+    best_valid = best is not None and passes_gates(best, validator.floors)[0]
+    if ok and (not best_valid or record["score"] > best["score"]):
         model_io.save_generator(trainer.model, trainer.run / "best.safetensors",
                                 {"step": str(step), "score": f"{record['score']:.4f}"})
         best_path.write_text(json.dumps(record, indent=1))
@@ -277,9 +279,10 @@ def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any
     plot_metrics(trainer.run / "log.jsonl", trainer.run / "metrics.png")
     o, f = record["overall"], validator.floors["no_motion"]["overall"]
     logger.info("val step %d (%.0f s): face PSNR %.2f (floor %.2f), SSIM %.3f (%.3f), AKD %.2f (%.2f) mouth %.2f (%.2f) "
-                "eyes %.2f (%.2f), kp min dist %.3f, collapsed %.1f; gates: %s", step, record["seconds"],
-                o["face_psnr"], f["face_psnr"], o["ssim"], f["ssim"], o["akd"], f["akd"], o["akd_mouth"],
-                f["akd_mouth"], o["akd_eyes"], f["akd_eyes"], o["kp_min_distance"], o["kp_collapsed"], why)
+                "eyes %.2f (%.2f), mouth opening error %.2f (%.2f), kp min dist %.3f, collapsed %.1f; gates: %s", step,
+                record["seconds"], o["face_psnr"], f["face_psnr"], o["ssim"], f["ssim"], o["akd"], f["akd"], o["akd_mouth"],
+                f["akd_mouth"], o["akd_eyes"], f["akd_eyes"], o["mouth_open_error"], f["mouth_open_error"],
+                o["kp_min_distance"], o["kp_collapsed"], why)
     return record
 
 

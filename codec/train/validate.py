@@ -249,8 +249,9 @@ def passes_gates(record: dict[str, Any], floors: dict[str, Any], min_detect_rate
         (model["detect_rate"] >= min_detect_rate, f"detect_rate {model['detect_rate']:.2f} < {min_detect_rate}"),
         (model["akd"] < floor["akd"], f"AKD {model['akd']:.2f} >= no-motion {floor['akd']:.2f}"),
         (model["akd_mouth"] < floor["akd_mouth"], f"mouth AKD {model['akd_mouth']:.2f} >= no-motion {floor['akd_mouth']:.2f}"),
-        (model.get("mouth_open_error", 0.0) < floor.get("mouth_open_error", float("inf")),
-         f"mouth-opening error {model.get('mouth_open_error', 0.0):.2f} px >= no-motion {floor.get('mouth_open_error', 0.0):.2f}"
+        (model.get("mouth_open_error", float("inf")) < floor.get("mouth_open_error", float("inf")),  # unmeasured fails
+         f"mouth-opening error {model.get('mouth_open_error', float('nan')):.2f} px >= no-motion "
+         f"{floor.get('mouth_open_error', float('nan')):.2f}"
          " (the mouth does not follow the driver)"),
         (model.get("kp_collapsed", 0.0) <= collapse_limit,
          f"{model.get('kp_collapsed', 0.0):.1f} keypoints collapsed per frame (limit {collapse_limit:.1f})"),
