@@ -21,7 +21,7 @@ import numpy as np
 
 from bench.report import FRAME_METRICS
 from codec.face.landmarks import NUM_LANDMARKS, LandmarkDetector
-from codec.face.metrics import akd, mouth_opening
+from codec.face.metrics import akd, eye_opening, mouth_opening
 from codec.face.regions import EYES, MOUTH, face_hull_mask
 from codec.metrics import psnr, ssim
 
@@ -80,6 +80,7 @@ def score_frames(
             values["akd_mouth"][i] = akd(a, b, subset=MOUTH)
             values["akd_eyes"][i] = akd(a, b, subset=EYES)
             values["mouth_open_error"][i] = abs(mouth_opening(a) - mouth_opening(b))
+            values["eyes_open_error"][i] = abs(eye_opening(a) - eye_opening(b))
     return FrameScores(values, found)
 
 

@@ -20,16 +20,19 @@ from bench.codecs.base import BenchClip, Codec, StreamInfo
 if TYPE_CHECKING:
     from bench.quality import FrameScores
 
-FRAME_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "akd_eyes", "mouth_open_error")
+FRAME_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "akd_eyes", "mouth_open_error",
+                 "eyes_open_error")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "face_psnr": True, "face_ssim": True, "akd": False,
-                    "akd_mouth": False, "akd_eyes": False, "mouth_open_error": False}
+                    "akd_mouth": False, "akd_eyes": False, "mouth_open_error": False,
+                    "eyes_open_error": False}
 OURS = "ours"
 FLOOR = "no-motion floor"
-HEADLINE_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth")
+HEADLINE_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "mouth_open_error")
 HEADLINE_RATE = "wire_kbps_call"
 ANCHOR_ORDER = ("h264", "vp8", "vp9", "av1")
 METRIC_UNITS = {"psnr": "dB", "face_psnr": "dB", "ssim": "", "face_ssim": "", "akd": "px", "akd_mouth": "px",
-                "akd_eyes": "px", "mouth_open_error": "px"}
+                "akd_eyes": "px", "mouth_open_error": "px",
+                "eyes_open_error": "px"}
 
 
 def pooled_means(scores: Sequence["FrameScores"], original_has_face: Sequence[np.ndarray]) -> dict[str, float]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from codec.face import mouth_opening
+from codec.face import eye_opening, mouth_opening
 from codec.train.losses import landmark_motion_loss
 from codec.train.validate import frame_metrics, keypoint_spread, passes_gates
 
@@ -51,6 +51,8 @@ def test_mouth_opening_and_its_error_metric() -> None:
     assert frame_metrics(image, image, landmarks, landmarks)["mouth_open_error"] == 0.0
     with pytest.raises(ValueError, match="478"):
         mouth_opening(np.zeros((10, 2)))
+    landmarks[[159, 386], 1], landmarks[[145, 374], 1] = 100, 108  # both eyes 8 px open
+    assert eye_opening(landmarks) == pytest.approx(8.0)
 
 
 def test_landmark_motion_loss_ignores_static_offsets() -> None:

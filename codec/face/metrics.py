@@ -21,6 +21,7 @@ def akd(points_a: np.ndarray, points_b: np.ndarray, subset: np.ndarray | tuple[i
 
 
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14  # mediapipe face-mesh indices
+EYELIDS = ((159, 145), (386, 374))  # (upper, lower) eyelid midpoints: right eye, left eye
 
 
 def mouth_opening(points: np.ndarray) -> float:
@@ -32,3 +33,11 @@ def mouth_opening(points: np.ndarray) -> float:
     if p.ndim != 2 or p.shape[0] <= LOWER_INNER_LIP or p.shape[1] < 2:
         raise ValueError(f"mouth_opening needs mediapipe face-mesh landmarks (478, 2+), got {p.shape}")
     return float(np.linalg.norm(p[LOWER_INNER_LIP, :2] - p[UPPER_INNER_LIP, :2]))
+
+
+def eye_opening(points: np.ndarray) -> float:
+    """Mean distance in pixels between upper and lower eyelid midpoints of both eyes: ~0 when they blink."""
+    p = np.asarray(points, np.float64)
+    if p.ndim != 2 or p.shape[0] <= max(max(pair) for pair in EYELIDS) or p.shape[1] < 2:
+        raise ValueError(f"eye_opening needs mediapipe face-mesh landmarks (478, 2+), got {p.shape}")
+    return float(np.mean([np.linalg.norm(p[lower, :2] - p[upper, :2]) for upper, lower in EYELIDS]))
