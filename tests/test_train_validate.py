@@ -8,7 +8,7 @@ import torch
 
 from codec.face import eye_opening, mouth_opening
 from codec.train.losses import landmark_motion_loss
-from codec.train.validate import frame_metrics, keypoint_spread, passes_gates
+from codec.train.validate import frame_metrics, keypoint_spread, passes_gates, replaces_best
 
 FLOORS = {"no_motion": {"overall": {"akd": 8.0, "akd_mouth": 10.0, "mouth_open_error": 4.0}},
           "teacher_keypoints": {"kp_collapsed": 3.0}}
@@ -69,3 +69,12 @@ def test_landmark_motion_loss_ignores_static_offsets() -> None:
     assert float(landmark_motion_loss(kp_drv, kp_ref, drv_lm, ref_lm, indices)) == pytest.approx(0.0, abs=1e-6)
     still = float(landmark_motion_loss(kp_ref, kp_ref, drv_lm, ref_lm, indices))
     assert still == pytest.approx(0.1 / 6, rel=1e-4)  # one of 3 keypoints × 2 coordinates off by 0.1
+
+
+def test_a_best_saved_under_older_gates_does_not_block() -> None:
+    new = {**_record(), "score": 20.0}
+    assert replaces_best(new, None, FLOORS)
+    assert not replaces_best(new, {**_record(), "score": 21.0}, FLOORS)  # a gated, better best stays
+    assert replaces_best({**_record(), "score": 22.0}, {**_record(), "score": 21.0}, FLOORS)
+    old = {"overall": {k: v for k, v in _record()["overall"].items() if k != "mouth_open_error"}, "score": 21.0}
+    assert replaces_best(new, old, FLOORS)  # the old best never measured the mouth opening

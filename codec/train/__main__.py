@@ -251,7 +251,7 @@ class _Log:
 
 def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any]:
     """Validate, append the record, write the grid and the plot, and update best.safetensors."""
-    from codec.train.validate import passes_gates, selection_score
+    from codec.train.validate import passes_gates, replaces_best, selection_score
 
     step = trainer.counters.step
     t0 = time.time()
@@ -267,9 +267,7 @@ def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any
     record["score"] = selection_score(record)
     best_path = trainer.run / "best.json"
     best = json.loads(best_path.read_text()) if best_path.is_file() else None
-    # a best saved under older or other gates (e.g. before the mouth-opening gate existed) does not block
-    best_valid = best is not None and passes_gates(best, validator.floors)[0]
-    if ok and (not best_valid or record["score"] > best["score"]):
+    if ok and replaces_best(record, best, validator.floors):
         model_io.save_generator(trainer.model, trainer.run / "best.safetensors",
                                 {"step": str(step), "score": f"{record['score']:.4f}"})
         best_path.write_text(json.dumps(record, indent=1))

@@ -262,6 +262,14 @@ def passes_gates(record: dict[str, Any], floors: dict[str, Any], min_detect_rate
     return (not failed, "; ".join(failed) if failed else "ok")
 
 
+def replaces_best(record: dict[str, Any], best: dict[str, Any] | None, floors: dict[str, Any]) -> bool:
+    """Whether a record that passed the gates becomes the new best: there is none yet, the saved best fails the
+    current gates (saved under older ones, e.g. before the mouth-opening gate existed), or it scores higher."""
+    if best is None or not passes_gates(best, floors)[0]:
+        return True
+    return float(record["score"]) > float(best["score"])
+
+
 def selection_score(record: dict[str, Any]) -> float:
     """Higher is better: face-region PSNR minus the AKD in pixels (blur lowers PSNR of detail and raises AKD)."""
     model = record["overall"]
