@@ -21,8 +21,8 @@ import numpy as np
 
 from bench.report import FRAME_METRICS
 from codec.face.landmarks import NUM_LANDMARKS, LandmarkDetector
-from codec.face.metrics import akd, eye_opening, mouth_opening
-from codec.face.regions import EYES, MOUTH, face_hull_mask
+from codec.face.metrics import landmark_metrics
+from codec.face.regions import face_hull_mask
 from codec.metrics import psnr, ssim
 
 logger = logging.getLogger(__name__)
@@ -75,12 +75,8 @@ def score_frames(
         values["face_ssim"][i] = ssim(out, target, mask=mask)
         if np.all(np.isfinite(recon_landmarks[i])):
             found[i] = True
-            a, b = recon_landmarks[i][:, :2], target_points[:, :2]
-            values["akd"][i] = akd(a, b)
-            values["akd_mouth"][i] = akd(a, b, subset=MOUTH)
-            values["akd_eyes"][i] = akd(a, b, subset=EYES)
-            values["mouth_open_error"][i] = abs(mouth_opening(a) - mouth_opening(b))
-            values["eyes_open_error"][i] = abs(eye_opening(a) - eye_opening(b))
+            for name, value in landmark_metrics(recon_landmarks[i], target_points).items():
+                values[name][i] = value
     return FrameScores(values, found)
 
 

@@ -16,12 +16,12 @@ import numpy as np
 
 from bench.bdrate import compare_curves
 from bench.codecs.base import BenchClip, Codec, StreamInfo
+from codec.face.metrics import LANDMARK_METRICS
 
 if TYPE_CHECKING:
     from bench.quality import FrameScores
 
-FRAME_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "akd_eyes", "mouth_open_error",
-                 "eyes_open_error")
+FRAME_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", *LANDMARK_METRICS)
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "face_psnr": True, "face_ssim": True, "akd": False,
                     "akd_mouth": False, "akd_eyes": False, "mouth_open_error": False,
                     "eyes_open_error": False}

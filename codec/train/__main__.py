@@ -56,10 +56,9 @@ def learning_rate_factor(step: int, config: TrainConfig) -> float:
     return config.min_lr_fraction + (1 - config.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def landmark_weight(step: int, config: TrainConfig) -> float:
-    """Guidance weight: halves every landmark_halflife_steps, floored at w_landmark * landmark_floor_fraction."""
-    decay = 0.5 ** (step / max(1, config.landmark_halflife_steps))
-    return config.w_landmark * max(config.landmark_floor_fraction, decay)
+def landmark_decay(step: int, config: TrainConfig) -> float:
+    """The landmark terms' weight factor: halves every landmark_halflife_steps, floored at landmark_floor_fraction."""
+    return max(config.landmark_floor_fraction, 0.5 ** (step / max(1, config.landmark_halflife_steps)))
 
 
 def keypoint_min_distance(config: TrainConfig, data: PreparedData, landmark_indices: torch.Tensor) -> float:
@@ -183,10 +182,10 @@ class Trainer:
         indices = self.landmark_indices.to(self.device)
         terms["landmark"] = 0.5 * (losses.landmark_guidance_loss(out.kp_drv, batch.drv_landmarks, indices)
                                    + losses.landmark_guidance_loss(out.kp_ref, batch.ref_landmarks, indices))
-        weights["landmark"] = landmark_weight(step, cfg)
+        weights["landmark"] = cfg.w_landmark * landmark_decay(step, cfg)
         terms["landmark_motion"] = losses.landmark_motion_loss(out.kp_drv, out.kp_ref, batch.drv_landmarks,
                                                                batch.ref_landmarks, indices)
-        weights["landmark_motion"] = weights["landmark"] * cfg.w_landmark_motion / max(cfg.w_landmark, 1e-12)
+        weights["landmark_motion"] = cfg.w_landmark_motion * landmark_decay(step, cfg)
         total = sum((weights[k] * terms[k] for k in terms), torch.zeros((), device=self.device))
         result = {k: float(v.detach()) for k, v in terms.items()}
         result.update(loss_g=float(total.detach()), loss_d=float(loss_d.detach()), lr_factor=lr_factor,

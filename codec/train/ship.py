@@ -129,7 +129,7 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         f"Expression is the weakest part: the inner-lip gap error is {o['mouth_open_error']:.2f} px against "
         f"{f0['mouth_open_error']:.2f} for the no-motion floor and {f1['mouth_open_error']:.2f} for the affine one (which keeps "
         f"the reference's expression), the eyes' opening error {o['eyes_open_error']:.2f} px against {f0['eyes_open_error']:.2f} "
-        "and " f"{f1['eyes_open_error']:.2f}. Head pose, position and the face's shape follow the driver; how far the mouth opens "
+        f"and {f1['eyes_open_error']:.2f}. Head pose, position and the face's shape follow the driver; how far the mouth opens "
         "and the blinks follow it only as far as these numbers say. AKD on the mouth does not show this (head motion dominates it).",
         "",
     ]

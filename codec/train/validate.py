@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from codec.face import LEFT_EYE, MOUTH, RIGHT_EYE, akd, eye_opening, face_hull_mask, mouth_opening
+from codec.face import LANDMARK_METRICS, face_hull_mask, landmark_metrics
 from codec.metrics import psnr, ssim
 from codec.model.config import KEYPOINT_LANDMARK_INDICES
 from codec.train.dataset import PairSampler, PreparedData
@@ -29,9 +29,8 @@ from codec.train.floors import affine_floor, no_motion_floor
 
 logger = logging.getLogger(__name__)
 
-EYES: tuple[int, ...] = tuple(sorted(set(LEFT_EYE) | set(RIGHT_EYE)))
 COLLAPSE_DISTANCE = 0.05  # keypoints closer than this (normalised units, x/y) count as collapsed
-METRIC_KEYS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "akd_eyes", "mouth_open_error", "eyes_open_error")
+METRIC_KEYS = ("psnr", "ssim", "face_psnr", "face_ssim", *LANDMARK_METRICS)
 
 # landmarks (478, 2) crop pixels, or None where no face was found
 LandmarkFn = Callable[[np.ndarray], "np.ndarray | None"]
@@ -85,13 +84,9 @@ def frame_metrics(output: np.ndarray, target: np.ndarray, target_landmarks: np.n
         "face_ssim": float(ssim(output, target, mask=mask)),
     }
     if output_landmarks is None:
-        out.update(akd=float("nan"), akd_mouth=float("nan"), akd_eyes=float("nan"), mouth_open_error=float("nan"),
-                   eyes_open_error=float("nan"))
+        out.update(dict.fromkeys(LANDMARK_METRICS, float("nan")))
     else:
-        a, b = output_landmarks[:, :2], target_landmarks[:, :2]
-        out.update(akd=float(akd(a, b)), akd_mouth=float(akd(a, b, subset=MOUTH)), akd_eyes=float(akd(a, b, subset=EYES)),
-                   mouth_open_error=abs(mouth_opening(a) - mouth_opening(b)),
-                   eyes_open_error=abs(eye_opening(a) - eye_opening(b)))
+        out.update(landmark_metrics(output_landmarks, target_landmarks))
     return out
 
 
