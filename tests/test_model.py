@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -65,6 +66,27 @@ def test_landmark_map_covers_default_k() -> None:
     assert len(KEYPOINT_LANDMARK_INDICES) == PRESETS["cpu"].num_keypoints
     assert len(set(KEYPOINT_LANDMARK_INDICES)) == len(KEYPOINT_LANDMARK_INDICES)
     assert all(0 <= i < 478 for i in KEYPOINT_LANDMARK_INDICES)
+
+
+def test_a_grown_spatial_expression_head_starts_as_the_model_it_grew_from() -> None:
+    """Weights without the spatial δ head load into a model with it and compute the same δ; the head still learns."""
+    torch.manual_seed(0)
+    old = FaceVid2VidModel(dataclasses.replace(PRESETS["tiny"], expression_spatial_channels=0)).eval()
+    torch.nn.init.normal_(old.pose_expression.expression.weight, std=0.1)  # a trained-looking, non-zero δ head
+    grown = FaceVid2VidModel(PRESETS["tiny"]).eval()
+    missing, unexpected = grown.load_state_dict(old.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(".expression_spatial." in key for key in missing)
+    images = torch.rand(2, 3, 64, 64)
+    before = old.pose_expression(images)["expression"]  # (2, K, 3)
+    after = grown.pose_expression(images)["expression"]
+    assert float(before.abs().max()) > 0 and torch.equal(before, after)
+    after.square().sum().backward()
+    assert float(grown.pose_expression.expression_spatial[-1].weight.grad.abs().sum()) > 0
+
+
+def test_spatial_expression_head_needs_a_pose_input_divisible_by_16() -> None:
+    with pytest.raises(ValueError, match="divisible by 16"):
+        FaceVid2VidModel(dataclasses.replace(PRESETS["tiny"], pose_input_size=72))
 
 
 def test_keypoint_transform_equivariance() -> None:

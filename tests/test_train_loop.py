@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
+from codec.model import PRESETS
 from codec.train.__main__ import main
 from codec.train.state import read_metadata
+from safetensors import safe_open
 from tests._train_fakes import write_fake_prepared
 
 
@@ -47,3 +50,33 @@ def test_the_3d_volume_preset_trains(tmp_path: Path) -> None:
     train = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in train if r["kind"] == "train"] == [1, 2]
     assert all(r["loss_g"] == r["loss_g"] for r in train if r["kind"] == "train")
+
+
+def test_init_grows_a_run_into_a_model_with_new_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--init: a new run from another run's state for a preset that added the spatial δ head; step, CPU time and
+    training config go on, the shared weights are the source's, the new head trains."""
+    data = write_fake_prepared(tmp_path / "data", size=64)
+    source = tmp_path / "source"
+    with monkeypatch.context() as patch:
+        patch.setitem(PRESETS, "tiny", dataclasses.replace(PRESETS["tiny"], expression_spatial_channels=0))
+        assert main(_args(data, source, "--stop-after-steps", "3")) == 0
+    source_state = read_metadata(source / "last.safetensors")
+    grown = tmp_path / "grown"
+    assert main(["--run", str(grown), "--init", str(source / "last.safetensors"), "--threads", "1", "--no-progress",
+                 "--stop-after-steps", "2"]) == 0
+    state = read_metadata(grown / "last.safetensors")
+    assert state["step"] == "5" and float(state["cpu_seconds"]) > float(source_state["cpu_seconds"])
+    assert json.loads(state["train_config"])["batch_size"] == 2  # the source's config, not the defaults
+    assert json.loads(state["model_config"])["expression_spatial_channels"] == 4
+    with safe_open(str(grown / "last.safetensors"), framework="pt") as handle:
+        head = handle.get_tensor("generator.pose_expression.expression_spatial.3.weight")
+    assert float(head.abs().sum()) > 0  # started at zero, trained
+    train = [json.loads(line) for line in (grown / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in train if r["kind"] == "train"] == [4, 5]
+    with pytest.raises(ValueError, match="one"):
+        main(["--run", str(tmp_path / "x"), "--init", str(source / "last.safetensors"), "--resume"])
+    with monkeypatch.context() as patch:  # a model without the head cannot take a state that has it
+        patch.setitem(PRESETS, "tiny", dataclasses.replace(PRESETS["tiny"], expression_spatial_channels=0))
+        with pytest.raises(ValueError, match="only grows"):
+            main(["--run", str(tmp_path / "shrunk"), "--init", str(grown / "last.safetensors"), "--threads", "1",
+                  "--no-progress", "--stop-after-steps", "1"])

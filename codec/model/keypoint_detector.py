@@ -28,8 +28,8 @@ def soft_argmax(logits: torch.Tensor, depth: torch.Tensor, temperature: float = 
 
 
 class Estimator(nn.Module):
-    """Shared encoder shape of L and H: image at pose_input_size -> features at pose_input_size/4 and a
-    globally pooled vector."""
+    """Shared encoder shape of L and H: image at pose_input_size -> features at pose_input_size/4 and
+    deep features at pose_input_size/16."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -46,11 +46,11 @@ class Estimator(nn.Module):
         self.out_channels = 8 * w
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (B, 3, S, S) -> (features (B, 2w, s/4, s/4), pooled (B, 8w)), s = pose_input_size."""
+        """image (B, 3, S, S) -> (features (B, 2w, s/4, s/4), deep (B, 8w, s/16, s/16)), s = pose_input_size."""
         if image.shape[-1] != self.input_size:
             image = F.interpolate(image, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
         feat = self.features(image * 2 - 1)
-        return feat, self.deep(feat).mean(dim=(2, 3))
+        return feat, self.deep(feat)
 
 
 class CanonicalKeypointDetector(nn.Module):

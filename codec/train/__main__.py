@@ -3,6 +3,7 @@
     python -m codec.train --preset cpu --data /work/prepared/s256 --run /work/runs/cpu1
     python -m codec.train --run /work/runs/cpu1 --resume         # continue after a kill
     python -m codec.train --run /work/runs/cpu1 --resume --max-steps 400000   # extend
+    python -m codec.train --run /work/runs/cpu2 --init /work/runs/cpu1/last.safetensors   # grow a model
 
 RUN/ holds: last.safetensors (full training state, every --checkpoint-minutes, atomic),
 best.safetensors (generator only, best validation score among checkpoints that pass the motion
@@ -43,7 +44,7 @@ from codec.train.config import (
 from codec.train.dataset import PairBatch, PairSampler, PreparedData, SamplerConfig, validation_pairs
 from codec.train.perceptual import VGG19Features, load_vgg19, perceptual_loss
 from codec.train.plots import plot_metrics
-from codec.train.state import Counters, load_state, read_metadata, save_state
+from codec.train.state import Counters, grow_from, load_state, read_metadata, save_state
 
 logger = logging.getLogger("codec.train")
 
@@ -217,6 +218,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder (created; keep it outside the repository)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/last.safetensors")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start a new run from this training state (e.g. another run's last.safetensors) for a "
+                             "preset that added parameters to it: its weights, optimizer moments, counters and "
+                             "training config are taken over, the new parameters start from their initialisation; "
+                             "flags override any config field")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -296,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     run = Path(args.run)
     last = run / "last.safetensors"
+    if args.resume and args.init:
+        raise ValueError("--resume continues RUN itself, --init starts a new RUN from another state: pass one")
     if args.resume:
         if not last.is_file():
             raise FileNotFoundError(f"--resume: {last} does not exist; start a run without --resume first")
@@ -310,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if last.is_file():
             raise FileExistsError(f"{last} exists: pass --resume to continue it, or choose a new --run")
-        config, _ = config_from_args(args)
+        if args.init is not None and not args.init.is_file():
+            raise FileNotFoundError(f"--init: {args.init} does not exist (a run's last.safetensors)")
+        base = config_from_dict(json.loads(read_metadata(args.init)["train_config"])) if args.init else None
+        config, _ = config_from_args(args, base)
         if not config.data:
             raise ValueError("--data is required for a new run (a prepared dataset folder)")
     run.mkdir(parents=True, exist_ok=True)
@@ -322,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         trainer.load(last)
         trainer.config = config
         logger.info("resumed at step %d (%.2f CPU-hours)", trainer.counters.step, trainer.counters.cpu_seconds / 3600)
+    elif args.init is not None:
+        trainer.counters, new = grow_from(args.init, generator=trainer.model, discriminator=trainer.disc,
+                                          opt_g=trainer.opt_g, opt_d=trainer.opt_d)
+        logger.info("grown from %s at step %d (%.2f CPU-hours); new generator entries: %s", args.init,
+                    trainer.counters.step, trainer.counters.cpu_seconds / 3600, new)
     (run / "config.json").write_text(json.dumps({"train": config_to_dict(config), "model": trainer.model_config},
                                                 indent=1))
     log = _Log(run / "log.jsonl")

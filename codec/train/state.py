@@ -124,3 +124,56 @@ def load_state(
     torch.set_rng_state(tensors["rng.torch"])
     rng.bit_generator.state = json.loads(metadata["rng.numpy"])
     return Counters(int(metadata["step"]), float(metadata["cpu_seconds"]), float(metadata["wall_seconds"]))
+
+
+def grow_from(
+    path: str | Path,
+    *,
+    generator: torch.nn.Module,
+    discriminator: torch.nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+) -> tuple[Counters, list[str]]:
+    """Start a new run from the training state at ``path`` for a generator that has grown new parameters.
+
+    Every generator parameter and buffer the state has is loaded (shapes must match) with its Adam
+    moments; the new ones keep their initialisation and start with fresh moments. The discriminator,
+    its optimizer and the counters (step, CPU time) are taken over unchanged, so the learning-rate
+    schedule and the CPU-hour account go on. A state with a parameter this generator lacks is refused.
+    Returns the counters and the names of the new generator entries.
+    """
+    metadata = read_metadata(path)
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            tensors[key] = handle.get_tensor(key)
+    saved = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
+    own = generator.state_dict()
+    unknown = sorted(set(saved) - set(own))
+    if unknown:
+        raise ValueError(f"{path}: generator entries {unknown[:5]} do not exist in this model: --init only grows "
+                         "a model (adds parameters); use the preset the state was trained with")
+    for key, value in saved.items():
+        if value.shape != own[key].shape:
+            raise ValueError(f"{path}: generator.{key} has shape {tuple(value.shape)}, this model "
+                             f"{tuple(own[key].shape)}: --init cannot reshape parameters")
+    generator.load_state_dict(saved, strict=False)
+    new = sorted(set(own) - set(saved))
+    # Adam state is indexed by parameter position; the state's positions are this model's parameters
+    # without the new ones (adding a module does not reorder the others).
+    named = [(name, p) for name, p in generator.named_parameters() if name in saved]
+    old_state = _unflatten_optimizer("opt_g", tensors, metadata["opt_g.param_groups"])["state"]
+    if old_state and max(old_state) >= len(named):
+        raise ValueError(f"{path}: its generator optimizer has state for {max(old_state) + 1} parameters, "
+                         f"this model shares {len(named)} with it")
+    for index, entry in old_state.items():
+        name, param = named[index]
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in entry and entry[key].shape != param.shape:
+                raise ValueError(f"{path}: optimizer state {index} ({key}) does not fit parameter {name}")
+        opt_g.state[param] = {key: value.to(param.device) if key != "step" else value for key, value in entry.items()}
+    discriminator.load_state_dict({k[len("discriminator."):]: v for k, v in tensors.items()
+                                   if k.startswith("discriminator.")}, strict=True)
+    opt_d.load_state_dict(_unflatten_optimizer("opt_d", tensors, metadata["opt_d.param_groups"]))
+    counters = Counters(int(metadata["step"]), float(metadata["cpu_seconds"]), float(metadata["wall_seconds"]))
+    return counters, new
