@@ -71,8 +71,9 @@ def test_init_grows_a_run_into_a_model_with_new_parameters(tmp_path: Path, monke
     with safe_open(str(grown / "last.safetensors"), framework="pt") as handle:
         head = handle.get_tensor("generator.pose_expression.expression_spatial.3.weight")
     assert float(head.abs().sum()) > 0  # started at zero, trained
-    train = [json.loads(line) for line in (grown / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in train if r["kind"] == "train"] == [4, 5]
+    log = [json.loads(line) for line in (grown / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2, 3, 4, 5]  # the source's history comes along
+    assert [r["step"] for r in log if r["kind"] == "init"] == [3]
     with pytest.raises(ValueError, match="one"):
         main(["--run", str(tmp_path / "x"), "--init", str(source / "last.safetensors"), "--resume"])
     with monkeypatch.context() as patch:  # a model without the head cannot take a state that has it

@@ -28,12 +28,14 @@ def test_ship_writes_half_weights_card_and_examples(tmp_path: Path) -> None:
     Image.fromarray(default_portrait()).save(art)
     out = tmp_path / "weights" / "tiny.safetensors"
     assert main(["--run", str(run), "--data", str(data), "--art", str(art), str(art), "--pairs", "4",
-                 "--out", str(out), "--docs", str(tmp_path / "docs"), "--threads", "1"]) == 0
+                 "--out", str(out), "--docs", str(tmp_path / "docs"), "--threads", "1",
+                 "--history", "grown at step 5 from run a"]) == 0
     loaded, model_id = checkpoint.load(out)
     assert model_id.startswith("tiny-") and next(loaded.parameters()).dtype == torch.float32
     assert out.stat().st_size < 0.6 * sum(p.numel() * 4 for p in model.state_dict().values())  # fp16 on disk
     card = (out.parent / "MODEL_CARD.md").read_text()
     assert "7 steps of batch 2" in card and "0.50 CPU-hours" in card and "| overall |" in card
+    assert "- History: grown at step 5 from run a" in card and "spatial head over its 4² deep map (4 channels)" in card
     cross = Image.open(tmp_path / "docs" / "cross_identity.jpg")
     assert cross.size == (6 * 64, 3 * 64)  # driver row + one row per portrait, 5 driving frames + 1
     assert (tmp_path / "docs" / "same_person.jpg").is_file()

@@ -254,6 +254,20 @@ class _Log:
             handle.write(json.dumps(record) + "\n")
 
 
+def inherit_history(source_log: Path, log: _Log, step: int, init: Path) -> None:
+    """A grown run's log starts with its source run's records up to the state it grew from, then an
+    "init" record, so curves, CPU-hours and the model card cover the whole lineage."""
+    if source_log.is_file():
+        for line in source_log.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of a killed run
+            if isinstance(record, dict) and int(record.get("step", step + 1)) <= step:
+                log.write(record)
+    log.write({"kind": "init", "step": step, "from": str(init)})
+
+
 def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any]:
     """Validate, append the record, write the grid and the plot, and update best.safetensors."""
     from codec.train.validate import passes_gates, replaces_best, selection_score
@@ -341,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     (run / "config.json").write_text(json.dumps({"train": config_to_dict(config), "model": trainer.model_config},
                                                 indent=1))
     log = _Log(run / "log.jsonl")
+    if args.init is not None:
+        inherit_history(args.init.parent / "log.jsonl", log, trainer.counters.step, args.init)
     validator = make_validator(trainer)
 
     stop = {"signal": 0}

@@ -80,6 +80,10 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         f"- Trained here from scratch on a 2-core CPU: {meta['step']} steps of batch {meta['batch_size']}, "
         f"{meta['cpu_hours']:.2f} CPU-hours ({meta['wall_hours']:.2f} wall hours). No pretrained networks "
         "(no VGG19 weights here: the reconstruction loss is multi-scale L1 + SSIM + discriminator feature matching).",
+        *([f"- History: {meta['history']}"] if meta.get("history") else []),
+        "- δ (expression) from H's globally pooled features"
+        + (f" plus a spatial head over its {meta['spatial_side']}² deep map ({meta['spatial_channels']} channels)."
+           if meta.get("spatial_channels") else " only."),
         f"- Data: ../shared/data/clips prepared at 256² ({data_summary['train_frames']} training frames of "
         f"{data_summary['train_people']} people; validation {data_summary['val_frames']} frames of "
         f"{data_summary['val_people']} other people). The split is by person.",
@@ -147,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "codec" / "weights" / "cpu.safetensors")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "model")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--history", default="", help="how the run got here, for the model card (e.g. the step a "
+                                                       "loss term was switched on, a run it grew from)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -187,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     card_meta = {"model_id": model_id, "params": sum(p.numel() for p in model.parameters()), "step": step,
                  "batch_size": train_config["batch_size"], "w_landmark_motion": train_config.get("w_landmark_motion", 0.0),
                  "cpu_hours": at_step[0]["cpu_hours"] if at_step else float("nan"),
-                 "wall_hours": at_step[0]["wall_hours"] if at_step else float("nan")}
+                 "wall_hours": at_step[0]["wall_hours"] if at_step else float("nan"), "history": args.history,
+                 "spatial_channels": model.config.expression_spatial_channels,
+                 "spatial_side": model.config.pose_input_size // 16}
     card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, [p.name for p in args.art])
     (args.out.parent / "MODEL_CARD.md").write_text(card)
     (args.docs / "validation.json").write_text(json.dumps({"record": record, "floors": validator.floors}, indent=1))
