@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from codec.model import PRESETS
+from codec.model import PRESETS, FaceVid2VidModel, ModelConfig
 from codec.train.__main__ import main
 from codec.train.state import read_metadata
 from safetensors import safe_open
@@ -81,3 +82,53 @@ def test_init_grows_a_run_into_a_model_with_new_parameters(tmp_path: Path, monke
         with pytest.raises(ValueError, match="only grows"):
             main(["--run", str(tmp_path / "shrunk"), "--init", str(grown / "last.safetensors"), "--threads", "1",
                   "--no-progress", "--stop-after-steps", "1"])
+
+
+def test_from_model_fine_tunes_a_model_file_with_a_fresh_discriminator(tmp_path: Path) -> None:
+    """--from-model: a new run from a model file (the shipped fp16 format): its weights and counters, the generator
+    frozen while the fresh discriminator catches up, then both train; the schedule restarts at the file's step."""
+    from codec.model import checkpoint
+    from codec.train.__main__ import learning_rate_factor
+    from codec.train.config import TrainConfig
+
+    data = write_fake_prepared(tmp_path / "data", size=64)
+    model_file = tmp_path / "model.safetensors"
+    torch.manual_seed(0)
+    checkpoint.save(FaceVid2VidModel(ModelConfig.preset("tiny")), model_file, metadata={"step": "3", "cpu_hours": "0.5"},
+                    half=True)
+
+    run = tmp_path / "ft"
+    base = ["--run", str(run), "--from-model", str(model_file), "--data", str(data), "--threads", "1", "--no-progress",
+            "--batch-size", "2", "--validation-pairs", "4", "--validate-steps", "100", "--log-steps", "1"]
+    assert main([*base, "--max-steps", "10", "--generator-frozen-until-step", "5", "--stop-after-steps", "2"]) == 0
+    state = read_metadata(run / "last.safetensors")
+    assert state["step"] == "5" and float(state["cpu_seconds"]) > 0.5 * 3600
+    config = json.loads(state["train_config"])
+    assert config["schedule_start_step"] == 3 and config["preset"] == "tiny"
+    with safe_open(str(run / "last.safetensors"), framework="pt") as handle:
+        frozen = {k[len("generator."):]: handle.get_tensor(k) for k in handle.keys() if k.startswith("generator.")}
+        assert not any(k.startswith("opt_g.state") for k in handle.keys())  # G took no step yet
+        assert any(k.startswith("opt_d.state") for k in handle.keys())
+    reference = {k: v.float() for k, v in checkpoint.load(model_file)[0].state_dict().items()}
+    assert all(torch.equal(frozen[k].float(), reference[k]) for k in reference)  # fp16 file loaded, untouched
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "init"] == [3]
+    assert all(r.get("generator_frozen") == 1.0 and "loss_g" not in r for r in log if r["kind"] == "train")
+
+    assert main(["--run", str(run), "--resume", "--threads", "1", "--no-progress", "--stop-after-steps", "2"]) == 0
+    with safe_open(str(run / "last.safetensors"), framework="pt") as handle:
+        trained = {k[len("generator."):]: handle.get_tensor(k) for k in handle.keys() if k.startswith("generator.")}
+    assert not all(torch.equal(trained[k], frozen[k]) for k in frozen)  # from step 5 on, G trains
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train" and "loss_g" in r] == [6, 7]
+
+    restarted = TrainConfig(max_steps=1300, schedule_start_step=1000, warmup_steps=100)
+    assert learning_rate_factor(1000, restarted) == pytest.approx(0.01)  # warm-up again from the start step
+    assert learning_rate_factor(1100, restarted) == pytest.approx(1.0)
+    assert learning_rate_factor(1300, restarted) == pytest.approx(restarted.min_lr_fraction)
+    with pytest.raises(ValueError, match="--max-steps"):
+        main(["--run", str(tmp_path / "ft2"), "--from-model", str(model_file), "--data", str(data), "--max-steps", "3"])
+    with pytest.raises(ValueError, match="pass one"):
+        main(["--run", str(tmp_path / "ft3"), "--from-model", str(model_file), "--init", str(model_file)])
+    with pytest.raises(FileNotFoundError, match="--from-model"):
+        main(["--run", str(tmp_path / "ft4"), "--from-model", str(tmp_path / "missing.safetensors"), "--data", str(data)])

@@ -4,6 +4,7 @@
     python -m codec.train --run /work/runs/cpu1 --resume         # continue after a kill
     python -m codec.train --run /work/runs/cpu1 --resume --max-steps 400000   # extend
     python -m codec.train --run /work/runs/cpu2 --init /work/runs/cpu1/last.safetensors   # grow a model
+    python -m codec.train --run /work/runs/ft1 --from-model codec/weights/cpu.safetensors --data /work/prepared/s256 --max-steps 12000 --lr 1e-4   # fine-tune
 
 RUN/ holds: last.safetensors (full training state, every --checkpoint-minutes, atomic),
 best.safetensors (generator only, best validation score among checkpoints that pass the motion
@@ -30,6 +31,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from codec.model import checkpoint
 from codec.model.loading import pick_precision
 from codec.train import losses
 from codec.train import model_io
@@ -44,16 +46,18 @@ from codec.train.config import (
 from codec.train.dataset import PairBatch, PairSampler, PreparedData, SamplerConfig, validation_pairs
 from codec.train.perceptual import VGG19Features, load_vgg19, perceptual_loss
 from codec.train.plots import plot_metrics
-from codec.train.state import Counters, grow_from, load_state, read_metadata, save_state
+from codec.train.state import Counters, grow_from, load_state, read_metadata, save_state, start_from_model
 
 logger = logging.getLogger("codec.train")
 
 
 def learning_rate_factor(step: int, config: TrainConfig) -> float:
-    """Linear warm-up, then cosine from 1 to min_lr_fraction at max_steps."""
+    """Linear warm-up, then cosine from 1 to min_lr_fraction at max_steps, counted from schedule_start_step."""
+    step = max(0, step - config.schedule_start_step)
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    horizon = config.max_steps - config.schedule_start_step - config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, horizon))
     return config.min_lr_fraction + (1 - config.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -132,13 +136,16 @@ class Trainer:
         return factor
 
     def step(self, batch: PairBatch, step: int) -> dict[str, float]:
-        """One discriminator and one generator update; returns every loss term (unweighted) and totals."""
+        """One discriminator and one generator update (only the discriminator's before
+        generator_frozen_until_step); returns every loss term (unweighted) and totals."""
         cfg = self.config
-        self.model.train()
+        frozen = step < cfg.generator_frozen_until_step
+        self.model.train(not frozen)  # frozen: not even normalisation statistics change
         self.disc.train()
         lr_factor = self.set_learning_rates(step)
-        with self.autocast():
+        with self.autocast(), torch.no_grad() if frozen else contextlib.nullcontext():
             out = model_io.forward(self.model, batch.ref, batch.drv)
+        with self.autocast():
             # discriminator: hinge on real driving frames vs detached outputs
             real_logits, _ = model_io.discriminate(self.disc, batch.drv)
             fake_logits, _ = model_io.discriminate(self.disc, out.image.detach())
@@ -146,6 +153,8 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
+        if frozen:
+            return {"loss_d": float(loss_d.detach()), "lr_factor": lr_factor, "generator_frozen": 1.0}
 
         # generator
         terms: dict[str, torch.Tensor] = {}
@@ -223,6 +232,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "preset that added parameters to it: its weights, optimizer moments, counters and "
                              "training config are taken over, the new parameters start from their initialisation; "
                              "flags override any config field")
+    parser.add_argument("--from-model", type=Path, default=None,
+                        help="start a new run from a model file (e.g. codec/weights/cpu.safetensors, a run's "
+                             "best.safetensors): its weights and the step and CPU-hours it records; the "
+                             "discriminator and both optimizers start fresh, so by default the generator stays frozen "
+                             "for 200 steps while D catches up (--generator-frozen-until-step) and the learning-rate "
+                             "schedule restarts at its step (--schedule-start-step); pass --data and a --max-steps "
+                             "beyond its step")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -288,7 +304,9 @@ def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any
     best = json.loads(best_path.read_text()) if best_path.is_file() else None
     if ok and replaces_best(record, best, validator.floors):
         model_io.save_generator(trainer.model, trainer.run / "best.safetensors",
-                                {"step": str(step), "score": f"{record['score']:.4f}"})
+                                {"step": str(step), "score": f"{record['score']:.4f}",
+                                 "cpu_hours": f"{trainer.counters.cpu_seconds / 3600:.3f}",
+                                 "wall_hours": f"{trainer.counters.wall_seconds / 3600:.3f}"})
         best_path.write_text(json.dumps(record, indent=1))
         record["best"] = True
     log.write(record)
@@ -310,14 +328,26 @@ def make_validator(trainer: Trainer) -> Any:
     return Validator(trainer.val_data, pairs, make_landmark_fn(), trainer.run / "floors.json")
 
 
+def from_model_defaults(path: Path, frozen_steps: int = 200) -> TrainConfig:
+    """The training config a run started from a model file begins with (flags override it): the file's preset,
+    the learning-rate schedule restarting at its step, the generator frozen for ``frozen_steps``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--from-model: {path} does not exist (a model file such as codec/weights/cpu.safetensors)")
+    metadata = checkpoint.read_metadata(path)
+    step = int(metadata.get("step", "0") or 0)
+    preset = json.loads(metadata["config"])["name"]
+    return TrainConfig(preset=preset, schedule_start_step=step, generator_frozen_until_step=step + frozen_steps)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     run = Path(args.run)
     last = run / "last.safetensors"
-    if args.resume and args.init:
-        raise ValueError("--resume continues RUN itself, --init starts a new RUN from another state: pass one")
+    if sum(bool(x) for x in (args.resume, args.init, args.from_model)) > 1:
+        raise ValueError("--resume continues RUN itself, --init and --from-model start a new RUN from another "
+                         "state or a model file: pass one")
     if args.resume:
         if not last.is_file():
             raise FileNotFoundError(f"--resume: {last} does not exist; start a run without --resume first")
@@ -335,7 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.init is not None and not args.init.is_file():
             raise FileNotFoundError(f"--init: {args.init} does not exist (a run's last.safetensors)")
         base = config_from_dict(json.loads(read_metadata(args.init)["train_config"])) if args.init else None
+        if args.from_model is not None:
+            base = from_model_defaults(args.from_model)
         config, _ = config_from_args(args, base)
+        if args.from_model is not None and config.max_steps <= config.schedule_start_step:
+            raise ValueError(f"--from-model: {args.from_model} is at step {config.schedule_start_step}; pass a "
+                             "--max-steps beyond it")
         if not config.data:
             raise ValueError("--data is required for a new run (a prepared dataset folder)")
     run.mkdir(parents=True, exist_ok=True)
@@ -352,11 +387,18 @@ def main(argv: list[str] | None = None) -> int:
                                           opt_g=trainer.opt_g, opt_d=trainer.opt_d)
         logger.info("grown from %s at step %d (%.2f CPU-hours); new generator entries: %s", args.init,
                     trainer.counters.step, trainer.counters.cpu_seconds / 3600, new)
+    elif args.from_model is not None:
+        trainer.counters, new = start_from_model(args.from_model, trainer.model)
+        logger.info("started from model %s at step %d (%.2f CPU-hours); fresh discriminator and optimizers, generator "
+                    "frozen until step %d; new generator entries: %s", args.from_model, trainer.counters.step,
+                    trainer.counters.cpu_seconds / 3600, config.generator_frozen_until_step, new)
     (run / "config.json").write_text(json.dumps({"train": config_to_dict(config), "model": trainer.model_config},
                                                 indent=1))
     log = _Log(run / "log.jsonl")
     if args.init is not None:
         inherit_history(args.init.parent / "log.jsonl", log, trainer.counters.step, args.init)
+    elif args.from_model is not None:
+        log.write({"kind": "init", "step": trainer.counters.step, "from": str(args.from_model)})
     validator = make_validator(trainer)
 
     stop = {"signal": 0}
@@ -370,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     last_ckpt = last_val = time.time()
     steps_here = 0
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
     if base.step == 0:
         run_validation(trainer, validator, log)
     bar = tqdm(total=config.max_steps, initial=base.step, disable=args.no_progress, dynamic_ncols=True)
@@ -383,13 +426,15 @@ def main(argv: list[str] | None = None) -> int:
                                         base.wall_seconds + time.time() - wall0)
             for key, value in result.items():
                 sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
             bar.update(1)
             if steps_here % 5 == 0:
-                bar.set_postfix({k: f"{result[k]:.3g}" for k in ("loss_g", "loss_d", "l1", "landmark", "keypoint_prior")})
+                bar.set_postfix({k: f"{result[k]:.3g}" for k in ("loss_g", "loss_d", "l1", "landmark", "keypoint_prior")
+                                 if k in result})
             if (step + 1) % config.log_steps == 0:
                 log.write({"kind": "train", "step": step + 1, "cpu_hours": trainer.counters.cpu_seconds / 3600,
-                           **{k: v / config.log_steps for k, v in sums.items()}})
-                sums = {}
+                           **{k: v / counts[k] for k, v in sums.items()}})
+                sums, counts = {}, {}
             now = time.time()
             due_val = (config.validate_steps > 0 and (step + 1) % config.validate_steps == 0) or (
                 config.validate_steps <= 0 and now - last_val >= 60 * config.validate_minutes)

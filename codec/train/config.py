@@ -22,6 +22,8 @@ class TrainConfig:
     lr_d: float = 2e-4  # discriminator Adam learning rate
     betas: tuple[float, float] = (0.5, 0.999)
     warmup_steps: int = 300  # linear learning-rate warm-up
+    schedule_start_step: int = 0  # the learning-rate schedule (warm-up, then cosine to max_steps) starts at this step
+    generator_frozen_until_step: int = 0  # only the discriminator trains before this step (a fresh D catching up)
     min_lr_fraction: float = 0.1  # the cosine schedule ends at lr * this
     grad_clip: float = 5.0  # generator gradient-norm clip (0 = off)
     # loss weights

@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"step": str(step), "cpu_hours": f"{at_step[0]['cpu_hours']:.3f}" if at_step else "",
+            "wall_hours": f"{at_step[0]['wall_hours']:.3f}" if at_step else "",
             "trained_on": "../shared/data/clips (prepared 256²)", "validation": json.dumps(record["overall"])}
     model_id = checkpoint.save(model, args.out, metadata=meta, half=True)
     size_bytes = args.out.stat().st_size

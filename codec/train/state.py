@@ -20,6 +20,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from codec.model import checkpoint
+
 FORMAT = "kpcall-train-state-1"
 
 
@@ -126,6 +128,42 @@ def load_state(
     return Counters(int(metadata["step"]), float(metadata["cpu_seconds"]), float(metadata["wall_seconds"]))
 
 
+def _load_shared_weights(path: str | Path, saved: dict[str, torch.Tensor], generator: torch.nn.Module) -> list[str]:
+    """Load every entry of ``saved`` into ``generator`` (same names and shapes, cast to its dtypes); entries the
+    generator has beyond them keep their initialisation. Returns their names; refuses entries it lacks."""
+    own = generator.state_dict()
+    unknown = sorted(set(saved) - set(own))
+    if unknown:
+        raise ValueError(f"{path}: generator entries {unknown[:5]} do not exist in this model: --init only grows "
+                         "a model (adds parameters); use the preset the state was trained with")
+    for key, value in saved.items():
+        if value.shape != own[key].shape:
+            raise ValueError(f"{path}: generator.{key} has shape {tuple(value.shape)}, this model "
+                             f"{tuple(own[key].shape)}: --init cannot reshape parameters")
+    generator.load_state_dict({key: value.to(own[key].dtype) for key, value in saved.items()}, strict=False)
+    return sorted(set(own) - set(saved))
+
+
+def start_from_model(path: str | Path, generator: torch.nn.Module) -> tuple[Counters, list[str]]:
+    """Start a new run from a model file (``codec.model.checkpoint`` format, e.g. the shipped fp16 weights):
+    its weights (as fp32) and the step and CPU-hours it records; wall time is counted from here when the file
+    does not record it. The discriminator and the optimizers are the caller's fresh ones.
+    Returns the counters and the names of generator entries the file lacks (a grown preset)."""
+    metadata = checkpoint.read_metadata(Path(path))
+    with safe_open(str(path), framework="pt") as handle:
+        saved = {key: handle.get_tensor(key) for key in handle.keys()}
+    new = _load_shared_weights(path, saved, generator)
+
+    def hours(name: str) -> float:
+        try:
+            value = float(metadata.get(name, "") or "nan")
+        except ValueError:
+            value = float("nan")
+        return value * 3600 if value == value else 0.0
+
+    return Counters(int(metadata.get("step", "0") or 0), hours("cpu_hours"), hours("wall_hours")), new
+
+
 def grow_from(
     path: str | Path,
     *,
@@ -148,17 +186,7 @@ def grow_from(
         for key in handle.keys():
             tensors[key] = handle.get_tensor(key)
     saved = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
-    own = generator.state_dict()
-    unknown = sorted(set(saved) - set(own))
-    if unknown:
-        raise ValueError(f"{path}: generator entries {unknown[:5]} do not exist in this model: --init only grows "
-                         "a model (adds parameters); use the preset the state was trained with")
-    for key, value in saved.items():
-        if value.shape != own[key].shape:
-            raise ValueError(f"{path}: generator.{key} has shape {tuple(value.shape)}, this model "
-                             f"{tuple(own[key].shape)}: --init cannot reshape parameters")
-    generator.load_state_dict(saved, strict=False)
-    new = sorted(set(own) - set(saved))
+    new = _load_shared_weights(path, saved, generator)
     # Adam state is indexed by parameter position; the state's positions are this model's parameters
     # without the new ones (adding a module does not reorder the others).
     named = [(name, p) for name, p in generator.named_parameters() if name in saved]
