@@ -4,7 +4,7 @@
     python -m codec.train --run /work/runs/cpu1 --resume         # continue after a kill
     python -m codec.train --run /work/runs/cpu1 --resume --max-steps 400000   # extend
     python -m codec.train --run /work/runs/cpu2 --init /work/runs/cpu1/last.safetensors   # grow a model
-    python -m codec.train --run /work/runs/ft1 --from-model codec/weights/cpu.safetensors --data /work/prepared/s256 --max-steps 12000 --lr 1e-4   # fine-tune
+    python -m codec.train --run /work/runs/ft1 --from-model codec/weights/cpu.safetensors --data /work/prepared/s256 --max-steps 12000 --lr 5e-5   # fine-tune
 
 RUN/ holds: last.safetensors (full training state, every --checkpoint-minutes, atomic),
 best.safetensors (generator only, best validation score among checkpoints that pass the motion
@@ -334,7 +334,7 @@ def from_model_defaults(path: Path, frozen_steps: int = 200) -> TrainConfig:
     if not path.is_file():
         raise FileNotFoundError(f"--from-model: {path} does not exist (a model file such as codec/weights/cpu.safetensors)")
     metadata = checkpoint.read_metadata(path)
-    step = int(metadata.get("step", "0") or 0)
+    step = int(metadata.get("step") or 0)
     preset = json.loads(metadata["config"])["name"]
     return TrainConfig(preset=preset, schedule_start_step=step, generator_frozen_until_step=step + frozen_steps)
 

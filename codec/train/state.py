@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from codec.model import checkpoint
 
@@ -134,12 +134,12 @@ def _load_shared_weights(path: str | Path, saved: dict[str, torch.Tensor], gener
     own = generator.state_dict()
     unknown = sorted(set(saved) - set(own))
     if unknown:
-        raise ValueError(f"{path}: generator entries {unknown[:5]} do not exist in this model: --init only grows "
-                         "a model (adds parameters); use the preset the state was trained with")
+        raise ValueError(f"{path}: generator entries {unknown[:5]} do not exist in this model: starting from "
+                         "another run's weights only grows a model (adds parameters); use the preset it was trained with")
     for key, value in saved.items():
         if value.shape != own[key].shape:
             raise ValueError(f"{path}: generator.{key} has shape {tuple(value.shape)}, this model "
-                             f"{tuple(own[key].shape)}: --init cannot reshape parameters")
+                             f"{tuple(own[key].shape)}: a new run cannot reshape parameters")
     generator.load_state_dict({key: value.to(own[key].dtype) for key, value in saved.items()}, strict=False)
     return sorted(set(own) - set(saved))
 
@@ -150,18 +150,9 @@ def start_from_model(path: str | Path, generator: torch.nn.Module) -> tuple[Coun
     does not record it. The discriminator and the optimizers are the caller's fresh ones.
     Returns the counters and the names of generator entries the file lacks (a grown preset)."""
     metadata = checkpoint.read_metadata(Path(path))
-    with safe_open(str(path), framework="pt") as handle:
-        saved = {key: handle.get_tensor(key) for key in handle.keys()}
-    new = _load_shared_weights(path, saved, generator)
-
-    def hours(name: str) -> float:
-        try:
-            value = float(metadata.get(name, "") or "nan")
-        except ValueError:
-            value = float("nan")
-        return value * 3600 if value == value else 0.0
-
-    return Counters(int(metadata.get("step", "0") or 0), hours("cpu_hours"), hours("wall_hours")), new
+    new = _load_shared_weights(path, load_file(str(path)), generator)
+    seconds = {name: float(metadata.get(f"{name}_hours") or 0.0) * 3600 for name in ("cpu", "wall")}
+    return Counters(int(metadata.get("step") or 0), seconds["cpu"], seconds["wall"]), new
 
 
 def grow_from(
