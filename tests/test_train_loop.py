@@ -132,3 +132,28 @@ def test_from_model_fine_tunes_a_model_file_with_a_fresh_discriminator(tmp_path:
         main(["--run", str(tmp_path / "ft3"), "--from-model", str(model_file), "--init", str(model_file)])
     with pytest.raises(FileNotFoundError, match="--from-model"):
         main(["--run", str(tmp_path / "ft4"), "--from-model", str(tmp_path / "missing.safetensors"), "--data", str(data)])
+
+
+def test_resume_with_a_new_schedule_continues_a_finished_run_warm(tmp_path: Path) -> None:
+    """A finished run continues with a new learning-rate schedule (lr, restart step, warm-up): its discriminator and
+    Adam state come along; the architecture and the loss's data sampling cannot change on resume."""
+    data = write_fake_prepared(tmp_path / "data", size=64)
+    run = tmp_path / "run"
+    assert main(_args(data, run, "--max-steps", "3", "--warmup-steps", "1", "--validate-steps", "100")) == 0
+    with safe_open(str(run / "last.safetensors"), framework="pt") as handle:
+        adam_steps = {k: float(handle.get_tensor(k)) for k in handle.keys() if k.startswith("opt_") and k.endswith(".step")}
+    assert adam_steps and set(adam_steps.values()) == {3.0}
+
+    assert main(["--run", str(run), "--resume", "--threads", "1", "--no-progress", "--max-steps", "7", "--lr", "1e-4",
+                 "--schedule-start-step", "3", "--warmup-steps", "2"]) == 0
+    state = read_metadata(run / "last.safetensors")
+    config = json.loads(state["train_config"])
+    assert state["step"] == "7" and config["lr"] == 1e-4 and config["schedule_start_step"] == 3
+    with safe_open(str(run / "last.safetensors"), framework="pt") as handle:
+        assert {float(handle.get_tensor(k)) for k in adam_steps} == {7.0}  # the same Adam moments, stepped on
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    factors = {r["step"]: r["lr_factor"] for r in log if r["kind"] == "train"}
+    assert factors[3] == pytest.approx(0.55)  # the first schedule's cosine, half-way at its last step
+    assert factors[4] == pytest.approx(0.5) and factors[5] == pytest.approx(1.0)  # warm-up again from step 3
+    with pytest.raises(ValueError, match="cannot change"):
+        main(["--run", str(run), "--resume", "--threads", "1", "--no-progress", "--batch-size", "4"])

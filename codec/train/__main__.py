@@ -3,6 +3,7 @@
     python -m codec.train --preset cpu --data /work/prepared/s256 --run /work/runs/cpu1
     python -m codec.train --run /work/runs/cpu1 --resume         # continue after a kill
     python -m codec.train --run /work/runs/cpu1 --resume --max-steps 400000   # extend
+    python -m codec.train --run /work/runs/ft1 --resume --max-steps 13400 --lr 2e-5 --schedule-start-step 10100 --warmup-steps 100   # warm restart: a new schedule, same D and Adam state
     python -m codec.train --run /work/runs/cpu2 --init /work/runs/cpu1/last.safetensors   # grow a model
     python -m codec.train --run /work/runs/ft1 --from-model codec/weights/cpu.safetensors --data /work/prepared/s256 --max-steps 12000 --lr 5e-5   # fine-tune
 

@@ -57,9 +57,11 @@ class TrainConfig:
 
 
 # Fields a resumed run may change; everything else comes from the checkpoint.
+# A new learning-rate schedule (lr, schedule_start_step, warmup_steps, min_lr_fraction) continues a finished run
+# with its discriminator and Adam state (a warm restart).
 RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_minutes", "validate_minutes", "validate_steps", "log_steps",
                        "gan_start_step", "w_gan", "landmark_floor_fraction", "data",
-                       "w_landmark_motion")
+                       "w_landmark_motion", "lr", "schedule_start_step", "warmup_steps", "min_lr_fraction")
 
 
 def _help_texts() -> dict[str, str]:
