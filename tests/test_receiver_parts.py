@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from pathlib import Path
 
@@ -68,8 +67,10 @@ async def test_render_worker_takes_the_latest_job_and_runs_tasks_first() -> None
     worker.submit(playout_frame(99), mapped)
     await asyncio.sleep(0.1)
     assert done[-1].frame.slot == 99 and synth.rendered[-1].yaw == 0.0
+    thread = worker._thread  # this worker's own thread: a render thread another test left cannot fail this one
+    assert thread.name == "render" and thread.is_alive()
     await worker.close()
-    assert not any(t.name == "render" and t.is_alive() for t in threading.enumerate())
+    assert not thread.is_alive()
     with pytest.raises(RuntimeError, match="closed"):
         await worker.call(time.time)
 
