@@ -136,7 +136,7 @@ def test_from_model_fine_tunes_a_model_file_with_a_fresh_discriminator(tmp_path:
 
 def test_resume_with_a_new_schedule_continues_a_finished_run_warm(tmp_path: Path) -> None:
     """A finished run continues with a new learning-rate schedule (lr, restart step, warm-up): its discriminator and
-    Adam state come along; the architecture and the loss's data sampling cannot change on resume."""
+    Adam state come along; fields outside RESUMABLE_OVERRIDES (here the batch size) still cannot change."""
     data = write_fake_prepared(tmp_path / "data", size=64)
     run = tmp_path / "run"
     assert main(_args(data, run, "--max-steps", "3", "--warmup-steps", "1", "--validate-steps", "100")) == 0
