@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from codec.model import PRESETS, FaceVid2VidModel, ModelConfig
+from codec.model import PRESETS, FaceVid2VidModel, ModelConfig, checkpoint
 from codec.train.__main__ import main
 from codec.train.state import read_metadata
 from safetensors import safe_open
@@ -87,7 +87,6 @@ def test_init_grows_a_run_into_a_model_with_new_parameters(tmp_path: Path, monke
 def test_from_model_fine_tunes_a_model_file_with_a_fresh_discriminator(tmp_path: Path) -> None:
     """--from-model: a new run from a model file (the shipped fp16 format): its weights and counters, the generator
     frozen while the fresh discriminator catches up, then both train; the schedule restarts at the file's step."""
-    from codec.model import checkpoint
     from codec.train.__main__ import learning_rate_factor
     from codec.train.config import TrainConfig
 
@@ -157,3 +156,46 @@ def test_resume_with_a_new_schedule_continues_a_finished_run_warm(tmp_path: Path
     assert factors[4] == pytest.approx(0.5) and factors[5] == pytest.approx(1.0)  # warm-up again from step 3
     with pytest.raises(ValueError, match="cannot change"):
         main(["--run", str(run), "--resume", "--threads", "1", "--no-progress", "--batch-size", "4"])
+
+
+def test_ema_keeps_a_weight_average_that_validation_and_best_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ema-decay: the generator's weights are also kept as a moving average (saved in the training state, restored
+    on resume); validation scores it and best.safetensors holds it, not the raw weights."""
+    from codec.train import validate
+
+    monkeypatch.setattr(validate, "passes_gates", lambda record, floors: (True, "ok"))  # a tiny model fails the gates
+    data = write_fake_prepared(tmp_path / "data", size=64)
+    run = tmp_path / "run"
+    assert main(_args(data, run, "--stop-after-steps", "3", "--ema-decay", "0.5", "--warmup-steps", "1")) == 0
+    with safe_open(str(run / "last.safetensors"), framework="pt") as handle:
+        raw = {k[len("generator."):]: handle.get_tensor(k) for k in handle.keys() if k.startswith("generator.")}
+        ema = {k[len("ema."):]: handle.get_tensor(k) for k in handle.keys() if k.startswith("ema.")}
+    assert set(ema) == set(raw)
+    assert not all(torch.equal(ema[k], raw[k]) for k in raw)  # an average lags the trained weights
+    best = {k: v.float() for k, v in checkpoint.load(run / "best.safetensors")[0].state_dict().items()}
+    assert all(torch.allclose(best[k], ema[k].float(), atol=1e-6) for k in ema if ema[k].is_floating_point())
+    assert main(_args(data, run, "--resume", "--stop-after-steps", "1")) == 0  # restored and stepped on
+    with safe_open(str(run / "last.safetensors"), framework="pt") as handle:
+        ema_after = {k[len("ema."):]: handle.get_tensor(k) for k in handle.keys() if k.startswith("ema.")}
+        raw_after = {k[len("generator."):]: handle.get_tensor(k) for k in handle.keys() if k.startswith("generator.")}
+    name = next(k for k in ema if ema[k].is_floating_point() and not torch.equal(raw_after[k], raw[k]))
+    assert torch.allclose(ema_after[name], 0.5 * ema[name] + 0.5 * raw_after[name], atol=1e-6)  # the decay rule
+
+
+def test_a_run_without_a_weight_average_starts_one_at_its_weights_on_resume(tmp_path: Path) -> None:
+    """Turning --ema-decay on when resuming a run that kept no average starts the average at the run's weights."""
+    from codec.train.__main__ import Trainer
+    from codec.train.config import TrainConfig
+    from codec.train.state import load_state
+
+    data = write_fake_prepared(tmp_path / "data", size=64)
+    run = tmp_path / "run"
+    assert main(_args(data, run, "--stop-after-steps", "2", "--validate-steps", "100")) == 0
+    with safe_open(str(run / "last.safetensors"), framework="pt") as handle:
+        assert not any(k.startswith("ema.") for k in handle.keys())
+    trainer = Trainer(TrainConfig(preset="tiny", data=str(data), batch_size=2, ema_decay=0.9), run, torch.device("cpu"))
+    assert trainer.ema is not None
+    load_state(run / "last.safetensors", generator=trainer.model, discriminator=trainer.disc, opt_g=trainer.opt_g,
+               opt_d=trainer.opt_d, rng=trainer.rng, ema=trainer.ema)
+    weights, average = trainer.model.state_dict(), trainer.ema.state_dict()
+    assert all(torch.equal(weights[k], average[k]) for k in weights)

@@ -11,6 +11,8 @@ RUN/ holds: last.safetensors (full training state, every --checkpoint-minutes, a
 best.safetensors (generator only, best validation score among checkpoints that pass the motion
 gates), log.jsonl (training-loss and validation lines), grid_<step>.png (reference | driving |
 output | occlusion, keypoints drawn), metrics.png, floors.json (cached floors), config.json.
+With --ema-decay the training state also keeps a moving average of the generator's weights; validation,
+grids and best.safetensors then use the average (the raw weights keep training).
 CPU-hours are process CPU time (time.process_time: user + system over all threads).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -32,7 +35,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from codec.model import checkpoint
+from codec.model import FaceVid2VidModel, checkpoint
 from codec.model.loading import pick_precision
 from codec.train import losses
 from codec.train import model_io
@@ -112,6 +115,9 @@ class Trainer:
         self.kp_min_distance = keypoint_min_distance(config, self.train_data, self.landmark_indices)
         self.vgg: VGG19Features | None = load_vgg19(config.vgg19).to(device) if config.vgg19 else None
         self.counters = Counters(0, 0.0, 0.0)
+        self.ema: FaceVid2VidModel | None = None
+        if config.ema_decay > 0:
+            self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         logger.info("generator %.2f M parameters, discriminator %.2f M; keypoint prior D_t %.4f; reconstruction: %s",
                     sum(p.numel() for p in self.model.parameters()) / 1e6,
                     sum(p.numel() for p in self.disc.parameters()) / 1e6, self.kp_min_distance,
@@ -123,6 +129,27 @@ class Trainer:
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @property
+    def evaluated_model(self) -> FaceVid2VidModel:
+        """What validation scores and best.safetensors / shipping take: the weight average when kept."""
+        return self.ema if self.ema is not None else self.model
+
+    def reset_ema(self) -> None:
+        """Start the weight average at the current weights (after loading them from elsewhere)."""
+        if self.ema is not None:
+            self.ema.load_state_dict(self.model.state_dict())
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """average ← decay · average + (1 − decay) · weights; buffers (normalisation statistics) are copied."""
+        if self.ema is None:
+            return
+        decay = self.config.ema_decay
+        for average, current in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            average.lerp_(current.detach(), 1.0 - decay)
+        for average, current in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            average.copy_(current)
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -211,16 +238,17 @@ class Trainer:
         if cfg.grad_clip > 0:
             result["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
         self.opt_g.step()
+        self.update_ema()
         return result
 
     def save(self, path: Path) -> None:
         save_state(path, generator=self.model, discriminator=self.disc, opt_g=self.opt_g, opt_d=self.opt_d,
                    counters=self.counters, rng=self.rng, model_config=self.model_config,
-                   train_config=config_to_dict(self.config))
+                   train_config=config_to_dict(self.config), ema=self.ema)
 
     def load(self, path: Path) -> None:
         self.counters = load_state(path, generator=self.model, discriminator=self.disc, opt_g=self.opt_g,
-                                   opt_d=self.opt_d, rng=self.rng)
+                                   opt_d=self.opt_d, rng=self.rng, ema=self.ema)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -291,9 +319,11 @@ def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any
 
     step = trainer.counters.step
     t0 = time.time()
-    trainer.model.eval()
-    record, grid = validator.run(lambda ref, drv: model_io.generate(trainer.model, ref, drv), trainer.device)
-    trainer.model.train()
+    evaluated = trainer.evaluated_model
+    was_training = evaluated.training
+    evaluated.eval()
+    record, grid = validator.run(lambda ref, drv: model_io.generate(evaluated, ref, drv), trainer.device)
+    evaluated.train(was_training)
     record.update(kind="val", step=step, cpu_hours=trainer.counters.cpu_seconds / 3600,
                   wall_hours=trainer.counters.wall_seconds / 3600, seconds=time.time() - t0,
                   floor_no_motion=validator.floors["no_motion"]["overall"],
@@ -304,8 +334,8 @@ def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any
     best_path = trainer.run / "best.json"
     best = json.loads(best_path.read_text()) if best_path.is_file() else None
     if ok and replaces_best(record, best, validator.floors):
-        model_io.save_generator(trainer.model, trainer.run / "best.safetensors",
-                                {"step": str(step), "score": f"{record['score']:.4f}",
+        model_io.save_generator(evaluated, trainer.run / "best.safetensors",
+                                {"step": str(step), "ema_decay": str(trainer.config.ema_decay), "score": f"{record['score']:.4f}",
                                  "cpu_hours": f"{trainer.counters.cpu_seconds / 3600:.3f}",
                                  "wall_hours": f"{trainer.counters.wall_seconds / 3600:.3f}"})
         best_path.write_text(json.dumps(record, indent=1))
@@ -393,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("started from model %s at step %d (%.2f CPU-hours); fresh discriminator and optimizers, generator "
                     "frozen until step %d; new generator entries: %s", args.from_model, trainer.counters.step,
                     trainer.counters.cpu_seconds / 3600, config.generator_frozen_until_step, new)
+    if args.init is not None or args.from_model is not None:
+        trainer.reset_ema()
     (run / "config.json").write_text(json.dumps({"train": config_to_dict(config), "model": trainer.model_config},
                                                 indent=1))
     log = _Log(run / "log.jsonl")

@@ -1,7 +1,7 @@
 """The resumable training state in one safetensors file (no pickle): weights, optimizers, RNGs, counters.
 
-Layout: tensors ``generator.*``, ``discriminator.*``, ``opt_g.state.<i>.<name>``, ``opt_d.state...``,
-``rng.torch``; metadata (strings): ``step``, ``cpu_seconds``, ``wall_seconds``, ``opt_g.param_groups``
+Layout: tensors ``generator.*``, ``discriminator.*``, ``ema.*`` (the generator's weight average, when kept),
+``opt_g.state.<i>.<name>``, ``opt_d.state...``, ``rng.torch``; metadata (strings): ``step``, ``cpu_seconds``, ``wall_seconds``, ``opt_g.param_groups``
 and ``opt_d.param_groups`` (JSON), ``rng.numpy`` (JSON bit-generator state), ``model_config`` and
 ``train_config`` (JSON). Writes go to a temporary file that is fsynced and renamed over the target, so a
 kill leaves either the old or the new checkpoint, never a torn one.
@@ -65,11 +65,13 @@ def save_state(
     rng: np.random.Generator,
     model_config: dict[str, Any],
     train_config: dict[str, Any],
+    ema: torch.nn.Module | None = None,
 ) -> None:
     """Atomically write the whole training state to ``path``."""
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
-    for prefix, module in (("generator", generator), ("discriminator", discriminator)):
+    modules = [("generator", generator), ("discriminator", discriminator)] + ([("ema", ema)] if ema is not None else [])
+    for prefix, module in modules:
         for key, value in module.state_dict().items():
             tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
     opt_g_tensors, opt_g_groups = _flatten_optimizer("opt_g", opt_g)
@@ -111,8 +113,10 @@ def load_state(
     opt_g: torch.optim.Optimizer,
     opt_d: torch.optim.Optimizer,
     rng: np.random.Generator,
+    ema: torch.nn.Module | None = None,
 ) -> Counters:
-    """Restore everything ``save_state`` wrote into the given objects; returns the counters."""
+    """Restore everything ``save_state`` wrote into the given objects; returns the counters. An ``ema`` module
+    gets the state's weight average, or a copy of the generator's weights when the state kept none."""
     metadata = read_metadata(path)
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(str(path), framework="pt") as handle:
@@ -121,6 +125,9 @@ def load_state(
     for prefix, module in (("generator", generator), ("discriminator", discriminator)):
         head = prefix + "."
         module.load_state_dict({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}, strict=True)
+    if ema is not None:
+        saved_ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+        ema.load_state_dict(saved_ema or generator.state_dict(), strict=True)
     opt_g.load_state_dict(_unflatten_optimizer("opt_g", tensors, metadata["opt_g.param_groups"]))
     opt_d.load_state_dict(_unflatten_optimizer("opt_d", tensors, metadata["opt_d.param_groups"]))
     torch.set_rng_state(tensors["rng.torch"])
