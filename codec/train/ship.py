@@ -61,6 +61,18 @@ def cross_identity_grid(weights: Path, data: PreparedData, portraits: list[np.nd
     return np.concatenate(rows, 0)
 
 
+COMPARED = (("face_psnr", "face-region PSNR", "dB"), ("ssim", "whole-frame SSIM", ""), ("akd", "AKD", "px"),
+            ("akd_mouth", "mouth AKD", "px"), ("akd_eyes", "eyes AKD", "px"),
+            ("mouth_open_error", "inner-lip gap error", "px"), ("eyes_open_error", "eyes' opening error", "px"))
+
+
+def comparison_line(previous: dict[str, float], previous_step: str, current: dict[str, float]) -> str:
+    """One sentence: each metric of the previously shipped model → this one, on the same validation pairs."""
+    parts = [f"{label} {previous[key]:.3g} → {current[key]:.3g}{(' ' + unit) if unit else ''}"
+             for key, label, unit in COMPARED if key in previous and key in current]
+    return f"Against the previous shipped model (step {previous_step}, the same {int(current['count'])} pairs): " + ", ".join(parts) + "."
+
+
 def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, Any], gates: str, size_bytes: int,
                data_summary: dict[str, Any], art_names: list[str]) -> str:
     o, f0, f1 = record["overall"], floors["no_motion"]["overall"], floors["affine"]["overall"]
@@ -81,9 +93,12 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         f"{meta['cpu_hours']:.2f} CPU-hours ({meta['wall_hours']:.2f} wall hours). No pretrained networks "
         "(no VGG19 weights here: the reconstruction loss is multi-scale L1 + SSIM + discriminator feature matching).",
         *([f"- History: {meta['history']}"] if meta.get("history") else []),
+        *([f"- {meta['comparison']}"] if meta.get("comparison") else []),
         "- δ (expression) from H's globally pooled features"
         + (f" plus a spatial head over its {meta['spatial_side']}² deep map ({meta['spatial_channels']} channels)."
-           if meta.get("spatial_channels") else " only."),
+           if meta.get("spatial_channels") else " only.")
+        + (f" The translation t likewise ({meta['translation_spatial_channels']} channels)."
+           if meta.get("translation_spatial_channels") else ""),
         f"- Data: ../shared/data/clips prepared at 256² ({data_summary['train_frames']} training frames of "
         f"{data_summary['train_people']} people; validation {data_summary['val_frames']} frames of "
         f"{data_summary['val_people']} other people). The split is by person.",
@@ -124,6 +139,8 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         "",
         "![training curve](../../docs/model/training_curve.png)",
         "",
+        *[line for name in meta.get("earlier_curves", [])
+          for line in (f"Earlier steps (`{name}`):", "", f"![earlier training curve](../../docs/model/{name})", "")],
         "## Limits",
         "",
         f"Floors: no-motion face PSNR {f0['face_psnr']:.2f} dB, AKD {f0['akd']:.2f} px; affine face PSNR "
@@ -153,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--history", default="", help="how the run got here, for the model card (e.g. the step a "
                                                        "loss term was switched on, a run it grew from)")
+    parser.add_argument("--compare-to", type=Path, default=None,
+                        help="the previously shipped weights: validated on the same pairs, compared on the card "
+                             "(copy codec/weights/cpu.safetensors aside first: --out overwrites it)")
+    parser.add_argument("--wall-hours-before", type=float, default=0.0,
+                        help="wall hours spent before the run's own count started (a run started with --from-model "
+                             "from a file that recorded none); added to the recorded wall hours")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -173,10 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     validator = Validator(val, pairs, make_landmark_fn())
     record, grid = validator.run(lambda ref, drv: model_io.generate(model, ref, drv), "cpu")
     ok, gates = passes_gates(record, validator.floors)
+    comparison = ""
+    if args.compare_to is not None:
+        previous, _ = checkpoint.load(args.compare_to)
+        previous_record, _ = validator.run(lambda ref, drv: model_io.generate(previous, ref, drv), "cpu")
+        previous_step = checkpoint.read_metadata(args.compare_to).get("step", "?")
+        comparison = comparison_line(previous_record["overall"], previous_step, record["overall"])
+    wall_hours = at_step[0]["wall_hours"] + args.wall_hours_before if at_step else float("nan")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"step": str(step), "cpu_hours": f"{at_step[0]['cpu_hours']:.3f}" if at_step else "",
-            "wall_hours": f"{at_step[0]['wall_hours']:.3f}" if at_step else "",
+            "wall_hours": f"{wall_hours:.3f}" if at_step else "",
             "trained_on": "../shared/data/clips (prepared 256²)", "validation": json.dumps(record["overall"])}
     model_id = checkpoint.save(model, args.out, metadata=meta, half=True)
     size_bytes = args.out.stat().st_size
@@ -194,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     card_meta = {"model_id": model_id, "params": sum(p.numel() for p in model.parameters()), "step": step,
                  "batch_size": train_config["batch_size"], "w_landmark_motion": train_config.get("w_landmark_motion", 0.0),
                  "cpu_hours": at_step[0]["cpu_hours"] if at_step else float("nan"),
-                 "wall_hours": at_step[0]["wall_hours"] if at_step else float("nan"), "history": args.history,
+                 "wall_hours": wall_hours, "history": args.history, "comparison": comparison,
                  "spatial_channels": model.config.expression_spatial_channels,
-                 "spatial_side": model.config.pose_input_size // 16}
+                 "translation_spatial_channels": model.config.translation_spatial_channels,
+                 "spatial_side": model.config.pose_input_size // 16,
+                 "earlier_curves": sorted(p.name for p in args.docs.glob("training_curve_*.png"))}
     card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, [p.name for p in args.art])
     (args.out.parent / "MODEL_CARD.md").write_text(card)
     (args.docs / "validation.json").write_text(json.dumps({"record": record, "floors": validator.floors}, indent=1))
