@@ -68,30 +68,25 @@ def test_landmark_map_covers_default_k() -> None:
     assert all(0 <= i < 478 for i in KEYPOINT_LANDMARK_INDICES)
 
 
-@pytest.mark.parametrize("output, head", [("expression", "expression_spatial"),
-                                          ("translation", "translation_spatial")])
-def test_a_grown_spatial_head_starts_as_the_model_it_grew_from(output: str, head: str) -> None:
-    """Weights without a spatial head of H (for δ or for t) load into a model with it and compute the same
-    output; the head still learns."""
+def test_a_grown_spatial_expression_head_starts_as_the_model_it_grew_from() -> None:
+    """Weights without the spatial δ head load into a model with it and compute the same δ; the head still learns."""
     torch.manual_seed(0)
-    old = FaceVid2VidModel(dataclasses.replace(PRESETS["tiny"], **{f"{head}_channels": 0})).eval()
-    torch.nn.init.normal_(getattr(old.pose_expression, output).weight, std=0.1)  # a trained-looking, non-zero head
+    old = FaceVid2VidModel(dataclasses.replace(PRESETS["tiny"], expression_spatial_channels=0)).eval()
+    torch.nn.init.normal_(old.pose_expression.expression.weight, std=0.1)  # a trained-looking, non-zero δ head
     grown = FaceVid2VidModel(PRESETS["tiny"]).eval()
     missing, unexpected = grown.load_state_dict(old.state_dict(), strict=False)
-    assert unexpected == [] and missing and all(f".{head}." in key for key in missing)
+    assert unexpected == [] and missing and all(".expression_spatial." in key for key in missing)
     images = torch.rand(2, 3, 64, 64)
-    before = old.pose_expression(images)[output]  # (2, K, 3) or (2, 3)
-    after = grown.pose_expression(images)[output]
+    before = old.pose_expression(images)["expression"]  # (2, K, 3)
+    after = grown.pose_expression(images)["expression"]
     assert float(before.abs().max()) > 0 and torch.equal(before, after)
     after.square().sum().backward()
-    assert float(getattr(grown.pose_expression, head)[-1].weight.grad.abs().sum()) > 0
+    assert float(grown.pose_expression.expression_spatial[-1].weight.grad.abs().sum()) > 0
 
 
-def test_spatial_heads_need_a_pose_input_divisible_by_16() -> None:
-    with pytest.raises(ValueError, match="expression_spatial_channels needs pose_input_size divisible by 16"):
+def test_spatial_expression_head_needs_a_pose_input_divisible_by_16() -> None:
+    with pytest.raises(ValueError, match="divisible by 16"):
         FaceVid2VidModel(dataclasses.replace(PRESETS["tiny"], pose_input_size=72))
-    with pytest.raises(ValueError, match="translation_spatial_channels needs pose_input_size divisible by 16"):
-        FaceVid2VidModel(dataclasses.replace(PRESETS["tiny"], pose_input_size=72, expression_spatial_channels=0))
 
 
 def test_keypoint_transform_equivariance() -> None:

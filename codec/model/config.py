@@ -47,9 +47,6 @@ class ModelConfig:
     expression_spatial_channels: int = 0  # 0: H regresses δ from globally pooled features only (weights
     # shipped before this field). > 0: plus a residual head over H's deep map at pose_input_size/16 with its
     # spatial layout kept (1×1 conv to this many channels, flatten, linear): lips and eyelids are local.
-    translation_spatial_channels: int = 0  # 0: H regresses t from globally pooled features only (weights
-    # shipped before this field; they followed large head shifts only part of the way: pooling keeps little
-    # of where the face is). > 0: plus a residual head over the deep map with its layout kept, as for δ.
 
     @staticmethod
     def preset(name: str) -> ModelConfig:
@@ -71,11 +68,11 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # Real time on 2 CPU cores at 256²: 2D motion field at 32², dense 3x3 convs (trainable on a CPU).
-    "cpu": ModelConfig(expression_spatial_channels=16, translation_spatial_channels=8),
+    "cpu": ModelConfig(expression_spatial_channels=16),
     # Tiny, for tests only.
     "tiny": ModelConfig(name="tiny", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
                         skip_channels=8, motion_size=16, motion_width=16, decoder_blocks=1,
-                        expression_spatial_channels=4, translation_spatial_channels=2),
+                        expression_spatial_channels=4),
     # Tiny 3D-volume pipeline, for tests only.
     "tiny-3d": ModelConfig(name="tiny-3d", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
                            skip_channels=8, motion_size=16, motion_width=8, decoder_blocks=1, volume_depth=4,
@@ -84,6 +81,5 @@ PRESETS: dict[str, ModelConfig] = {
     # hourglass at 16 × 64 × 64, a 256-channel 2D decoder with 6 residual blocks.
     "paper-256": ModelConfig(name="paper-256", estimator_width=64, feature_channels=256, skip_channels=64,
                              motion_size=64, motion_width=64, decoder_blocks=6, depthwise=False, pose_input_size=256,
-                             volume_depth=16, volume_channels=32, expression_spatial_channels=16,
-                             translation_spatial_channels=8),
+                             volume_depth=16, volume_channels=32, expression_spatial_channels=16),
 }

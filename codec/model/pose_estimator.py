@@ -8,9 +8,6 @@ a feature fired, and lips and lids are small and local), so with ``expression_sp
 second, residual head reads the deep feature map with its layout kept: a 1×1 conv down to that many
 channels, flattened, one linear layer. Its last layer starts at zero, so a model grown from weights
 without it (``python -m codec.train --init``) starts out computing exactly what it computed before.
-``translation_spatial_channels`` > 0 adds the same kind of residual head for t: from pooled features alone
-t followed large head shifts only part of the way (measured on the validation people: a global landmark
-offset of 1.4 px on average, 3.4 px for the person who moves most, was a fifth of AKD).
 """
 
 from __future__ import annotations
@@ -36,25 +33,19 @@ class PoseExpressionEstimator(nn.Module):
         nn.init.zeros_(self.expression.bias)
         nn.init.zeros_(self.translation.weight)
         nn.init.zeros_(self.translation.bias)
-        self.expression_spatial = self._spatial_head(config.expression_spatial_channels, 3 * k, "expression")
-        self.translation_spatial = self._spatial_head(config.translation_spatial_channels, 3, "translation")
+        self.expression_spatial: nn.Sequential | None = None
+        if config.expression_spatial_channels > 0:
+            if config.pose_input_size % 16:
+                raise ValueError(f"expression_spatial_channels needs pose_input_size divisible by 16, "
+                                 f"got {config.pose_input_size}")
+            side = config.pose_input_size // 16
+            c_s = config.expression_spatial_channels
+            self.expression_spatial = nn.Sequential(
+                nn.Conv2d(c, c_s, 1), nn.SiLU(), nn.Flatten(), nn.Linear(c_s * side * side, 3 * k))
+            nn.init.zeros_(self.expression_spatial[-1].weight)
+            nn.init.zeros_(self.expression_spatial[-1].bias)
         centres = (torch.arange(bins, dtype=torch.float32) - (bins - 1) / 2) * config.pose_bin_deg
         self.register_buffer("bin_centres_deg", centres, persistent=False)  # (bins,)
-
-    def _spatial_head(self, channels: int, outputs: int, name: str) -> nn.Sequential | None:
-        """A residual head over the deep map (C, s/16, s/16) with its layout kept: 1×1 conv to ``channels``,
-        flatten, linear to ``outputs``; the linear layer starts at zero. None when ``channels`` is 0."""
-        if channels <= 0:
-            return None
-        size = self.config.pose_input_size
-        if size % 16:
-            raise ValueError(f"{name}_spatial_channels needs pose_input_size divisible by 16, got {size}")
-        side = size // 16
-        head = nn.Sequential(nn.Conv2d(self.encoder.out_channels, channels, 1), nn.SiLU(), nn.Flatten(),
-                             nn.Linear(channels * side * side, outputs))
-        nn.init.zeros_(head[-1].weight)
-        nn.init.zeros_(head[-1].bias)
-        return head
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """image (B, 3, S, S) in [0, 1] -> yaw/pitch/roll_logits (B, bins), yaw/pitch/roll (B,) degrees,
@@ -65,14 +56,11 @@ class PoseExpressionEstimator(nn.Module):
         expression = self.expression(pooled)  # (B, 3K)
         if self.expression_spatial is not None:
             expression = expression + self.expression_spatial(deep)
-        translation = self.translation(pooled)  # (B, 3)
-        if self.translation_spatial is not None:
-            translation = translation + self.translation_spatial(deep)
         logits = self.angles(pooled).float().view(b, 3, bins)  # (B, 3, bins); fp32 under autocast too
         angles = (F.softmax(logits, dim=-1) * self.bin_centres_deg).sum(-1)  # (B, 3) expectation
         return {
             "yaw_logits": logits[:, 0], "pitch_logits": logits[:, 1], "roll_logits": logits[:, 2],
             "yaw": angles[:, 0], "pitch": angles[:, 1], "roll": angles[:, 2],
-            "translation": translation.float(),
+            "translation": self.translation(pooled).float(),
             "expression": expression.float().view(b, self.config.num_keypoints, 3),  # (B, K, 3)
         }

@@ -96,9 +96,7 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         *([f"- {meta['comparison']}"] if meta.get("comparison") else []),
         "- δ (expression) from H's globally pooled features"
         + (f" plus a spatial head over its {meta['spatial_side']}² deep map ({meta['spatial_channels']} channels)."
-           if meta.get("spatial_channels") else " only.")
-        + (f" The translation t likewise ({meta['translation_spatial_channels']} channels)."
-           if meta.get("translation_spatial_channels") else ""),
+           if meta.get("spatial_channels") else " only."),
         f"- Data: ../shared/data/clips prepared at 256² ({data_summary['train_frames']} training frames of "
         f"{data_summary['train_people']} people; validation {data_summary['val_frames']} frames of "
         f"{data_summary['val_people']} other people). The split is by person.",
@@ -226,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
                  "cpu_hours": at_step[0]["cpu_hours"] if at_step else float("nan"),
                  "wall_hours": wall_hours, "history": args.history, "comparison": comparison,
                  "spatial_channels": model.config.expression_spatial_channels,
-                 "translation_spatial_channels": model.config.translation_spatial_channels,
                  "spatial_side": model.config.pose_input_size // 16,
                  "earlier_curves": sorted(p.name for p in args.docs.glob("training_curve_*.png"))}
     card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, [p.name for p in args.art])
