@@ -1,8 +1,8 @@
 """The resumable training state in one safetensors file (no pickle): weights, optimizers, RNGs, counters.
 
 Layout: tensors ``generator.*``, ``discriminator.*``, ``ema.*`` (the generator's weight average, when kept),
-``opt_g.state.<i>.<name>``, ``opt_d.state...``, ``rng.torch``; metadata (strings): ``step``, ``cpu_seconds``, ``wall_seconds``, ``opt_g.param_groups``
-and ``opt_d.param_groups`` (JSON), ``rng.numpy`` (JSON bit-generator state), ``model_config`` and
+``opt_g.state.<i>.<name>``, ``opt_d.state...``, ``rng.torch``; metadata (strings): ``step``, ``cpu_seconds``,
+``wall_seconds``, ``opt_g.param_groups`` and ``opt_d.param_groups`` (JSON), ``rng.numpy`` (JSON bit-generator state), ``model_config`` and
 ``train_config`` (JSON). Writes go to a temporary file that is fsynced and renamed over the target, so a
 kill leaves either the old or the new checkpoint, never a torn one.
 """
