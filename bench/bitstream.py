@@ -126,8 +126,8 @@ def save_trace(path: Path, motions: Sequence[MotionParams], fps: float, timestam
 
 def trace_from_clips(clips: Sequence[Path], weights: Path | None = None, max_frames: int = 750, smooth: bool = True) -> Trace:
     """A real motion trace: each clip (video file or JPEG folder) through the sender's path, face crop ->
-    MotionEncoder (the shipped weights unless ``weights``) -> the sender's motion smoothing (unless
-    ``smooth`` is False), clips one after another (each ≤ max_frames)."""
+    MotionEncoder (the shipped weights unless ``weights``) -> landmark refinement (for a model trained for it)
+    -> the sender's motion smoothing (unless ``smooth`` is False), clips one after another (each ≤ max_frames)."""
     import itertools
 
     from codec.data.clips import clip_fps, iter_clip_frames
@@ -141,9 +141,12 @@ def trace_from_clips(clips: Sequence[Path], weights: Path | None = None, max_fra
     for clip in clips:
         cropper = FaceCropper(encoder.image_size, fps=fps)
         smoother = MotionSmoother(fps) if smooth else None
+        refine = None  # the landmark refinement, for the clip's first face crop as the portrait sent
         try:
             for frame in itertools.islice(iter_clip_frames(clip), max_frames):
-                motion = encoder.encode(cropper.crop(frame).image)
+                crop = cropper.crop(frame)
+                refine = refine or encoder.landmark_refiner(crop.image)
+                motion = refine(encoder.encode(crop.image), crop.landmarks)
                 motions.append(smoother(motion) if smoother is not None else motion)
         finally:
             cropper.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from codec.quantize import PRESETS_BY_NAME
+from codec.reference_message import decode_portrait
 from sender.portrait import default_portrait, make_reference, read_photo
 from sender.session import DEFAULT_MAX_KBPS, Sender, SenderConfig
 from sender.sources import DEFAULT_SOURCE, create_source
@@ -38,6 +39,9 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keypoints", type=int, default=None, help="send δ of this many keypoints (default: adaptive)")
     parser.add_argument("--no-smoothing", action="store_true",
                         help="send the motion encoder's raw output (default: One-Euro smoothing, sender/motion_filter.py)")
+    parser.add_argument("--no-refinement", action="store_true",
+                        help="send the motion encoder's keypoints as they are (default: moved towards the face mesh's "
+                             "motion as far as the model was trained for, codec/model/landmark_refinement.py)")
     parser.add_argument("--frames-per-packet", type=int, default=None, help="motion frames per packet, 1-8 (default: adaptive)")
     parser.add_argument("--preset", choices=sorted(PRESETS_BY_NAME), default=None, help="quantizer preset (default: adaptive)")
     parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
@@ -63,9 +67,15 @@ def create_sender(args: argparse.Namespace) -> Sender:
     model_version = str(getattr(encoder, "model_version", "1"))
     photo = default_portrait() if args.reference is None else read_photo(args.reference)
     reference = make_reference(photo, encoder.image_size, encoder.model_id, model_version)
+    refiner = None
+    if args.source != DEFAULT_SOURCE and not args.no_refinement and hasattr(encoder, "landmark_refiner"):
+        refiner = encoder.landmark_refiner(decode_portrait(reference))  # the portrait as the receiver decodes it
+        logger.info("landmark refinement: %s", f"{refiner.fraction:g} of the way to the face mesh's motion"
+                    if refiner.active else "off (the model was not trained for it)")
     source = create_source(
         args.source, fps=args.fps, num_keypoints=encoder.num_keypoints, max_frames=args.frames,
         encoder=encoder if args.source != DEFAULT_SOURCE else None, smooth=not args.no_smoothing,
+        refiner=refiner if refiner is not None and refiner.active else None,
     )
     config = SenderConfig(
         args.signaling, args.room, args.token, rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,

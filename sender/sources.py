@@ -2,8 +2,9 @@
 
 Every source yields ``MotionFrame``s in real time (paced at its frame rate) from ``frames()``.
 The trace source *is* motion (no face crop or encoder); the video sources read frames on a worker
-thread, crop the face (``codec.face.crop.FaceCropper``) and run ``MotionEncoder`` there, and hand
-the newest result to the event loop through an ``asyncio.Queue`` (``None`` = end of stream).
+thread, crop the face (``codec.face.crop.FaceCropper``), run ``MotionEncoder`` there, move the motion
+towards the crop's face-mesh landmarks (``codec.model.landmark_refinement``, for a model trained for it;
+the first frame with a face is the anchor) and smooth it, and hand the newest result to the event loop through an ``asyncio.Queue`` (``None`` = end of stream).
 
     source = create_source("default", fps=25.0)        # or "webcam", "/dev/video0", "clip.mp4", "frames/"
     async for frame in source.frames():
@@ -135,6 +136,12 @@ class Encoder(Protocol):
     def encode(self, face_rgb: np.ndarray) -> MotionParams: ...
 
 
+class Refiner(Protocol):
+    def reset(self) -> None: ...
+
+    def __call__(self, motion: MotionParams, landmarks_px: np.ndarray | None) -> MotionParams: ...
+
+
 def _iter_av(path: str, fmt: str | None = None) -> Iterator[tuple[np.ndarray, float | None]]:
     """Decoded RGB frames (H, W, 3) uint8 and the stream's frame rate from a file or device (PyAV)."""
     import av  # imported here: only video sources need it
@@ -167,7 +174,7 @@ class VideoSource(MotionSource):
     def __init__(
         self, frames: Callable[[], Iterator[tuple[np.ndarray, float | None]]], name: str, cropper: Cropper, encoder: Encoder,
         fps: float | None = None, live: bool = False, max_frames: int | None = None, clock: Callable[[], float] = wall_clock_ms,
-        smooth: bool = True,
+        smooth: bool = True, refiner: Refiner | None = None,
     ) -> None:
         self._open_frames = frames
         self.name = name
@@ -182,6 +189,7 @@ class VideoSource(MotionSource):
         self._picture: np.ndarray | None = None
         self.faces_missed = 0
         self._smooth = smooth  # One-Euro filter on the encoder's output (sender/motion_filter.py)
+        self._refiner = refiner  # landmark refinement (codec/model/landmark_refinement.py), before smoothing
 
     def _work(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[MotionFrame | BaseException | None]) -> None:
         def put(item: MotionFrame | BaseException | None) -> None:
@@ -196,6 +204,8 @@ class VideoSource(MotionSource):
 
         last: MotionParams | None = None
         smoother: MotionSmoother | None = None
+        if self._refiner is not None:
+            self._refiner.reset()  # a new stream: its first face is the anchor
         start = time.monotonic()
         try:
             for index, (rgb, rate) in enumerate(self._open_frames()):
@@ -217,6 +227,8 @@ class VideoSource(MotionSource):
                     motion = last  # no face: hold the last motion
                 else:
                     motion = self._encoder.encode(crop.image)
+                    if self._refiner is not None:
+                        motion = self._refiner(motion, getattr(crop, "landmarks", None))
                     if self._smooth:
                         smoother = smoother or MotionSmoother(self.fps)
                         motion = smoother(motion)
@@ -254,8 +266,10 @@ class VideoSource(MotionSource):
 def create_source(
     spec: str, fps: float | None = None, num_keypoints: int = DEFAULT_NUM_KEYPOINTS, max_frames: int | None = None,
     cropper: Cropper | None = None, encoder: Encoder | None = None, seed: int = 0, smooth: bool = True,
+    refiner: Refiner | None = None,
 ) -> MotionSource:
-    """``default`` (the trace), ``webcam`` / a device path, a video file or an image folder."""
+    """``default`` (the trace), ``webcam`` / a device path, a video file or an image folder. ``refiner``: the
+    encoder's landmark refinement for the portrait sent (``MotionEncoder.landmark_refiner``), if any."""
     if spec == DEFAULT_SOURCE:
         return TraceSource(fps or 25.0, num_keypoints=num_keypoints, seed=seed, max_frames=max_frames)
     live = spec == "webcam" or spec.startswith("/dev/video")
@@ -278,4 +292,4 @@ def create_source(
         frames = lambda: _iter_folder(path)  # noqa: E731
     else:
         frames = lambda: _iter_av(str(path))  # noqa: E731
-    return VideoSource(frames, spec, cropper, encoder, fps=fps, live=live, max_frames=max_frames, smooth=smooth)
+    return VideoSource(frames, spec, cropper, encoder, fps=fps, live=live, max_frames=max_frames, smooth=smooth, refiner=refiner)

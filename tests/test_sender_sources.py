@@ -96,6 +96,39 @@ async def test_image_folder_source_holds_motion_when_no_face(tmp_path: Path) -> 
     assert isinstance(source, VideoSource) and source.faces_missed == 2
 
 
+class RecordingRefiner:
+    """Stand-in landmark refiner: records what it sees, adds 1 to roll (so refined frames can be told apart)."""
+
+    def __init__(self) -> None:
+        self.resets = 0
+        self.seen: list[object] = []
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def __call__(self, motion: MotionParams, landmarks_px: np.ndarray | None) -> MotionParams:
+        self.seen.append(landmarks_px)
+        return MotionParams(motion.yaw, motion.pitch, motion.roll + 1, motion.translation, motion.expression, motion.present)
+
+
+async def test_the_refiner_sees_each_face_crops_landmarks_before_smoothing(tmp_path: Path) -> None:
+    for i in range(4):
+        Image.fromarray(np.full((24, 24, 3), 40 * i, np.uint8)).save(tmp_path / f"{i:03d}.png")
+
+    class LandmarkCropper(CentreCropper):
+        def crop(self, frame_rgb: np.ndarray) -> SimpleNamespace:
+            crop = super().crop(frame_rgb)
+            return SimpleNamespace(**vars(crop), landmarks=np.full((478, 3), float(self.calls)) if crop.face_found else None)
+
+    refiner = RecordingRefiner()
+    source = create_source(str(tmp_path), fps=100.0, cropper=LandmarkCropper(miss={2}), encoder=ShadeEncoder(),
+                           refiner=refiner, smooth=False)
+    frames = await collect(source)
+    assert refiner.resets == 1  # a new stream: a new anchor
+    assert [float(np.asarray(lm)[0, 0]) for lm in refiner.seen] == [1.0, 2.0, 4.0]  # frame 2 had no face: held, not refined
+    assert [f.motion.roll for f in frames] == [1.0, 1.0, 1.0, 1.0]
+
+
 async def test_a_failing_source_reports_its_error(tmp_path: Path) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
     source = create_source(str(tmp_path / "broken.mp4"), cropper=CentreCropper(), encoder=ShadeEncoder())

@@ -199,3 +199,36 @@ def test_a_run_without_a_weight_average_starts_one_at_its_weights_on_resume(tmp_
                opt_d=trainer.opt_d, rng=trainer.rng, ema=trainer.ema)
     weights, average = trainer.model.state_dict(), trainer.ema.state_dict()
     assert all(torch.equal(weights[k], average[k]) for k in weights)
+
+
+def test_a_run_trained_for_landmark_refinement_renders_from_refined_keypoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--landmark-refinement A: training and validation render from the keypoints the sender will transmit (refined
+    towards the landmarks' motion, reference = anchor), H's own keypoints feed its losses, and the model files
+    record A so that senders refine by it."""
+    from codec.model.landmark_refinement import refine_keypoints
+    from codec.train import model_io
+    from codec.train.dataset import PairBatch
+
+    data = write_fake_prepared(tmp_path / "data", size=64)
+    run = tmp_path / "run"
+    monkeypatch.setattr("codec.train.validate.passes_gates", lambda record, floors: (True, "ok"))
+    assert main(_args(data, run, "--stop-after-steps", "3", "--landmark-refinement", "0.5")) == 0
+    assert json.loads(read_metadata(run / "last.safetensors")["model_config"])["landmark_refinement"] == 0.5
+    model, _ = checkpoint.load(run / "best.safetensors")
+    assert model.config.landmark_refinement == 0.5
+    assert main(_args(data, run, "--resume", "--stop-after-steps", "1", "--landmark-refinement", "0.25")) == 0  # resumable
+    assert json.loads(read_metadata(run / "last.safetensors")["model_config"])["landmark_refinement"] == 0.25
+
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 64, 64)
+    landmarks = torch.rand(4, 478, 2) * 2 - 1
+    batch = PairBatch(images[:2], images[2:], landmarks[:2], landmarks[2:] + 0.05, torch.zeros(2, 3), torch.zeros(2, 3))
+    rendered: list[torch.Tensor] = []
+    synthesize = model.synthesize
+    monkeypatch.setattr(model, "synthesize", lambda ref, kp, rot: rendered.append(kp) or synthesize(ref, kp, rot))
+    with torch.no_grad():
+        out = model_io.forward(model, batch)
+        generated = model_io.generate(model, batch)
+    expected = refine_keypoints(out.kp_drv, out.kp_ref, batch.ref_landmarks, batch.drv_landmarks, 0.5)
+    assert torch.allclose(rendered[0], expected) and not torch.allclose(rendered[0], out.kp_drv, atol=1e-3)
+    assert torch.allclose(generated.kp_drv, expected)  # validation draws what was rendered

@@ -49,11 +49,26 @@ logger = logging.getLogger(__name__)
 class MotionEncoderLike(Protocol):
     def encode(self, face_rgb: np.ndarray) -> MotionParams: ...
 
+    def landmark_refiner(self, reference_rgb: np.ndarray) -> Any: ...
+
 
 class FrameSynthesizerLike(Protocol):
     def prepare(self, ref_rgb: np.ndarray) -> Any: ...
 
     def render(self, state: Any, motion: MotionParams) -> np.ndarray: ...
+
+
+def _face_mesh() -> Any:
+    """A tracking face mesh over a clip's crops: frame -> (478, 3) landmarks in crop pixels, or None."""
+    from codec.face.landmarks import LandmarkDetector
+
+    detector = LandmarkDetector(static_mode=False)
+
+    def landmarks(frame: np.ndarray) -> np.ndarray | None:
+        faces = detector.detect(frame)
+        return faces[0].points if faces else None
+
+    return landmarks
 
 
 def motion_digest(motion: MotionParams) -> bytes:
@@ -144,12 +159,15 @@ class OursFactory:
         if clip.clip_id not in self._encoded:
             from sender.motion_filter import MotionSmoother
 
-            self.encoder.encode(clip.frames[0])  # warm-up
-            smoother = MotionSmoother(clip.fps)  # as the sender does (sender/motion_filter.py)
+            refine = self.encoder.landmark_refiner(clip.frames[0])  # as the sender does (refinement, then smoothing)
+            face_mesh = _face_mesh() if refine.active else None
+            refine(self.encoder.encode(clip.frames[0]), face_mesh(clip.frames[0]) if face_mesh else None)  # warm-up, anchor
+            smoother = MotionSmoother(clip.fps)  # sender/motion_filter.py
             motions, times = [], np.zeros(clip.num_driving)
             for i in range(clip.num_driving):
+                landmarks = face_mesh(clip.frames[i + 1]) if face_mesh else None  # the sender's crop has them already
                 start = time.perf_counter()
-                motions.append(smoother(self.encoder.encode(clip.frames[i + 1])))
+                motions.append(smoother(refine(self.encoder.encode(clip.frames[i + 1]), landmarks)))
                 times[i] = (time.perf_counter() - start) * 1e3
             self._encoded[clip.clip_id] = _Encoded(tuple(motions), times, keypoint_order(motions))
         return self._encoded[clip.clip_id]

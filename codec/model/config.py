@@ -47,6 +47,9 @@ class ModelConfig:
     expression_spatial_channels: int = 0  # 0: H regresses δ from globally pooled features only (weights
     # shipped before this field). > 0: plus a residual head over H's deep map at pose_input_size/16 with its
     # spatial layout kept (1×1 conv to this many channels, flatten, linear): lips and eyelids are local.
+    landmark_refinement: float = 0.0  # the fraction a the generator was trained to render keypoints refined with
+    # (codec/model/landmark_refinement.py): the sender moves each keypoint a of the way to its guidance landmark's
+    # motion. 0: not trained for it, nothing is refined. Not part of the architecture.
 
     @staticmethod
     def preset(name: str) -> ModelConfig:

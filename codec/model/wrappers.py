@@ -6,6 +6,8 @@ free of I/O. One model can be shared by both (the benchmark does), or each loads
 
     encoder = MotionEncoder()                      # shipped weights, else seeded random (warns)
     motion = encoder.encode(face_crop_rgb)         # (S, S, 3) uint8 -> MotionParams
+    refine = encoder.landmark_refiner(reference_crop_rgb)
+    motion = refine(motion, face_crop.landmarks)   # closer to the face mesh's motion (first call: the anchor)
     synth = FrameSynthesizer(cache_dir=Path("~/.cache/kpcall/references").expanduser())
     state = synth.prepare(reference_crop_rgb)      # once per reference (disk-cached)
     frame = synth.render(state, motion, view=ViewControl.parse("frontal"))  # (S, S, 3) uint8
@@ -27,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from codec.model.face_model import FaceVid2VidModel, ReferenceFeatures
+from codec.model.landmark_refinement import LandmarkRefiner
 from codec.model.loading import ModelInfo, configure_cpu_threads, load_model_for_inference, pick_precision
 from codec.model.view import ViewControl
 from codec.motion import MotionParams, angles_to_rotation_torch, transform_keypoints_torch
@@ -120,6 +123,19 @@ class MotionEncoder(_Wrapper):
         with torch.inference_mode(), self._autocast():
             out = self.model.estimate_motion(image)
         return _motion_from_outputs(out)
+
+    def canonical_keypoints(self, reference_rgb: np.ndarray) -> np.ndarray:
+        """A portrait's canonical keypoints x_c (L of the paper), (K, 3) float32."""
+        image = _to_tensor(reference_rgb, self.image_size, self.device, "reference image")
+        with torch.inference_mode(), self._autocast():
+            kp = self.model.canonical_keypoints(image)
+        return kp[0].float().cpu().numpy()
+
+    def landmark_refiner(self, reference_rgb: np.ndarray) -> LandmarkRefiner:
+        """The sender's refinement of this model's motion towards the face mesh's (a no-op for a model not
+        trained for it, ``ModelConfig.landmark_refinement`` = 0), with the canonical keypoints of the portrait
+        the receiver renders."""
+        return LandmarkRefiner(self.canonical_keypoints(reference_rgb), self.model.config.landmark_refinement, self.image_size)
 
 
 @dataclass(frozen=True, eq=False)

@@ -107,7 +107,7 @@ class Trainer:
             batch_size=config.batch_size, first_frame_fraction=config.first_frame_fraction,
             flip_probability=config.flip_probability, brightness=config.color_jitter,
             contrast=config.color_jitter, saturation=config.color_jitter))
-        self.model = model_io.build_generator(config.preset, self.train_data.size).to(device)
+        self.model = model_io.build_generator(config.preset, self.train_data.size, config.landmark_refinement).to(device)
         self.disc = model_io.build_discriminator(self.model).to(device)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr_d, betas=config.betas)
@@ -172,7 +172,7 @@ class Trainer:
         self.disc.train()
         lr_factor = self.set_learning_rates(step)
         with self.autocast(), torch.no_grad() if frozen else contextlib.nullcontext():
-            out = model_io.forward(self.model, batch.ref, batch.drv)
+            out = model_io.forward(self.model, batch)
         with self.autocast():
             # discriminator: hinge on real driving frames vs detached outputs
             real_logits, _ = model_io.discriminate(self.disc, batch.drv)
@@ -322,7 +322,7 @@ def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any
     evaluated = trainer.evaluated_model
     was_training = evaluated.training
     evaluated.eval()
-    record, grid = validator.run(lambda ref, drv: model_io.generate(evaluated, ref, drv), trainer.device)
+    record, grid = validator.run(lambda batch: model_io.generate(evaluated, batch), trainer.device)
     evaluated.train(was_training)
     record.update(kind="val", step=step, cpu_hours=trainer.counters.cpu_seconds / 3600,
                   wall_hours=trainer.counters.wall_seconds / 3600, seconds=time.time() - t0,
@@ -366,8 +366,9 @@ def from_model_defaults(path: Path, frozen_steps: int = 200) -> TrainConfig:
         raise FileNotFoundError(f"--from-model: {path} does not exist (a model file such as codec/weights/cpu.safetensors)")
     metadata = checkpoint.read_metadata(path)
     step = int(metadata.get("step") or 0)
-    preset = json.loads(metadata["config"])["name"]
-    return TrainConfig(preset=preset, schedule_start_step=step, generator_frozen_until_step=step + frozen_steps)
+    model_config = json.loads(metadata["config"])
+    return TrainConfig(preset=model_config["name"], schedule_start_step=step, generator_frozen_until_step=step + frozen_steps,
+                       landmark_refinement=float(model_config.get("landmark_refinement", 0.0)))
 
 
 def main(argv: list[str] | None = None) -> int:

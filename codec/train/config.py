@@ -26,6 +26,7 @@ class TrainConfig:
     generator_frozen_until_step: int = 0  # only the discriminator trains before this step (a fresh D catching up)
     min_lr_fraction: float = 0.1  # the cosine schedule ends at lr * this
     grad_clip: float = 5.0  # generator gradient-norm clip (0 = off)
+    landmark_refinement: float = 0.0  # render training frames from driving keypoints moved this fraction of the way to their landmarks' motion, as the sender does (codec/model/landmark_refinement.py); recorded in the model's config
     ema_decay: float = 0.0  # keep a moving average of G's weights, this decay per step (0 = off); validated, saved as best
     # loss weights
     w_l1: float = 10.0  # multi-scale L1 (pyramid full, 1/2, 1/4, 1/8)
@@ -63,7 +64,7 @@ class TrainConfig:
 RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_minutes", "validate_minutes", "validate_steps", "log_steps",
                        "gan_start_step", "w_gan", "landmark_floor_fraction", "data",
                        "w_landmark_motion", "lr", "schedule_start_step", "warmup_steps", "min_lr_fraction",
-                       "ema_decay")
+                       "ema_decay", "landmark_refinement")
 
 
 def _help_texts() -> dict[str, str]:
@@ -115,6 +116,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     values = dict(values)
     values.setdefault("w_landmark_motion", 0.0)  # runs saved before this term existed trained without it
     values.setdefault("ema_decay", 0.0)  # runs saved before the weight average existed kept none
+    values.setdefault("landmark_refinement", values.pop("keypoint_refinement", 0.0))  # its experimental name
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
     return TrainConfig(**values)

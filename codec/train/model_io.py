@@ -15,6 +15,8 @@ import torch
 
 from codec.model import KEYPOINT_LANDMARK_INDICES, FaceVid2VidModel, ModelConfig, MultiScaleDiscriminator
 from codec.model import checkpoint as model_checkpoint
+from codec.model.landmark_refinement import refine_keypoints
+from codec.train.dataset import PairBatch
 from codec.train.validate import GeneratedBatch
 
 
@@ -34,8 +36,8 @@ class TrainOutputs:
     expression_drv: torch.Tensor
 
 
-def build_generator(preset: str, image_size: int) -> FaceVid2VidModel:
-    config = ModelConfig.preset(preset)
+def build_generator(preset: str, image_size: int, landmark_refinement: float = 0.0) -> FaceVid2VidModel:
+    config = dataclasses.replace(ModelConfig.preset(preset), landmark_refinement=landmark_refinement)
     if config.image_size != image_size:
         raise ValueError(f"preset {preset!r} makes {config.image_size}² images but the data is {image_size}²: "
                          f"pass --data prepared at {config.image_size} or another preset")
@@ -61,8 +63,23 @@ def _pose_deg(motion: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack([motion["yaw"], motion["pitch"], motion["roll"]], -1)  # (B, 3)
 
 
-def forward(model: FaceVid2VidModel, ref: torch.Tensor, drv: torch.Tensor) -> TrainOutputs:
-    out = model(ref, drv)
+def _forward(model: FaceVid2VidModel, batch: PairBatch) -> dict[str, Any]:
+    """The model's forward pass, rendered from the keypoints the sender would transmit: refined towards the
+    landmarks' motion (reference frame = anchor) when the model is trained for it. ``kp_drv`` stays H's own."""
+    fraction = model.config.landmark_refinement
+    if fraction <= 0:
+        return model(batch.ref, batch.drv)
+    reference = model.encode_reference(batch.ref)
+    motion_drv = model.estimate_motion(batch.drv)
+    kp_drv, rotation_drv = model.driving_keypoints(reference.kp_canonical, motion_drv)
+    kp_render = refine_keypoints(kp_drv, reference.kp, batch.ref_landmarks, batch.drv_landmarks, fraction)
+    out = model.synthesize(reference, kp_render, rotation_drv)
+    return {**out, "kp_canonical": reference.kp_canonical, "kp_ref": reference.kp, "kp_drv": kp_drv,
+            "kp_render": kp_render, "motion_ref": reference.motion, "motion_drv": motion_drv}
+
+
+def forward(model: FaceVid2VidModel, batch: PairBatch) -> TrainOutputs:
+    out = _forward(model, batch)
     occlusion = out.get("occlusion")
     return TrainOutputs(  # fp32 for the losses, also when the forward pass ran under bf16 autocast
         image=out["image"].float(), occlusion=None if occlusion is None else occlusion.float(), kp_canonical=out["kp_canonical"],
@@ -77,9 +94,11 @@ def image_keypoints(model: FaceVid2VidModel, images: torch.Tensor) -> torch.Tens
     return model.keypoints(images).float()
 
 
-def generate(model: FaceVid2VidModel, ref: torch.Tensor, drv: torch.Tensor) -> GeneratedBatch:
-    out = model(ref, drv)
-    return GeneratedBatch(image=out["image"], occlusion=out.get("occlusion"), kp_ref=out["kp_ref"], kp_drv=out["kp_drv"])
+def generate(model: FaceVid2VidModel, batch: PairBatch) -> GeneratedBatch:
+    """Validation's forward pass: as the receiver renders what the sender transmits (refined keypoints drawn)."""
+    out = _forward(model, batch)
+    return GeneratedBatch(image=out["image"], occlusion=out.get("occlusion"), kp_ref=out["kp_ref"],
+                          kp_drv=out.get("kp_render", out["kp_drv"]))
 
 
 def discriminate(disc: MultiScaleDiscriminator, images: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:

@@ -49,9 +49,9 @@ def cross_identity_grid(weights: Path, data: PreparedData, portraits: list[np.nd
     # the validation clip whose inner lips open and close the most: the example shows the mouth following
     clip = max(data.clips, key=lambda c: float(np.ptp(c.landmarks[c.usable][:, 13, 1] - c.landmarks[c.usable][:, 14, 1])))
     picks = clip.usable[np.linspace(0, clip.usable.size - 1, frames + 1).round().astype(int)]
-    first = encoder.encode(np.asarray(clip.frames[picks[0]]))
     driving = [np.asarray(clip.frames[i]) for i in picks]
-    motions = [encoder.encode(frame) for frame in driving[1:]]
+    refine = encoder.landmark_refiner(driving[0])  # as the driver's sender: anchored at the first frame
+    first, *motions = [refine(encoder.encode(frame), clip.landmarks[i]) for frame, i in zip(driving, picks)]
     rows = [np.concatenate(driving, 1)]
     for portrait in portraits:
         avatar = crop_reference(portrait, size).image
@@ -97,6 +97,10 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         "- δ (expression) from H's globally pooled features"
         + (f" plus a spatial head over its {meta['spatial_side']}² deep map ({meta['spatial_channels']} channels)."
            if meta.get("spatial_channels") else " only."),
+        *([f"- Sender-side landmark refinement {meta['landmark_refinement']:g}: the sender moves each transmitted keypoint "
+           f"{meta['landmark_refinement']:g} of the way to its face-mesh landmark's motion (codec/model/landmark_refinement.py); "
+           "G was trained on such keypoints, and every figure below renders from them (reference = the anchor)."]
+          if meta.get("landmark_refinement") else []),
         f"- Data: ../shared/data/clips prepared at 256² ({data_summary['train_frames']} training frames of "
         f"{data_summary['train_people']} people; validation {data_summary['val_frames']} frames of "
         f"{data_summary['val_people']} other people). The split is by person.",
@@ -192,12 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     train = PreparedData(args.data, "train")
     pairs = validation_pairs(val, args.pairs, seed=1)
     validator = Validator(val, pairs, make_landmark_fn())
-    record, grid = validator.run(lambda ref, drv: model_io.generate(model, ref, drv), "cpu")
+    record, grid = validator.run(lambda batch: model_io.generate(model, batch), "cpu")
     ok, gates = passes_gates(record, validator.floors)
     comparison = ""
     if args.compare_to is not None:
         previous, _ = checkpoint.load(args.compare_to)
-        previous_record, _ = validator.run(lambda ref, drv: model_io.generate(previous, ref, drv), "cpu")
+        previous_record, _ = validator.run(lambda batch: model_io.generate(previous, batch), "cpu")
         previous_step = checkpoint.read_metadata(args.compare_to).get("step", "?")
         comparison = comparison_line(previous_record["overall"], previous_step, record["overall"])
     wall_hours = at_step[0]["wall_hours"] + args.wall_hours_before if at_step else float("nan")
@@ -224,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                  "cpu_hours": at_step[0]["cpu_hours"] if at_step else float("nan"),
                  "wall_hours": wall_hours, "history": args.history, "comparison": comparison,
                  "spatial_channels": model.config.expression_spatial_channels,
+                 "landmark_refinement": model.config.landmark_refinement,
                  "spatial_side": model.config.pose_input_size // 16,
                  "earlier_curves": sorted(p.name for p in args.docs.glob("training_curve_*.png"))}
     card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, [p.name for p in args.art])

@@ -24,7 +24,7 @@ import torch
 from codec.face import LANDMARK_METRICS, face_hull_mask, landmark_metrics
 from codec.metrics import psnr, ssim
 from codec.model.config import KEYPOINT_LANDMARK_INDICES
-from codec.train.dataset import PairSampler, PreparedData
+from codec.train.dataset import PairBatch, PairSampler, PreparedData
 from codec.train.floors import affine_floor, no_motion_floor
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ METRIC_KEYS = ("psnr", "ssim", "face_psnr", "face_ssim", *LANDMARK_METRICS)
 
 # landmarks (478, 2) crop pixels, or None where no face was found
 LandmarkFn = Callable[[np.ndarray], "np.ndarray | None"]
-# a batch (ref, drv) (B, 3, S, S) in [0, 1] -> model outputs: image, occlusion, kp_ref, kp_drv
-GenerateFn = Callable[[torch.Tensor, torch.Tensor], "GeneratedBatch"]
+# a PairBatch (ref, drv (B, 3, S, S) in [0, 1], their landmarks) -> model outputs: image, occlusion, kp_ref, kp_drv
+GenerateFn = Callable[[PairBatch], "GeneratedBatch"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,7 +200,7 @@ class Validator:
         for start in range(0, len(self.pairs), self.batch_size):
             chunk = self.pairs[start:start + self.batch_size]
             batch = self._sampler.make_batch(chunk).to(device)
-            generated = generate(batch.ref, batch.drv)
+            generated = generate(batch)
             outputs = to_uint8(generated.image)
             kp_all.append(generated.kp_drv.float().cpu())
             for i, pair in enumerate(chunk):
