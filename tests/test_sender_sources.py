@@ -165,3 +165,31 @@ def test_default_portrait_and_reference(tmp_path: Path) -> None:
         read_photo(tmp_path / "bad.jpg")
     with pytest.raises(ValueError, match="cannot read"):
         read_photo(tmp_path / "none.jpg")
+
+
+def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_path: Path) -> None:
+    """python -m sender: a video source gets the model's landmark refinement (built from the portrait it sends);
+    --no-refinement, the trace source and a model not trained for it get none."""
+    import argparse
+    import dataclasses
+
+    from codec.model import PRESETS, FaceVid2VidModel, checkpoint
+    from sender.__main__ import add_sender_arguments, create_sender
+
+    trained = tmp_path / "refined.safetensors"
+    checkpoint.save(FaceVid2VidModel(dataclasses.replace(PRESETS["tiny"], landmark_refinement=0.5)), trained)
+    plain = tmp_path / "plain.safetensors"
+    checkpoint.save(FaceVid2VidModel(PRESETS["tiny"]), plain)
+    Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(tmp_path / "000.png")
+    parser = argparse.ArgumentParser()
+    add_sender_arguments(parser)
+
+    def refiner_of(*argv: str) -> object:
+        sender = create_sender(parser.parse_args(["--device", "cpu", *argv]))
+        return getattr(sender.source, "_refiner", None)
+
+    refiner = refiner_of("--weights", str(trained), "--source", str(tmp_path))
+    assert refiner is not None and refiner.fraction == 0.5 and refiner.kp_canonical.shape == (PRESETS["tiny"].num_keypoints, 3)
+    assert refiner_of("--weights", str(trained), "--source", str(tmp_path), "--no-refinement") is None
+    assert refiner_of("--weights", str(plain), "--source", str(tmp_path)) is None
+    assert refiner_of("--weights", str(trained)) is None  # the trace: motion without a face to measure

@@ -12,7 +12,7 @@ x and y, the fraction ``a`` of the way to where the landmark's motion says it sh
 The anchor is a frame of the same face whose keypoints are known: in training the reference frame
 itself, in a call the first live frame with a face (so the reference portrait may be anyone: only the
 sender's own motion since the anchor is measured). Since x = R x_c + t + δ, the correction is added to
-δ and costs no extra bits. The generator is trained for the fraction it will see
+δ: the bitstream and the receiver are unchanged. The generator is trained for the fraction it will see
 (``ModelConfig.landmark_refinement``; 0 = the model was not, and nothing is refined).
 """
 

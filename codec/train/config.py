@@ -116,7 +116,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     values = dict(values)
     values.setdefault("w_landmark_motion", 0.0)  # runs saved before this term existed trained without it
     values.setdefault("ema_decay", 0.0)  # runs saved before the weight average existed kept none
-    values.setdefault("landmark_refinement", values.pop("keypoint_refinement", 0.0))  # its experimental name
+    values.setdefault("landmark_refinement", 0.0)  # runs saved before it rendered from H's own keypoints
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
     return TrainConfig(**values)
