@@ -133,6 +133,22 @@ def test_from_model_fine_tunes_a_model_file_with_a_fresh_discriminator(tmp_path:
         main(["--run", str(tmp_path / "ft4"), "--from-model", str(tmp_path / "missing.safetensors"), "--data", str(data)])
 
 
+def test_a_finished_run_validates_its_final_weights_once(tmp_path: Path) -> None:
+    """A run that reaches --max-steps between validations still scores its last weights (they may be the best);
+    resuming a finished run does not validate the same step again."""
+    data = write_fake_prepared(tmp_path / "data", size=64)
+    run = tmp_path / "run"
+    assert main(_args(data, run, "--max-steps", "4", "--validate-steps", "100")) == 0
+
+    def val_steps() -> list[int]:
+        return [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()
+                if json.loads(line)["kind"] == "val"]
+
+    assert val_steps() == [0, 4] and (run / "grid_0000004.png").is_file()
+    assert main(["--run", str(run), "--resume", "--threads", "1", "--no-progress"]) == 0
+    assert val_steps() == [0, 4]
+
+
 def test_resume_with_a_new_schedule_continues_a_finished_run_warm(tmp_path: Path) -> None:
     """A finished run continues with a new learning-rate schedule (lr, restart step, warm-up): its discriminator and
     Adam state come along; fields outside RESUMABLE_OVERRIDES (here the batch size) still cannot change."""

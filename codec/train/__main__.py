@@ -313,6 +313,18 @@ def inherit_history(source_log: Path, log: _Log, step: int, init: Path) -> None:
     log.write({"kind": "init", "step": step, "from": str(init)})
 
 
+def validated_steps(log_path: Path) -> set[int]:
+    """Steps that RUN/log.jsonl holds a validation record for."""
+    steps: set[int] = set()
+    if log_path.is_file():
+        for line in log_path.read_text().splitlines():
+            with contextlib.suppress(AttributeError, KeyError, TypeError, ValueError):  # a torn or foreign line
+                record = json.loads(line)
+                if record.get("kind") == "val":
+                    steps.add(int(record["step"]))
+    return steps
+
+
 def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any]:
     """Validate, append the record, write the grid and the plot, and update best.safetensors."""
     from codec.train.validate import passes_gates, replaces_best, selection_score
@@ -485,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
         for s, handler in old_handlers.items():
             signal.signal(s, handler)
-    if stop["signal"] or trainer.counters.step >= config.max_steps:
+    finished = trainer.counters.step >= config.max_steps
+    if finished and not stop["signal"] and trainer.counters.step not in validated_steps(run / "log.jsonl"):
+        run_validation(trainer, validator, log)  # the final weights are scored too (and may become best)
+    if stop["signal"] or finished:
         trainer.save(last)
         logger.info("saved %s at step %d (%s)", last, trainer.counters.step,
                     f"signal {stop['signal']}" if stop["signal"] else "max steps")

@@ -61,14 +61,17 @@ def cross_identity_grid(weights: Path, data: PreparedData, portraits: list[np.nd
     return np.concatenate(rows, 0)
 
 
-COMPARED = (("face_psnr", "face-region PSNR", "dB"), ("ssim", "whole-frame SSIM", ""), ("akd", "AKD", "px"),
+COMPARED = (("psnr", "whole-frame PSNR", "dB"), ("face_psnr", "face-region PSNR", "dB"), ("ssim", "whole-frame SSIM", ""), ("akd", "AKD", "px"),
             ("akd_mouth", "mouth AKD", "px"), ("akd_eyes", "eyes AKD", "px"),
             ("mouth_open_error", "inner-lip gap error", "px"), ("eyes_open_error", "eyes' opening error", "px"))
 
 
 def comparison_line(previous: dict[str, float], previous_step: str, current: dict[str, float]) -> str:
     """One sentence: each metric of the previously shipped model → this one, on the same validation pairs."""
-    parts = [f"{label} {previous[key]:.3g} → {current[key]:.3g}{(' ' + unit) if unit else ''}"
+    def value(number: float, unit: str) -> str:
+        return f"{number:.2f}" if unit else f"{number:.3f}"  # dB and px to 0.01, SSIM to 0.001
+
+    parts = [f"{label} {value(previous[key], unit)} → {value(current[key], unit)}{(' ' + unit) if unit else ''}"
              for key, label, unit in COMPARED if key in previous and key in current]
     return f"Against the previous shipped model (step {previous_step}, the same {int(current['count'])} pairs): " + ", ".join(parts) + "."
 
