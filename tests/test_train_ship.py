@@ -43,7 +43,7 @@ def test_ship_writes_half_weights_card_and_examples(tmp_path: Path) -> None:
 
 
 def test_ship_compares_with_the_previous_model_and_counts_earlier_wall_hours(tmp_path: Path) -> None:
-    """--compare-to validates the previously shipped file on the same pairs and puts both on the card;
+    """--compare-to validates the previously shipped file (and any earlier ones) on the same pairs and puts each on the card;
     --wall-hours-before adds the hours a run's own count lacks; earlier training curves in the docs stay linked."""
     data = write_fake_prepared(tmp_path / "data", size=64)
     run = tmp_path / "run"
@@ -53,6 +53,9 @@ def test_ship_compares_with_the_previous_model_and_counts_earlier_wall_hours(tmp
     previous = tmp_path / "previous.safetensors"
     torch.manual_seed(1)
     checkpoint.save(FaceVid2VidModel(ModelConfig.preset("tiny")), previous, metadata={"step": "4"}, half=True)
+    earlier = tmp_path / "earlier.safetensors"
+    torch.manual_seed(2)
+    checkpoint.save(FaceVid2VidModel(ModelConfig.preset("tiny")), earlier, metadata={"step": "2"}, half=True)
     (run / "config.json").write_text(json.dumps({"train": {"batch_size": 2}}))
     (run / "log.jsonl").write_text(json.dumps({"kind": "val", "step": 9, "cpu_hours": 0.5, "wall_hours": 0.25}) + "\n")
     docs = tmp_path / "docs"
@@ -62,9 +65,11 @@ def test_ship_compares_with_the_previous_model_and_counts_earlier_wall_hours(tmp
     Image.fromarray(default_portrait()).save(art)
     out = tmp_path / "weights" / "tiny.safetensors"
     assert main(["--run", str(run), "--data", str(data), "--art", str(art), "--pairs", "4", "--out", str(out),
-                 "--docs", str(docs), "--threads", "1", "--compare-to", str(previous), "--wall-hours-before", "2"]) == 0
+                 "--docs", str(docs), "--threads", "1", "--compare-to", str(previous), str(earlier), "--wall-hours-before", "2"]) == 0
     card = (out.parent / "MODEL_CARD.md").read_text()
     line = next(x for x in card.splitlines() if x.startswith("- Against the previous shipped model (step 4"))
     assert "the same 4 pairs" in line and "face-region PSNR" in line and "AKD" in line and " → " in line
+    older = next(x for x in card.splitlines() if x.startswith("- Against an earlier shipped model (step 2"))
+    assert card.index(line) < card.index(older) and older.split(": ", 1)[1] != line.split(": ", 1)[1]
     assert "(2.25 wall hours)" in card and checkpoint.read_metadata(out)["wall_hours"] == "2.250"
     assert "![earlier training curve](../../docs/model/training_curve_0-4.png)" in card

@@ -66,14 +66,16 @@ COMPARED = (("psnr", "whole-frame PSNR", "dB"), ("face_psnr", "face-region PSNR"
             ("mouth_open_error", "inner-lip gap error", "px"), ("eyes_open_error", "eyes' opening error", "px"))
 
 
-def comparison_line(previous: dict[str, float], previous_step: str, current: dict[str, float]) -> str:
-    """One sentence: each metric of the previously shipped model → this one, on the same validation pairs."""
+def comparison_line(previous: dict[str, float], previous_step: str, current: dict[str, float], latest: bool = True) -> str:
+    """One sentence: each metric of an earlier shipped model (``latest``: the one this replaces) → this one, on the
+    same validation pairs."""
     def value(number: float, unit: str) -> str:
         return f"{number:.2f}" if unit else f"{number:.3f}"  # dB and px to 0.01, SSIM to 0.001
 
     parts = [f"{label} {value(previous[key], unit)} → {value(current[key], unit)}{(' ' + unit) if unit else ''}"
              for key, label, unit in COMPARED if key in previous and key in current]
-    return f"Against the previous shipped model (step {previous_step}, the same {int(current['count'])} pairs): " + ", ".join(parts) + "."
+    which = "the previous shipped model" if latest else "an earlier shipped model"
+    return f"Against {which} (step {previous_step}, the same {int(current['count'])} pairs): " + ", ".join(parts) + "."
 
 
 def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, Any], gates: str, size_bytes: int,
@@ -96,7 +98,7 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         f"{meta['cpu_hours']:.2f} CPU-hours ({meta['wall_hours']:.2f} wall hours). No pretrained networks "
         "(no VGG19 weights here: the reconstruction loss is multi-scale L1 + SSIM + discriminator feature matching).",
         *([f"- History: {meta['history']}"] if meta.get("history") else []),
-        *([f"- {meta['comparison']}"] if meta.get("comparison") else []),
+        *[f"- {line}" for line in meta.get("comparisons", [])],
         "- δ (expression) from H's globally pooled features"
         + (f" plus a spatial head over its {meta['spatial_side']}² deep map ({meta['spatial_channels']} channels)."
            if meta.get("spatial_channels") else " only."),
@@ -175,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--history", default="", help="how the run got here, for the model card (e.g. the step a "
                                                        "loss term was switched on, a run it grew from)")
-    parser.add_argument("--compare-to", type=Path, default=None,
-                        help="the previously shipped weights: validated on the same pairs, compared on the card "
+    parser.add_argument("--compare-to", type=Path, nargs="+", default=[],
+                        help="the previously shipped weights, then any earlier ones: each validated on the same pairs "
+                             "and compared on the card "
                              "(copy codec/weights/cpu.safetensors aside first: --out overwrites it)")
     parser.add_argument("--wall-hours-before", type=float, default=0.0,
                         help="wall hours spent before the run's own count started (a run started with --from-model "
@@ -201,12 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     validator = Validator(val, pairs, make_landmark_fn())
     record, grid = validator.run(lambda batch: model_io.generate(model, batch), "cpu")
     ok, gates = passes_gates(record, validator.floors)
-    comparison = ""
-    if args.compare_to is not None:
-        previous, _ = checkpoint.load(args.compare_to)
-        previous_record, _ = validator.run(lambda batch: model_io.generate(previous, batch), "cpu")
-        previous_step = checkpoint.read_metadata(args.compare_to).get("step", "?")
-        comparison = comparison_line(previous_record["overall"], previous_step, record["overall"])
+    comparisons = []
+    for index, earlier_path in enumerate(args.compare_to):
+        earlier, _ = checkpoint.load(earlier_path)
+        earlier_record, _ = validator.run(lambda batch, model=earlier: model_io.generate(model, batch), "cpu")
+        earlier_step = checkpoint.read_metadata(earlier_path).get("step", "?")
+        comparisons.append(comparison_line(earlier_record["overall"], earlier_step, record["overall"], latest=index == 0))
     wall_hours = at_step[0]["wall_hours"] + args.wall_hours_before if at_step else float("nan")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     card_meta = {"model_id": model_id, "params": sum(p.numel() for p in model.parameters()), "step": step,
                  "batch_size": train_config["batch_size"], "w_landmark_motion": train_config.get("w_landmark_motion", 0.0),
                  "cpu_hours": at_step[0]["cpu_hours"] if at_step else float("nan"),
-                 "wall_hours": wall_hours, "history": args.history, "comparison": comparison,
+                 "wall_hours": wall_hours, "history": args.history, "comparisons": comparisons,
                  "spatial_channels": model.config.expression_spatial_channels,
                  "landmark_refinement": model.config.landmark_refinement,
                  "spatial_side": model.config.pose_input_size // 16,
