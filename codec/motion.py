@@ -38,7 +38,7 @@ class MotionParams:
     yaw, pitch, roll: degrees (see the module docstring for the convention).
     translation: (3,) float32 in normalised coordinates.
     expression: (K, 3) float32 δ per keypoint; rows whose ``present`` flag is False are zero and
-        mean "not transmitted" (the receiver treats them as δ = 0 or conceals them).
+        mean "not transmitted" (the receiver keeps the reference's own δ there, or conceals them).
     present: (K,) bool, which keypoints' δ are present.
     """
 

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from codec.quantize import PRESETS_BY_NAME
 from codec.reference_message import decode_portrait
 from sender.portrait import default_portrait, make_reference, read_photo
@@ -81,7 +83,10 @@ def create_sender(args: argparse.Namespace) -> Sender:
         args.signaling, args.room, args.token, rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
         frames_per_packet=args.frames_per_packet, preset=args.preset,
     )
-    return Sender(config, source, reference)
+    baseline = None  # the reference's own δ, which the receiver keeps for keypoints not sent
+    if hasattr(encoder, "encode"):
+        baseline = np.asarray(encoder.encode(decode_portrait(reference)).expression)
+    return Sender(config, source, reference, expression_baseline=baseline)
 
 
 def main(argv: list[str] | None = None) -> int:

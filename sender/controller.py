@@ -120,7 +120,10 @@ class BandwidthController:
     def __init__(
         self, fps: float, num_keypoints: int, max_kbps: float | None = None, keypoints: int | None = None,
         frames_per_packet: int | None = None, preset: str | int | None = None,
+        expression_baseline: np.ndarray | None = None,
     ) -> None:
+        """``expression_baseline``: (K, 3) the reference portrait's own δ, which the receiver renders for keypoints
+        it is not sent; a keypoint's importance is how far its δ strays from it (None: from δ = 0)."""
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.fps = fps
@@ -133,6 +136,12 @@ class BandwidthController:
         self.set_overrides(keypoints, frames_per_packet)
         self.pin_preset = None if preset is None else get_preset(preset).preset_id
         self._importance = np.zeros(num_keypoints, np.float64)
+        self._baseline = np.zeros((num_keypoints, 3), np.float64)
+        if expression_baseline is not None:
+            baseline = np.asarray(expression_baseline, np.float64)
+            if baseline.shape != (num_keypoints, 3) or not np.all(np.isfinite(baseline)):
+                raise ValueError(f"expression_baseline must be a finite ({num_keypoints}, 3) array, got {baseline.shape}")
+            self._baseline = baseline
         self._order: tuple[int, ...] = tuple(range(num_keypoints))
         self._measured: dict[Rung, deque[tuple[int, int]]] = {}  # recent (payload bytes, frames) per rung
         self._last_packet_rung: Rung | None = None
@@ -187,7 +196,7 @@ class BandwidthController:
     def observe_motion(self, motion: MotionParams) -> None:
         if motion.num_keypoints != self.num_keypoints:
             return
-        energy = np.sum(np.square(motion.expression.astype(np.float64)), axis=1)  # (K,)
+        energy = np.sum(np.square(motion.expression.astype(np.float64) - self._baseline), axis=1)  # (K,)
         self._importance += IMPORTANCE_DECAY * (energy - self._importance)
 
     def on_packet(self, now_s: float, size_bytes: int, frames: int, rung: Rung) -> None:

@@ -72,11 +72,13 @@ class SenderConfig:
 class _ReceiverLink:
     """The sending side towards one receiver."""
 
-    def __init__(self, link: PeerLink, stream_id: int, config: SenderConfig, fps: float, num_keypoints: int) -> None:
+    def __init__(self, link: PeerLink, stream_id: int, config: SenderConfig, fps: float, num_keypoints: int,
+                 expression_baseline: np.ndarray | None = None) -> None:
         self.link = link
         self.stream_id = stream_id
         self.controller = BandwidthController(
-            fps, num_keypoints, config.max_kbps, config.keypoints, config.frames_per_packet, config.preset
+            fps, num_keypoints, config.max_kbps, config.keypoints, config.frames_per_packet, config.preset,
+            expression_baseline if expression_baseline is not None and expression_baseline.shape[0] == num_keypoints else None,
         )
         self.packetizer = MotionPacketizer(stream_id, key_interval_frames=config.key_interval_frames)
         self.motion: RTCDataChannel | None = None
@@ -139,15 +141,19 @@ class Sender:
 
     def __init__(
         self, config: SenderConfig, source: MotionSource, reference: ReferenceMessage, signaling: Signaling | None = None,
-        packet_filter: Callable[[bytes], bytes | None] | None = None,
+        packet_filter: Callable[[bytes], bytes | None] | None = None, expression_baseline: np.ndarray | None = None,
     ) -> None:
         """``packet_filter``: fault injection for tests and benchmarks; sees every motion packet and
-        returns what to send instead (None: drop it). The packetizer still counts it as sent."""
+        returns what to send instead (None: drop it). The packetizer still counts it as sent.
+        ``expression_baseline``: (K, 3) the reference's own δ (``MotionEncoder.encode`` of the portrait as the receiver
+        decodes it): at a low K the receiver keeps it for the keypoints not sent, so the controller sends those whose
+        δ strays from it most."""
         self.config = config
         self._packet_filter = packet_filter
         self.packets_filtered_out = 0
         self.source = source
         self.reference = reference
+        self._expression_baseline = expression_baseline
         self._packed_reference = pack_reference_message(reference)
         self.signaling = signaling or WebSocketSignaling(config.signaling_url, config.room, "sender", config.token)
         self.stream_base = secrets.randbelow(STREAM_IDS)
@@ -244,7 +250,7 @@ class Sender:
         link = PeerLink(peer, self.signaling, self.config.rtc, "sender")
         stream_id = (self.stream_base + self._link_count) % STREAM_IDS
         self._link_count += 1
-        rx = _ReceiverLink(link, stream_id, self.config, self.source.fps, self._num_keypoints)
+        rx = _ReceiverLink(link, stream_id, self.config, self.source.fps, self._num_keypoints, self._expression_baseline)
         self.links[peer.peer_id] = rx
         self.link_history.append(rx)
         self._event("receiver_joined", peer.peer_id)

@@ -12,7 +12,7 @@ import pytest
 
 from bench.codecs.base import BenchClip
 from bench.codecs.floor import NoMotionFloor
-from bench.codecs.ours import OursFactory
+from bench.codecs.ours import OursFactory, keypoint_order
 from bench.codecs.reference import send_reference
 from bench.rd import (
     RdConfig,
@@ -152,3 +152,17 @@ def test_clip_selection_keeps_validation_people_or_a_users_own_clips(tmp_path: P
     assert [p.name for p, _ in pairs] == ["me.mp4"] and source["selection"].startswith("all people")
     with pytest.raises(RdInputError, match="does not exist"):
         select_clips(RdConfig(clips=str(tmp_path / "nowhere")))
+
+
+def test_keypoint_order_ranks_by_distance_from_the_references_own_deformation() -> None:
+    """The benchmark sends at a low K what the sender would: the keypoints whose δ strays most from the reference's
+    (the receiver keeps the reference's δ for the others)."""
+    from codec.motion import MotionParams
+
+    expression = np.zeros((4, 3), np.float32)
+    expression[0], expression[1], expression[2] = 0.2, 0.01, 0.05
+    motions = [MotionParams(0, 0, 0, np.zeros(3), expression, np.ones(4, bool))] * 3
+    assert keypoint_order(motions)[:2] == (0, 2)
+    baseline = np.zeros((4, 3))
+    baseline[0] = 0.2
+    assert keypoint_order(motions, baseline)[:2] == (2, 1)

@@ -124,3 +124,21 @@ def test_keypoints_ranked_by_deformation() -> None:
         controller.observe_motion(MotionParams(0, 0, 0, np.zeros(3), expression, np.ones(6, bool)))
     decision = controller.decide(0.0)
     assert decision is not None and decision.order[:2] == (4, 1)
+
+
+def test_keypoints_ranked_by_how_far_their_deformation_strays_from_the_reference() -> None:
+    """With the reference's own δ as the baseline (what the receiver renders for keypoints not sent), a keypoint
+    that holds the reference's large δ matters less than one that moves away from a small one."""
+    baseline = np.zeros((6, 3))
+    baseline[4] = 0.3
+    controller = BandwidthController(FPS, 6, max_kbps=None, keypoints=2, expression_baseline=baseline)
+    expression = np.zeros((6, 3), np.float32)
+    expression[4] = 0.3  # the reference's own expression: nothing to send
+    expression[1] = 0.1
+    expression[2] = 0.05
+    for _ in range(100):
+        controller.observe_motion(MotionParams(0, 0, 0, np.zeros(3), expression, np.ones(6, bool)))
+    decision = controller.decide(0.0)
+    assert decision is not None and decision.order[:2] == (1, 2)
+    with pytest.raises(ValueError, match="expression_baseline"):
+        BandwidthController(FPS, 6, expression_baseline=np.zeros((5, 3)))

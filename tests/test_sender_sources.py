@@ -193,3 +193,6 @@ def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_pa
     assert refiner_of("--weights", str(trained), "--source", str(tmp_path), "--no-refinement") is None
     assert refiner_of("--weights", str(plain), "--source", str(tmp_path)) is None
     assert refiner_of("--weights", str(trained)) is None  # the trace: motion without a face to measure
+    sender = create_sender(parser.parse_args(["--device", "cpu", "--weights", str(trained), "--source", str(tmp_path)]))
+    baseline = sender._expression_baseline  # the portrait's own δ: the controller ranks keypoints against it
+    assert baseline is not None and baseline.shape == (PRESETS["tiny"].num_keypoints, 3)

@@ -52,6 +52,26 @@ def test_reference_cache_round_trip(tiny_model: FaceVid2VidModel, tmp_path: Path
     assert np.array_equal(FrameSynthesizer(tiny_model, cache_dir=tmp_path).render(synth.prepare(img), motion), first)
 
 
+def test_keypoints_not_sent_keep_the_references_own_expression(tiny_model: FaceVid2VidModel) -> None:
+    """A low K sends δ of some keypoints only: the others render with the reference's own δ (its expression),
+    not δ = 0 (which pulls them to the canonical face)."""
+    import dataclasses
+
+    synth = FrameSynthesizer(tiny_model)
+    state = synth.prepare(_image(6))
+    own = np.random.default_rng(0).normal(0, 0.05, (20, 3)).astype(np.float32)  # a reference with an expression
+    state = dataclasses.replace(state, motion=dataclasses.replace(state.motion, expression=own))
+    sent = np.zeros((20, 3), np.float32)
+    sent[:5] = 0.03
+    present = np.zeros(20, bool)
+    present[:5] = True
+    partial = MotionParams(4, -2, 1, np.zeros(3), sent, present)
+    filled = MotionParams(4, -2, 1, np.zeros(3), np.where(present[:, None], sent, own), np.ones(20, bool))
+    zeros = MotionParams(4, -2, 1, np.zeros(3), sent, np.ones(20, bool))
+    assert np.array_equal(synth.render(state, partial), synth.render(state, filled))
+    assert not np.array_equal(synth.render(state, partial), synth.render(state, zeros))
+
+
 def test_view_control_parse_and_apply() -> None:
     m = MotionParams(10, 5, -3, np.zeros(3), np.zeros((20, 3)), np.ones(20, bool))
     assert ViewControl.parse("frontal").apply(m).yaw == 0

@@ -1,9 +1,10 @@
 """Our codec in the benchmark: MotionEncoder -> packetizer -> data channel -> depacketizer -> FrameSynthesizer.
 
 Operating points: K (how many keypoints' δ are sent; 0 = head pose only), the quantizer preset and
-frames per packet. Which K: the sender's choice (``sender.controller``), the keypoints with the
-largest mean ||δ_k||² (their loss costs most when the receiver takes δ = 0); the sender ranks by a
-running mean, the benchmark by the mean over the clip.
+frames per packet. Which K: the sender's choice (``sender.controller``), the keypoints whose δ strays most
+from the reference portrait's own δ, largest mean ||δ_k − δ_ref,k||² (the receiver keeps δ_ref for keypoints
+not sent, so theirs cost most when dropped); the sender ranks by a running mean, the benchmark by the mean
+over the clip.
 
 Every point really runs the sender and receiver code: the reference portrait crosses as its
 reference message (``bench.codecs.reference``), the motion as real packets
@@ -84,12 +85,14 @@ def motion_digest(motion: MotionParams) -> bytes:
 class _Encoded:
     motions: tuple[MotionParams, ...]  # frames 1..N-1
     encode_ms: np.ndarray  # (N-1,)
-    keypoint_order: tuple[int, ...]  # keypoints by decreasing mean ||δ_k||² over the clip
+    keypoint_order: tuple[int, ...]  # keypoints by decreasing mean ||δ_k − δ_ref,k||² over the clip
 
 
-def keypoint_order(motions: Sequence[MotionParams]) -> tuple[int, ...]:
-    """Keypoint indices by decreasing mean ||δ_k||² (ties by index)."""
-    energy = np.mean([np.sum(np.square(m.expression.astype(np.float64)), axis=1) for m in motions], axis=0)  # (K,)
+def keypoint_order(motions: Sequence[MotionParams], baseline: np.ndarray | None = None) -> tuple[int, ...]:
+    """Keypoint indices by decreasing mean ||δ_k − baseline_k||² (ties by index); baseline: (K, 3) the reference's
+    own δ, which the receiver renders for keypoints not sent (None: 0)."""
+    base = 0.0 if baseline is None else np.asarray(baseline, np.float64)
+    energy = np.mean([np.sum(np.square(m.expression.astype(np.float64) - base), axis=1) for m in motions], axis=0)  # (K,)
     return tuple(int(k) for k in np.argsort(-energy, kind="stable"))
 
 
@@ -169,7 +172,8 @@ class OursFactory:
                 start = time.perf_counter()
                 motions.append(smoother(refine(self.encoder.encode(clip.frames[i + 1]), landmarks)))
                 times[i] = (time.perf_counter() - start) * 1e3
-            self._encoded[clip.clip_id] = _Encoded(tuple(motions), times, keypoint_order(motions))
+            baseline = self.encoder.encode(self.reference(clip).sent.image).expression  # as the sender: the decoded portrait
+            self._encoded[clip.clip_id] = _Encoded(tuple(motions), times, keypoint_order(motions, baseline))
         return self._encoded[clip.clip_id]
 
     def reference(self, clip: BenchClip) -> _Reference:
