@@ -115,14 +115,19 @@ def test_congestion_steps_down_and_recovery_waits() -> None:
     assert up is not None and up.rung == start.rung
 
 
+def _decide_after_observing(controller: BandwidthController, expression: np.ndarray):
+    """The controller's decision after 100 frames holding the same (K, 3) expression δ."""
+    for _ in range(100):
+        controller.observe_motion(MotionParams(0, 0, 0, np.zeros(3), expression, np.ones(len(expression), bool)))
+    return controller.decide(0.0)
+
+
 def test_keypoints_ranked_by_deformation() -> None:
     controller = BandwidthController(FPS, 6, max_kbps=None, keypoints=2)
     expression = np.zeros((6, 3), np.float32)
     expression[4] = 0.3
     expression[1] = 0.1
-    for _ in range(100):
-        controller.observe_motion(MotionParams(0, 0, 0, np.zeros(3), expression, np.ones(6, bool)))
-    decision = controller.decide(0.0)
+    decision = _decide_after_observing(controller, expression)
     assert decision is not None and decision.order[:2] == (4, 1)
 
 
@@ -136,9 +141,7 @@ def test_keypoints_ranked_by_how_far_their_deformation_strays_from_the_reference
     expression[4] = 0.3  # the reference's own expression: nothing to send
     expression[1] = 0.1
     expression[2] = 0.05
-    for _ in range(100):
-        controller.observe_motion(MotionParams(0, 0, 0, np.zeros(3), expression, np.ones(6, bool)))
-    decision = controller.decide(0.0)
+    decision = _decide_after_observing(controller, expression)
     assert decision is not None and decision.order[:2] == (1, 2)
     with pytest.raises(ValueError, match="expression_baseline"):
         BandwidthController(FPS, 6, expression_baseline=np.zeros((5, 3)))
