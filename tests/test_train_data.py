@@ -127,6 +127,31 @@ def test_pyramid_l1_and_ssim_loss() -> None:
     assert float(losses.pyramid_l1(x, y)) > 0.01
 
 
+def test_region_l1_scores_only_the_boxes_around_the_regions() -> None:
+    """The eye/mouth term: boxes around each region's landmarks (enlarged by the margin); a difference outside
+    every box costs nothing, one inside costs its mean over the box."""
+    landmarks = torch.zeros(1, 478, 2)
+    landmarks[0, :, 0], landmarks[0, :, 1] = -0.9, -0.9  # every other landmark in a corner
+    eye, mouth = torch.tensor([3, 4]), torch.tensor([5, 6])
+    landmarks[0, 3], landmarks[0, 4] = torch.tensor([-0.5, -0.5]), torch.tensor([-0.25, -0.25])  # an "eye" box
+    landmarks[0, 5], landmarks[0, 6] = torch.tensor([0.25, 0.25]), torch.tensor([0.5, 0.5])  # a "mouth" box
+    mask = losses.region_boxes(landmarks, [eye, mouth], 32, margin=0.0)  # (1, 1, 32, 32)
+    assert mask.shape == (1, 1, 32, 32)
+    assert mask[0, 0, 10, 10] == 1 and mask[0, 0, 22, 22] == 1  # pixel centres (-0.34, -0.34), (0.41, 0.41)
+    assert mask[0, 0, 16, 16] == 0 and mask[0, 0, 10, 22] == 0  # between the boxes, and across
+    assert 2 * 4 * 4 <= int(mask.sum()) <= 2 * 7 * 7  # two boxes of 0.25 (4 px) plus a pixel each side
+    assert int(losses.region_boxes(landmarks, [eye], 32, margin=0.5).sum()) > int(mask[:, :, :16, :16].sum())
+
+    x = torch.rand(1, 3, 32, 32)
+    outside = x.clone()
+    outside[..., 14:18, 14:18] += 0.5  # between the boxes
+    assert float(losses.region_l1(outside, x, mask)) == 0.0
+    inside = x.clone()
+    inside[..., 22, 22] += 0.5
+    assert float(losses.region_l1(inside, x, mask)) == pytest.approx(0.5 / float(mask.sum()), rel=1e-4)
+    assert float(losses.region_l1(inside, x, torch.zeros_like(mask))) == 0.0  # an empty mask
+
+
 def test_keypoint_prior_penalises_collapse_only() -> None:
     spread = torch.tensor([[[-0.6, -0.6, 0.33], [0.6, -0.6, 0.33], [-0.6, 0.6, 0.33], [0.6, 0.6, 0.33]]])
     collapsed = torch.full((1, 4, 3), 0.33)

@@ -149,6 +149,24 @@ def test_a_finished_run_validates_its_final_weights_once(tmp_path: Path) -> None
     assert val_steps() == [0, 4]
 
 
+def test_the_eye_and_mouth_term_is_off_by_default_and_can_be_turned_on_when_resuming(tmp_path: Path) -> None:
+    """--w-region-l1 adds L1 inside boxes around the driving frame's eyes and mouth; a run saved without it resumes
+    with it (it is one of the fields a resumed run may change)."""
+    data = write_fake_prepared(tmp_path / "data", size=64)
+    run = tmp_path / "run"
+    assert main(_args(data, run, "--max-steps", "2", "--validate-steps", "100")) == 0
+
+    def train_rows() -> list[dict]:
+        return [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+
+    assert all("region_l1" not in r for r in train_rows())
+    assert main(["--run", str(run), "--resume", "--threads", "1", "--no-progress", "--max-steps", "4",
+                 "--w-region-l1", "5", "--log-steps", "1"]) == 0
+    rows = [r for r in train_rows() if r["step"] > 2]
+    assert rows and all(r["region_l1"] > 0 for r in rows)
+    assert json.loads(read_metadata(run / "last.safetensors")["train_config"])["w_region_l1"] == 5.0
+
+
 def test_resume_with_a_new_schedule_continues_a_finished_run_warm(tmp_path: Path) -> None:
     """A finished run continues with a new learning-rate schedule (lr, restart step, warm-up): its discriminator and
     Adam state come along; fields outside RESUMABLE_OVERRIDES (here the batch size) still cannot change."""

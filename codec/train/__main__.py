@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from codec.face.regions import LEFT_EYE, MOUTH, RIGHT_EYE
 from codec.model import FaceVid2VidModel, checkpoint
 from codec.model.loading import pick_precision
 from codec.train import losses
@@ -112,6 +113,7 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr_d, betas=config.betas)
         self.landmark_indices = model_io.landmark_indices(self.model)
+        self.expression_regions = [torch.as_tensor(r) for r in (LEFT_EYE, RIGHT_EYE, MOUTH)]  # region_l1's boxes
         self.kp_min_distance = keypoint_min_distance(config, self.train_data, self.landmark_indices)
         self.vgg: VGG19Features | None = load_vgg19(config.vgg19).to(device) if config.vgg19 else None
         self.counters = Counters(0, 0.0, 0.0)
@@ -189,6 +191,9 @@ class Trainer:
         weights: dict[str, float] = {}
         terms["l1"], weights["l1"] = losses.pyramid_l1(out.image, batch.drv), cfg.w_l1
         terms["ssim"], weights["ssim"] = losses.ssim_loss(out.image, batch.drv), cfg.w_ssim
+        if cfg.w_region_l1 > 0:
+            mask = losses.region_boxes(batch.drv_landmarks, self.expression_regions, out.image.shape[-1])  # (B, 1, H, W)
+            terms["region_l1"], weights["region_l1"] = losses.region_l1(out.image, batch.drv, mask), cfg.w_region_l1
         if self.vgg is not None:
             terms["perceptual"], weights["perceptual"] = perceptual_loss(self.vgg, out.image, batch.drv), cfg.w_perceptual
         self.disc.requires_grad_(False)

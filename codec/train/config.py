@@ -31,6 +31,7 @@ class TrainConfig:
     # loss weights
     w_l1: float = 10.0  # multi-scale L1 (pyramid full, 1/2, 1/4, 1/8)
     w_ssim: float = 5.0  # 1 - SSIM
+    w_region_l1: float = 0.0  # L1 inside boxes around the driving frame's eyes and mouth (0 = off)
     w_feature_matching: float = 10.0  # discriminator feature matching
     w_perceptual: float = 10.0  # VGG19 multi-scale perceptual (only with --vgg19)
     w_gan: float = 0.1  # hinge GAN, generator side
@@ -64,7 +65,7 @@ class TrainConfig:
 RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_minutes", "validate_minutes", "validate_steps", "log_steps",
                        "gan_start_step", "w_gan", "landmark_floor_fraction", "data",
                        "w_landmark_motion", "lr", "schedule_start_step", "warmup_steps", "min_lr_fraction",
-                       "ema_decay", "landmark_refinement")
+                       "ema_decay", "landmark_refinement", "w_region_l1")
 
 
 def _help_texts() -> dict[str, str]:
@@ -117,6 +118,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     values.setdefault("w_landmark_motion", 0.0)  # runs saved before this term existed trained without it
     values.setdefault("ema_decay", 0.0)  # runs saved before the weight average existed kept none
     values.setdefault("landmark_refinement", 0.0)  # runs saved before it rendered from H's own keypoints
+    values.setdefault("w_region_l1", 0.0)  # runs saved before the eye/mouth term existed trained without it
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
     return TrainConfig(**values)

@@ -23,6 +23,32 @@ def pyramid_l1(output: torch.Tensor, target: torch.Tensor, num_scales: int = 4) 
     return total / num_scales
 
 
+def region_boxes(landmarks: torch.Tensor, regions: list[torch.Tensor], size: int, margin: float = 0.5) -> torch.Tensor:
+    """Masks of the boxes around landmark regions (each eye, the mouth), enlarged by ``margin`` of their size.
+
+    landmarks: (B, 478, 2) in [-1, 1]; regions: R tensors of landmark indices -> (B, 1, size, size) in {0, 1},
+    the union of the R boxes (pixel centres inside a box)."""
+    axis = (torch.arange(size, device=landmarks.device, dtype=torch.float32) + 0.5) / size * 2 - 1  # (S,)
+    mask = landmarks.new_zeros((landmarks.shape[0], size, size), dtype=torch.bool)
+    for indices in regions:
+        points = landmarks[:, indices.to(landmarks.device)].float()  # (B, n, 2)
+        low, high = points.amin(1), points.amax(1)  # (B, 2) x, y
+        pad = margin * (high - low) + 2.0 / size  # at least a pixel each side
+        low, high = low - pad, high + pad
+        inside_x = (axis[None] >= low[:, :1]) & (axis[None] <= high[:, :1])  # (B, S)
+        inside_y = (axis[None] >= low[:, 1:]) & (axis[None] <= high[:, 1:])  # (B, S)
+        mask |= inside_y[:, :, None] & inside_x[:, None, :]
+    return mask[:, None].float()
+
+
+def region_l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean L1 inside a mask (the eyes and mouth, where the whole-frame mean dilutes the expression's pixels).
+
+    output, target: (B, C, H, W); mask: (B, 1, H, W) in [0, 1]. Zero when the mask is empty."""
+    weighted = ((output - target).abs() * mask).sum()
+    return weighted / (mask.sum() * output.shape[1]).clamp_min(1.0)
+
+
 def _gaussian_window(channels: int, size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
     coords = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
