@@ -112,8 +112,10 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         "- Objective: the paper's losses without the perceptual net: hinge GAN (multi-scale patch D), "
         "equivariance, keypoint prior, head-pose loss against the landmark teacher, deformation prior, plus "
         "decaying landmark guidance that keeps keypoints on mouth, eyes, brows and jaw"
-        + (f", and (weight {meta['w_landmark_motion']:g}) keypoint motion matched to the landmarks' motion."
-           if float(meta.get("w_landmark_motion", 0)) > 0 else "."),
+        + (f", (weight {meta['w_landmark_motion']:g}) keypoint motion matched to the landmarks' motion"
+           if float(meta.get("w_landmark_motion", 0)) > 0 else "")
+        + (f", (weight {meta['w_region_l1']:g}) L1 inside boxes around the driving frame's eyes and mouth"
+           if float(meta.get("w_region_l1", 0)) > 0 else "") + ".",
         "",
         f"## Validation ({int(o['count'])} pairs, same person, reference = the clip's first frame)",
         "",
@@ -231,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                     "val_frames": sum(len(c.usable) for c in val.clips), "val_people": len({c.person for c in val.clips})}
     card_meta = {"model_id": model_id, "params": sum(p.numel() for p in model.parameters()), "step": step,
                  "batch_size": train_config["batch_size"], "w_landmark_motion": train_config.get("w_landmark_motion", 0.0),
+                 "w_region_l1": train_config.get("w_region_l1", 0.0),
                  "cpu_hours": at_step[0]["cpu_hours"] if at_step else float("nan"),
                  "wall_hours": wall_hours, "history": args.history, "comparisons": comparisons,
                  "spatial_channels": model.config.expression_spatial_channels,
