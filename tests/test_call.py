@@ -69,13 +69,32 @@ async def run_call(receiver: Receiver, sender: Sender, timeout_s: float = 30.0) 
     return rreason, sreason
 
 
-def expected_motion(source: TraceSource, frame: PlayoutFrame, preset_id: int) -> Any:
+class RecordingTraceSource(TraceSource):
+    """The trace source, remembering which trace frame each frame it gave the sender was: a paced source that falls
+    behind real time (a CPU hiccup on a shared machine) skips trace frames, as a camera would, so the sender's
+    sequence number k need not carry trace frame k."""
+
+    def __init__(self, fps: float, max_frames: int) -> None:
+        super().__init__(fps, max_frames=max_frames)
+        self.indices: list[int] = []
+
+    async def frames(self) -> AsyncIterator[Any]:
+        async for frame in super().frames():
+            self.indices.append(frame.index)
+            yield frame
+
+    def sent_motion(self, seq: int) -> Any:
+        """The motion the sender sent as sequence number ``seq`` (frames it never took: the trace's own)."""
+        return self.motion_at(self.indices[seq] if seq < len(self.indices) else seq)
+
+
+def expected_motion(source: RecordingTraceSource, frame: PlayoutFrame, preset_id: int) -> Any:
     """The sender's motion for this sequence number, quantized the way the packet carried it."""
     preset = get_preset(preset_id)
-    return preset.dequantize(preset.quantize(source.motion_at(frame.seq).with_present(frame.motion.present)))
+    return preset.dequantize(preset.quantize(source.sent_motion(frame.seq).with_present(frame.motion.present)))
 
 
-def simulated_bytes_per_frame(source: TraceSource, frames: int, preset_id: int, feedback_every: int) -> float:
+def simulated_bytes_per_frame(source: RecordingTraceSource, frames: int, preset_id: int, feedback_every: int) -> float:
     """One frame per packet; the receiver acks at once after a KEY and then every ``feedback_every``
     frames (its 1 s feedback interval), and the ack reaches the sender a frame later."""
     packetizer, depacketizer = MotionPacketizer(1, preset_id, 1), MotionDepacketizer()
@@ -84,7 +103,7 @@ def simulated_bytes_per_frame(source: TraceSource, frames: int, preset_id: int, 
         if pending_ack is not None:
             packetizer.on_feedback(pending_ack)
             pending_ack = None
-        packet = packetizer.push(source.motion_at(i), i * 40)
+        packet = packetizer.push(source.sent_motion(i), i * 40)
         assert packet is not None
         sizes.append(len(packet))
         decoded = depacketizer.receive(packet)
@@ -99,7 +118,7 @@ async def test_call_end_to_end(server: RunningServer, tmp_path: Path) -> None:
     record = tmp_path / "out.mp4"
     receiver = Receiver(ReceiverConfig(server.url, "e2e", rtc=LOOPBACK, max_frames=frames, record=record, cache_dir=tmp_path / "cache"), synth)
     played = record_playout(receiver)
-    source = TraceSource(FPS, max_frames=frames + 25)
+    source = RecordingTraceSource(FPS, max_frames=frames + 25)
     sender = Sender(SenderConfig(server.url, "e2e", rtc=LOOPBACK, max_kbps=None), source, fake_reference())
     assert await run_call(receiver, sender) == ("max_frames", "stopped")
 
@@ -174,7 +193,7 @@ async def test_thirty_percent_of_motion_packets_dropped(server: RunningServer) -
         return out
 
     receiver = Receiver(ReceiverConfig(server.url, "loss", rtc=LOOPBACK, max_frames=frames), FakeSynthesizer())
-    source = TraceSource(FPS, max_frames=frames + 25)
+    source = RecordingTraceSource(FPS, max_frames=frames + 25)
     sender = Sender(SenderConfig(server.url, "loss", rtc=LOOPBACK, max_kbps=None, frames_per_packet=1), source, fake_reference(), packet_filter=lossy)
     assert (await run_call(receiver, sender))[0] == "max_frames"
 
