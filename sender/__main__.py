@@ -69,9 +69,10 @@ def create_sender(args: argparse.Namespace) -> Sender:
     model_version = str(getattr(encoder, "model_version", "1"))
     photo = default_portrait() if args.reference is None else read_photo(args.reference)
     reference = make_reference(photo, encoder.image_size, encoder.model_id, model_version)
+    portrait = decode_portrait(reference)  # the portrait as the receiver decodes it
     refiner = None
     if args.source != DEFAULT_SOURCE and not args.no_refinement and hasattr(encoder, "landmark_refiner"):
-        refiner = encoder.landmark_refiner(decode_portrait(reference))  # the portrait as the receiver decodes it
+        refiner = encoder.landmark_refiner(portrait)
         logger.info("landmark refinement: %s", f"{refiner.fraction:g} of the way to the face mesh's motion"
                     if refiner.active else "off (the model was not trained for it)")
     source = create_source(
@@ -85,7 +86,7 @@ def create_sender(args: argparse.Namespace) -> Sender:
     )
     baseline = None  # the reference's own δ, which the receiver keeps for keypoints not sent
     if hasattr(encoder, "encode"):
-        baseline = np.asarray(encoder.encode(decode_portrait(reference)).expression)
+        baseline = np.asarray(encoder.encode(portrait).expression)
     return Sender(config, source, reference, expression_baseline=baseline)
 
 

@@ -78,7 +78,7 @@ class _ReceiverLink:
         self.stream_id = stream_id
         self.controller = BandwidthController(
             fps, num_keypoints, config.max_kbps, config.keypoints, config.frames_per_packet, config.preset,
-            expression_baseline if expression_baseline is not None and expression_baseline.shape[0] == num_keypoints else None,
+            expression_baseline,
         )
         self.packetizer = MotionPacketizer(stream_id, key_interval_frames=config.key_interval_frames)
         self.motion: RTCDataChannel | None = None
@@ -153,7 +153,6 @@ class Sender:
         self.packets_filtered_out = 0
         self.source = source
         self.reference = reference
-        self._expression_baseline = expression_baseline
         self._packed_reference = pack_reference_message(reference)
         self.signaling = signaling or WebSocketSignaling(config.signaling_url, config.room, "sender", config.token)
         self.stream_base = secrets.randbelow(STREAM_IDS)
@@ -166,6 +165,11 @@ class Sender:
         self._any_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._num_keypoints = source_keypoints(source)
+        self._expression_baseline = None if expression_baseline is None else np.asarray(expression_baseline)
+        if self._expression_baseline is not None and self._expression_baseline.shape != (self._num_keypoints, 3):
+            raise ValueError(f"expression_baseline must be ({self._num_keypoints}, 3) for this source's K = "
+                             f"{self._num_keypoints}, got {self._expression_baseline.shape} (encode the reference with "
+                             "the model that drives the source)")
         self._link_count = 0
         self.peer_roles: dict[str, m.Role] = {}
         self.viewers: dict[str, _OriginalViewer] = {}  # viewers of the original pictures

@@ -175,6 +175,7 @@ def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_pa
 
     from codec.model import PRESETS, FaceVid2VidModel, checkpoint
     from sender.__main__ import add_sender_arguments, create_sender
+    from sender.session import Sender
 
     trained = tmp_path / "refined.safetensors"
     checkpoint.save(FaceVid2VidModel(dataclasses.replace(PRESETS["tiny"], landmark_refinement=0.5)), trained)
@@ -196,3 +197,5 @@ def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_pa
     sender = create_sender(parser.parse_args(["--device", "cpu", "--weights", str(trained), "--source", str(tmp_path)]))
     baseline = sender._expression_baseline  # the portrait's own δ: the controller ranks keypoints against it
     assert baseline is not None and baseline.shape == (PRESETS["tiny"].num_keypoints, 3)
+    with pytest.raises(ValueError, match="expression_baseline must be"):  # a baseline for another K: refused at once
+        Sender(sender.config, sender.source, sender.reference, expression_baseline=baseline[:-1])
