@@ -13,7 +13,7 @@ from PIL import Image
 
 from codec.data.clips import iter_clip_frames, list_clips
 from codec.data.prepare import prepare
-from codec.data.split import VALIDATION_PEOPLE, person_of, split_of
+from codec.data.split import TEST_SOURCES, VALIDATION_PEOPLE, clips_of_split, person_of, split_of
 
 
 def test_person_groups_from_the_data_readme() -> None:
@@ -24,14 +24,32 @@ def test_person_groups_from_the_data_readme() -> None:
     assert person_of(p / "styletalk" / "Obama_clip1.mp4") == person_of(p / "styletalk" / "Obama_clip3.mp4")
     assert person_of(p / "styletalk" / "andrew_clip_1.mp4") == person_of(p / "styletalk" / "andrew_clip_2.mp4")
     assert split_of("styletalk-obama") == "val" and split_of("dreamtalk-M030") == "train"
+    assert person_of(p / "lia" / "driving1.mp4") == person_of(p / "hyperreenact" / "target_video_2.mp4")
+    assert person_of(p / "lia" / "driving2.mp4") != person_of(p / "lia" / "driving3.mov")
+
+
+def test_the_test_group_is_every_clip_of_its_sources() -> None:
+    p = Path("clips")
+    group = [p / "spectre" / "M003_level_1_disgusted_015.mp4", p / "vasa1hack" / "-2KGPYEFnsU_11.mp4",
+             p / "liax" / "driving7.mp4", p / "mimictalk" / "German_20s.mp4", p / "real3dportrait" / "May_5s.mp4",
+             p / "styleheat" / "video.mp4"]
+    others = [p / "lia" / "driving1.mp4", p / "styletalk" / "Obama_clip1.mp4", p / "dreamtalk" / "W009_x.mp4"]
+    assert {split_of(person_of(c)) for c in group} == {"test"}
+    assert [split_of(person_of(c)) for c in others] == ["train", "val", "train"]
+    assert clips_of_split(group + others, "test") == group
+    with pytest.raises(ValueError, match="split must be one of"):
+        clips_of_split(group, "holdout")
 
 
 @pytest.mark.shared_data
 def test_shared_split_has_no_person_on_both_sides(shared_data: Path) -> None:
     clips = list_clips(shared_data / "clips")
     people = {person_of(c) for c in clips}
-    assert 35 <= len(people) <= 50
+    assert 90 <= len(people) <= 110  # ~45 before 2026-12-05, 52 more since (data README)
     assert VALIDATION_PEOPLE <= people  # every validation person exists
+    tests = {p for p in people if split_of(p) == "test"}
+    assert len(tests) == 15  # the data README's test group
+    assert {p.split("-", 1)[0] for p in tests} == TEST_SOURCES
     splits: dict[str, set[str]] = {}
     for clip in clips:
         splits.setdefault(person_of(clip), set()).add(split_of(person_of(clip)))

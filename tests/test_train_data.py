@@ -35,7 +35,9 @@ def test_prepared_data_splits_by_person_and_skips_frames_without_face(fake_root:
 def test_prepared_data_errors_name_the_problem(tmp_path: Path, fake_root: Path) -> None:
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         PreparedData(tmp_path, "train")
-    with pytest.raises(ValueError, match="'test'"):
+    with pytest.raises(ValueError, match="'holdout'"):
+        PreparedData(fake_root, "holdout")
+    with pytest.raises(ValueError, match="no usable 'test' clips"):
         PreparedData(fake_root, "test")
     bad = write_fake_prepared(tmp_path / "bad")
     manifest = json.loads((bad / "manifest.json").read_text())
@@ -43,6 +45,14 @@ def test_prepared_data_errors_name_the_problem(tmp_path: Path, fake_root: Path) 
     (bad / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"frames has shape \(12, 32, 32, 3\), expected \(12, 64, 64, 3\)"):
         PreparedData(bad, "train")
+
+
+def test_a_manifest_from_before_the_test_group_is_refused(tmp_path: Path) -> None:
+    """A test-group person marked 'train' (a manifest written before the split had it) is never trained on."""
+    root = write_fake_prepared(tmp_path / "old", people=(("a", "train", 1), ("spectre-M003_x", "train", 1),
+                                                         ("c", "val", 1)))
+    with pytest.raises(ValueError, match="re-run python -m codec.data prepare"):
+        PreparedData(root, "train")
 
 
 def test_sampler_batch_shapes_ranges_and_same_clip(fake_root: Path) -> None:

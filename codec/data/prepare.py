@@ -5,8 +5,9 @@
 
 With several sizes, each goes to OUT/s<size> (one pass over the clips). Layout of one size's folder:
     manifest.json            {"size", "landmark_count", "clips": [{"id", "person", "split",
-                              "num_frames", "fps", "source"}], "people": {"train": n, "val": n},
-                              "frames": {"train": n, "val": n}}
+                              "num_frames", "fps", "source"}], "people": {"train": n, "val": n, "test": n},
+                              "frames": {"train": n, "val": n, "test": n}}
+                             (split "test" = the data README's test group: codec.train never reads it)
     clips/<id>/frames.npy    uint8 (N, S, S, 3) RGB, memory-mappable
     clips/<id>/meta.npz      landmarks (N, 478, 3) float32 crop pixels (NaN where no face),
                              pose (N, 3) float32 yaw/pitch/roll degrees (codec/motion.py convention;
@@ -30,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from codec.data.clips import clip_fps, iter_clip_frames, list_clips
-from codec.data.split import person_of, split_of
+from codec.data.split import SPLITS, person_of, split_of
 from codec.face.crop import FaceCropper
 from codec.face.head_pose import head_pose_from_landmarks
 
@@ -116,8 +117,8 @@ def prepare(src: Path, out: Path, sizes: list[int]) -> dict[int, Path]:
         person = person_of(clip)
         entries.append(PreparedClip(cid, person, split_of(person), num_frames, clip_fps(clip), str(clip.relative_to(src))))
     for s, root in roots.items():
-        people = {sp: len({e.person for e in entries if e.split == sp}) for sp in ("train", "val")}
-        counts = {sp: sum(e.num_frames for e in entries if e.split == sp) for sp in ("train", "val")}
+        people = {sp: len({e.person for e in entries if e.split == sp}) for sp in SPLITS}
+        counts = {sp: sum(e.num_frames for e in entries if e.split == sp) for sp in SPLITS}
         manifest = {
             "size": s,
             "landmark_count": 478,

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codec.data.split import SPLITS, split_of
 from codec.train.flip import NUM_LANDMARKS, flip_landmarks, flip_pose
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +66,11 @@ class PreparedData:
         for entry in manifest["clips"]:
             if entry.get("split") not in SPLITS:
                 raise ValueError(f"{manifest_path}: clip {entry.get('id')!r} has split {entry.get('split')!r}")
+            if split_of(str(entry.get("person"))) == "test" and entry["split"] != "test":
+                raise ValueError(
+                    f"{manifest_path}: clip {entry.get('id')!r} is the test group's ({entry.get('person')}) but is marked "
+                    f"{entry['split']!r}: the manifest predates the test group; re-run python -m codec.data prepare"
+                )
             if entry["split"] != split:
                 continue
             clip = self._load_clip(entry)
