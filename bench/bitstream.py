@@ -22,8 +22,9 @@ optional random loss, and reports:
   headers (``codec.baseline_coders``): float32, float16, fixed-width quantized, msgpack,
   msgpack + zstd, msgpack + zstd with the shipped dictionary.
 
-K < 20 sends the δ of the K keypoints whose δ varies most over the trace (the sender's choice of
-``set_present_mask``); K = 0 sends the pose only.
+K < 20 sends the δ of the keypoints the sender itself would choose, causally, from the frames so far
+(``bench.keypoint_choice`` replays ``sender.controller``; the portrait's own δ is its baseline for real
+clips); K = 0 sends the pose only.
 
 The default feedback delay, 100 ms, stands for a 60-80 ms round trip plus the receiver's feedback
 cadence; it sets how old the confirmed reference is. Measured (default preset, K = 20, 25 fps, 60 s;
@@ -38,8 +39,9 @@ of 4. (With ChaCha20-Poly1305 the DTLS part is 29 bytes, 85 in all; SACKs flow t
 
 Trace files (``--trace``): an .npz with ``yaw``, ``pitch``, ``roll`` (N,) degrees, ``translation``
 (N, 3), ``expression`` (N, K, 3), optional ``present`` (N, K) bool, ``timestamps_ms`` (N,) and
-``fps`` (scalar); ``save_trace`` writes one. A trace runs at its own fps; its kbps at 25 and 30 fps
-are then bytes per frame × fps.
+``fps`` (scalar); ``save_trace`` writes one. A trace runs at its own fps. Real clips (``--clips``) are
+resampled by timestamp to ``--clip-fps`` (25: a camera at the call's rate; a 30 fps clip drops one frame
+in six) before the face crop, so their kbps are measured at the rate a call sends, not scaled to it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from codec.bitstream import SEQ_MODULUS, Layout, residuals_for_packet, unpack_he
 from codec.motion import MotionParams
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionDepacketizer, MotionPacketizer
 from codec.quantize import PRESETS_BY_NAME, get_preset
+from bench.keypoint_choice import SenderKeypointChoice
 from codec.synthetic_trace import synthetic_trace, trace_timestamps_ms
 
 logger = logging.getLogger(__name__)
@@ -99,6 +102,7 @@ class BenchConfig:
     clips: tuple[Path, ...] = ()  # real clips encoded by the motion encoder instead of the synthetic trace
     weights: Path | None = None  # motion encoder weights for ``clips`` (default: the shipped ones)
     smooth: bool = True  # the sender's motion smoothing on ``clips`` traces
+    clip_fps: float = 25.0  # real clips are resampled by timestamp to this rate (a camera at the call's rate)
 
 
 @dataclass
@@ -107,6 +111,7 @@ class Trace:
     timestamps_ms: list[int]
     fps: float
     source: str
+    expression_baseline: np.ndarray | None = None  # (K, 3) the portrait's own δ (the sender's keypoint ranking baseline)
 
 
 def save_trace(path: Path, motions: Sequence[MotionParams], fps: float, timestamps_ms: Sequence[int] | None = None) -> None:
@@ -124,28 +129,35 @@ def save_trace(path: Path, motions: Sequence[MotionParams], fps: float, timestam
     )
 
 
-def trace_from_clips(clips: Sequence[Path], weights: Path | None = None, max_frames: int = 750, smooth: bool = True) -> Trace:
-    """A real motion trace: each clip (video file or JPEG folder) through the sender's path, face crop ->
-    MotionEncoder (the shipped weights unless ``weights``) -> landmark refinement (for a model trained for it)
-    -> the sender's motion smoothing (unless ``smooth`` is False), clips one after another (each ≤ max_frames)."""
+def trace_from_clips(clips: Sequence[Path], weights: Path | None = None, max_frames: int = 750, smooth: bool = True,
+                     fps: float = 25.0) -> Trace:
+    """A real motion trace: each clip (video file or JPEG folder) resampled by timestamp to ``fps`` (what a camera
+    at that rate delivers), then the sender's path: face crop -> MotionEncoder (the shipped weights unless
+    ``weights``) -> landmark refinement (for a model trained for it) -> the sender's motion smoothing (unless
+    ``smooth`` is False); clips one after another (each ≤ max_frames), as one stream. The keypoint-ranking
+    baseline is the first clip's portrait (its first face crop as the receiver decodes it), as in a call."""
     import itertools
 
-    from codec.data.clips import clip_fps, iter_clip_frames
+    from bench.codecs.reference import send_reference
+    from codec.data.clips import iter_clip_frames_at
     from codec.face.crop import FaceCropper
     from codec.model.wrappers import MotionEncoder
     from sender.motion_filter import MotionSmoother
 
     encoder = MotionEncoder(weights)
     motions: list[MotionParams] = []
-    fps = clip_fps(clips[0])
+    baseline: np.ndarray | None = None
     for clip in clips:
         cropper = FaceCropper(encoder.image_size, fps=fps)
         smoother = MotionSmoother(fps) if smooth else None
         refine = None  # the landmark refinement, for the clip's first face crop as the portrait sent
         try:
-            for frame in itertools.islice(iter_clip_frames(clip), max_frames):
+            for frame in itertools.islice(iter_clip_frames_at(clip, fps), max_frames):
                 crop = cropper.crop(frame)
-                refine = refine or encoder.landmark_refiner(crop.image)
+                if refine is None:
+                    refine = encoder.landmark_refiner(crop.image)
+                    if baseline is None:
+                        baseline = encoder.encode(send_reference(crop.image).image).expression
                 motion = refine(encoder.encode(crop.image), crop.landmarks)
                 motions.append(smoother(motion) if smoother is not None else motion)
         finally:
@@ -154,7 +166,8 @@ def trace_from_clips(clips: Sequence[Path], weights: Path | None = None, max_fra
         raise ValueError(f"no frames in {[str(c) for c in clips]}")
     model = "trained" if encoder.is_trained else "RANDOM-weight"
     return Trace(motions, trace_timestamps_ms(len(motions), fps), fps,
-                 f"{len(clips)} clip(s) through the {model} motion encoder {encoder.model_id}: {', '.join(c.name for c in clips)}")
+                 f"{len(clips)} clip(s) resampled to {fps:g} fps by timestamp, through the {model} motion encoder "
+                 f"{encoder.model_id}: {', '.join(c.name for c in clips)}", baseline)
 
 
 def load_trace(path: Path) -> Trace:
@@ -205,22 +218,17 @@ class _Tally:
     decode_s: float = 0.0
 
 
-def top_variance_keypoints(motions: Sequence[MotionParams], count: int) -> np.ndarray:
-    """(K,) bool mask of the ``count`` keypoints whose δ varies most over the trace."""
-    expression = np.stack([m.expression for m in motions])  # (N, K, 3)
-    variance = expression.var(axis=0).sum(axis=1)  # (K,)
-    mask = np.zeros(expression.shape[1], bool)
-    mask[np.argsort(-variance, kind="stable")[: min(count, expression.shape[1])]] = True
-    return mask
-
-
 def run_setting(trace: Trace, preset_name: str, k: int, fpp: int, config: BenchConfig) -> dict[str, Any]:
     """Stream one trace through sender and receiver for one setting; the measured figures."""
     preset = get_preset(preset_name)
     sender = MotionPacketizer(1, preset.preset_id, fpp, config.key_interval_frames)
     receiver = MotionDepacketizer()
-    mask = top_variance_keypoints(trace.motions, k)
-    sender.set_present_mask(mask)
+    num_keypoints = trace.motions[0].num_keypoints
+    choice = None
+    if k < num_keypoints:  # the sender's causal choice of which δ to send
+        choice = SenderKeypointChoice(trace.fps, num_keypoints, k, fpp, preset.preset_id, trace.expression_baseline)
+    mask = np.ones(num_keypoints, bool)
+    masks: dict[int, np.ndarray] = {}  # seq -> the keypoints its frame was sent with
     rng = random.Random(config.seed * 1000 + k * 10 + fpp)
     tally = _Tally()
     values_by_seq: dict[int, tuple[int, ...]] = {}
@@ -231,10 +239,16 @@ def run_setting(trace: Trace, preset_name: str, k: int, fpp: int, config: BenchC
     for index, (motion, ts) in enumerate(zip(trace.motions, trace.timestamps_ms)):
         while pending_feedback and pending_feedback[0][0] <= ts:
             sender.on_feedback(pending_feedback.pop(0)[1])
+        start = time.perf_counter()
+        if choice is not None:
+            choice.step(motion, ts / 1000.0, sender)
+            mask = choice.present_mask
+        tally.encode_s += time.perf_counter() - start
         present = motion.present & mask
         q = preset.quantize(motion.with_present(present))
         values_by_seq[seq] = tuple(int(v) for v in np.concatenate([q.angles, q.translation, q.expression.ravel()]))
         index_of_seq[seq] = index
+        masks[seq] = mask
         seq = (seq + 1) % SEQ_MODULUS
         start = time.perf_counter()
         packet = sender.push(motion, ts)
@@ -243,7 +257,7 @@ def run_setting(trace: Trace, preset_name: str, k: int, fpp: int, config: BenchC
         tally.encode_s += time.perf_counter() - start
         if packet is None:
             continue
-        _account(tally, packet, preset.preset_id, mask, trace, values_by_seq, index_of_seq, config)
+        _account(tally, packet, preset.preset_id, masks, trace, values_by_seq, index_of_seq, config)
         if rng.random() < config.loss:
             continue
         start = time.perf_counter()
@@ -261,7 +275,7 @@ def _account(
     tally: _Tally,
     packet: bytes,
     preset_id: int,
-    mask: np.ndarray,
+    masks: dict[int, np.ndarray],
     trace: Trace,
     values_by_seq: dict[int, tuple[int, ...]],
     index_of_seq: dict[int, int],
@@ -270,7 +284,7 @@ def _account(
     header = unpack_header(packet)
     seqs = header.seqs
     # The sender's layout for these frames (a packet never mixes layouts).
-    layout = Layout(preset_id, tuple(bool(p) for p in trace.motions[index_of_seq[seqs[0]]].present & mask))
+    layout = Layout(preset_id, tuple(bool(p) for p in trace.motions[index_of_seq[seqs[0]]].present & masks[seqs[0]]))
     tally.bytes_total += len(packet)
     tally.wire_total += wire_bytes(len(packet))
     tally.packets += 1
@@ -362,7 +376,7 @@ def run_bitstream(config: BenchConfig) -> dict[str, Any]:
     if config.trace is not None:
         traces.append(load_trace(config.trace))
     elif config.clips:
-        traces.append(trace_from_clips(config.clips, config.weights, smooth=config.smooth))
+        traces.append(trace_from_clips(config.clips, config.weights, smooth=config.smooth, fps=config.clip_fps))
     else:
         for fps in config.fpss:
             n = int(round(config.seconds * fps))
@@ -375,9 +389,6 @@ def run_bitstream(config: BenchConfig) -> dict[str, Any]:
             for k in config.ks:
                 for fpp in config.fpps:
                     result = run_setting(trace, preset, k, fpp, config)
-                    if config.trace is not None or config.clips:
-                        per_frame_bits = result["payload_kbps"] * 1000 / trace.fps
-                        result["payload_kbps_at"] = {f"{f:g}": per_frame_bits * f / 1000 for f in (25.0, 30.0)}
                     settings[setting_key(preset, k, fpp, trace.fps)] = result
                     logger.info("%s: %.2f kbps", setting_key(preset, k, fpp, trace.fps), result["payload_kbps"])
     return {
@@ -390,6 +401,13 @@ def run_bitstream(config: BenchConfig) -> dict[str, Any]:
             "wire_overhead_bytes_per_packet": WIRE_OVERHEAD_BYTES,
             "wire_overhead": "IPv4 20 + UDP 8 + DTLS 13 + GCM nonce 8 + GCM tag 16 + SCTP 12 + DATA chunk 16, + pad to 4",
             "entropy": "order-0 empirical entropy per symbol class (angles, translation, δ residuals; KEY values)",
+            "fps": traces[0].fps,
+            "frame_rate": ("real clips resampled by timestamp to this rate before the face crop (a camera at the "
+                           "call's rate)" if config.clips else "the trace's own rate; kbps are measured at it, not scaled"),
+            "keypoint_choice": "K < all: the sender's causal choice (sender.controller replayed frame by frame)",
+            "payload_kbps": "bytes of every motion packet × 8 / trace duration",
+            "wire_kbps": "payload + per-packet IPv4/UDP/DTLS/SCTP overhead (wire_overhead) + DATA chunk padding, "
+                         "one direction (the SACKs and feedback going back are not counted here: bench call does)",
         },
         "settings": settings,
     }
@@ -438,6 +456,8 @@ def add_bitstream_parser(subparsers: argparse._SubParsersAction) -> None:  # typ
                    help="real clips (video files / JPEG folders) encoded by the motion encoder as the trace")
     p.add_argument("--weights", type=Path, default=None, help="motion encoder weights for --clips (default: shipped)")
     p.add_argument("--no-smoothing", action="store_true", help="--clips: skip the sender's motion smoothing")
+    p.add_argument("--clip-fps", type=float, default=defaults.clip_fps,
+                   help="--clips: resample by timestamp to this frame rate (a camera at the call's rate)")
     p.add_argument("--presets", nargs="+", default=list(defaults.presets), help="quantizer presets by name")
     p.add_argument("--ks", nargs="+", type=int, default=list(defaults.ks), help="δ rows sent")
     p.add_argument("--fpps", nargs="+", type=int, default=list(defaults.fpps), help="frames per packet")
@@ -466,6 +486,7 @@ def run_bitstream_from_args(args: argparse.Namespace) -> int:
         clips=tuple(args.clips),
         weights=args.weights,
         smooth=not args.no_smoothing,
+        clip_fps=args.clip_fps,
     )
     if not 0.0 <= config.loss < 1.0 or math.isnan(config.loss):
         logger.error("--loss must be in [0, 1), got %s", config.loss)

@@ -17,7 +17,7 @@ import av
 import numpy as np
 
 from bench.codecs.base import BenchClip
-from codec.data.clips import clip_fps, iter_clip_frames, list_clips
+from codec.data.clips import clip_fps, iter_clip_frames, iter_clip_frames_at, list_clips
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +29,19 @@ def find_clips(root: Path) -> list[Path]:
     return list_clips(root)
 
 
-def read_frames(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """A clip -> ((N, H, W, 3) uint8 RGB frames, at most ``max_frames``; frames per second)."""
+def read_frames(path: Path, max_frames: int | None = None, fps: float | None = None) -> tuple[np.ndarray, float]:
+    """A clip -> ((N, H, W, 3) uint8 RGB frames, at most ``max_frames``; frames per second).
+
+    fps: resample by timestamp to this rate (``codec.data.clips.iter_clip_frames_at``); None: the clip's own.
+    """
     if max_frames is not None and max_frames < 2:
         raise ValueError(f"max_frames must be at least 2 (a reference and one driving frame), got {max_frames}")
     try:
-        frames = list(islice(iter_clip_frames(path), max_frames))
-        fps = clip_fps(path)
+        if fps is None:
+            frames = list(islice(iter_clip_frames(path), max_frames))
+            fps = clip_fps(path)
+        else:
+            frames = list(islice(iter_clip_frames_at(path, fps), max_frames))
     except (av.error.FFmpegError, IndexError) as exc:  # type: ignore[attr-defined]
         raise ValueError(f"cannot decode {path}: {exc}") from exc
     if len(frames) < 2:

@@ -1,11 +1,14 @@
 """python -m bench rd: bandwidth and quality of our codec against H.264, VP8, VP9 and AV1 (issue #8).
 
-    python -m bench rd --json rd.json --plot rd.png                 # validation people of ../shared/data
+    python -m bench rd --json rd.json --plot rd.png                 # the test group of ../shared/data
+    python -m bench rd --people val --json rd.json                  # the validation people instead
     python -m bench rd --clips DIR --json rd.json --plot rd.png     # mp4 files / JPEG folders under DIR
     python -m bench rd --synthetic --json rd.json                   # the embedded synthetic clip
 
-For each clip: reference = its first frame with a face, driving = the clip, every frame cropped by
-the sender's face pipeline. Every codec at every operating point encodes, "sends" (real byte
+For each clip: resampled by timestamp to the call's frame rate (``--fps``), reference = its first
+frame with a face, driving = the clip, every frame cropped by the sender's face pipeline. By default
+the clips are the data README's test group (``codec.data.split``): people no training run saw and no
+checkpoint was picked on. Every codec at every operating point encodes, "sends" (real byte
 counts, per-packet headers) and decodes the clip; shared code scores the reconstruction against
 the original crops (``bench.quality``), aggregates (``bench.report``), compares curves
 (``bench.bdrate``) and plots (``bench.plots``). The default run is sized to finish in about
@@ -53,6 +56,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CLIPS_DIR = REPO_ROOT.parent / "shared" / "data" / "clips"
 VIDEO_CODECS = ("h264", "vp8", "vp9", "av1")
 ALL_CODECS = ("ours",) + VIDEO_CODECS
+PEOPLE_CHOICES = ("test", "val", "all")
+PEOPLE_SELECTION = {"test": "the test group (codec.data.split: never trained on, never used to pick a checkpoint)",
+                    "val": "validation people (codec.data.split: they picked the shipped checkpoint)"}
 
 
 class RdInputError(ValueError):
@@ -63,11 +69,12 @@ class RdInputError(ValueError):
 class RdConfig:
     """Everything a run depends on; the field comments are the CLI help."""
 
-    clips: str | None = None  # folder of mp4 files / JPEG folders (default: validation people of ../shared/data/clips)
+    clips: str | None = None  # folder of mp4 files / JPEG folders (default: ../shared/data/clips)
     synthetic: bool = False  # use the embedded synthetic clip instead of real clips
-    all_people: bool = False  # every person's clips, not only the validation people's (a folder without any of them uses all)
+    people: str = "test"  # whose clips: test (the test group), val (validation people) or all (a folder without any of them uses all)
     clips_per_person: int = 1  # clips taken per person (first ones in name order)
-    frames: int = 150  # frames per clip (the first is the reference); all are coded, sent and decoded
+    frames: int = 150  # frames per clip at --fps (the first is the reference); all are coded, sent and decoded
+    fps: float = 25.0  # clips are resampled by timestamp to this rate, a camera at the call's rate (0: the clip's own)
     score_every: int = 4  # score every n-th driving frame (only those are rendered by ours)
     size: int = 256  # face crop size in pixels (all codecs code the same crops)
     codecs: tuple[str, ...] = ALL_CODECS  # codecs to run (video codecs PyAV lacks are skipped)
@@ -80,6 +87,8 @@ class RdConfig:
     av1_qp: tuple[int, ...] = AV1_QPS  # AV1 (SVT-AV1 rtc) QP sweep
     weights: str | None = None  # ours: model weights file (default: the shipped trained weights if any)
     call_seconds: float = 60.0  # call length over which the stream start (reference, keyframe) is amortized
+    latency_budget_ms: float = 120.0  # glass-to-glass p95 a call may have: the headline uses only points within it
+    unbundled_p95_ms: float = 102.0  # glass-to-glass p95 of ours at 1 frame/packet (bench call, README)
     seed: int = 0  # seed of the synthetic clip
 
 
@@ -144,6 +153,12 @@ def validate_config(config: RdConfig) -> None:
         raise RdInputError(f"--size must be at least 32 pixels, got {config.size}")
     if config.score_every < 1:
         raise RdInputError(f"--score-every must be at least 1, got {config.score_every}")
+    if config.people not in PEOPLE_CHOICES:
+        raise RdInputError(f"--people must be one of {', '.join(PEOPLE_CHOICES)}, got {config.people!r}")
+    if config.fps < 0 or config.fps != config.fps:
+        raise RdInputError(f"--fps must be ≥ 0 (0: each clip's own rate), got {config.fps}")
+    if not config.latency_budget_ms > 0 or not config.unbundled_p95_ms >= 0:
+        raise RdInputError("--latency-budget-ms must be positive and --unbundled-p95-ms ≥ 0")
     if config.clips_per_person < 1:
         raise RdInputError(f"--clips-per-person must be at least 1, got {config.clips_per_person}")
     unknown = set(config.codecs) - set(ALL_CODECS)
@@ -189,16 +204,17 @@ def select_clips(config: RdConfig) -> tuple[list[tuple[Path, str]], dict[str, An
     everyone: dict[str, list[Path]] = {}
     for path in paths:
         everyone.setdefault(person_of(path), []).append(path)
-    validation = {person: clips for person, clips in everyone.items() if split_of(person) == "val"}
-    if config.all_people:
+    wanted = {person: clips for person, clips in everyone.items() if split_of(person) == config.people}
+    known = {person for person in everyone if split_of(person) != "train"}
+    if config.people == "all":
         chosen, selection = everyone, "all people"
-    elif validation:
-        chosen, selection = validation, "validation people (codec.data.split)"
-    elif config.clips:  # a user's own folder: nobody in it was trained on
-        logger.info("no validation person of codec.data.split under %s: using all %d people", root, len(everyone))
-        chosen, selection = everyone, "all people (none of the folder's people is in codec.data.split's validation set)"
+    elif wanted:
+        chosen, selection = wanted, PEOPLE_SELECTION[config.people]
+    elif config.clips and not known:  # a user's own folder: nobody in it was trained on
+        logger.info("no test or validation person of codec.data.split under %s: using all %d people", root, len(everyone))
+        chosen, selection = everyone, "all people (none of the folder's people is in codec.data.split)"
     else:
-        raise RdInputError(f"no validation-person clips under {str(root)!r}; pass --all-people to use every clip")
+        raise RdInputError(f"no {config.people!r} people's clips under {str(root)!r}; pass --people all to use every clip")
     pairs = [(p, person) for person in sorted(chosen) for p in sorted(chosen[person])[: config.clips_per_person]]
     source = {"kind": "clips", "root": str(root), "selection": selection, "people": sorted(chosen)}
     return pairs, source
@@ -222,7 +238,7 @@ def load_clips(config: RdConfig, progress: Callable[[str], None]) -> tuple[list[
         items = []
         for path, person in pairs:
             try:
-                frames, fps = read_frames(path, config.frames)
+                frames, fps = read_frames(path, config.frames, config.fps or None)
             except (ValueError, FileNotFoundError) as exc:
                 raise RdInputError(f"clip {str(path)!r}: {exc}") from exc
             items.append((str(path.relative_to(path.parents[1])), person, frames, fps))
@@ -379,7 +395,8 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
         "model": ours.describe() if ours is not None else None,
         "rate_definitions": report.__doc__,
         "points": points,
-        "headline": report.headline(points),
+        "headline": report.headline(points, latency=report.LatencyRule(config.latency_budget_ms, config.unbundled_p95_ms)),
+        "headline_all_points": report.headline(points),
     }
 
 
@@ -432,6 +449,7 @@ def run_rd_from_args(args: argparse.Namespace) -> int:
     write_outputs(result, args.json, args.plot, args.markdown)
     print(report.markdown_table(result["points"]))
     print()
+    print(result["headline"]["latency"]["rule"])
     for sentence in result["headline"]["sentences"]:
         print(sentence)
     return 0

@@ -5,11 +5,20 @@ bytes over total seconds of all clips). The stream's start (our reference portra
 first keyframe) is reported per clip (``start_*_bytes``, mean over clips) and amortized over a call
 of ``call_seconds``: ``*_kbps_call = *_kbps + start bytes · 8 / call_seconds / 1000``. The headline
 compares codecs on ``wire_kbps_call``, what a call of that length costs on the network.
+
+Which of our points the headline may use: only those a call could run within its latency budget
+(``LatencyRule``): bundling f frames in one packet makes the first wait f − 1 frame intervals, so a
+point's glass-to-glass p95 is estimated as the measured unbundled p95 (``bench call`` at 1 frame per
+packet) plus that wait. The video codecs send each frame as it is encoded (zerolatency / realtime
+settings) and are all admitted. ``headline`` over every point, bundles included, is reported beside it,
+labelled. Equal quality only where curves overlap: a comparison whose quality ranges do not overlap is
+no BD-rate; it is listed apart as a nearest-points ratio, at unequal quality.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +42,27 @@ ANCHOR_ORDER = ("h264", "vp8", "vp9", "av1")
 METRIC_UNITS = {"psnr": "dB", "face_psnr": "dB", "ssim": "", "face_ssim": "", "akd": "px", "akd_mouth": "px",
                 "akd_eyes": "px", "mouth_open_error": "px",
                 "eyes_open_error": "px"}
+
+
+@dataclass(frozen=True)
+class LatencyRule:
+    """Which of our operating points a call can use: estimated glass-to-glass p95 within ``budget_ms``."""
+
+    budget_ms: float = 120.0
+    unbundled_p95_ms: float = 102.0  # measured by bench call at 1 frame per packet
+
+    def p95_ms(self, point: Mapping[str, Any]) -> float:
+        """Estimated p95 of one of our points: unbundled p95 + (frames per packet − 1) frame intervals."""
+        fpp = int(point.get("params", {}).get("frames_per_packet", 1))
+        return self.unbundled_p95_ms + (fpp - 1) * 1000.0 / float(point["fps"])
+
+    def admits(self, point: Mapping[str, Any]) -> bool:
+        return point["codec"] != OURS or self.p95_ms(point) <= self.budget_ms + 1e-9
+
+    def describe(self) -> str:
+        return (f"latency budget: glass-to-glass p95 ≤ {self.budget_ms:g} ms; ours' p95 estimated as "
+                f"{self.unbundled_p95_ms:g} ms (bench call, 1 frame/packet) + (frames per packet − 1) frame intervals; "
+                "video codecs send every frame as encoded and are all admitted")
 
 
 def pooled_means(scores: Sequence["FrameScores"], original_has_face: Sequence[np.ndarray]) -> dict[str, float]:
@@ -85,6 +115,7 @@ def make_point(
         "decode_ms_median": float(np.median(decode_ms)),
         "decode_ms_p95": float(np.percentile(decode_ms, 95)),
         "frames": frames,
+        "fps": frames / seconds,
         "scored_frames": int(sum(s.face_found.size for s in scores)),
         "seconds": seconds,
     }
@@ -108,17 +139,29 @@ def add_floor_gaps(points: list[dict[str, Any]]) -> None:
         }
 
 
-def headline(points: Sequence[Mapping[str, Any]], rate_key: str = HEADLINE_RATE) -> dict[str, Any]:
+def headline(points: Sequence[Mapping[str, Any]], rate_key: str = HEADLINE_RATE,
+             latency: LatencyRule | None = None) -> dict[str, Any]:
     """Bitrate of ours relative to each other codec at equal quality, per metric.
 
     ``rate_ratio`` < 1 means we need less bitrate than that codec for the same quality
     (the paper's claim for H.264 is about 0.1). Each entry says whether it is a BD-rate over the
-    overlapping quality range or a nearest-points ratio (curves that do not overlap).
+    overlapping quality range or a nearest-points ratio (curves that do not overlap: not at equal
+    quality). ``latency``: use only the points a call can run within its budget (None: every point).
     """
-    ours = [p for p in points if p["codec"] == OURS]
+    everything = [p for p in points if p["codec"] == OURS]
+    ours = [p for p in everything if latency is None or latency.admits(p)]
     present = {str(p["codec"]) for p in points} - {OURS, FLOOR}
     others = [c for c in ANCHOR_ORDER if c in present] + sorted(present - set(ANCHOR_ORDER))
     out: dict[str, Any] = {"rate": rate_key, "test": OURS, "comparisons": {}, "sentences": []}
+    out["latency"] = {
+        "rule": latency.describe() if latency is not None else
+        "every one of ours' points, bundles included, whatever their latency (NOT what a call within budget can use)",
+        "budget_ms": None if latency is None else latency.budget_ms,
+        "ours_points_used": [p["setting"] for p in ours],
+        "ours_points_excluded": [
+            {"setting": p["setting"], "estimated_p95_ms": latency.p95_ms(p)} for p in everything if p not in ours
+        ] if latency is not None else [],
+    }
     if not ours:
         return out
     for anchor in others:
@@ -169,27 +212,47 @@ def _sentence(anchor: str, metric: str, result: Mapping[str, Any]) -> str:
     )
 
 
-def headline_table(result: Mapping[str, Any]) -> str:
-    """Markdown: one row per metric, one column per codec; the cell is ours' rate / that codec's rate."""
+def headline_table(result: Mapping[str, Any], beside: Mapping[str, Any] | None = None) -> str:
+    """Markdown: one row per metric, one column per codec; the cell is ours' BD-rate / that codec's (equal
+    quality over the overlap), or "no overlap". ``beside``: another headline (e.g. every point, bundles
+    included) whose BD-rate is shown in brackets after each cell."""
     comparisons = result["comparisons"]
     anchors = list(comparisons)
     rows = ["| metric | " + " | ".join(f"ours / {a}" for a in anchors) + " |",
             "|---|" + "---:|" * len(anchors)]
+
+    def cell(metric: str, entry: Mapping[str, Any]) -> str:
+        if entry.get("method") == "bd-rate":
+            lo, hi = entry["quality_range"]
+            return f"{entry['rate_ratio']:.3g} ({_quality_text(metric, lo)}–{_quality_text(metric, hi)})"
+        return "no overlap" if entry.get("method") == "nearest-points" else "n/a"
+
     for metric in HEADLINE_METRICS:
         cells = []
         for anchor in anchors:
-            entry = comparisons[anchor].get(metric, {})
-            if entry.get("method") == "bd-rate":
-                cells.append(f"{entry['rate_ratio']:.3g} (BD-rate)")
-            elif entry.get("method") == "nearest-points":
-                gap = entry["test_point"][1] - entry["anchor_point"][1]
-                cells.append(f"{entry['rate_ratio']:.3g}* (nearest points, ours {gap:+.3g} {METRIC_UNITS[metric]})".replace(" )", ")"))
-            else:
-                cells.append("n/a")
+            text = cell(metric, comparisons[anchor].get(metric, {}))
+            if beside is not None:
+                text += f" [all points: {cell(metric, beside['comparisons'].get(anchor, {}).get(metric, {}))}]"
+            cells.append(text)
         rows.append(f"| {metric} | " + " | ".join(cells) + " |")
-    rows.append("")
-    rows.append("\\* no overlap in quality: the ratio of the two nearest points, not at equal quality.")
     return "\n".join(rows)
+
+
+def nearest_points_table(result: Mapping[str, Any]) -> str:
+    """Markdown: the comparisons whose curves do not overlap, as what they are: two points at unequal quality."""
+    rows = ["| metric | vs | ours: kbps, quality | theirs: kbps, quality | rate ratio | ours' quality gap |",
+            "|---|---|---:|---:|---:|---:|"]
+    for anchor, entries in result["comparisons"].items():
+        for metric in HEADLINE_METRICS:
+            entry = entries.get(metric, {})
+            if entry.get("method") != "nearest-points":
+                continue
+            (a_rate, a_q), (t_rate, t_q) = entry["anchor_point"], entry["test_point"]
+            gap = (t_q - a_q) * (1 if HIGHER_IS_BETTER[metric] else -1)
+            rows.append(f"| {metric} | {anchor} | {t_rate:.1f}, {_quality_text(metric, t_q)} | {a_rate:.1f}, "
+                        f"{_quality_text(metric, a_q)} | {entry['rate_ratio']:.3g} | {gap:+.3g} {METRIC_UNITS[metric]} |"
+                        .replace(" |", " |").replace("  |", " |"))
+    return "\n".join(rows) if len(rows) > 2 else "(every comparison overlaps)"
 
 
 def markdown_table(points: Sequence[Mapping[str, Any]], ours_presets: Sequence[str] | None = None) -> str:
@@ -284,9 +347,20 @@ def results_markdown(result: Mapping[str, Any], plot_name: str | None = None) ->
         "",
         "### Headline: ours' bitrate relative to each codec at equal quality",
         "",
-        headline_table(result["headline"]),
+        f"Only points a call can use: {result['headline']['latency']['rule']}. Ours' points used: "
+        f"{', '.join(result['headline']['latency']['ours_points_used']) or 'none'}. Each cell: BD-rate (ours' bitrate / "
+        "theirs at equal quality, over the quality range in brackets where both curves exist); in square brackets the "
+        "same over all of ours' points, bundles over the latency budget included (what the headline was before "
+        "2026-12-05). *no overlap*: the curves share no quality range, so there is no rate at equal quality.",
+        "",
+        headline_table(result["headline"], result.get("headline_all_points")),
         "",
         _floor_sentence(result),
+        "",
+        "Where the curves do not overlap, the nearest points (not at equal quality; ours' quality gap is positive "
+        "when ours is better), over the points within the latency budget:",
+        "",
+        nearest_points_table(result["headline"]),
         "",
         "### Operating points",
         "",

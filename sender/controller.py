@@ -18,8 +18,11 @@ it is not probed again for ``BACKOFF_S`` (doubling each time). Congestion — fr
 above ``LOSS_STEP_DOWN`` or its reported jitter above ``JITTER_STEP_DOWN_MS`` — moves one rung down,
 whatever the cap, at most once per ``HOLD_S``.
 
-Which keypoints: the K with the largest running mean of ||δ_k||² (an EWMA over the observed motion):
-the ones that deform most matter most. ``--keypoints`` / ``--frames-per-packet`` / a preset pin those
+Which keypoints: the K with the largest running mean of ||δ_k − δ_ref,k||² (an EWMA over the observed
+motion; δ_ref the portrait's own δ, which the receiver renders for keypoints not sent): the ones that
+stray most matter most. The choice is causal (only frames already captured count): made when K
+changes, then revised at most every ``RERANK_S`` while K holds, when the ranking's top K has changed
+(the first choice rests on very few frames). ``--keypoints`` / ``--frames-per-packet`` / a preset pin those
 dimensions; ``set_max_kbps`` changes the cap (a viewer command).
 
 The data-channel packet overhead (93 bytes) dominates at these rates: at 25 fps one packet per frame
@@ -63,6 +66,7 @@ FAILED_UP_S = 15.0  # stepping down this soon after stepping up marks the upper 
 BACKOFF_S = 30.0  # ... and it is not probed again for this long (doubling up to MAX_BACKOFF_S)
 MAX_BACKOFF_S = 240.0
 IMPORTANCE_DECAY = 0.02  # EWMA weight of each new frame in the keypoint importance
+RERANK_S = 5.0  # at a held K, the keypoints sent are revised at most this often
 
 # Prior payload bytes per frame = a + b·K + (c + d·K) / fpp per preset id, least-squares fit on the
 # seeded synthetic trace at 25 fps with feedback every 1 s (max relative error ~23 %), for the
@@ -143,6 +147,7 @@ class BandwidthController:
                 raise ValueError(f"expression_baseline must be a finite ({num_keypoints}, 3) array, got {baseline.shape}")
             self._baseline = baseline
         self._order: tuple[int, ...] = tuple(range(num_keypoints))
+        self._ordered_at = -1e9  # when the keypoints sent were last chosen
         self._measured: dict[Rung, deque[tuple[int, int]]] = {}  # recent (payload bytes, frames) per rung
         self._last_packet_rung: Rung | None = None
         self._skip_until = 0.0
@@ -323,9 +328,15 @@ class BandwidthController:
         if cur_index is not None and target < cur_index:
             self._up_at, self._up_to = now_s, rung
         importance_order = tuple(int(k) for k in np.argsort(-self._importance, kind="stable"))
-        order = self._order if self.current is not None and rung.keypoints == self.current.rung.keypoints else importance_order
+        order = importance_order
+        if self.current is not None and rung.keypoints == self.current.rung.keypoints:
+            top = rung.keypoints
+            stale = now_s - self._ordered_at >= RERANK_S and set(importance_order[:top]) != set(self._order[:top])
+            order = importance_order if stale else self._order
         if self.current is not None and rung == self.current.rung and order == self.current.order:
             return None
+        if order != self._order or self.current is None:
+            self._ordered_at = now_s
         self._order = order
         decision = Decision(rung, order, predicted[rung], self.max_kbps, reason)
         logger.info(

@@ -12,7 +12,7 @@ import pytest
 
 from bench.codecs.base import BenchClip
 from bench.codecs.floor import NoMotionFloor
-from bench.codecs.ours import OursFactory, keypoint_order
+from bench.codecs.ours import OursFactory
 from bench.codecs.reference import send_reference
 from bench.rd import (
     RdConfig,
@@ -21,6 +21,7 @@ from bench.rd import (
     main,
     run_rd,
     select_clips,
+    validate_config,
     write_outputs,
 )
 from bench.synthetic_clip import synthetic_talking_head
@@ -135,16 +136,24 @@ def test_codecs_return_the_pictures_asked_for(default_model: OursFactory) -> Non
             codec.run(clip, np.array([4, 1]))
 
 
-def test_clip_selection_keeps_validation_people_or_a_users_own_clips(tmp_path: Path) -> None:
+def test_clip_selection_takes_the_test_group_by_default_or_a_users_own_clips(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
-    for name in ("styletalk/Obama_clip1.mp4", "styletalk/Obama_clip2.mp4", "styletalk/andrew_clip_1.mp4"):
+    for name in ("styletalk/Obama_clip1.mp4", "styletalk/Obama_clip2.mp4", "styletalk/andrew_clip_1.mp4",
+                 "liax/driving1.mp4", "spectre/M003_x.mp4"):
         (shared / name).parent.mkdir(parents=True, exist_ok=True)
         (shared / name).write_bytes(b"")  # selection reads names only
     pairs, source = select_clips(RdConfig(clips=str(shared)))
+    assert [p.name for p, _ in pairs] == ["driving1.mp4", "M003_x.mp4"]
+    assert source["selection"].startswith("the test group")
+    pairs, source = select_clips(RdConfig(clips=str(shared), people="val"))
     assert [(p.name, person) for p, person in pairs] == [("Obama_clip1.mp4", "styletalk-obama")]
     assert source["selection"].startswith("validation people")
-    pairs, _ = select_clips(RdConfig(clips=str(shared), all_people=True, clips_per_person=2))
-    assert len(pairs) == 3
+    pairs, _ = select_clips(RdConfig(clips=str(shared), people="all", clips_per_person=2))
+    assert len(pairs) == 5
+    with pytest.raises(RdInputError, match="--people must be one of"):
+        validate_config(RdConfig(people="everyone"))
+    with pytest.raises(RdInputError, match="no 'val' people's clips"):  # test people only: not a user's own folder
+        select_clips(RdConfig(clips=str(shared / "liax"), people="val"))
     mine = tmp_path / "mine" / "calls"
     mine.mkdir(parents=True)
     (mine / "me.mp4").write_bytes(b"")
@@ -152,17 +161,3 @@ def test_clip_selection_keeps_validation_people_or_a_users_own_clips(tmp_path: P
     assert [p.name for p, _ in pairs] == ["me.mp4"] and source["selection"].startswith("all people")
     with pytest.raises(RdInputError, match="does not exist"):
         select_clips(RdConfig(clips=str(tmp_path / "nowhere")))
-
-
-def test_keypoint_order_ranks_by_distance_from_the_references_own_deformation() -> None:
-    """The benchmark sends at a low K what the sender would: the keypoints whose δ strays most from the reference's
-    (the receiver keeps the reference's δ for the others)."""
-    from codec.motion import MotionParams
-
-    expression = np.zeros((4, 3), np.float32)
-    expression[0], expression[1], expression[2] = 0.2, 0.01, 0.05
-    motions = [MotionParams(0, 0, 0, np.zeros(3), expression, np.ones(4, bool))] * 3
-    assert keypoint_order(motions)[:2] == (0, 2)
-    baseline = np.zeros((4, 3))
-    baseline[0] = 0.2
-    assert keypoint_order(motions, baseline)[:2] == (2, 1)

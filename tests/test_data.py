@@ -11,7 +11,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from codec.data.clips import iter_clip_frames, list_clips
+from codec.data.clips import iter_clip_frames, iter_clip_frames_at, list_clips
 from codec.data.prepare import prepare
 from codec.data.split import TEST_SOURCES, VALIDATION_PEOPLE, clips_of_split, person_of, split_of
 
@@ -54,6 +54,29 @@ def test_shared_split_has_no_person_on_both_sides(shared_data: Path) -> None:
     for clip in clips:
         splits.setdefault(person_of(clip), set()).add(split_of(person_of(clip)))
     assert all(len(s) == 1 for s in splits.values())
+
+
+def test_resampling_by_timestamp_is_what_a_camera_at_that_rate_delivers(tmp_path: Path) -> None:
+    """A 30 fps clip read at 25 fps drops one frame in six, by time; at 60 fps each frame shows twice."""
+    path = tmp_path / "c30.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv444p"
+        stream.options = {"qp": "0"}
+        for i in range(60):  # frame i shows the grey level 4 i
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 4 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    at25 = [int(round(f.mean() / 4)) for f in iter_clip_frames_at(path, 25.0)]
+    assert len(at25) == 50  # 2 s (the last frame's time is 59/30 s: ticks 0 .. 49)
+    assert at25 == [int(np.floor(t * 30 / 25 + 1e-9)) for t in range(50)]  # newest frame at or before each tick
+    at60 = [int(round(f.mean() / 4)) for f in iter_clip_frames_at(path, 60.0)]
+    assert at60[:6] == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="fps must be positive"):
+        next(iter_clip_frames_at(path, 0))
 
 
 def _write_clip(folder: Path, frames: int) -> Path:

@@ -10,7 +10,7 @@ from codec.motion import MotionParams
 from codec.prediction import MotionDepacketizer, MotionPacketizer
 from codec.quantize import DEFAULT_PRESET_ID, PRESETS_BY_NAME
 from codec.synthetic_trace import synthetic_trace, trace_timestamps_ms
-from sender.controller import PACKET_OVERHEAD_BYTES, BandwidthController, Rung, default_ladder, prior_bytes_per_frame
+from sender.controller import RERANK_S, PACKET_OVERHEAD_BYTES, BandwidthController, Rung, default_ladder, prior_bytes_per_frame
 from signaling.control import DelayReport
 
 FPS = 25.0
@@ -145,3 +145,22 @@ def test_keypoints_ranked_by_how_far_their_deformation_strays_from_the_reference
     assert decision is not None and decision.order[:2] == (1, 2)
     with pytest.raises(ValueError, match="expression_baseline"):
         BandwidthController(FPS, 6, expression_baseline=np.zeros((5, 3)))
+
+
+def test_keypoints_sent_are_revised_causally_while_k_holds() -> None:
+    """The first choice rests on the first frame; RERANK_S later the keypoints that stray most since are sent."""
+    controller = BandwidthController(FPS, 6, max_kbps=None, keypoints=2)
+    first = np.zeros((6, 3), np.float32)
+    first[0], first[1] = 0.3, 0.2
+    controller.observe_motion(MotionParams(0, 0, 0, np.zeros(3), first, np.ones(6, bool)))
+    start = controller.decide(0.0)
+    assert start is not None and start.order[:2] == (0, 1)
+    later = np.zeros((6, 3), np.float32)
+    later[3], later[5] = 0.4, 0.3
+    for i in range(200):
+        controller.observe_motion(MotionParams(0, 0, 0, np.zeros(3), later, np.ones(6, bool)))
+        if i < 100:
+            assert controller.decide(i / FPS) is None  # held for RERANK_S (4 s < 5 s)
+    revised = controller.decide(RERANK_S + 0.1)
+    assert revised is not None and set(revised.order[:2]) == {3, 5} and revised.rung == start.rung
+    assert controller.decide(RERANK_S + 0.2) is None  # same top K: nothing new

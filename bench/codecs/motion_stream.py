@@ -7,6 +7,8 @@ when feedback comes back. The channel modelled here is the one of ``python -m be
 (as packed bytes, through ``pack_feedback``/``unpack_feedback``) reaches the sender
 ``FEEDBACK_DELAY_MS`` later (a round trip plus the receiver's feedback interval). Frame i is
 captured at i · 1000 / fps ms. Every packet is real: its ``len`` is what the data channel carries.
+At K below the model's, the keypoints sent are the sender's own causal choice
+(``bench.keypoint_choice``), revised as the clip goes, never looking ahead.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench.bitstream import BenchConfig
+from bench.keypoint_choice import SenderKeypointChoice
 from codec.bitstream import SEQ_MODULUS, pack_feedback, unpack_feedback
 from codec.motion import MotionParams
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionDepacketizer, MotionPacketizer
@@ -45,6 +48,7 @@ class StreamResult:
     unpack_ms: np.ndarray = field(repr=False)
     key_packets: int
     feedback_bytes: int
+    keypoint_choices: int = 0  # how often the sender (re)chose the keypoints sent (0: all sent)
 
 
 def stream_motion(
@@ -53,20 +57,23 @@ def stream_motion(
     preset_id: int,
     frames_per_packet: int,
     num_keypoints: int | None,
-    keypoint_order: Sequence[int] | None = None,
+    expression_baseline: np.ndarray | None = None,
     key_interval_frames: int = DEFAULT_KEY_INTERVAL_FRAMES,
 ) -> StreamResult:
     """Send ``motions`` (one per frame) through packetizer -> channel -> depacketizer.
 
-    num_keypoints: send δ of only the first ``num_keypoints`` of ``keypoint_order`` (None: all).
+    num_keypoints: send δ of only that many keypoints, chosen as the sender chooses them from the frames so far
+    (None: all). expression_baseline: (K, 3) the portrait's own δ, the sender's reference for that choice.
     """
     count = len(motions)
     if not 0 < count < SEQ_MODULUS // 2:
         raise ValueError(f"can stream 1 to {SEQ_MODULUS // 2 - 1} frames, got {count}")
     frame_ms = 1000.0 / fps
     packetizer = MotionPacketizer(STREAM_ID, preset_id, frames_per_packet, key_interval_frames)
+    choice = None
     if num_keypoints is not None:
-        packetizer.set_num_keypoints(num_keypoints, keypoint_order)
+        choice = SenderKeypointChoice(fps, motions[0].num_keypoints, num_keypoints, frames_per_packet, preset_id,
+                                      expression_baseline)
     depacketizer = MotionDepacketizer()
     to_sender: deque[tuple[float, bytes]] = deque()
     packets: list[int] = []
@@ -97,6 +104,8 @@ def stream_motion(
         while to_sender and to_sender[0][0] <= now:
             packetizer.on_feedback(unpack_feedback(to_sender.popleft()[1]))
         start = time.perf_counter()
+        if choice is not None:
+            choice.step(motion, now / 1000.0, packetizer)
         packet = packetizer.push(motion, int(round(now)))
         pack_ms[i] += (time.perf_counter() - start) * 1e3
         deliver(packet, now)
@@ -114,5 +123,6 @@ def stream_motion(
         unpack_ms=unpack_ms,
         key_packets=packetizer.key_packets_sent,
         feedback_bytes=feedback_bytes,
+        keypoint_choices=0 if choice is None else choice.choices,
     )
 

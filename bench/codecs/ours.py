@@ -1,10 +1,10 @@
 """Our codec in the benchmark: MotionEncoder -> packetizer -> data channel -> depacketizer -> FrameSynthesizer.
 
 Operating points: K (how many keypoints' δ are sent; 0 = head pose only), the quantizer preset and
-frames per packet. Which K: the sender's choice (``sender.controller``), the keypoints whose δ strays most
-from the reference portrait's own δ, largest mean ||δ_k − δ_ref,k||² (the receiver keeps δ_ref for keypoints
-not sent, so theirs cost most when dropped); the sender ranks by a running mean, the benchmark by the mean
-over the clip.
+frames per packet. Which K: the sender's own causal choice (``bench.keypoint_choice`` replays
+``sender.controller`` over the clip): the keypoints whose δ strays most from the reference portrait's own δ
+so far, by a running mean of ||δ_k − δ_ref,k||² (the receiver keeps δ_ref for keypoints not sent, so theirs
+cost most when dropped), revised as the call goes; never ranked over the whole clip.
 
 Every point really runs the sender and receiver code: the reference portrait crosses as its
 reference message (``bench.codecs.reference``), the motion as real packets
@@ -85,15 +85,7 @@ def motion_digest(motion: MotionParams) -> bytes:
 class _Encoded:
     motions: tuple[MotionParams, ...]  # frames 1..N-1
     encode_ms: np.ndarray  # (N-1,)
-    keypoint_order: tuple[int, ...]  # keypoints by decreasing mean ||δ_k − δ_ref,k||² over the clip
-
-
-def keypoint_order(motions: Sequence[MotionParams], baseline: np.ndarray | None = None) -> tuple[int, ...]:
-    """Keypoint indices by decreasing mean ||δ_k − baseline_k||² (ties by index); baseline: (K, 3) the reference's
-    own δ, which the receiver renders for keypoints not sent (None: 0)."""
-    base = 0.0 if baseline is None else np.asarray(baseline, np.float64)
-    energy = np.mean([np.sum(np.square(m.expression.astype(np.float64) - base), axis=1) for m in motions], axis=0)  # (K,)
-    return tuple(int(k) for k in np.argsort(-energy, kind="stable"))
+    expression_baseline: np.ndarray  # (K, 3) the decoded portrait's own δ, as the sender computes it
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,7 +140,7 @@ class OursFactory:
         if self._references:
             out["reference_prepare_ms"] = float(np.mean([r.prepare_ms for r in self._references.values()]))
             out["reference_payload_bytes"] = float(np.mean([r.sent.payload_bytes for r in self._references.values()]))
-        out["keypoint_order"] = {clip: list(e.keypoint_order) for clip, e in self._encoded.items()}
+        out["keypoint_choice"] = "the sender's causal choice (bench.keypoint_choice), revised as each clip goes"
         return out
 
     def sweep(
@@ -173,7 +165,7 @@ class OursFactory:
                 motions.append(smoother(refine(self.encoder.encode(clip.frames[i + 1]), landmarks)))
                 times[i] = (time.perf_counter() - start) * 1e3
             baseline = self.encoder.encode(self.reference(clip).sent.image).expression  # as the sender: the decoded portrait
-            self._encoded[clip.clip_id] = _Encoded(tuple(motions), times, keypoint_order(motions, baseline))
+            self._encoded[clip.clip_id] = _Encoded(tuple(motions), times, np.asarray(baseline, np.float64))
         return self._encoded[clip.clip_id]
 
     def reference(self, clip: BenchClip) -> _Reference:
@@ -235,7 +227,7 @@ class OursCodec(Codec):
             self.preset.preset_id,
             self.frames_per_packet,
             None if self.keypoints >= model_k else self.keypoints,
-            encoded.keypoint_order,
+            encoded.expression_baseline,
         )
         reconstruction = np.empty((idx.size,) + clip.frames.shape[1:], np.uint8)
         decode_ms = np.array(stream.unpack_ms, dtype=np.float64)[idx]

@@ -53,3 +53,49 @@ def iter_clip_frames(clip: Path) -> Iterator[np.ndarray]:
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
             yield frame.to_ndarray(format="rgb24")
+
+
+def iter_clip_frames_at(clip: Path, fps: float) -> Iterator[np.ndarray]:
+    """Yield the frames a camera running at ``fps`` would deliver while the clip plays.
+
+    Resampled by timestamp, not by index: at each tick i / fps (s) the newest source frame whose
+    presentation time is ≤ the tick is yielded (a 30 fps clip at 25 fps drops one frame in six; a
+    clip slower than ``fps`` repeats frames). Image folders are taken as FOLDER_FPS. The ticks stop
+    at the last source frame's time.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    clip = Path(clip)
+    timed = _iter_timed_frames(clip)
+    tick = 0
+    previous: np.ndarray | None = None
+    last_s = 0.0
+    for time_s, frame in timed:
+        while previous is not None and tick / fps < time_s - 1e-6:
+            yield previous
+            tick += 1
+        previous, last_s = frame, time_s
+    if previous is not None and tick / fps <= last_s + 1e-6:
+        yield previous
+
+
+def _iter_timed_frames(clip: Path) -> Iterator[tuple[float, np.ndarray]]:
+    """(presentation time in s from the first frame, frame) in order."""
+    if clip.is_dir():
+        for i, frame in enumerate(iter_clip_frames(clip)):
+            yield i / FOLDER_FPS, frame
+        return
+    if not clip.is_file():
+        raise FileNotFoundError(f"clip {clip} does not exist")
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate
+        start: float | None = None
+        for index, frame in enumerate(container.decode(stream)):
+            if frame.pts is not None and frame.time_base is not None:
+                t = float(frame.pts * frame.time_base)
+            else:
+                t = index / float(rate or FOLDER_FPS)
+            start = t if start is None else start
+            yield t - start, frame.to_ndarray(format="rgb24")
