@@ -13,23 +13,10 @@ import numpy as np
 import pytest
 
 from bench.__main__ import main as bench_main
-from bench.call import (
-    DIRECTIONS,
-    METHOD,
-    PARTS,
-    CallBenchConfig,
-    CallMarks,
-    CountingSignaling,
-    Datagram,
-    LoopedClip,
-    account_call,
-    datagram_kind,
-    format_whole_call,
-    pick_test_clip,
-    resolve_source,
-    summarize,
-    tcp_counters,
-)
+from bench.call import CallBenchConfig, summarize
+from bench.call_accounting import DIRECTIONS, PARTS, CallMarks, account_call, format_whole_call
+from bench.call_source import LoopedClip, pick_test_clip, resolve_source
+from bench.wire_log import CountingSignaling, Datagram, datagram_kind, tcp_counters
 from signaling import messages as m
 from signaling.server import ServerConfig, start_server
 
