@@ -76,6 +76,7 @@ class RdConfig:
     frames: int = 150  # frames per clip at --fps (the first is the reference); all are coded, sent and decoded
     fps: float = 25.0  # clips are resampled by timestamp to this rate, a camera at the call's rate (0: the clip's own)
     score_every: int = 4  # score every n-th driving frame (only those are rendered by ours)
+    identity_every: int = 3  # of the scored frames, the identity distance on every n-th (~0.1 s each)
     size: int = 256  # face crop size in pixels (all codecs code the same crops)
     codecs: tuple[str, ...] = ALL_CODECS  # codecs to run (video codecs PyAV lacks are skipped)
     keypoints: tuple[int, ...] = (20, 10, 5, 0)  # ours: K, how many keypoints' δ are sent
@@ -151,6 +152,8 @@ def validate_config(config: RdConfig) -> None:
         raise RdInputError(f"--frames must be at least 2 (a reference and one driving frame), got {config.frames}")
     if config.size < 32:
         raise RdInputError(f"--size must be at least 32 pixels, got {config.size}")
+    if config.identity_every < 1:
+        raise RdInputError(f"--identity-every must be at least 1, got {config.identity_every}")
     if config.score_every < 1:
         raise RdInputError(f"--score-every must be at least 1, got {config.score_every}")
     if config.people not in PEOPLE_CHOICES:
@@ -329,6 +332,7 @@ def evaluate_codecs(
     call_seconds: float,
     progress: Callable[[str], None] = lambda text: None,
     score_every: int = 1,
+    identity_every: int = 1,
 ) -> list[dict[str, Any]]:
     """Run every codec on every clip and score it: one report point per codec (see ``bench.report``).
 
@@ -353,7 +357,8 @@ def evaluate_codecs(
             info, reconstruction = codec.run(clip, chosen)
             key = (index, array_digest(reconstruction))
             if key not in scored:  # identical output (e.g. ours at another frames-per-packet): scored once
-                scored[key] = score_frames(clip.frames[1:][chosen], original_landmarks[index], reconstruction, detector)
+                scored[key] = score_frames(clip.frames[1:][chosen], original_landmarks[index], reconstruction, detector,
+                                           identity_every=identity_every)
             infos.append(info)
             scores.append(scored[key])
             progress(f"{codec.name} {clip.clip_id}")
@@ -382,7 +387,13 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
         clips, source = load_clips(config, progress)
         codecs = build_codecs(config, ours)
         bar.total = bar.n + len(clips) + len(codecs) * len(clips)
-        points = evaluate_codecs(codecs, clips, config.call_seconds, progress, config.score_every)
+        points = evaluate_codecs(codecs, clips, config.call_seconds, progress, config.score_every, config.identity_every)
+        crossed = None
+        if ours is not None and "ours" in config.codecs:
+            from bench.cross_identity import cross_identity
+            from bench.quality import make_identity_embedder
+
+            crossed = cross_identity(ours, clips, make_identity_embedder(), every=config.score_every * config.identity_every)
     finally:
         bar.close()
     machine["load_average_end"] = os.getloadavg()
@@ -397,6 +408,7 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
         "points": points,
         "headline": report.headline(points, latency=report.LatencyRule(config.latency_budget_ms, config.unbundled_p95_ms)),
         "headline_all_points": report.headline(points),
+        "cross_identity": crossed,
     }
 
 

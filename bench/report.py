@@ -30,18 +30,18 @@ from codec.face.metrics import LANDMARK_METRICS
 if TYPE_CHECKING:
     from bench.quality import FrameScores
 
-FRAME_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", *LANDMARK_METRICS)
+FRAME_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", *LANDMARK_METRICS, "identity")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "face_psnr": True, "face_ssim": True, "akd": False,
                     "akd_mouth": False, "akd_eyes": False, "mouth_open_error": False,
-                    "eyes_open_error": False}
+                    "eyes_open_error": False, "identity": False}
 OURS = "ours"
 FLOOR = "no-motion floor"
-HEADLINE_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "mouth_open_error")
+HEADLINE_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "mouth_open_error", "identity")
 HEADLINE_RATE = "wire_kbps_call"
 ANCHOR_ORDER = ("h264", "vp8", "vp9", "av1")
 METRIC_UNITS = {"psnr": "dB", "face_psnr": "dB", "ssim": "", "face_ssim": "", "akd": "px", "akd_mouth": "px",
                 "akd_eyes": "px", "mouth_open_error": "px",
-                "eyes_open_error": "px"}
+                "eyes_open_error": "px", "identity": ""}
 
 
 @dataclass(frozen=True)
@@ -263,8 +263,8 @@ def markdown_table(points: Sequence[Mapping[str, Any]], ours_presets: Sequence[s
     """
     header = (
         "| codec | setting | wire kbps (60 s call) | wire kbps | payload kbps | start bytes | PSNR | face PSNR "
-        "| SSIM | AKD px | mouth AKD px | face found | enc ms | dec ms |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| SSIM | AKD px | mouth AKD px | identity | face found | enc ms | dec ms |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     rows = [header]
     order = {OURS: 0, **{c: 1 + i for i, c in enumerate(ANCHOR_ORDER)}, FLOOR: 99}
@@ -276,7 +276,8 @@ def markdown_table(points: Sequence[Mapping[str, Any]], ours_presets: Sequence[s
         rows.append(
             f"| {p['codec']} | {p['setting']} | {p['wire_kbps_call']:.2f} | {p['wire_kbps']:.2f} | "
             f"{p['payload_kbps']:.2f} | {p['start_payload_bytes']:.0f} | {p['psnr']:.2f} | {p['face_psnr']:.2f} | "
-            f"{p['ssim']:.3f} | {p['akd']:.2f} | {p['akd_mouth']:.2f} | {p['detect_rate']:.2f} | "
+            f"{p['ssim']:.3f} | {p['akd']:.2f} | {p['akd_mouth']:.2f} | {p.get('identity', float('nan')):.3f} | "
+            f"{p['detect_rate']:.2f} | "
             f"{p['encode_ms_median']:.1f} | {p['decode_ms_median']:.1f} |"
         )
     return "\n".join(rows)
@@ -315,6 +316,17 @@ def _floor_sentence(result: Mapping[str, Any]) -> str:
             for c, p in lowest.items()
         )
     return text + "."
+
+
+def _cross_identity_sentence(result: Mapping[str, Any]) -> str:
+    crossed = result.get("cross_identity")
+    if not crossed or not crossed.get("pairs"):
+        return ""
+    mean = crossed["mean"]
+    return (f"Identity (dlib face-recognition descriptors; < 0.6 reads as the same person): the *identity* column is the "
+            f"distance between output and original, same person. Cross-identity (ours driving another test person's "
+            f"portrait, {len(crossed['pairs'])} pairs): renders are {mean['to_portrait']:.3f} from the portrait and "
+            f"{mean['to_driver']:.3f} from the driver; nearer the portrait in {mean['keeps_portrait_share']:.0%} of frames.")
 
 
 def results_markdown(result: Mapping[str, Any], plot_name: str | None = None) -> str:
@@ -361,6 +373,8 @@ def results_markdown(result: Mapping[str, Any], plot_name: str | None = None) ->
         "when ours is better), over the points within the latency budget:",
         "",
         nearest_points_table(result["headline"]),
+        "",
+        _cross_identity_sentence(result),
         "",
         "### Operating points",
         "",

@@ -13,6 +13,7 @@ METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "mouth_
 def _point(codec: str, rate: float, quality: float, fpp: int = 1) -> dict[str, Any]:
     point: dict[str, Any] = {"codec": codec, "setting": f"{codec} {rate:g} {fpp}f", "wire_kbps_call": rate, "fps": 25.0,
                              "params": {"frames_per_packet": fpp} if codec == OURS else {}}
+    point["identity"] = 1.0 - quality / 40
     for metric in METRICS:  # one quality axis: higher rate, better everything
         point[metric] = quality if metric in ("psnr", "ssim", "face_psnr", "face_ssim") else 40.0 - quality
     return point

@@ -40,6 +40,13 @@ def test_ship_writes_half_weights_card_and_examples(tmp_path: Path) -> None:
     assert cross.size == (6 * 64, 3 * 64)  # driver row + one row per portrait, 5 driving frames + 1
     assert (tmp_path / "docs" / "same_person.jpg").is_file()
     assert "Against the previous" not in card
+    # identity: a column of the validation table, a goal, and per portrait its renders' distance to it and to the driver
+    assert "| identity (model / no-motion / affine) |" in card
+    assert "| the output still looks like the person: identity distance < 0.6" in card
+    portrait_rows = [line for line in card.splitlines() if line.startswith("| `astronaut.png` |")]
+    assert len(portrait_rows) == 2 and all(row.endswith((" yes |", " no |")) for row in portrait_rows)
+    cross_identity = json.loads((tmp_path / "docs" / "validation.json").read_text())["cross_identity"]
+    assert 0 <= cross_identity["astronaut.png"]["to_portrait"] < 2 and 0 <= cross_identity["astronaut.png"]["to_driver"] < 2
 
 
 def test_ship_compares_with_the_previous_model_and_counts_earlier_wall_hours(tmp_path: Path) -> None:
@@ -69,6 +76,7 @@ def test_ship_compares_with_the_previous_model_and_counts_earlier_wall_hours(tmp
     card = (out.parent / "MODEL_CARD.md").read_text()
     line = next(x for x in card.splitlines() if x.startswith("- Against the previous shipped model (step 4"))
     assert "the same 4 pairs" in line and "face-region PSNR" in line and "AKD" in line and " → " in line
+    assert "identity distance" in line
     older = next(x for x in card.splitlines() if x.startswith("- Against an earlier shipped model (step 2"))
     assert card.index(line) < card.index(older) and older.split(": ", 1)[1] != line.split(": ", 1)[1]
     assert "(2.25 wall hours)" in card and checkpoint.read_metadata(out)["wall_hours"] == "2.250"

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from codec.face import eye_opening, mouth_opening
+from codec.face.identity import FaceBox, IdentityEmbedder, box_from_landmarks
+from codec.train.dataset import PreparedData, validation_pairs
 from codec.train.losses import landmark_motion_loss
-from codec.train.validate import frame_metrics, keypoint_spread, passes_gates, replaces_best
+from codec.train.validate import Validator, frame_metrics, keypoint_spread, passes_gates, replaces_best
+from tests._train_fakes import write_fake_prepared
 
 FLOORS = {"no_motion": {"overall": {"akd": 8.0, "akd_mouth": 10.0, "mouth_open_error": 4.0}},
           "teacher_keypoints": {"kp_collapsed": 3.0}}
@@ -78,3 +84,53 @@ def test_a_best_saved_under_older_gates_does_not_block() -> None:
     assert replaces_best({**_record(), "score": 22.0}, {**_record(), "score": 21.0}, FLOORS)
     old = {"overall": {k: v for k, v in _record()["overall"].items() if k != "mouth_open_error"}, "score": 21.0}
     assert replaces_best(new, old, FLOORS)  # the old best never measured the mouth opening
+
+
+class _MeanColourEmbedder(IdentityEmbedder):
+    """A stand-in for dlib's net: the descriptor is the mean colour inside the face box, spread over 128 values;
+    it records where it was asked to look."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[np.ndarray | None] = []
+
+    def describe(self, image: np.ndarray, box: FaceBox | None = None, landmarks: np.ndarray | None = None) -> np.ndarray | None:
+        self.calls.append(landmarks)
+        left, top, right, bottom = (int(v) for v in box_from_landmarks(landmarks)) if landmarks is not None else (0, 0, 1, 1)
+        mean = image[top:bottom, left:right].reshape(-1, 3).mean(0) / 255  # (3,)
+        return np.resize(mean, 128) / np.sqrt(128 / 3)
+
+
+def test_identity_is_nan_without_an_embedder_and_reads_the_output_at_its_own_face() -> None:
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[16:48, 16:48] = 200
+    target_lm = np.zeros((478, 3))
+    target_lm[:, :2] = np.random.default_rng(0).uniform(16, 48, (478, 2))
+    assert np.isnan(frame_metrics(image, image, target_lm, None)["identity"])
+    embedder = _MeanColourEmbedder()
+    assert frame_metrics(image, image, target_lm, target_lm, embedder)["identity"] == 0.0
+    darker = image // 2
+    lost = frame_metrics(darker, image, target_lm, None, embedder)["identity"]  # no face on the output: read at the target's
+    assert lost > 0 and embedder.calls[-1] is target_lm
+    elsewhere = target_lm.copy()
+    elsewhere[:, :2] -= 14  # the output's face sits up-left: read there (half background)
+    cached = embedder.describe(image, landmarks=target_lm)
+    embedder.calls.clear()
+    moved = frame_metrics(image, image, target_lm, elsewhere, embedder, target_descriptor=cached)["identity"]
+    assert moved > 0 and len(embedder.calls) == 1 and embedder.calls[0] is elsewhere  # target not described again
+
+
+def test_validator_measures_identity_on_floors_and_recomputes_floors_cached_without_it(tmp_path: Path) -> None:
+    data = PreparedData(write_fake_prepared(tmp_path / "data", size=32), "val")
+    pairs = validation_pairs(data, 3, seed=0)
+    cache = tmp_path / "floors.json"
+    plain = Validator(data, pairs, lambda image: None, cache_path=cache)
+    assert np.isnan(plain.floors["no_motion"]["overall"]["identity"])
+    embedder = _MeanColourEmbedder()
+    measured = Validator(data, pairs, lambda image: None, cache_path=cache, embedder=embedder)
+    for name in ("no_motion", "affine"):
+        assert np.isfinite(measured.floors[name]["overall"]["identity"])
+    assert len(embedder.calls) == 3 * len(pairs)  # each driving frame once, then one output per pair and floor
+    reloaded = Validator(data, pairs, lambda image: None, cache_path=cache, embedder=embedder).floors  # from the cache
+    assert json.dumps(reloaded) == json.dumps(measured.floors) and len(embedder.calls) == 3 * len(pairs)
+    assert "identity" in json.loads(cache.read_text())["floors"]["affine"]["overall"]

@@ -370,10 +370,11 @@ def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any
 
 
 def make_validator(trainer: Trainer) -> Any:
+    from codec.face.identity import IdentityEmbedder
     from codec.train.validate import Validator, make_landmark_fn
 
     pairs = validation_pairs(trainer.val_data, trainer.config.validation_pairs, seed=trainer.config.seed)
-    return Validator(trainer.val_data, pairs, make_landmark_fn(), trainer.run / "floors.json")
+    return Validator(trainer.val_data, pairs, make_landmark_fn(), trainer.run / "floors.json", embedder=IdentityEmbedder())
 
 
 def from_model_defaults(path: Path, frozen_steps: int = 200) -> TrainConfig:

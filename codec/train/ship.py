@@ -7,7 +7,8 @@ Reads RUN/best.safetensors (the best checkpoint that passed the motion gates), v
 on a larger fixed set of validation pairs (reference = a clip's first frame, same person), and writes
 
     codec/weights/cpu.safetensors   fp16 weights (the package default; ≤ 20 MB)
-    codec/weights/MODEL_CARD.md     data, steps, CPU-hours, validation table next to both floors
+    codec/weights/MODEL_CARD.md     data, steps, CPU-hours, validation table next to both floors (identity
+                                    distance included), each portrait's identity distance to itself and the driver
     docs/model/same_person.jpg      reference | driving | output | occlusion, keypoints drawn
     docs/model/cross_identity.jpg   a portrait from stills/art driven by a validation clip (relative)
     docs/model/training_curve.png   the run's metrics against steps and CPU-hours
@@ -19,6 +20,7 @@ import argparse
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import torch
 from PIL import Image
 
 from codec.face.crop import crop_reference
+from codec.face.identity import SAME_PERSON_DISTANCE, IdentityEmbedder, optional_distance
 from codec.model import checkpoint
 from codec.model.retarget import retarget_relative
 from codec.model.wrappers import FrameSynthesizer, MotionEncoder
@@ -39,10 +42,25 @@ REPO = Path(__file__).resolve().parents[2]
 MAX_SHIPPED_BYTES = 20 * 1024 * 1024
 
 
-def cross_identity_grid(weights: Path, data: PreparedData, portraits: list[np.ndarray], frames: int = 5) -> np.ndarray:
+@dataclass(frozen=True, eq=False)
+class CrossIdentity:
+    """The cross-identity example: grid ((1 + P) * S, (frames + 1) * S, 3) uint8, and per portrait (P,) the mean
+    identity distance of its renders to the portrait and to the driving frames they follow (NaN: no face read).
+    A render that keeps the portrait's identity is nearer the portrait than the driver."""
+
+    grid: np.ndarray
+    to_portrait: list[float]
+    to_driver: list[float]
+
+
+def cross_identity_grid(weights: Path, data: PreparedData, portraits: list[np.ndarray], frames: int = 5,
+                        embedder: IdentityEmbedder | None = None) -> CrossIdentity:
     """Row 1: the driver's first frame then driving frames of a validation clip; then per portrait a row: the
     portrait, then it re-rendered with each frame's motion relative to the driver's first frame.
-    -> ((1 + P) * S, (frames + 1) * S, 3) uint8."""
+
+    embedder: measures the identity distances (None: NaN). A render's face is read where HOG finds it, else at
+    the portrait crop's landmarks (the render keeps the portrait's framing); portrait and driver at their landmarks.
+    """
     encoder = MotionEncoder(weights, device="cpu")
     synthesizer = FrameSynthesizer(weights, device="cpu")
     size = synthesizer.image_size
@@ -53,17 +71,42 @@ def cross_identity_grid(weights: Path, data: PreparedData, portraits: list[np.nd
     refine = encoder.landmark_refiner(driving[0])  # as the driver's sender: anchored at the first frame
     first, *motions = [refine(encoder.encode(frame), clip.landmarks[i]) for frame, i in zip(driving, picks)]
     rows = [np.concatenate(driving, 1)]
+    drivers = ([embedder.describe(frame, landmarks=clip.landmarks[i]) for frame, i in zip(driving[1:], picks[1:])]
+               if embedder is not None else [])
+    to_portrait: list[float] = []
+    to_driver: list[float] = []
     for portrait in portraits:
-        avatar = crop_reference(portrait, size).image
+        crop = crop_reference(portrait, size)
+        avatar = crop.image
         state = synthesizer.prepare(avatar)
         outputs = [synthesizer.render(state, retarget_relative(m, first, state.motion)) for m in motions]
         rows.append(np.concatenate([avatar, *outputs], 1))
-    return np.concatenate(rows, 0)
+        if embedder is None:
+            to_portrait.append(float("nan"))
+            to_driver.append(float("nan"))
+            continue
+        own = embedder.describe(avatar, landmarks=crop.landmarks)
+        rendered = [_describe_render(embedder, out, crop.landmarks) for out in outputs]
+        to_portrait.append(_nanmean([optional_distance(r, own) for r in rendered]))
+        to_driver.append(_nanmean([optional_distance(r, d) for r, d in zip(rendered, drivers)]))
+    return CrossIdentity(np.concatenate(rows, 0), to_portrait, to_driver)
+
+
+def _describe_render(embedder: IdentityEmbedder, image: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray | None:
+    """Descriptor of a render (S, S, 3) uint8: at the face HOG finds, else at the portrait crop's landmarks."""
+    box = embedder.find_face(image)
+    return embedder.describe(image, box=box) if box is not None else embedder.describe(image, landmarks=landmarks)
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 COMPARED = (("psnr", "whole-frame PSNR", "dB"), ("face_psnr", "face-region PSNR", "dB"), ("ssim", "whole-frame SSIM", ""), ("akd", "AKD", "px"),
             ("akd_mouth", "mouth AKD", "px"), ("akd_eyes", "eyes AKD", "px"),
-            ("mouth_open_error", "inner-lip gap error", "px"), ("eyes_open_error", "eyes' opening error", "px"))
+            ("mouth_open_error", "inner-lip gap error", "px"), ("eyes_open_error", "eyes' opening error", "px"),
+            ("identity", "identity distance", ""))
 
 
 def comparison_line(previous: dict[str, float], previous_step: str, current: dict[str, float], latest: bool = True) -> str:
@@ -79,7 +122,7 @@ def comparison_line(previous: dict[str, float], previous_step: str, current: dic
 
 
 def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, Any], gates: str, size_bytes: int,
-               data_summary: dict[str, Any], art_names: list[str]) -> str:
+               data_summary: dict[str, Any], art_names: list[str], cross: CrossIdentity | None = None) -> str:
     o, f0, f1 = record["overall"], floors["no_motion"]["overall"], floors["affine"]["overall"]
     goals = [
         ("AKD ≤ 35% of the no-motion floor's and ≤ 2 px", f"{o['akd']:.2f} px = {100 * o['akd'] / f0['akd']:.0f}% of {f0['akd']:.2f}",
@@ -88,7 +131,17 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         ("whole-frame SSIM ≥ no-motion + 0.05", f"{o['ssim']:.3f} vs {f0['ssim']:.3f} + 0.05", o["ssim"] >= f0["ssim"] + 0.05),
         ("the mouth opens and closes with the driver: inner-lip gap error < no-motion's",
          f"{o['mouth_open_error']:.2f} px vs {f0['mouth_open_error']:.2f}", o["mouth_open_error"] < f0["mouth_open_error"]),
+        *([(f"the output still looks like the person: identity distance < {SAME_PERSON_DISTANCE} (dlib's same-person threshold)",
+            f"{o['identity']:.3f} (no-motion floor {f0['identity']:.3f})", o["identity"] < SAME_PERSON_DISTANCE)]
+          if np.isfinite(o.get("identity", float("nan"))) else []),
     ]
+    cross_rows = ([] if cross is None else
+                  ["", "Identity distance of each portrait's renders (dlib face-recognition descriptors; < "
+                   f"{SAME_PERSON_DISTANCE} reads as the same person): a render that keeps the portrait's identity is "
+                   "nearer the portrait than the driver.", "",
+                   "| portrait | to the portrait | to the driver | keeps the portrait's identity |", "|---|---|---|---|",
+                   *[f"| `{name}` | {p:.3f} | {d:.3f} | {'yes' if p < d else 'no' if np.isfinite(p + d) else 'not measured'} |"
+                     for name, p, d in zip(art_names, cross.to_portrait, cross.to_driver, strict=True)]])
     lines = [
         "# Model card: `cpu.safetensors` (face-vid2vid, CPU preset)",
         "",
@@ -119,7 +172,9 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         "",
         f"## Validation ({int(o['count'])} pairs, same person, reference = the clip's first frame)",
         "",
-        "Metrics at 256²; AKD in pixels on mediapipe landmarks of output vs real driving frame. Each cell is "
+        "Metrics at 256²; AKD in pixels on mediapipe landmarks of output vs real driving frame; identity is the "
+        "distance between dlib's face-recognition descriptors of output and real driving frame (lower is better; "
+        f"< {SAME_PERSON_DISTANCE} reads as the same person). Each cell is "
         "model / no-motion floor (output = reference) / affine floor (reference warped by the teacher's landmarks).",
         "",
         summary_table(record, floors, METRIC_KEYS),
@@ -143,6 +198,7 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         + ", ".join(f"`stills/art/{n}`" for n in art_names) + " — then it re-rendered with the driver's motion):",
         "",
         "![cross identity](../../docs/model/cross_identity.jpg)",
+        *cross_rows,
         "",
         "Training curve (validation metrics against steps and CPU-hours):",
         "",
@@ -203,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     val = PreparedData(args.data, "val")
     train = PreparedData(args.data, "train")
     pairs = validation_pairs(val, args.pairs, seed=1)
-    validator = Validator(val, pairs, make_landmark_fn())
+    embedder = IdentityEmbedder()
+    validator = Validator(val, pairs, make_landmark_fn(), embedder=embedder)
     record, grid = validator.run(lambda batch: model_io.generate(model, batch), "cpu")
     ok, gates = passes_gates(record, validator.floors)
     comparisons = []
@@ -226,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     args.docs.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(args.docs / "same_person.jpg", quality=88)
     portraits = [np.asarray(Image.open(path).convert("RGB")) for path in args.art]
-    Image.fromarray(cross_identity_grid(args.out, val, portraits)).save(args.docs / "cross_identity.jpg", quality=88)
+    cross = cross_identity_grid(args.out, val, portraits, embedder=embedder)
+    Image.fromarray(cross.grid).save(args.docs / "cross_identity.jpg", quality=88)
     if (args.run / "metrics.png").is_file():
         shutil.copyfile(args.run / "metrics.png", args.docs / "training_curve.png")
     data_summary = {"train_frames": sum(len(c.usable) for c in train.clips), "train_people": len({c.person for c in train.clips}),
@@ -240,9 +298,13 @@ def main(argv: list[str] | None = None) -> int:
                  "landmark_refinement": model.config.landmark_refinement,
                  "spatial_side": model.config.pose_input_size // 16,
                  "earlier_curves": sorted(p.name for p in args.docs.glob("training_curve_*.png"))}
-    card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, [p.name for p in args.art])
+    card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, [p.name for p in args.art], cross)
     (args.out.parent / "MODEL_CARD.md").write_text(card)
-    (args.docs / "validation.json").write_text(json.dumps({"record": record, "floors": validator.floors}, indent=1))
+    (args.docs / "validation.json").write_text(json.dumps(
+        {"record": record, "floors": validator.floors,
+         "cross_identity": {name: {"to_portrait": p, "to_driver": d}
+                            for name, p, d in zip([a.name for a in args.art], cross.to_portrait, cross.to_driver, strict=True)}},
+        indent=1))
     print(card)
     if not ok:
         logger.warning("the shipped checkpoint does not pass the motion gates on the larger set: %s", gates)

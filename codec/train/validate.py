@@ -1,4 +1,4 @@
-"""Validation: PSNR/SSIM (whole frame and face hull), AKD (all, mouth, eyes) and keypoint spread, next to two floors.
+"""Validation: PSNR/SSIM (whole frame and face hull), AKD (all, mouth, eyes), identity and keypoint spread, next to two floors.
 
 Pairs are fixed (seeded) from the validation people; the reference is the clip's first usable frame.
 AKD compares landmarks detected (mediapipe, static mode) on the generated frame with the teacher's
@@ -6,6 +6,9 @@ landmarks of the driving frame, in pixels at the data's resolution. The floors (
 "output = reference warped by a similarity from the stable landmarks") are computed once and cached.
 Detection failures are counted, not averaged in: a run whose outputs lose the face is visible as a
 low ``detect_rate``.
+``identity`` is dlib's face-recognition distance between output and real driving frame (same person: lower
+is better, < ``SAME_PERSON_DISTANCE`` = 0.6 reads as the same person); it needs an ``IdentityEmbedder`` (~0.1 s
+per frame on 2 cores) and is NaN without one (the training loop's default).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import torch
 
 from codec.face import LANDMARK_METRICS, face_hull_mask, landmark_metrics
+from codec.face.identity import IdentityEmbedder, optional_distance
 from codec.metrics import psnr, ssim
 from codec.model.config import KEYPOINT_LANDMARK_INDICES
 from codec.train.dataset import PairBatch, PairSampler, PreparedData
@@ -30,7 +34,7 @@ from codec.train.floors import affine_floor, no_motion_floor
 logger = logging.getLogger(__name__)
 
 COLLAPSE_DISTANCE = 0.05  # keypoints closer than this (normalised units, x/y) count as collapsed
-METRIC_KEYS = ("psnr", "ssim", "face_psnr", "face_ssim", *LANDMARK_METRICS)
+METRIC_KEYS = ("psnr", "ssim", "face_psnr", "face_ssim", *LANDMARK_METRICS, "identity")
 
 # landmarks (478, 2) crop pixels, or None where no face was found
 LandmarkFn = Callable[[np.ndarray], "np.ndarray | None"]
@@ -73,8 +77,14 @@ def keypoint_spread(kp: torch.Tensor) -> dict[str, float]:
 
 
 def frame_metrics(output: np.ndarray, target: np.ndarray, target_landmarks: np.ndarray,
-                  output_landmarks: np.ndarray | None) -> dict[str, float]:
-    """All per-frame metrics. output, target: (S, S, 3) uint8; landmarks (478, >=2) crop pixels."""
+                  output_landmarks: np.ndarray | None, embedder: IdentityEmbedder | None = None,
+                  target_descriptor: np.ndarray | None = None) -> dict[str, float]:
+    """All per-frame metrics. output, target: (S, S, 3) uint8; landmarks (478, >=2) crop pixels.
+
+    ``identity`` (NaN without an embedder): the output's face is read at its own landmarks, or at the
+    target's where none were found on it (a lost face then counts as a large distance, not as missing);
+    target_descriptor: the target's (128,) descriptor when the caller has it cached.
+    """
     size = target.shape[0]
     mask = face_hull_mask(target_landmarks[:, :2], size)
     out: dict[str, float] = {
@@ -87,6 +97,12 @@ def frame_metrics(output: np.ndarray, target: np.ndarray, target_landmarks: np.n
         out.update(dict.fromkeys(LANDMARK_METRICS, float("nan")))
     else:
         out.update(landmark_metrics(output_landmarks, target_landmarks))
+    out["identity"] = float("nan")
+    if embedder is not None:
+        if target_descriptor is None:
+            target_descriptor = embedder.describe(target, landmarks=target_landmarks)
+        at = target_landmarks if output_landmarks is None else output_landmarks
+        out["identity"] = optional_distance(embedder.describe(output, landmarks=at), target_descriptor)
     return out
 
 
@@ -136,15 +152,22 @@ def make_grid(ref: np.ndarray, drv: np.ndarray, output: np.ndarray, occlusion: n
 
 
 class Validator:
-    """Fixed validation pairs, cached floors, and one ``run`` per validation step."""
+    """Fixed validation pairs, cached floors, and one ``run`` per validation step.
+
+    embedder: measures ``identity`` (the driving frames' descriptors are computed once and kept); None
+    leaves it NaN.
+    """
 
     def __init__(self, data: PreparedData, pairs: list[tuple[int, int, int]], detect: LandmarkFn,
-                 cache_path: Path | None = None, batch_size: int = 8, grid_rows: int = 4) -> None:
+                 cache_path: Path | None = None, batch_size: int = 8, grid_rows: int = 4,
+                 embedder: IdentityEmbedder | None = None) -> None:
         if not pairs:
             raise ValueError("validation needs at least one pair")
         self.data = data
         self.pairs = pairs
         self.detect = detect
+        self.embedder = embedder
+        self._target_descriptors: dict[tuple[int, int, int], np.ndarray | None] = {}
         self.batch_size = batch_size
         self.grid_rows = min(grid_rows, len(pairs))
         self._sampler = PairSampler(data, _no_augment_config(batch_size))
@@ -156,21 +179,32 @@ class Validator:
         return (np.asarray(clip.frames[pair[1]]), np.asarray(clip.frames[pair[2]]),
                 clip.landmarks[pair[1]], clip.landmarks[pair[2]])
 
+    def _metrics(self, output: np.ndarray, pair: tuple[int, int, int]) -> dict[str, float]:
+        """frame_metrics of ``output`` (S, S, 3) uint8 against the pair's driving frame."""
+        _, drv, _, drv_lm = self._frames(pair)
+        target_descriptor = None
+        if self.embedder is not None:
+            if pair not in self._target_descriptors:
+                self._target_descriptors[pair] = self.embedder.describe(drv, landmarks=drv_lm)
+            target_descriptor = self._target_descriptors[pair]
+        return frame_metrics(output, drv, drv_lm, self.detect(output), self.embedder, target_descriptor)
+
     def _load_or_compute_floors(self, cache_path: Path | None) -> dict[str, Any]:
         key = {"root": str(self.data.root), "pairs": [list(p) for p in self.pairs]}
         if cache_path is not None and cache_path.is_file():
             cached = json.loads(cache_path.read_text())
             floors = cached.get("floors", {})
             if (cached.get("key") == key and "teacher_keypoints" in floors
-                    and all(k in floors["no_motion"]["overall"] for k in METRIC_KEYS)):
+                    and all(k in floors["no_motion"]["overall"] for k in METRIC_KEYS)
+                    and (self.embedder is None or np.isfinite(floors["no_motion"]["overall"]["identity"]))):
                 return cached["floors"]
         floors: dict[str, Any] = {}
         for name in ("no_motion", "affine"):
             rows = []
             for pair in self.pairs:
-                ref, drv, ref_lm, drv_lm = self._frames(pair)
+                ref, _, ref_lm, drv_lm = self._frames(pair)
                 out = no_motion_floor(ref) if name == "no_motion" else affine_floor(ref, ref_lm, drv_lm)
-                rows.append(frame_metrics(out, drv, drv_lm, self.detect(out)))
+                rows.append(self._metrics(out, pair))
             floors[name] = self._summarise(rows)
         floors["teacher_keypoints"] = self.teacher_keypoint_spread()
         if cache_path is not None:
@@ -204,8 +238,7 @@ class Validator:
             outputs = to_uint8(generated.image)
             kp_all.append(generated.kp_drv.float().cpu())
             for i, pair in enumerate(chunk):
-                _, drv, _, drv_lm = self._frames(pair)
-                rows.append(frame_metrics(outputs[i], drv, drv_lm, self.detect(outputs[i])))
+                rows.append(self._metrics(outputs[i], pair))
             take = max(0, self.grid_rows - len(grid_parts["ref"]))
             for i in range(min(take, len(chunk))):
                 grid_parts["ref"].append(to_uint8(batch.ref[i:i + 1])[0])
