@@ -47,6 +47,10 @@ class ModelConfig:
     expression_spatial_channels: int = 0  # 0: H regresses δ from globally pooled features only (weights
     # shipped before this field). > 0: plus a residual head over H's deep map at pose_input_size/16 with its
     # spatial layout kept (1×1 conv to this many channels, flatten, linear): lips and eyelids are local.
+    enhancement_size: int = 0  # 0: motion only. > 0: G also reads the enhancement layer, the driving face crop at
+    # this side (coded by a real video codec, codec.enhancement), through a zero-initialised branch
+    # (codec/model/enhancement_branch.py); without the picture it renders from motion alone.
+    enhancement_channels: int = 32  # width of that branch
     landmark_refinement: float = 0.0  # the fraction a the generator was trained to render keypoints refined with
     # (codec/model/landmark_refinement.py): the sender moves each keypoint a of the way to its guidance landmark's
     # motion. 0: not trained for it, nothing is refined. Not part of the architecture.
@@ -72,10 +76,15 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     # Real time on 2 CPU cores at 256²: 2D motion field at 32², dense 3x3 convs (trainable on a CPU).
     "cpu": ModelConfig(expression_spatial_channels=16),
+    # The cpu preset with the enhancement branch for a 48² picture (grown from cpu weights: same outputs without it).
+    "cpu-enh48": ModelConfig(name="cpu-enh48", expression_spatial_channels=16, enhancement_size=48),
     # Tiny, for tests only.
     "tiny": ModelConfig(name="tiny", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
                         skip_channels=8, motion_size=16, motion_width=16, decoder_blocks=1,
                         expression_spatial_channels=4),
+    "tiny-enh": ModelConfig(name="tiny-enh", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
+                            skip_channels=8, motion_size=16, motion_width=16, decoder_blocks=1,
+                            expression_spatial_channels=4, enhancement_size=16, enhancement_channels=8),
     # Tiny 3D-volume pipeline, for tests only.
     "tiny-3d": ModelConfig(name="tiny-3d", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
                            skip_channels=8, motion_size=16, motion_width=8, decoder_blocks=1, volume_depth=4,

@@ -5,6 +5,9 @@ image. To stay sharp from the first training step on a CPU budget, the output bl
 reference's own pixels warped by the same flow with the decoded RGB, by a decoded per-pixel weight:
 image = α · warp(reference) + (1 - α) · rgb.
 
+With an enhancement branch (``enhancement_size`` > 0) G also reads the enhancement layer's low-resolution
+picture of the driving frame when it is there (``codec/model/enhancement_branch.py``).
+
 In the 3D form (``volume_depth`` > 0) the features are a (Cv, D, S/4, S/4) volume warped by the 3D
 flow, then projected to 2D as in the paper: depth folded into channels and a 1×1 conv.
 """
@@ -17,6 +20,7 @@ from torch import nn
 
 from codec.model.blocks import ResBlock
 from codec.model.config import ModelConfig
+from codec.model.enhancement_branch import EnhancementBranch
 from codec.model.motion_field_3d import warp_volume
 
 
@@ -41,11 +45,14 @@ class Generator(nn.Module):
         self.up2 = nn.Sequential(nn.Conv2d(up, 4 * 4, 3, 1, 1), nn.PixelShuffle(2))  # S, 4 channels
         with torch.no_grad():
             self.up2[0].bias.view(4, 4)[3].fill_(2.0)  # α starts near 0.9: mostly warped reference pixels
+        self.enhancement = EnhancementBranch(config, up) if config.enhancement_size else None
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, flow: torch.Tensor,
-                occlusion: torch.Tensor, flow_3d: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                occlusion: torch.Tensor, flow_3d: torch.Tensor | None = None, enhancement: torch.Tensor | None = None,
+                enhancement_present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """features (B, C, S/4, S/4) or a volume (B, Cv, D, S/4, S/4) with flow_3d (B, D, S/4, S/4, 3);
-        skip (B, Cs, S/2, S/2), image (B, 3, S, S) reference; flow (B, S/4, S/4, 2); occlusion (B, 1, m, m)
+        skip (B, Cs, S/2, S/2), image (B, 3, S, S) reference; flow (B, S/4, S/4, 2); occlusion (B, 1, m, m);
+        enhancement (B, 3, E, E) in [0, 1] or None, enhancement_present (B,) 1/0 or None (all present)
         -> image (B, 3, S, S) in [0, 1], warped_reference (B, 3, S, S), alpha (B, 1, S, S)."""
         size = image.shape[-1]
         occ4 = F.interpolate(occlusion, size=features.shape[-2:], mode="bilinear", align_corners=False)
@@ -56,11 +63,22 @@ class Generator(nn.Module):
             warped = self.project(warp_volume(features, flow_3d).flatten(1, 2))  # (B, Cv·D, h, w) -> (B, C, h, w)
         else:
             warped = warp(features, flow)  # (B, C, h, w)
-        x = self.blocks(warped * occ4)
+        warped_image = warp(image, flow)  # (B, 3, S, S)
+        x = warped * occ4
+        extra_skip = None
+        if enhancement is not None:
+            if self.enhancement is None:
+                raise ValueError("this model has no enhancement branch (ModelConfig.enhancement_size = 0): "
+                                 "render without the enhancement picture")
+            extra, extra_skip = self.enhancement(enhancement, warped_image, x.shape[-1], enhancement_present)
+            x = x + extra
+        x = self.blocks(x)
         x = self.up1(x)  # (B, up, S/2, S/2)
+        if extra_skip is not None:
+            x = x + extra_skip
         x = self.fuse(torch.cat([x, warp(skip, flow) * occ2], dim=1))
         out = self.up2(x)  # (B, 4, S, S)
-        warped = warp(image, flow)  # (B, 3, S, S)
+        warped = warped_image
         alpha = torch.sigmoid(out[:, 3:4])
         rgb = torch.sigmoid(out[:, :3])
         assert out.shape[-1] == size

@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from codec.face.regions import LEFT_EYE, MOUTH, RIGHT_EYE
-from codec.model import FaceVid2VidModel, checkpoint
+from codec.model import FaceVid2VidModel, ModelConfig, checkpoint
 from codec.model.loading import pick_precision
 from codec.train import losses
 from codec.train import model_io
@@ -47,6 +47,7 @@ from codec.train.config import (
     config_from_args,
     config_from_dict,
     config_to_dict,
+    parse_qps,
 )
 from codec.train.dataset import PairBatch, PairSampler, PreparedData, SamplerConfig, validation_pairs
 from codec.train.perceptual import VGG19Features, load_vgg19, perceptual_loss
@@ -100,14 +101,17 @@ class Trainer:
         self.device = device
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
-        self.train_data = PreparedData(config.data, "train")
-        self.val_data = PreparedData(config.data, "val")
+        enhancement_size = ModelConfig.preset(config.preset).enhancement_size
+        qps = parse_qps(config.enhancement_qps) if enhancement_size else ()
+        self.train_data = PreparedData(config.data, "train", enhancement_size=enhancement_size, enhancement_qps=qps)
+        self.val_data = PreparedData(config.data, "val", enhancement_size=enhancement_size,
+                                     enhancement_qps=(config.enhancement_val_qp,) if enhancement_size else ())
         if self.train_data.size != self.val_data.size:
             raise ValueError("train and val frames differ in size")
         self.sampler = PairSampler(self.train_data, SamplerConfig(
             batch_size=config.batch_size, first_frame_fraction=config.first_frame_fraction,
             flip_probability=config.flip_probability, brightness=config.color_jitter,
-            contrast=config.color_jitter, saturation=config.color_jitter))
+            contrast=config.color_jitter, saturation=config.color_jitter, enhancement_drop=config.enhancement_drop))
         self.model = model_io.build_generator(config.preset, self.train_data.size, config.landmark_refinement).to(device)
         self.disc = model_io.build_discriminator(self.model).to(device)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
@@ -340,6 +344,9 @@ def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any
     was_training = evaluated.training
     evaluated.eval()
     record, grid = validator.run(lambda batch: model_io.generate(evaluated, batch), trainer.device)
+    if evaluated.config.enhancement_size:  # the same pairs with the enhancement picture at the validation qp
+        enhanced, _ = validator.run(lambda batch: model_io.generate(evaluated, batch, enhanced=True), trainer.device)
+        record["enhanced"] = {"qp": trainer.config.enhancement_val_qp, "overall": enhanced["overall"]}
     evaluated.train(was_training)
     record.update(kind="val", step=step, cpu_hours=trainer.counters.cpu_seconds / 3600,
                   wall_hours=trainer.counters.wall_seconds / 3600, seconds=time.time() - t0,
@@ -366,6 +373,10 @@ def run_validation(trainer: Trainer, validator: Any, log: _Log) -> dict[str, Any
                 record["seconds"], o["face_psnr"], f["face_psnr"], o["ssim"], f["ssim"], o["akd"], f["akd"], o["akd_mouth"],
                 f["akd_mouth"], o["akd_eyes"], f["akd_eyes"], o["mouth_open_error"], f["mouth_open_error"],
                 o["kp_min_distance"], o["kp_collapsed"], why)
+    if "enhanced" in record:
+        e = record["enhanced"]["overall"]
+        logger.info("val step %d with the enhancement picture (qp %d): face PSNR %.2f, PSNR %.2f, SSIM %.3f, AKD %.2f",
+                    step, record["enhanced"]["qp"], e["face_psnr"], e["psnr"], e["ssim"], e["akd"])
     return record
 
 

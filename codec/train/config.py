@@ -28,6 +28,9 @@ class TrainConfig:
     grad_clip: float = 5.0  # generator gradient-norm clip (0 = off)
     landmark_refinement: float = 0.0  # render training frames from driving keypoints moved this fraction of the way to their landmarks' motion, as the sender does (codec/model/landmark_refinement.py); recorded in the model's config
     ema_decay: float = 0.0  # keep a moving average of G's weights, this decay per step (0 = off); validated, saved as best
+    enhancement_drop: float = 0.5  # presets with an enhancement branch: share of training pairs rendered without the picture (motion only)
+    enhancement_qps: str = "40,48,55,63"  # presets with an enhancement branch: the coded pictures' qps drawn from (python -m codec.data enhance)
+    enhancement_val_qp: int = 55  # presets with an enhancement branch: the qp of validation's enhanced pass
     # loss weights
     w_l1: float = 10.0  # multi-scale L1 (pyramid full, 1/2, 1/4, 1/8)
     w_ssim: float = 5.0  # 1 - SSIM
@@ -65,7 +68,7 @@ class TrainConfig:
 RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_minutes", "validate_minutes", "validate_steps", "log_steps",
                        "gan_start_step", "w_gan", "landmark_floor_fraction", "data",
                        "w_landmark_motion", "lr", "schedule_start_step", "warmup_steps", "min_lr_fraction",
-                       "ema_decay", "landmark_refinement", "w_region_l1")
+                       "ema_decay", "landmark_refinement", "w_region_l1", "enhancement_drop")
 
 
 def _help_texts() -> dict[str, str]:
@@ -119,6 +122,19 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     values.setdefault("ema_decay", 0.0)  # runs saved before the weight average existed kept none
     values.setdefault("landmark_refinement", 0.0)  # runs saved before it rendered from H's own keypoints
     values.setdefault("w_region_l1", 0.0)  # runs saved before the eye/mouth term existed trained without it
+    for name in ("enhancement_drop", "enhancement_qps", "enhancement_val_qp"):  # runs saved before the layer existed
+        values.setdefault(name, getattr(TrainConfig, name))
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
     return TrainConfig(**values)
+
+
+def parse_qps(text: str) -> tuple[int, ...]:
+    """"40,48,55" -> (40, 48, 55); ValueError naming the flag on anything else."""
+    try:
+        qps = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--enhancement-qps must be comma-separated integers, got {text!r}") from None
+    if not qps or not all(0 < q <= 63 for q in qps):
+        raise ValueError(f"--enhancement-qps must name qps in 1..63, got {text!r}")
+    return qps

@@ -14,9 +14,10 @@ fraction of pairs use the clip's first usable frame as the reference, as the cod
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ class Clip:
     landmarks: np.ndarray  # (N, 478, 3) float32 crop pixels
     pose: np.ndarray  # (N, 3) float32 yaw/pitch/roll degrees
     usable: np.ndarray  # (M,) int64 indices of frames with face_found
+    enhancement: dict[int, np.ndarray] = field(default_factory=dict)  # qp -> (N, E, E, 3) uint8 decoded pictures
 
     @property
     def first_usable(self) -> int:
@@ -49,10 +51,15 @@ class Clip:
 class PreparedData:
     """The clips of one split of a prepared dataset folder."""
 
-    def __init__(self, root: str | Path, split: str, min_usable_frames: int = 2) -> None:
+    def __init__(self, root: str | Path, split: str, min_usable_frames: int = 2, enhancement_size: int = 0,
+                 enhancement_qps: tuple[int, ...] = ()) -> None:
+        """enhancement_size, enhancement_qps: also load each clip's coded enhancement pictures
+        (clips/<id>/enh<E>_qp<Q>.npy, written by ``python -m codec.data enhance``)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.root = Path(root)
+        self.enhancement_size = enhancement_size
+        self.enhancement_qps = tuple(enhancement_qps) if enhancement_size else ()
         manifest_path = self.root / "manifest.json"
         if not manifest_path.is_file():
             raise FileNotFoundError(
@@ -103,7 +110,19 @@ class PreparedData:
             raise ValueError(f"{folder}/frames.npy has dtype {frames.dtype}, expected uint8")
         finite = np.isfinite(landmarks).all(axis=(1, 2)) & np.isfinite(pose).all(axis=1)
         usable = np.flatnonzero(face_found & finite).astype(np.int64)
-        return Clip(str(entry["id"]), str(entry["person"]), str(entry["split"]), frames, landmarks, pose, usable)
+        enhancement = {}
+        for qp in self.enhancement_qps:
+            path = folder / f"enh{self.enhancement_size}_qp{qp}.npy"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: run python -m codec.data enhance --data {self.root} "
+                                        f"--size {self.enhancement_size} " + " ".join(f"--qp {q}" for q in self.enhancement_qps))
+            pictures = np.load(path, mmap_mode="r")
+            want = (frames.shape[0], self.enhancement_size, self.enhancement_size, 3)
+            if pictures.shape != want or pictures.dtype != np.uint8:
+                raise ValueError(f"{path} holds {pictures.dtype} {pictures.shape}, expected uint8 {want}")
+            enhancement[qp] = pictures
+        return Clip(str(entry["id"]), str(entry["person"]), str(entry["split"]), frames, landmarks, pose, usable,
+                    enhancement)
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,6 +133,8 @@ class PairBatch:
     ref_landmarks, drv_landmarks: (B, 478, 2) float32 in normalised image coordinates [-1, 1]
         (x / S * 2 - 1, the grid_sample convention with align_corners=False).
     ref_pose, drv_pose: (B, 3) float32 yaw/pitch/roll degrees.
+    enhancement: (B, 3, E, E) float32 in [0, 1], the driving frame as the enhancement layer's receiver decodes it
+        (None: the data has none); enhancement_present: (B,) float32 1/0, whether each sample renders with it.
     """
 
     ref: torch.Tensor
@@ -122,10 +143,20 @@ class PairBatch:
     drv_landmarks: torch.Tensor
     ref_pose: torch.Tensor
     drv_pose: torch.Tensor
+    enhancement: torch.Tensor | None = None
+    enhancement_present: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> PairBatch:
-        return PairBatch(*(getattr(self, f).to(device) for f in
-                           ("ref", "drv", "ref_landmarks", "drv_landmarks", "ref_pose", "drv_pose")))
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return PairBatch(*(move(getattr(self, f)) for f in
+                           ("ref", "drv", "ref_landmarks", "drv_landmarks", "ref_pose", "drv_pose", "enhancement",
+                            "enhancement_present")))  # type: ignore[arg-type]
+
+    def without_enhancement(self) -> PairBatch:
+        """The same pairs rendered from motion alone."""
+        return dataclasses.replace(self, enhancement=None, enhancement_present=None)
 
     @property
     def size(self) -> int:
@@ -142,6 +173,8 @@ class SamplerConfig:
     brightness: float = 0.1  # colour jitter, identical for both frames of a pair: factor in 1 ± this
     contrast: float = 0.1
     saturation: float = 0.1
+    enhancement_drop: float = 0.5  # share of pairs rendered without the enhancement picture (when the data has one)
+    enhancement_qp: int | None = None  # the pictures' qp (None: drawn per pair from the data's)
 
 
 def normalize_landmarks(landmarks_px: np.ndarray, size: int) -> np.ndarray:
@@ -220,12 +253,25 @@ class PairSampler:
         """Build a batch from (clip, ref frame, drv frame) triples; augmentation needs ``rng``."""
         size = self.data.size
         ref_img, drv_img, ref_lm, drv_lm, ref_pose, drv_pose = [], [], [], [], [], []
+        pictures: list[np.ndarray] = []
+        qps = self.data.enhancement_qps
         for clip_index, ref, drv in indices:
             clip = self.data.clips[clip_index]
             pair = [(clip.frames[ref], clip.landmarks[ref], clip.pose[ref]),
                     (clip.frames[drv], clip.landmarks[drv], clip.pose[drv])]
+            picture = None
+            if qps:
+                qp = self.config.enhancement_qp
+                if qp is None:
+                    qp = int(rng.choice(qps)) if rng is not None else qps[len(qps) // 2]
+                if qp not in clip.enhancement:
+                    raise ValueError(f"no enhancement pictures at qp {qp} for clip {clip.clip_id}; loaded: {sorted(clip.enhancement)}")
+                picture = clip.enhancement[qp][drv]
             if augment and rng is not None and rng.random() < self.config.flip_probability:
                 pair = [(f[:, ::-1], flip_landmarks(lm, size), flip_pose(p)) for f, lm, p in pair]
+                picture = None if picture is None else picture[:, ::-1]
+            if picture is not None:
+                pictures.append(np.ascontiguousarray(picture))
             (fr, lr, pr), (fd, ld, pd) = pair
             ref_img.append(np.ascontiguousarray(fr))
             drv_img.append(np.ascontiguousarray(fd))
@@ -234,8 +280,16 @@ class PairSampler:
             ref_pose.append(np.asarray(pr, np.float32))
             drv_pose.append(np.asarray(pd, np.float32))
         ref_t, drv_t = to_tensor_images(np.stack(ref_img)), to_tensor_images(np.stack(drv_img))
+        enh_t = to_tensor_images(np.stack(pictures)) if pictures else None
         if augment and rng is not None:
-            ref_t, drv_t = color_jitter([ref_t, drv_t], rng, self.config)
+            ref_t, drv_t, *rest = color_jitter([ref_t, drv_t] + ([enh_t] if enh_t is not None else []), rng, self.config)
+            enh_t = rest[0] if rest else None
+        present = None
+        if enh_t is not None:
+            keep = np.ones(len(indices), np.float32)
+            if augment and rng is not None:
+                keep = (rng.random(len(indices)) >= self.config.enhancement_drop).astype(np.float32)
+            present = torch.from_numpy(keep)
         return PairBatch(
             ref=ref_t,
             drv=drv_t,
@@ -243,6 +297,8 @@ class PairSampler:
             drv_landmarks=torch.from_numpy(np.stack(drv_lm)),
             ref_pose=torch.from_numpy(np.stack(ref_pose)),
             drv_pose=torch.from_numpy(np.stack(drv_pose)),
+            enhancement=enh_t,
+            enhancement_present=present,
         )
 
 

@@ -67,13 +67,16 @@ def _forward(model: FaceVid2VidModel, batch: PairBatch) -> dict[str, Any]:
     """The model's forward pass, rendered from the keypoints the sender would transmit: refined towards the
     landmarks' motion (reference frame = anchor) when the model is trained for it. ``kp_drv`` stays H's own."""
     fraction = model.config.landmark_refinement
+    extra: dict[str, Any] = {}  # the enhancement picture, for a model with the branch and a batch with pictures
+    if model.config.enhancement_size and batch.enhancement is not None:
+        extra = {"enhancement": batch.enhancement, "enhancement_present": batch.enhancement_present}
     if fraction <= 0:
-        return model(batch.ref, batch.drv)
+        return model(batch.ref, batch.drv, **extra)
     reference = model.encode_reference(batch.ref)
     motion_drv = model.estimate_motion(batch.drv)
     kp_drv, rotation_drv = model.driving_keypoints(reference.kp_canonical, motion_drv)
     kp_render = refine_keypoints(kp_drv, reference.kp, batch.ref_landmarks, batch.drv_landmarks, fraction)
-    out = model.synthesize(reference, kp_render, rotation_drv)
+    out = model.synthesize(reference, kp_render, rotation_drv, **extra)
     return {**out, "kp_canonical": reference.kp_canonical, "kp_ref": reference.kp, "kp_drv": kp_drv,
             "kp_render": kp_render, "motion_ref": reference.motion, "motion_drv": motion_drv}
 
@@ -94,9 +97,10 @@ def image_keypoints(model: FaceVid2VidModel, images: torch.Tensor) -> torch.Tens
     return model.keypoints(images).float()
 
 
-def generate(model: FaceVid2VidModel, batch: PairBatch) -> GeneratedBatch:
-    """Validation's forward pass: as the receiver renders what the sender transmits (refined keypoints drawn)."""
-    out = _forward(model, batch)
+def generate(model: FaceVid2VidModel, batch: PairBatch, enhanced: bool = False) -> GeneratedBatch:
+    """Validation's forward pass: as the receiver renders what the sender transmits (refined keypoints drawn);
+    from motion alone unless ``enhanced`` (then with the batch's enhancement pictures, every sample)."""
+    out = _forward(model, batch if enhanced else batch.without_enhancement())
     return GeneratedBatch(image=out["image"], occlusion=out.get("occlusion"), kp_ref=out["kp_ref"],
                           kp_drv=out.get("kp_render", out["kp_drv"]))
 

@@ -1,0 +1,92 @@
+"""The enhancement branch of G and its training: zero-initialised growth, per-sample presence, the data path
+(coded pictures loaded, flipped and jittered with the driving frame) and a tiny training run that validates
+with and without the picture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from codec.model import FaceVid2VidModel, ModelConfig, checkpoint
+from codec.train.__main__ import main
+from codec.train.dataset import PairSampler, PreparedData, SamplerConfig
+from codec.train.state import read_metadata
+from tests._train_fakes import write_fake_prepared
+
+SIZE, E, QPS = 64, 16, (40, 55)
+
+
+def _write_pictures(root: Path) -> None:
+    """Stand-ins for ``python -m codec.data enhance`` output: the frames at E² (qp 55 a little coarser)."""
+    for folder in (root / "clips").iterdir():
+        frames = np.load(folder / "frames.npy")
+        for qp in QPS:
+            small = np.stack([cv2.resize(f, (E, E), interpolation=cv2.INTER_AREA) for f in frames])
+            if qp == 55:
+                small = (small // 8 * 8).astype(np.uint8)
+            np.save(folder / f"enh{E}_qp{qp}.npy", small)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_fake_prepared(tmp_path_factory.mktemp("enh"), size=SIZE)
+    _write_pictures(root)
+    return root
+
+
+def test_a_grown_branch_computes_what_the_motion_only_model_did() -> None:
+    torch.manual_seed(0)
+    plain = FaceVid2VidModel(ModelConfig.preset("tiny")).eval()
+    grown = FaceVid2VidModel(ModelConfig.preset("tiny-enh")).eval()
+    missing = grown.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("generator.enhancement.") for k in missing)
+    ref, drv, picture = torch.rand(2, 3, SIZE, SIZE), torch.rand(2, 3, SIZE, SIZE), torch.rand(2, 3, E, E)
+    with torch.no_grad():
+        before = plain(ref, drv)["image"]
+        assert torch.equal(grown(ref, drv)["image"], before)
+        assert torch.equal(grown(ref, drv, picture)["image"], before)  # zero-initialised heads
+        for p in grown.generator.enhancement.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # as after training
+        with_picture = grown(ref, drv, picture, torch.tensor([1.0, 0.0]))["image"]
+    assert not torch.allclose(with_picture[0], before[0], atol=1e-4)  # present: the picture counts
+    assert torch.allclose(with_picture[1], before[1], atol=1e-6)  # absent: motion alone, as before
+    with pytest.raises(ValueError, match="no enhancement branch"):
+        plain(ref, drv, picture)
+
+
+def test_pairs_carry_the_driving_frames_picture_flipped_and_jittered_with_it(data: Path) -> None:
+    prepared = PreparedData(data, "train", enhancement_size=E, enhancement_qps=QPS)
+    sampler = PairSampler(prepared, SamplerConfig(batch_size=6, enhancement_drop=0.5, flip_probability=1.0,
+                                                  brightness=0.0, contrast=0.0, saturation=0.0))
+    indices = sampler.draw_indices(np.random.default_rng(1))
+    batch = sampler.make_batch(indices, np.random.default_rng(2), augment=True)
+    assert batch.enhancement is not None and batch.enhancement.shape == (6, 3, E, E)
+    assert batch.enhancement_present is not None and set(batch.enhancement_present.tolist()) <= {0.0, 1.0}
+    small_drv = torch.nn.functional.interpolate(batch.drv, size=(E, E), mode="area")
+    assert (batch.enhancement - small_drv).abs().mean() < 0.06  # the (flipped) driving frame, not the reference
+    fixed = PairSampler(prepared, SamplerConfig(batch_size=6, enhancement_qp=40)).make_batch(indices)
+    assert fixed.enhancement_present is not None and bool(fixed.enhancement_present.all())  # validation: all present
+    assert fixed.without_enhancement().enhancement is None
+    with pytest.raises(FileNotFoundError, match="python -m codec.data enhance"):
+        PreparedData(data, "train", enhancement_size=E, enhancement_qps=(63,))
+
+
+def test_tiny_enhancement_run_grows_from_a_model_file_and_validates_both_ways(data: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = tmp_path / "tiny.safetensors"
+    checkpoint.save(FaceVid2VidModel(ModelConfig.preset("tiny")), source, metadata={"step": "10"})
+    run = tmp_path / "run"
+    args = ["--run", str(run), "--from-model", str(source), "--preset", "tiny-enh", "--data", str(data),
+            "--enhancement-qps", "40,55", "--enhancement-val-qp", "55", "--threads", "1", "--no-progress",
+            "--validation-pairs", "4", "--validate-steps", "2", "--log-steps", "1", "--batch-size", "2",
+            "--max-steps", "20", "--generator-frozen-until-step", "10", "--stop-after-steps", "2"]
+    assert main(args) == 0
+    assert read_metadata(run / "last.safetensors")["step"] == "12"
+    val = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["kind"] == "val"]
+    assert val and all(r["enhanced"]["qp"] == 55 and np.isfinite(r["enhanced"]["overall"]["psnr"]) for r in val)
+    assert json.loads(read_metadata(run / "last.safetensors")["model_config"])["enhancement_size"] == E
