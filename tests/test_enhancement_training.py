@@ -90,3 +90,26 @@ def test_tiny_enhancement_run_grows_from_a_model_file_and_validates_both_ways(da
     val = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["kind"] == "val"]
     assert val and all(r["enhanced"]["qp"] == 55 and np.isfinite(r["enhanced"]["overall"]["psnr"]) for r in val)
     assert json.loads(read_metadata(run / "last.safetensors")["model_config"])["enhancement_size"] == E
+
+
+def test_the_receivers_synthesizer_renders_with_the_picture_or_from_motion_alone() -> None:
+    from codec.model.wrappers import FrameSynthesizer, MotionEncoder
+
+    torch.manual_seed(0)
+    model = FaceVid2VidModel(ModelConfig.preset("tiny-enh")).eval()
+    with torch.no_grad():
+        for p in model.generator.enhancement.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    synthesizer, encoder = FrameSynthesizer(model), MotionEncoder(model)
+    face = (np.random.default_rng(0).random((SIZE, SIZE, 3)) * 255).astype(np.uint8)
+    state = synthesizer.prepare(face)
+    motion = encoder.encode(face)
+    picture = cv2.resize(face, (E, E), interpolation=cv2.INTER_AREA)
+    plain, enhanced = synthesizer.render(state, motion), synthesizer.render(state, motion, enhancement=picture)
+    assert synthesizer.enhancement_size == E and plain.shape == enhanced.shape == (SIZE, SIZE, 3)
+    assert not np.array_equal(plain, enhanced)
+    with pytest.raises(ValueError, match="enhancement picture must be"):
+        synthesizer.render(state, motion, enhancement=picture.astype(np.float32))
+    motion_only = FrameSynthesizer(FaceVid2VidModel(ModelConfig.preset("tiny")).eval())
+    with pytest.raises(ValueError, match="no enhancement branch"):
+        motion_only.render(motion_only.prepare(face), motion, enhancement=picture)

@@ -181,10 +181,19 @@ class FrameSynthesizer(_Wrapper):
             self.cache.save(state)
         return state
 
-    def render(self, state: ReferenceState, motion: MotionParams, view: ViewControl | None = None) -> np.ndarray:
+    @property
+    def enhancement_size(self) -> int:
+        """Side of the enhancement picture the model reads (0: motion only)."""
+        return int(self.model.config.enhancement_size)
+
+    def render(self, state: ReferenceState, motion: MotionParams, view: ViewControl | None = None,
+               enhancement: np.ndarray | None = None) -> np.ndarray:
         """-> (S, S, 3) uint8 RGB frame. Keypoints whose δ is absent (not sent at a low K) keep the reference's own
         δ: those parts hold the reference's expression and follow the head pose (δ = 0 instead would pull them to
-        the canonical face: measured on 120 validation pairs at K = 0, 4.5 dB lower whole-frame PSNR)."""
+        the canonical face: measured on 120 validation pairs at K = 0, 4.5 dB lower whole-frame PSNR).
+
+        enhancement: (E, E, 3) uint8, the enhancement layer's decoded picture of this frame, for a model with the
+        branch (``enhancement_size``); None renders from motion alone (a missing, late or lost layer)."""
         if state.model_id != self.model_id:
             raise ValueError(f"reference state was prepared with model {state.model_id}, this synthesizer runs {self.model_id}")
         if motion.num_keypoints != self.num_keypoints:
@@ -197,9 +206,15 @@ class FrameSynthesizer(_Wrapper):
         translation = torch.tensor(motion.translation, device=dev)[None]  # (1, 3)
         expression = np.where(motion.present[:, None], motion.expression, state.motion.expression)  # (K, 3)
         expression = torch.tensor(expression, dtype=torch.float32, device=dev)[None]  # (1, K, 3)
+        extra = {}
+        if enhancement is not None:
+            size = self.enhancement_size
+            if not size:
+                raise ValueError(f"model {self.model_id} has no enhancement branch: render without the picture")
+            extra["enhancement"] = _to_tensor(enhancement, size, dev, "enhancement picture")  # (1, 3, E, E)
         with torch.inference_mode(), self._autocast():
             kp_drv = transform_keypoints_torch(state.features.kp_canonical, rotation, translation, expression)
-            out = self.model.synthesize(state.features, kp_drv, rotation)
+            out = self.model.synthesize(state.features, kp_drv, rotation, **extra)
         image = out["image"][0].float().clamp(0, 1).mul(255).round().byte()  # (3, S, S)
         return image.permute(1, 2, 0).cpu().numpy()
 
