@@ -4,8 +4,9 @@
 
 Encoder: MotionEncoder.encode on a 256² face crop (the sender's per-frame work). Render:
 FrameSynthesizer.render with the reference's state prepared once (the receiver's per-frame work).
-Medians after warm-up; peak resident memory of this process (CPU) or peak CUDA memory. Random
-weights unless --weights is given: the cost does not depend on the weights' values.
+For a preset with the enhancement branch, also the render with the enhancement picture. Medians after
+warm-up; peak resident memory of this process (CPU) or peak CUDA memory. Random weights: the cost does not
+depend on the weights' values.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import statistics
 import time
@@ -68,17 +70,31 @@ def measure_preset(name: str, device: torch.device, runs: int, warmup: int, prec
         "render_ms": _median_ms(lambda: synth.render(state, motion), runs, warmup, sync),
         "prepare_ms": _median_ms(lambda: synth.prepare(face), max(3, runs // 5), 1, sync),
     }
+    if model.config.enhancement_size:
+        e = model.config.enhancement_size
+        picture = rng.integers(0, 256, (e, e, 3), dtype=np.uint8)
+        result["render_enhanced_ms"] = _median_ms(lambda: synth.render(state, motion, enhancement=picture), runs, warmup, sync)
     result["render_fps"] = 1000.0 / result["render_ms"]
     result["peak_memory_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if sync
                                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def add_speed_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("speed", help="encoder and render ms/frame per model preset", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, default=None, help="write results here")
-    p.add_argument("--presets", nargs="+", default=["cpu", "paper-256"], choices=sorted(PRESETS))
+    p.add_argument("--presets", nargs="+", default=["cpu", "cpu-enh48", "paper-256"], choices=sorted(PRESETS))
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
@@ -97,8 +113,14 @@ def run_speed_from_args(args: argparse.Namespace) -> int:
         results[name] = r
         print(f"{name:10s} {r['image_size']}² on {r['device']} ({r['threads']} threads): encode {r['encode_ms']:.1f} ms, "
               f"render {r['render_ms']:.1f} ms ({r['render_fps']:.1f} fps, {r['render_precision']}), prepare {r['prepare_ms']:.0f} ms, "
-              f"{r['params'] / 1e6:.2f} M params, peak {r['peak_memory_mb']:.0f} MB")
-    out = {"machine": {"cpu_count": __import__("os").cpu_count(), "torch": torch.__version__}, "presets": results,
+              f"{r['params'] / 1e6:.2f} M params, peak {r['peak_memory_mb']:.0f} MB"
+              + (f"; with the enhancement picture {r['render_enhanced_ms']:.1f} ms" if "render_enhanced_ms" in r else ""))
+    out = {"machine": {"cpu_count": os.cpu_count(), "cpu": _cpu_name(), "torch": torch.__version__,
+                       "load_average": os.getloadavg()},
+           "method": ("median ms over --runs calls after --warmup calls, one 256² frame per call, random weights (cost "
+                      "does not depend on them): encode = MotionEncoder.encode, render = FrameSynthesizer.render with the "
+                      "reference prepared once, render_enhanced = the same with a 48² enhancement picture"),
+           "presets": results,
            "encode_ms": {k: v["encode_ms"] for k, v in results.items()},
            "render_ms": {k: v["render_ms"] for k, v in results.items()},
            "params": {k: v["params"] for k, v in results.items()}}

@@ -13,9 +13,11 @@ def test_speed_json_fields(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     add_speed_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "speed.json"
-    args = parser.parse_args(["speed", "--presets", "tiny", "--runs", "3", "--warmup", "1", "--json", str(out), "--device", "cpu"])
+    args = parser.parse_args(["speed", "--presets", "tiny", "tiny-enh", "--runs", "3", "--warmup", "1", "--json", str(out), "--device", "cpu"])
     assert run_speed_from_args(args) == 0
     data = json.loads(out.read_text())
     for field in ("encode_ms", "render_ms", "params"):
         assert data[field]["tiny"] > 0
     assert data["presets"]["tiny"]["image_size"] == 64
+    assert data["presets"]["tiny-enh"]["render_enhanced_ms"] > 0 and "render_enhanced_ms" not in data["presets"]["tiny"]
+    assert "median" in data["method"] and data["machine"]["cpu"]
