@@ -16,6 +16,7 @@ from bench.bdrate import pareto_front  # noqa: E402
 
 FLOOR = "no-motion floor"
 OURS = "ours"
+OURS_ENHANCED = "ours+enh"  # the ladder's rungs with the enhancement layer: drawn with ours, as one ladder
 PANELS = (("psnr", "PSNR (dB), whole frame"), ("face_psnr", "PSNR (dB), face region"),
           ("ssim", "SSIM, whole frame"), ("akd", "AKD (px), lower is better"))
 _COLORS = {OURS: "tab:red", "h264": "tab:blue", "vp8": "tab:green", "vp9": "tab:olive", "av1": "tab:purple",
@@ -31,13 +32,16 @@ def plot_rate_quality(
 ) -> None:
     """Write a 2x2 figure (PSNR, face PSNR, SSIM, AKD against ``rate_key``) to ``out_path`` (PNG).
 
-    Video codecs: one line through their sweep. Ours: every operating point as a marker (shape = K,
-    the number of keypoints whose δ is sent), the line through its Pareto front. The no-motion floor:
-    a black point and a dotted line at its quality.
+    Video codecs: one line through their sweep. Ours (motion-only rungs and, when the model has the branch, the
+    enhancement rungs, diamonds): every operating point as a marker (shape = K, the number of keypoints whose δ
+    is sent), a solid line through the Pareto front of the points a call can use at its latency budget (1 frame
+    per packet) and a dashed one through the front of all points (bundles included). The no-motion floor: a
+    black point and a dotted line at its quality.
     """
     families: dict[str, list[Mapping[str, Any]]] = {}
     for point in points:
-        families.setdefault(str(point["codec"]), []).append(point)
+        family = OURS if point["codec"] == OURS_ENHANCED else str(point["codec"])
+        families.setdefault(family, []).append(point)
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     for ax, (metric, label) in zip(axes.ravel(), PANELS):
         higher = metric != "akd"
@@ -56,10 +60,15 @@ def plot_rate_quality(
                 for p, r, v in zip(members, rates, values):
                     if np.isfinite(v) and r > 0:
                         k = int(p.get("params", {}).get("keypoints", -1))
-                        ax.plot(r, v, _K_MARKERS.get(k, "x"), color=color, alpha=0.5, markersize=5)
-                front_r, front_q = pareto_front(rates[ok], values[ok] if higher else -values[ok])
-                ax.plot(front_r, front_q if higher else -front_q, "o-", color=color, linewidth=2, markersize=4,
-                        label="ours (Pareto front)")
+                        marker = "D" if p["codec"] == OURS_ENHANCED else _K_MARKERS.get(k, "x")
+                        ax.plot(r, v, marker, color=color, alpha=0.5, markersize=5)
+                unbundled = ok & np.array([int(p.get("params", {}).get("frames_per_packet", 1)) == 1 for p in members])
+                for mask, style, text in ((ok, "--", "ours, all points (bundles too)"),
+                                          (unbundled, "o-", "ours, 1 frame/packet (within the latency budget)")):
+                    if mask.any():
+                        front_r, front_q = pareto_front(rates[mask], values[mask] if higher else -values[mask])
+                        ax.plot(front_r, front_q if higher else -front_q, style, color=color,
+                                linewidth=2 if style == "o-" else 1, markersize=4, label=text)
                 continue
             order = np.argsort(rates[ok])
             ax.plot(rates[ok][order], values[ok][order], "o-", color=color, markersize=4, label=family)
@@ -71,6 +80,9 @@ def plot_rate_quality(
     for k, marker in _K_MARKERS.items():
         handles.append(plt.Line2D([], [], marker=marker, color=_COLORS[OURS], linestyle="", alpha=0.5))
         labels.append(f"ours K={k}")
+    if any(p["codec"] == OURS_ENHANCED for p in points):
+        handles.append(plt.Line2D([], [], marker="D", color=_COLORS[OURS], linestyle="", alpha=0.5))
+        labels.append("ours + enhancement layer")
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)

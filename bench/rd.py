@@ -4,6 +4,7 @@
     python -m bench rd --people val --json rd.json                  # the validation people instead
     python -m bench rd --clips DIR --json rd.json --plot rd.png     # mp4 files / JPEG folders under DIR
     python -m bench rd --synthetic --json rd.json                   # the embedded synthetic clip
+    python -m bench rd --weights W --json rd.json                   # a model with the enhancement branch: + ours+enh rungs
 
 For each clip: resampled by timestamp to the call's frame rate (``--fps``), reference = its first
 frame with a face, driving = the clip, every frame cropped by the sender's face pipeline. By default
@@ -40,6 +41,7 @@ from bench.clips import crop_clip, find_clips, read_frames
 from bench.codecs.base import BenchClip, Codec, StreamInfo
 from bench.codecs.floor import NoMotionFloor
 from bench.codecs.ours import OursFactory
+from bench.codecs.ours_enhanced import enhanced_sweep
 from bench.codecs.video import AV1_QPS, H264_CRFS, VP8_KBPS, VP9_KBPS, VideoCodec, av1_sweep, codec_available
 from bench.codecs.video import h264_sweep, vp8_sweep, vp9_sweep
 from bench.synthetic_clip import SYNTHETIC_FPS, synthetic_talking_head
@@ -82,6 +84,7 @@ class RdConfig:
     keypoints: tuple[int, ...] = (20, 10, 5, 0)  # ours: K, how many keypoints' δ are sent
     presets: tuple[str, ...] = ("fine", "default", "coarse")  # ours: quantizer presets
     frames_per_packet: tuple[int, ...] = (1, 2, 4)  # ours: frames bundled in one data-channel packet
+    enhancement_qps: tuple[int, ...] = (40, 48, 55, 63)  # ours+enh: AV1 qp (1..63) of each enhancement-layer rung, atop ours at K = all, 1 frame/packet (only a model with the enhancement branch)
     h264_crf: tuple[int, ...] = H264_CRFS  # H.264 (libx264 zerolatency) CRF sweep
     vp8_kbps: tuple[int, ...] = VP8_KBPS  # VP8 (libvpx realtime) target-bitrate sweep
     vp9_kbps: tuple[int, ...] = VP9_KBPS  # VP9 (libvpx realtime) target-bitrate sweep
@@ -181,6 +184,7 @@ def validate_config(config: RdConfig) -> None:
         ("--frames-per-packet", config.frames_per_packet, 1, MAX_FRAMES_PER_PACKET),
         ("--h264-crf", config.h264_crf, 0, 51),
         ("--av1-qp", config.av1_qp, 1, 63),
+        ("--enhancement-qps", config.enhancement_qps, 1, 63),
         ("--vp8-kbps", config.vp8_kbps, 1, 100_000),
         ("--vp9-kbps", config.vp9_kbps, 1, 100_000),
     )
@@ -270,10 +274,14 @@ def load_clips(config: RdConfig, progress: Callable[[str], None]) -> tuple[list[
 
 
 def build_codecs(config: RdConfig, ours: OursFactory | None) -> list[Codec]:
-    """Every operating point of the run, ours first, the no-motion floor last."""
+    """Every operating point of the run, ours first (then ours with the enhancement layer), the no-motion floor last."""
     codecs: list[Codec] = []
     if "ours" in config.codecs and ours is not None:
         codecs += ours.sweep(config.keypoints, config.presets, config.frames_per_packet)
+        if config.enhancement_qps and ours.enhancement_size > 0:
+            codecs += enhanced_sweep(ours, config.enhancement_qps)
+        elif config.enhancement_qps:
+            logger.info("the model has no enhancement branch: no enhancement rungs")
     sweeps: dict[str, Callable[[], list[VideoCodec]]] = {
         "h264": lambda: h264_sweep(config.h264_crf),
         "vp8": lambda: vp8_sweep(config.vp8_kbps),

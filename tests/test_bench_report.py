@@ -60,3 +60,15 @@ def test_no_overlap_is_not_a_ratio_at_equal_quality() -> None:
     assert "nearest" not in table and "[all points: " in table
     nearest = nearest_points_table(within)
     assert "| psnr | vp9 | 21.0, 26 dB | 30.0, 28 dB |" in nearest and "h264" not in nearest
+
+
+def test_the_enhancement_rungs_are_part_of_our_ladder_not_a_rival() -> None:
+    from bench.report import OURS_ENHANCED
+
+    points = _points() + [_point(OURS_ENHANCED, r, q) for r, q in ((25, 27), (35, 29))]
+    within = headline(points, latency=LatencyRule(120, 102))
+    assert OURS_ENHANCED not in within["comparisons"]
+    assert [s for s in within["latency"]["ours_points_used"] if s.startswith(OURS_ENHANCED)] == [
+        "ours+enh 25 1f", "ours+enh 35 1f"]
+    vp9 = within["comparisons"]["vp9"]["psnr"]
+    assert vp9["method"] == "bd-rate"  # the upper rungs now reach vp9's quality range

@@ -15,8 +15,9 @@ outputs, so this changes no number):
 - the MotionEncoder's output per frame (it does not depend on K, preset or packing); its time is
   added to every point's encode time;
 - the ReferenceState of each clip's decoded portrait (``prepare``), timed separately;
-- a rendered frame per distinct decoded motion (two points whose decoded motion is identical, e.g.
-  the same K and preset at another frames-per-packet, reuse the render and its measured time).
+- a rendered frame per distinct decoded motion and enhancement picture (two points whose decoded motion
+  is identical, e.g. the same K and preset at another frames-per-packet, reuse the render and its
+  measured time; ``bench.codecs.ours_enhanced`` renders with the enhancement layer's pictures).
 
 Timing: encode = MotionEncoder.encode + the sender's motion smoothing + packetizer push (quantize, code), every frame; decode =
 depacketize + render (+ resize to the crop size if the model renders at another size), over the
@@ -39,7 +40,7 @@ import numpy as np
 
 from bench.codecs.base import BenchClip, Codec, StreamInfo
 from bench.codecs.datachannel import data_channel_wire_bytes
-from bench.codecs.motion_stream import stream_motion
+from bench.codecs.motion_stream import StreamResult, stream_motion
 from bench.codecs.reference import MODEL_ID, MODEL_VERSION, SentReference, send_reference
 from codec.motion import MotionParams
 from codec.quantize import get_preset
@@ -54,9 +55,15 @@ class MotionEncoderLike(Protocol):
 
 
 class FrameSynthesizerLike(Protocol):
+    @property
+    def num_keypoints(self) -> int: ...
+
+    @property
+    def enhancement_size(self) -> int: ...
+
     def prepare(self, ref_rgb: np.ndarray) -> Any: ...
 
-    def render(self, state: Any, motion: MotionParams) -> np.ndarray: ...
+    def render(self, state: Any, motion: MotionParams, *, enhancement: np.ndarray | None = None) -> np.ndarray: ...
 
 
 def _face_mesh() -> Any:
@@ -78,6 +85,16 @@ def motion_digest(motion: MotionParams) -> bytes:
     h.update(np.array([motion.yaw, motion.pitch, motion.roll], np.float64).tobytes())
     for array in (motion.translation, motion.expression, motion.present):
         h.update(np.ascontiguousarray(array).tobytes())
+    return h.digest()
+
+
+def picture_digest(picture: np.ndarray | None) -> bytes:
+    """A content hash of an enhancement picture (b"" for none): with the motion digest, it keys a render."""
+    if picture is None:
+        return b""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(picture.shape).encode())
+    h.update(np.ascontiguousarray(picture).tobytes())
     return h.digest()
 
 
@@ -109,7 +126,8 @@ class OursFactory:
         self.description = dict(description)
         self._encoded: dict[str, _Encoded] = {}
         self._references: dict[str, _Reference] = {}
-        self._renders: dict[tuple[str, bytes], tuple[np.ndarray, float]] = {}
+        self._renders: dict[tuple[str, bytes, bytes], tuple[np.ndarray, float]] = {}
+        self._warmed_up: set[bool] = set()  # render paths warmed up: with an enhancement picture or without
 
     @classmethod
     def load(cls, weights: str | None = None, preset: str | None = None) -> OursFactory:
@@ -135,12 +153,23 @@ class OursFactory:
     def model_version(self) -> str:
         return str(self.description.get("model_version", MODEL_VERSION))
 
+    @property
+    def num_keypoints(self) -> int:
+        """K of the model."""
+        return int(self.synthesizer.num_keypoints)
+
+    @property
+    def enhancement_size(self) -> int:
+        """E: side of the enhancement picture the model reads (0: no enhancement branch, motion only)."""
+        return int(self.synthesizer.enhancement_size)
+
     def describe(self) -> dict[str, Any]:
         out = dict(self.description)
         if self._references:
             out["reference_prepare_ms"] = float(np.mean([r.prepare_ms for r in self._references.values()]))
             out["reference_payload_bytes"] = float(np.mean([r.sent.payload_bytes for r in self._references.values()]))
         out["keypoint_choice"] = "the sender's causal choice (bench.keypoint_choice), revised as each clip goes"
+        out["enhancement_size"] = self.enhancement_size
         return out
 
     def sweep(
@@ -178,13 +207,17 @@ class OursFactory:
             self._references[clip.clip_id] = _Reference(sent, state, prepare_ms)
         return self._references[clip.clip_id]
 
-    def render(self, clip: BenchClip, reference: _Reference, motion: MotionParams) -> tuple[np.ndarray, float]:
-        key = (clip.clip_id, motion_digest(motion))
+    def render(self, clip: BenchClip, reference: _Reference, motion: MotionParams,
+               enhancement: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """-> (frame (S, S, 3) uint8, render ms); enhancement: (E, E, 3) uint8 decoded picture, or None (motion only)."""
+        key = (clip.clip_id, motion_digest(motion), picture_digest(enhancement))
         if key not in self._renders:
-            if not self._renders:
-                self.synthesizer.render(reference.state, motion)  # warm-up
+            extra = {} if enhancement is None else {"enhancement": enhancement}
+            if (enhancement is not None) not in self._warmed_up:
+                self.synthesizer.render(reference.state, motion, **extra)  # warm-up (of this path)
+                self._warmed_up.add(enhancement is not None)
             start = time.perf_counter()
-            image = np.asarray(self.synthesizer.render(reference.state, motion))
+            image = np.asarray(self.synthesizer.render(reference.state, motion, **extra))
             if image.shape[:2] != (clip.size, clip.size):
                 image = cv2.resize(image, (clip.size, clip.size), interpolation=cv2.INTER_LINEAR)
             elapsed = (time.perf_counter() - start) * 1e3
@@ -216,12 +249,11 @@ class OursCodec(Codec):
             "frames_per_packet": self.frames_per_packet,
         }
 
-    def run(self, clip: BenchClip, shown: np.ndarray | None = None) -> tuple[StreamInfo, np.ndarray]:
-        idx = self.shown_indices(clip, shown)
+    def stream(self, clip: BenchClip) -> StreamResult:
+        """The clip's motion (frames 1..N-1) through packetizer -> channel -> depacketizer at this point."""
         encoded = self.factory.encoded(clip)
-        reference = self.factory.reference(clip)
         model_k = encoded.motions[0].num_keypoints
-        stream = stream_motion(
+        return stream_motion(
             encoded.motions,
             clip.fps,
             self.preset.preset_id,
@@ -229,6 +261,12 @@ class OursCodec(Codec):
             None if self.keypoints >= model_k else self.keypoints,
             encoded.expression_baseline,
         )
+
+    def run(self, clip: BenchClip, shown: np.ndarray | None = None) -> tuple[StreamInfo, np.ndarray]:
+        idx = self.shown_indices(clip, shown)
+        encoded = self.factory.encoded(clip)
+        reference = self.factory.reference(clip)
+        stream = self.stream(clip)
         reconstruction = np.empty((idx.size,) + clip.frames.shape[1:], np.uint8)
         decode_ms = np.array(stream.unpack_ms, dtype=np.float64)[idx]
         for j, i in enumerate(idx):

@@ -1,0 +1,188 @@
+"""Our codec with the enhancement layer in the benchmark: the motion plus the face crop at E×E through SVT-AV1.
+
+Operating points ("rungs"): the enhancement layer's AV1 qp, atop the motion exactly as ``OursCodec``
+sends it at K = all (the model's K), one quantizer preset and 1 frame per packet. Only for a model
+with the enhancement branch (``ModelConfig.enhancement_size`` = E > 0).
+
+The enhancement layer: every crop of the clip (frames 0..N-1) area-downscaled to E×E
+(``codec.enhancement.lowres_codec.downscale``) and coded by one ``LowResEncoder`` stream at the
+rung's qp; frame 0 (the reference) is sent too, so that the AV1 stream opens with a key frame. The
+channel loses nothing: every picture is decoded in order by one ``LowResDecoder``, and each scored
+frame renders from its decoded motion and its decoded picture.
+
+Transport (the call's frame bundle, version 1, ``codec.enhancement.bundle``): each frame's
+enhancement bytes ride in the same data-channel message as that frame's motion packet (aiortc does
+not bundle SCTP chunks, so a message of its own would cost another 93 B of headers)::
+
+    u8      0xB1
+    varint  L (LEB128), then L bytes: the motion packet
+    u8      flags (bit 0: the picture is an AV1 key frame)
+    varint  M (LEB128), then M bytes: the enhancement packet
+
+so a frame costs ``data_channel_wire_bytes(frame_bundle_bytes(L, M))`` on the wire. Stream start:
+the reference portrait's message plus frame 0's picture (the key frame), counted as one more message
+framed like a bundle with an empty motion part (L = 0). The call sends no picture of the reference:
+its first key picture rides with the first driving frame's motion (``pack_bundle`` needs L ≥ 1), so
+there frame 1's picture is the key frame; either way the key frame is paid once per stream, which the
+report amortizes over the call. Payload = motion bytes + enhancement bytes (the bundle's framing
+counts only on the wire).
+
+Timing: encode adds downscale + ``LowResEncoder.encode`` per driving frame (frame 0's encode opens
+the encoder and is its warm-up, not timed into the driving frames); decode adds
+``LowResDecoder.decode`` per scored frame; the render with the picture is timed like ours'.
+What is computed once and shared between rungs: the coded and decoded pictures per (clip, qp)
+(``EnhancementLayer``), and, as for ours, a render per distinct (decoded motion, decoded picture)
+(``OursFactory.render``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.codecs.base import BenchClip, StreamInfo
+from bench.codecs.datachannel import data_channel_packets, data_channel_wire_bytes
+from bench.codecs.ours import OursCodec, OursFactory
+from codec.enhancement.lowres_codec import MAX_QP, MIN_QP, LowResDecoder, LowResEncoder, downscale, is_key_frame
+
+ENHANCED_PRESET = "default"  # the motion's quantizer preset under the enhancement rungs
+TRANSPORT = (
+    "frame bundle v1, one data-channel message per frame: 0xB1, varint L, L bytes motion packet, u8 flags "
+    "(bit 0: AV1 key frame), varint M, M bytes enhancement; wire = data_channel_wire_bytes(1 + varint_len(L) + L "
+    "+ 1 + varint_len(M) + M); stream start: reference message + frame 0's key picture as one more message, "
+    "counted as a bundle with L = 0"
+)
+
+
+def varint_len(value: int) -> int:
+    """Bytes of ``value`` as a minimal LEB128 varint (7 bits a byte)."""
+    if value < 0:
+        raise ValueError(f"a varint holds a value ≥ 0, got {value}")
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def frame_bundle_bytes(motion_bytes: int, enhancement_bytes: int) -> int:
+    """Size of one frame bundle (module docstring) carrying a motion packet and an enhancement packet."""
+    return 1 + varint_len(motion_bytes) + motion_bytes + 1 + varint_len(enhancement_bytes) + enhancement_bytes
+
+
+@dataclass(frozen=True, eq=False)
+class CodedEnhancement:
+    """One clip's enhancement stream at one qp, frames 0..N-1 (frame 0: the key frame that opens it).
+
+    sizes: (N,) bytes of each frame's packet; key_frames: (N,) whether it is an AV1 key frame.
+    pictures: (N, E, E, 3) uint8, what the receiver decoded.
+    encode_ms: (N,) downscale + encode (frame 0's includes opening the encoder: the warm-up);
+    decode_ms: (N,) ``LowResDecoder.decode`` (frame 0's includes opening the decoder).
+    """
+
+    sizes: tuple[int, ...]
+    key_frames: tuple[bool, ...]
+    pictures: np.ndarray = field(repr=False)
+    encode_ms: np.ndarray = field(repr=False)
+    decode_ms: np.ndarray = field(repr=False)
+
+
+def code_enhancement(frames: np.ndarray, size: int, qp: int, fps: float) -> CodedEnhancement:
+    """frames: (N, S, S, 3) uint8 crops -> their E×E pictures (E = ``size``) coded by one stream at ``qp``, and
+    decoded in order with no loss."""
+    count = frames.shape[0]
+    sizes, keys = [], []
+    pictures = np.empty((count, size, size, 3), np.uint8)
+    encode_ms, decode_ms = np.zeros(count), np.zeros(count)
+    decoder = LowResDecoder(size)
+    with LowResEncoder(size, qp, fps) as encoder:
+        for i in range(count):
+            start = time.perf_counter()
+            data = encoder.encode(downscale(frames[i], size))  # (E, E, 3) in
+            encode_ms[i] = (time.perf_counter() - start) * 1e3
+            start = time.perf_counter()
+            picture = decoder.decode(data, i)
+            decode_ms[i] = (time.perf_counter() - start) * 1e3
+            if picture is None:
+                raise RuntimeError(f"the enhancement decoder gave no picture for frame {i} of a loss-free stream at qp {qp}")
+            pictures[i] = picture
+            sizes.append(len(data))
+            keys.append(is_key_frame(data))
+    if not keys[0]:
+        raise RuntimeError(f"the enhancement stream at qp {qp} did not open with a key frame")
+    return CodedEnhancement(tuple(sizes), tuple(keys), pictures, encode_ms, decode_ms)
+
+
+class EnhancementLayer:
+    """The enhancement pictures of each clip, coded and decoded once per (clip, qp) and shared by the rungs."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0:
+            raise ValueError(f"the enhancement picture size must be positive, got {size}: the model has no enhancement branch")
+        self.size = size
+        self._coded: dict[tuple[str, int], CodedEnhancement] = {}
+
+    def coded(self, clip: BenchClip, qp: int) -> CodedEnhancement:
+        key = (clip.clip_id, qp)
+        if key not in self._coded:
+            self._coded[key] = code_enhancement(clip.frames, self.size, qp, clip.fps)
+        return self._coded[key]
+
+
+class OursEnhancedCodec(OursCodec):
+    """Our codec at K = all, one quantizer preset, 1 frame per packet, plus the enhancement layer at one AV1 qp."""
+
+    codec = "ours+enh"
+
+    def __init__(self, factory: OursFactory, preset: str, qp: int, layer: EnhancementLayer) -> None:
+        if not MIN_QP <= qp <= MAX_QP:
+            raise ValueError(f"the enhancement qp must be in {MIN_QP}..{MAX_QP}, got {qp}")
+        if layer.size != factory.enhancement_size:
+            raise ValueError(f"the enhancement layer codes {layer.size}² pictures, the model reads "
+                             f"{factory.enhancement_size}²")
+        super().__init__(factory, factory.num_keypoints, preset, 1)
+        self.qp = qp
+        self.layer = layer
+        self.setting = f"{self.setting} enh{layer.size} qp{qp}"
+
+    def params(self) -> dict[str, object]:
+        return {
+            **super().params(),
+            "enhancement_size": self.layer.size,
+            "enhancement_qp": self.qp,
+            "transport": TRANSPORT,
+        }
+
+    def run(self, clip: BenchClip, shown: np.ndarray | None = None) -> tuple[StreamInfo, np.ndarray]:
+        idx = self.shown_indices(clip, shown)
+        encoded = self.factory.encoded(clip)
+        reference = self.factory.reference(clip)
+        stream = self.stream(clip)
+        coded = self.layer.coded(clip, self.qp)
+        if len(stream.packets) != clip.num_driving:
+            raise RuntimeError(f"{len(stream.packets)} motion packets for {clip.num_driving} frames at 1 frame per packet")
+        motion_sizes = stream.packets  # frames 1..N-1, one packet each
+        enhancement_sizes = coded.sizes[1:]
+        messages = [frame_bundle_bytes(m, e) for m, e in zip(motion_sizes, enhancement_sizes)]
+        start_message = frame_bundle_bytes(0, coded.sizes[0])
+        reconstruction = np.empty((idx.size,) + clip.frames.shape[1:], np.uint8)
+        decode_ms = np.array(stream.unpack_ms, dtype=np.float64)[idx] + coded.decode_ms[1:][idx]
+        for j, i in enumerate(idx):
+            image, render_ms = self.factory.render(clip, reference, stream.decoded[i], coded.pictures[i + 1])
+            reconstruction[j] = image
+            decode_ms[j] += render_ms
+        info = StreamInfo(
+            start_payload_bytes=reference.sent.payload_bytes + coded.sizes[0],
+            start_wire_bytes=reference.sent.wire_bytes + data_channel_wire_bytes(start_message),
+            payload_bytes=sum(motion_sizes) + sum(enhancement_sizes),
+            wire_bytes=sum(data_channel_wire_bytes(size) for size in messages),
+            packets=sum(data_channel_packets(size) for size in messages),
+            encode_ms=encoded.encode_ms + stream.pack_ms + coded.encode_ms[1:],
+            decode_ms=decode_ms,
+        )
+        return info, reconstruction
+
+
+def enhanced_sweep(factory: OursFactory, qps: Sequence[int], preset: str = ENHANCED_PRESET) -> list[OursEnhancedCodec]:
+    """One rung per enhancement qp (in the given order), sharing one ``EnhancementLayer``."""
+    layer = EnhancementLayer(factory.enhancement_size)
+    return [OursEnhancedCodec(factory, preset, qp, layer) for qp in qps]
