@@ -11,7 +11,7 @@ import pytest
 
 from bench import rtp
 from bench.codecs.base import BenchClip
-from bench.codecs.video import (VideoCodec, av1_sweep, codec_available, h264_sweep, thread_scheduling_kept, vp8_sweep,
+from bench.codecs.video import (VideoCodec, av1_sweep, codec_available, h264_sweep, vp8_sweep,
                                  vp9_sweep)
 from bench.synthetic_clip import synthetic_talking_head
 
@@ -98,22 +98,3 @@ def test_video_codec_round_trip(codec: VideoCodec, small_clip: BenchClip) -> Non
     assert "zerolatency" in codec.setting or "realtime" in codec.setting or "rtc" in codec.setting
     _, some = codec.run(small_clip, np.array([0, 6]))
     assert np.array_equal(some, reconstruction[[0, 6]])
-
-
-@pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="Linux scheduling policies only")
-def test_thread_scheduling_kept_restores_the_policy() -> None:
-    """Switched inside the block (to SCHED_BATCH: allowed without privileges), restored after it; run
-    on its own thread so that a failure cannot leave the test process changed."""
-    seen: dict[str, int] = {}
-
-    def body() -> None:
-        seen["before"] = os.sched_getscheduler(0)
-        with thread_scheduling_kept():
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-            seen["inside"] = os.sched_getscheduler(0)
-        seen["after"] = os.sched_getscheduler(0)
-
-    worker = threading.Thread(target=body)
-    worker.start()
-    worker.join()
-    assert seen["inside"] == os.SCHED_BATCH and seen["after"] == seen["before"] != os.SCHED_BATCH

@@ -13,10 +13,10 @@ is the warm-up and is not timed. Encoders and decoders run on one thread (``CODE
 libwebrtc runs them at this resolution; with more threads libvpx's VP8 encoder was measured to stall
 for tens of milliseconds per frame whenever the machine's two cores were busy.
 
-SVT-AV1, run as root, switches the thread that opens it to real-time SCHED_FIFO priority 99.
-Everything that thread starts afterwards inherits it (in a test run: the demo's processes and a
-headless Chromium, whose spinning renderers then starved the machine's two cores); so every encoder
-call here is wrapped in ``thread_scheduling_kept``, which puts the calling thread's policy back.
+SVT-AV1, run as root, switches the thread that opens it, and its own worker threads, to real-time
+SCHED_FIFO priority 99 (in a test run: the demo's processes and a headless Chromium, whose spinning
+renderers then starved the machine's two cores); so every encoder call here is wrapped in
+``codec.thread_scheduling.scheduling_kept``, which puts them back to normal scheduling.
 
 A frame the encoder drops (rate control) sends nothing and the receiver keeps showing the previous
 decoded frame, as a WebRTC receiver does.
@@ -24,11 +24,10 @@ decoded frame, as a WebRTC receiver does.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from fractions import Fraction
 from typing import cast
 
@@ -38,6 +37,7 @@ from av.video.codeccontext import VideoCodecContext
 
 from bench import rtp
 from bench.codecs.base import BenchClip, Codec, StreamInfo
+from codec.thread_scheduling import scheduling_kept
 
 logger = logging.getLogger(__name__)
 
@@ -58,22 +58,6 @@ CODEC_THREADS = 1
 _ENCODERS = {"h264": "libx264", "vp8": "libvpx", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
 _DECODERS = {"h264": "h264", "vp8": "vp8", "vp9": "vp9", "av1": "libdav1d"}
 _PAYLOAD_FORMATS = {"h264": rtp.H264, "vp8": rtp.VP8, "vp9": rtp.VP9, "av1": rtp.AV1}
-
-
-@contextlib.contextmanager
-def thread_scheduling_kept() -> Iterator[None]:
-    """Restore the calling thread's scheduling policy and priority after the block, if an encoder
-    changed them (SVT-AV1 run as root makes its caller SCHED_FIFO 99; see the module docstring)."""
-    if not hasattr(os, "sched_getscheduler"):  # not Linux
-        yield
-        return
-    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-    try:
-        yield
-    finally:
-        if os.sched_getscheduler(0) != policy or os.sched_getparam(0) != param:
-            logger.debug("an encoder changed this thread's scheduling policy; restoring it")
-            os.sched_setscheduler(0, policy, param)
 
 
 def codec_available(codec: str) -> bool:
@@ -156,11 +140,11 @@ class VideoCodec(Codec):
             start = time.perf_counter()
             frame = av.VideoFrame.from_ndarray(clip.frames[i], format="rgb24").reformat(format="yuv420p")
             frame.pts = i
-            with thread_scheduling_kept():  # the first call opens the encoder
+            with scheduling_kept():  # the first call opens the encoder
                 packets = encoder.encode(frame)
             encode_ms[i] = (time.perf_counter() - start) * 1e3
             collect(packets)
-        with thread_scheduling_kept():
+        with scheduling_kept():
             late = collect(encoder.encode(None))
         if late:
             logger.warning("%s: %d packets came out only at the end of the stream (not low-delay)", self.name, late)

@@ -37,18 +37,15 @@ enhancement stream, one more per encoded frame (the caller unwraps any wire-form
 
 Without ``seq`` the caller guarantees order and no loss (training-data precomputation).
 
-SVT-AV1, run as root, switches the thread that opens it to real-time SCHED_FIFO priority 99, which
-everything that thread starts afterwards inherits; every encoder call here is wrapped in
-``thread_scheduling_kept``, which puts the calling thread's policy back (a copy of the guard in
-``bench.codecs.video``: ``codec`` does not import ``bench``).
+SVT-AV1, run as root, switches the thread that opens it, and its own workers, to real-time SCHED_FIFO
+priority 99; every encoder call here is wrapped in ``codec.thread_scheduling.scheduling_kept``, which
+puts them back to normal scheduling.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from types import TracebackType
@@ -60,6 +57,7 @@ import numpy as np
 from av.video.codeccontext import VideoCodecContext
 
 from codec.exceptions import BitstreamError
+from codec.thread_scheduling import scheduling_kept
 
 logger = logging.getLogger(__name__)
 
@@ -88,22 +86,6 @@ class EnhancementDecodeError(BitstreamError):
     """An enhancement-layer packet could not be decoded (broken OBU framing, rejected by libdav1d, or
     a picture of the wrong size). The decoder that raised it waits for the next key frame: the caller
     should ask the sender for one (``LowResEncoder.request_key``)."""
-
-
-@contextlib.contextmanager
-def thread_scheduling_kept() -> Iterator[None]:
-    """Restore the calling thread's scheduling policy and priority after the block, if an encoder
-    changed them (SVT-AV1 run as root makes its caller SCHED_FIFO 99; see the module docstring)."""
-    if not hasattr(os, "sched_getscheduler"):  # not Linux
-        yield
-        return
-    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-    try:
-        yield
-    finally:
-        if os.sched_getscheduler(0) != policy or os.sched_getparam(0) != param:
-            logger.debug("the encoder changed this thread's scheduling policy; restoring it")
-            os.sched_setscheduler(0, policy, param)
 
 
 def _check_face(face_rgb: object, min_size: int, name: str = "face_rgb") -> np.ndarray:
@@ -300,7 +282,7 @@ class LowResEncoder:
         want_key = self._pts == 0 or key or self._key_requested
         if want_key and self._pts > 0:
             frame.pict_type = av.video.frame.PictureType.I
-        with thread_scheduling_kept():  # the first call opens the encoder
+        with scheduling_kept():  # the first call opens the encoder
             packets = self._context.encode(frame)
         if len(packets) != 1:
             raise RuntimeError(
@@ -341,7 +323,7 @@ class LowResEncoder:
     def _close_context(self) -> None:
         context, self._context = self._context, None
         if context is not None and self._pts > 0:
-            with thread_scheduling_kept():
+            with scheduling_kept():
                 late = context.encode(None)  # SVT-AV1 complains on stderr when closed without end of stream
             if late:
                 logger.warning("%s returned %d packets only at the end of the stream (not low-delay)", ENCODER, len(late))
