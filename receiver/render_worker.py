@@ -4,6 +4,8 @@
 building a backlog; the skipped output frames are repeated by the sinks). ``call`` runs other
 model work (``prepare`` of a new reference) on the same thread, before any waiting render, and
 returns an awaitable. Finished frames are handed to the event loop with ``call_soon_threadsafe``.
+A job may carry the frame's enhancement picture (``receiver.enhancement``): the synthesizer then
+renders with it, otherwise from motion alone; ``frames_enhanced`` counts the former.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Synthesizer(Protocol):
 
     def render(self, state: Any, motion: MotionParams, view: Any = None) -> np.ndarray: ...
 
+    # A synthesizer with the enhancement branch also has ``enhancement_size`` (E > 0) and takes
+    # ``render(..., enhancement=(E, E, 3) uint8)``; without it, render is only called as above.
+
 
 @dataclass(frozen=True, eq=False)
 class Scene:
@@ -72,23 +77,25 @@ class RenderWorker:
         self._loop = loop
         self._on_frame = on_frame
         self._cond = threading.Condition()
-        self._job: tuple[PlayoutFrame, Scene, float] | None = None
+        self._job: tuple[PlayoutFrame, Scene, float, np.ndarray | None] | None = None
         self._tasks: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="render", daemon=True)
         self.frames_rendered = 0
         self.frames_skipped = 0  # replaced before the thread got to them
         self.render_errors = 0
+        self.frames_enhanced = 0  # rendered with their enhancement picture (the others from motion alone)
         self.render_ms: deque[float] = deque(maxlen=500)
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, frame: PlayoutFrame, scene: Scene) -> None:
+    def submit(self, frame: PlayoutFrame, scene: Scene, enhancement: np.ndarray | None = None) -> None:
+        """Render ``frame`` next (replacing a job still waiting); ``enhancement``: its (E, E, 3) uint8 picture."""
         with self._cond:
             if self._job is not None:
                 self.frames_skipped += 1
-            self._job = (frame, scene, wall_ms())
+            self._job = (frame, scene, wall_ms(), enhancement)
             self._cond.notify()
 
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -124,11 +131,14 @@ class RenderWorker:
                     future.set_exception(exc)
                 continue
             assert job is not None
-            frame, scene, submitted = job
+            frame, scene, submitted, enhancement = job
             start = time.perf_counter()
             try:
                 motion = frame.motion if scene.motion_map is None else scene.motion_map(frame.motion)
-                image = self.synthesizer.render(scene.state, motion, view=scene.view)
+                if enhancement is None:
+                    image = self.synthesizer.render(scene.state, motion, view=scene.view)
+                else:
+                    image = self.synthesizer.render(scene.state, motion, view=scene.view, enhancement=enhancement)  # type: ignore[call-arg]
             except Exception:  # noqa: BLE001 - one bad frame must not end the call
                 self.render_errors += 1
                 logger.exception("render of output frame %d failed", frame.slot)
@@ -136,6 +146,7 @@ class RenderWorker:
             elapsed = (time.perf_counter() - start) * 1000.0
             self.render_ms.append(elapsed)
             self.frames_rendered += 1
+            self.frames_enhanced += enhancement is not None
             rendered = RenderedFrame(frame, image, submitted, wall_ms(), elapsed)
             try:
                 self._loop.call_soon_threadsafe(self._on_frame, rendered)

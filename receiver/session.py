@@ -4,6 +4,10 @@ Per sender (the newest one in the room is the active one): an answering RTCPeerC
 the sender's "motion" (unordered, no retransmit) and "control" (reliable) data channels; a
 MotionDepacketizer; the reference portrait (from its cache, or reassembled from chunks); feedback
 (acks, KEY requests) every ``feedback_interval_ms`` and at once for a KEY request; delay reports.
+With a model that has the enhancement branch the receiver announces ``capabilities`` and accepts
+frame bundles (``codec.enhancement.bundle``) on the motion channel: the motion part goes to the
+depacketizer as usual, the picture to ``receiver.enhancement`` (which asks the sender for a key
+picture when it needs one), and the frame renders with it when it decoded, else from motion alone.
 Per viewer: an offering RTCPeerConnection carrying the synthesized video track and a "control"
 channel (stats, status and rate decisions out; commands and avatar uploads in).
 
@@ -27,11 +31,13 @@ from typing import Any
 import numpy as np
 from aiortc import RTCDataChannel
 
-from codec.bitstream import pack_feedback
+from codec.bitstream import pack_feedback, unpack_header
+from codec.enhancement.bundle import FrameBundle, is_bundle, unpack_bundle
 from codec.exceptions import BitstreamError
 from codec.motion import MotionParams
 from codec.prediction import MotionDepacketizer
 from codec.reference_message import ChunkReassembler, ReferenceMessage, decode_portrait, unpack_reference_message
+from receiver.enhancement import EnhancementReceiver
 from receiver.playout import PlayoutBuffer, PlayoutFrame, unwrap_timestamp_ms
 from receiver.references import ReferenceStore, cache_key
 from receiver.render_worker import RenderedFrame, RenderWorker, Scene, Synthesizer, wall_ms
@@ -96,8 +102,9 @@ class RenderRecord:
 class _SenderLink:
     """The receiving side of one sender."""
 
-    def __init__(self, link: PeerLink) -> None:
+    def __init__(self, link: PeerLink, enhancement_size: int = 0) -> None:
         self.link = link
+        self.enhancement = EnhancementReceiver(enhancement_size)
         self.motion: RTCDataChannel | None = None
         self.control: RTCDataChannel | None = None
         self.depacketizer = MotionDepacketizer()
@@ -227,6 +234,7 @@ class Receiver:
         self._stopped_reason = ""
         self._last_report = 0.0
         self._recent = _RecentRates(RATE_WINDOW_S)
+        self.enhancement_size = int(getattr(synthesizer, "enhancement_size", 0) or 0)  # E of the model's branch (0: none)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -337,7 +345,7 @@ class Receiver:
     # -- the sender -----------------------------------------------------------------------------
     async def _add_sender(self, peer: m.PeerInfo, offer: m.SessionDescription) -> None:
         link = PeerLink(peer, self.signaling, self.config.rtc, "receiver")
-        sender = _SenderLink(link)
+        sender = _SenderLink(link, self.enhancement_size)
         previous = self.active
         self.senders[peer.peer_id] = sender
         self.sender_history.append(sender)
@@ -387,13 +395,20 @@ class Receiver:
             sender.bad_packets += 1
             self._error_reply(sender, "bad_packet", f"motion packets are binary; got text ({sender.bad_packets} rejected)")
             return
+        bundle: FrameBundle | None = None
         try:
-            frames = sender.depacketizer.receive(data)
+            packet = data
+            if is_bundle(data):
+                bundle = unpack_bundle(data)
+                packet = bundle.motion_packet
+            frames = sender.depacketizer.receive(packet)
         except BitstreamError as exc:
             sender.bad_packets += 1
             logger.info("%s: rejected motion packet: %s", sender.link.prefix, exc)
             self._error_reply(sender, "bad_packet", f"{exc} ({sender.bad_packets} rejected)")
             return
+        if bundle is not None:
+            self._on_picture(sender, bundle, packet, now)
         sender.packets += 1
         sender.payload_bytes += len(data)
         if sender.first_packet_ms is None:
@@ -407,6 +422,14 @@ class Receiver:
         if fb is not None and (fb.key_request_after is not None or any(f.key for f in frames)):
             self._send_feedback(sender, force=True)  # KEY requests at once; a KEY acked at once (a fresh reference)
         self._wake.set()
+
+    def _on_picture(self, sender: _SenderLink, bundle: FrameBundle, packet: bytes, now_ms: float) -> None:
+        """The picture of an accepted bundle: decoded and kept for its frame; a key picture asked for when needed."""
+        header = unpack_header(packet)  # parsed once already by the depacketizer: cannot fail here
+        sender.enhancement.receive(bundle, header.stream_id, header.seq, header.num_frames, now_ms)
+        seq = sender.enhancement.key_request_due(now_ms)
+        if seq is not None:
+            sender.send_control(c.EnhancementKey(seq))
 
     def _send_feedback(self, sender: _SenderLink, force: bool = False) -> None:
         fb = sender.depacketizer.feedback()
@@ -469,6 +492,10 @@ class Receiver:
         key = cache_key(hello.content_hash, hello.model_id, hello.model_version)
         sender.key = key
         have = self.store.has(key)
+        if self.enhancement_size:  # only a receiver with the branch says so: others look exactly as before
+            from codec.enhancement.bundle import BUNDLE_MAGIC
+
+            sender.send_control(c.Capabilities(BUNDLE_MAGIC & 0x0F, self.enhancement_size))
         sender.send_control(c.ReferenceStatus(hello.content_hash, have))
         self._event("hello", f"stream {hello.stream_id}, reference {hello.content_hash[:12]} {'cached' if have else 'needed'}")
         if have:
@@ -559,7 +586,13 @@ class Receiver:
             self.frames_without_reference += 1
             return
         assert self._worker is not None
-        self._worker.submit(frame, scene)
+        picture = None
+        sender = self.active
+        if sender is not None and not frame.concealed:
+            picture = sender.enhancement.take(frame.stream_id, frame.seq)
+        if scene.motion_map is not None or scene.view is not None:
+            picture = None  # the picture shows the sender's face in the sender's pose: not for an avatar or another view
+        self._worker.submit(frame, scene, picture)
 
     async def _output_loop(self) -> None:
         while True:
@@ -635,10 +668,28 @@ class Receiver:
             "fps_rendered": None if recent is None else round(recent[2], 1),
             "frames_lost": None if feedback is None else feedback.frames_lost,
             "keypoints_max": getattr(self.synthesizer, "num_keypoints", None),
+            **self._enhancement_stats(sender),
         }
         if sender is not None and sender.rate is not None:
-            out.update(keypoints=sender.rate.keypoints, preset=sender.rate.preset, frames_per_packet=sender.rate.frames_per_packet)
+            out.update(keypoints=sender.rate.keypoints, preset=sender.rate.preset, frames_per_packet=sender.rate.frames_per_packet,
+                       enhancement_qp=sender.rate.enhancement_qp)
         return out
+
+    def _enhancement_stats(self, sender: _SenderLink | None) -> dict[str, int]:
+        """The enhancement layer's counts: pictures of the active sender, frames rendered with/without one."""
+        worker = self._worker
+        rendered = 0 if worker is None else worker.frames_rendered
+        enhanced = 0 if worker is None else worker.frames_enhanced
+        counts = None if sender is None else sender.enhancement.counts()
+        return {
+            "enhancement_received": 0 if counts is None else counts.received,
+            "enhancement_decoded": 0 if counts is None else counts.decoded,
+            "enhancement_dropped": 0 if counts is None else counts.dropped,
+            "enhancement_ignored": 0 if counts is None else counts.ignored,
+            "enhancement_key_requests": 0 if counts is None else counts.key_requests,
+            "frames_rendered_enhanced": enhanced,
+            "frames_rendered_motion_only": rendered - enhanced,
+        }
 
     def report(self) -> dict[str, Any]:
         """The whole call, for --stats-json and the benchmark (times in ms, rates per second of output).
@@ -683,6 +734,12 @@ class Receiver:
             "wire_bytes_received": sum(s.link.counters().wire_bytes_received for s in links),
             "render_errors": 0 if worker is None else worker.render_errors,
             "sink_errors": self.sink_errors,
+            "enhancement_received": sum(s.enhancement.received for s in links),
+            "enhancement_decoded": sum(s.enhancement.decoded for s in links),
+            "enhancement_dropped": sum(s.enhancement.dropped for s in links),
+            "enhancement_ignored": sum(s.enhancement.ignored for s in links),
+            "enhancement_key_requests": sum(s.enhancement.key_requests for s in links),
+            "frames_rendered_enhanced": 0 if worker is None else worker.frames_enhanced,
         }
 
     # -- viewers --------------------------------------------------------------------------------

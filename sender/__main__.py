@@ -3,6 +3,7 @@
     python -m sender --signaling http://127.0.0.1:8080 --room demo                   # built-in trace + portrait
     python -m sender --signaling URL --room R --reference me.jpg --source webcam     # or /dev/video1, clip.mp4, frames/
     python -m sender ... --max-kbps 8 [--keypoints 12] [--frames-per-packet 3] [--ice-server stun:host:3478]
+    python -m sender ... --weights cpu-enh48.safetensors --enhancement-qp 55   # + the enhancement layer (a model with the branch)
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
                              "motion as far as the model was trained for, codec/model/landmark_refinement.py)")
     parser.add_argument("--frames-per-packet", type=int, default=None, help="motion frames per packet, 1-8 (default: adaptive)")
     parser.add_argument("--preset", choices=sorted(PRESETS_BY_NAME), default=None, help="quantizer preset (default: adaptive)")
+    parser.add_argument("--enhancement-qp", type=int, default=None, metavar="QP",
+                        help="also send the face crop at E×E coded by SVT-AV1 at this qp (1-63, higher = fewer bytes) when the "
+                             "model has the enhancement branch, the receiver reads it and the link runs 1 frame per packet "
+                             "(default: motion only)")
     parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
     add_rtc_arguments(parser)
@@ -82,12 +87,15 @@ def create_sender(args: argparse.Namespace) -> Sender:
     )
     config = SenderConfig(
         args.signaling, args.room, args.token, rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
-        frames_per_packet=args.frames_per_packet, preset=args.preset,
+        frames_per_packet=args.frames_per_packet, preset=args.preset, enhancement_qp=args.enhancement_qp,
     )
+    enhancement_size = int(getattr(getattr(getattr(encoder, "model", None), "config", None), "enhancement_size", 0) or 0)
+    if args.enhancement_qp is not None and not enhancement_size:
+        logger.warning("--enhancement-qp: model %s has no enhancement branch; sending motion only", encoder.model_id)
     baseline = None  # the reference's own δ, which the receiver keeps for keypoints not sent
     if hasattr(encoder, "encode"):
         baseline = np.asarray(encoder.encode(portrait).expression)
-    return Sender(config, source, reference, expression_baseline=baseline)
+    return Sender(config, source, reference, expression_baseline=baseline, enhancement_size=enhancement_size)
 
 
 def main(argv: list[str] | None = None) -> int:

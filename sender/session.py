@@ -5,6 +5,12 @@ retransmits: motion packets) and a "control" channel (reliable: hello, reference
 commands, rate decisions); its own MotionPacketizer (stream id random per sender run, below 128 so
 it costs one byte a packet) and BandwidthController. The reference portrait is announced in the hello
 and sent only when the receiver answers that it does not hold it.
+With ``enhancement_qp`` and a model that has the enhancement branch (``enhancement_size`` E > 0), each
+frame's face crop is also coded at E×E by SVT-AV1 (``codec.enhancement.lowres_codec``) and sent in the
+same message as that frame's motion packet (a frame bundle, ``codec.enhancement.bundle``), to a
+receiver that announced ``capabilities`` for it, while the link runs one frame per packet; the
+receiver's ``enhancement_key`` requests make the next picture a key frame. Other receivers, and any
+frame without a face crop, get the plain motion packet.
 Per viewer that asks for the original pictures (it offers a receive-only video transceiver and a
 "control" data channel): an answering RTCPeerConnection carrying ``OriginalVideoTrack`` (VP8), up to
 ``MAX_ORIGINAL_VIEWERS`` at once; the control channel tells the viewer what the pictures are.
@@ -20,6 +26,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,7 +34,9 @@ from typing import Any
 import numpy as np
 from aiortc import RTCDataChannel
 
-from codec.bitstream import unpack_feedback
+from codec.bitstream import seq_newer, unpack_feedback, unpack_header
+from codec.enhancement.bundle import BUNDLE_MAGIC, pack_bundle
+from codec.enhancement.lowres_codec import LowResEncoder, is_key_frame
 from codec.exceptions import BitstreamError
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionPacketizer
 from codec.quantize import get_preset
@@ -67,6 +76,8 @@ class SenderConfig:
     key_interval_frames: int = DEFAULT_KEY_INTERVAL_FRAMES  # periodic KEY packets (0: never)
     wait_for_receiver: bool = True  # start the source once a receiver holds the reference
     ping_interval_s: float = 10.0  # round-trip probes on the control channel
+    enhancement_qp: int | None = None  # send the enhancement layer at this SVT-AV1 qp (1-63; higher = fewer bytes) when
+    # the model has the branch, the receiver reads bundles and the link runs 1 frame per packet (None: motion only)
 
 
 class _ReceiverLink:
@@ -96,6 +107,8 @@ class _ReceiverLink:
         self.first_motion: tuple[float, TransportCounters] | None = None  # (wall ms, counters) at the first motion packet
         self.last_motion: tuple[float, TransportCounters] | None = None  # ... at the last one
         self.decision_log: list[tuple[float, Decision]] = []  # (wall ms, decision)
+        self.capabilities: c.Capabilities | None = None  # what the receiver said it reads (None: nothing optional)
+        self.enhancement = _EnhancementSender()
 
     @property
     def peer_id(self) -> str:
@@ -123,6 +136,53 @@ class _ReceiverLink:
         self.send_control(decision.message())
 
 
+class _EnhancementSender:
+    """The enhancement layer towards one receiver: its SVT-AV1 encoder, key requests and costs."""
+
+    def __init__(self) -> None:
+        self.encoder: LowResEncoder | None = None  # opened on the first picture
+        self.paused = True  # no picture went out for the previous frame: the next one must be a key frame
+        self.last_key_seq: int | None = None  # motion seq of the newest key picture sent
+        self.pictures = 0
+        self.key_pictures = 0
+        self.bytes = 0
+        self.key_requests = 0
+        self.key_requests_ignored = 0  # a key picture after the requested seq was already on its way
+        self.qp: int | None = None  # of the newest picture
+        self.encode_ms: deque[float] = deque(maxlen=500)
+
+    def encode(self, face: np.ndarray, size: int, qp: int, fps: float) -> bytes:
+        if self.encoder is None:
+            self.encoder = LowResEncoder(size, qp, fps)
+        self.encoder.set_qp(qp)
+        self.qp = qp
+        start = time.perf_counter()
+        data: bytes = self.encoder.encode(face, key=self.paused)
+        self.encode_ms.append((time.perf_counter() - start) * 1000.0)
+        self.paused = False
+        return data
+
+    def on_key_request(self, seq: int) -> None:
+        self.key_requests += 1
+        if self.last_key_seq is not None and seq_newer(self.last_key_seq, seq):
+            self.key_requests_ignored += 1
+            return
+        self.paused = True  # the next picture is a key frame
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "pictures": self.pictures, "key_pictures": self.key_pictures, "bytes": self.bytes,
+            "key_requests": self.key_requests, "key_requests_ignored": self.key_requests_ignored,
+            "encode_ms_median": round(float(np.median(self.encode_ms)), 3) if self.encode_ms else None,
+            "qp": self.qp,
+        }
+
+    def close(self) -> None:
+        if self.encoder is not None:
+            self.encoder.close()
+            self.encoder = None
+
+
 class _OriginalViewer:
     """The answering side towards one viewer of the original pictures."""
 
@@ -142,13 +202,18 @@ class Sender:
     def __init__(
         self, config: SenderConfig, source: MotionSource, reference: ReferenceMessage, signaling: Signaling | None = None,
         packet_filter: Callable[[bytes], bytes | None] | None = None, expression_baseline: np.ndarray | None = None,
+        enhancement_size: int = 0,
     ) -> None:
         """``packet_filter``: fault injection for tests and benchmarks; sees every motion packet and
         returns what to send instead (None: drop it). The packetizer still counts it as sent.
         ``expression_baseline``: (K, 3) the reference's own δ (``MotionEncoder.encode`` of the portrait as the receiver
         decodes it): at a low K the receiver keeps it for the keypoints not sent, so the controller sends those whose
-        δ strays from it most."""
+        δ strays from it most.
+        ``enhancement_size``: E of the model's enhancement branch (0: none; ``enhancement_qp`` then has no effect)."""
         self.config = config
+        if config.enhancement_qp is not None and not 1 <= config.enhancement_qp <= 63:
+            raise ValueError(f"enhancement_qp must be an SVT-AV1 qp in 1..63 (higher = fewer bytes), got {config.enhancement_qp!r}")
+        self.enhancement_size = int(enhancement_size)
         self._packet_filter = packet_filter
         self.packets_filtered_out = 0
         self.source = source
@@ -210,6 +275,8 @@ class Sender:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self.source.close()
+            for rx in self.link_history:
+                rx.enhancement.close()
             await close_links([link.link for link in self.links.values()] + [v.link for v in self.viewers.values()])
             await self.signaling.close()
         return reason
@@ -380,6 +447,11 @@ class Sender:
             rx.send_control(c.Pong(msg.t_ms))
         elif isinstance(msg, c.DelayReport):
             rx.controller.on_delay_report(msg)
+        elif isinstance(msg, c.Capabilities):
+            rx.capabilities = msg
+            self._event("capabilities", f"{rx.peer_id}: frame bundle {msg.frame_bundle}, enhancement {msg.enhancement_size}")
+        elif isinstance(msg, c.EnhancementKey):
+            rx.enhancement.on_key_request(msg.seq)
         elif isinstance(msg, c.Command):
             self._on_command(rx, msg)
         elif isinstance(msg, c.ErrorReply):
@@ -450,8 +522,10 @@ class Sender:
         if packet is None:
             return
         assert rx.motion is not None and rx.rung is not None
-        controller.on_packet(now_s, len(packet), rx.packetizer.frames_sent - frames_before, rx.rung)
-        wire_packet: bytes | None = packet if self._packet_filter is None else self._packet_filter(packet)
+        frames_in_packet = rx.packetizer.frames_sent - frames_before
+        message = self._with_picture(rx, frame, packet, frames_in_packet)
+        controller.on_packet(now_s, len(packet), frames_in_packet, rx.rung)
+        wire_packet: bytes | None = message if self._packet_filter is None else self._packet_filter(message)
         if wire_packet is None:
             self.packets_filtered_out += 1
             return
@@ -465,6 +539,37 @@ class Sender:
         if rx.first_motion is None:
             rx.first_motion = sample
         rx.last_motion = sample
+
+    def _layer_on(self, rx: _ReceiverLink) -> bool:
+        """Whether this link gets the enhancement layer now (the conditions of the module docstring)."""
+        caps = rx.capabilities
+        return (
+            self.config.enhancement_qp is not None and self.enhancement_size > 0 and caps is not None
+            and caps.frame_bundle >= BUNDLE_MAGIC & 0x0F and caps.enhancement_size == self.enhancement_size
+            and rx.rung is not None and rx.rung.frames_per_packet == 1
+        )
+
+    def _with_picture(self, rx: _ReceiverLink, frame: MotionFrame, packet: bytes, frames_in_packet: int) -> bytes:
+        """The frame bundle of ``packet`` and this frame's picture when the layer is on, else ``packet`` itself."""
+        layer = rx.enhancement
+        if not self._layer_on(rx) or frame.face is None or frames_in_packet != 1:
+            layer.paused = True
+            return packet
+        assert self.config.enhancement_qp is not None
+        try:
+            picture = layer.encode(frame.face, self.enhancement_size, self.config.enhancement_qp, self.source.fps)
+            key = is_key_frame(picture)
+            message = pack_bundle(packet, picture, key)
+        except (ValueError, RuntimeError) as exc:  # a face crop smaller than E, an SVT-AV1 surprise: motion alone
+            logger.warning("%s: enhancement picture not sent: %s", rx.link.prefix, exc)
+            layer.paused = True
+            return packet
+        if key:
+            layer.key_pictures += 1
+            layer.last_key_seq = unpack_header(packet).seq
+        layer.pictures += 1
+        layer.bytes += len(picture)
+        return message
 
     async def _ping_loop(self) -> None:
         while True:
@@ -488,6 +593,7 @@ class Sender:
                 "wire_bytes_received": counters.wire_bytes_received, "reference_sent": rx.reference_sent,
                 "reference_skipped": rx.reference_skipped, "rtt_ms": rx.rtt_ms, "send_errors": rx.send_errors,
                 "rung": None if rx.rung is None else _rung_dict(rx.rung),
+                "enhancement": rx.enhancement.stats(),
                 "decisions": [
                     {"t_ms": t, **_rung_dict(d.rung), "estimated_kbps": round(d.estimated_kbps, 2), "reason": d.reason}
                     for t, d in rx.decision_log

@@ -51,6 +51,7 @@ class MotionFrame:
     index: int  # frame number in the source (gaps = frames the source skipped)
     motion: MotionParams
     capture_ms: float  # wall-clock ms since the epoch
+    face: np.ndarray | None = None  # (S, S, 3) uint8 the face crop the motion encoder saw (None: no picture, e.g. the trace)
 
     @property
     def capture_ts_ms(self) -> int:
@@ -220,20 +221,22 @@ class VideoSource(MotionSource):
                 capture = self._clock()
                 self._picture = rgb  # one reference swap: read by the event loop for viewers' original stream
                 crop = self._cropper.crop(rgb)
+                face = None
                 if not getattr(crop, "face_found", True):
                     self.faces_missed += 1
                     if last is None:
                         continue
                     motion = last  # no face: hold the last motion
                 else:
-                    motion = self._encoder.encode(crop.image)
+                    face = np.asarray(crop.image)
+                    motion = self._encoder.encode(face)
                     if self._refiner is not None:
                         motion = self._refiner(motion, getattr(crop, "landmarks", None))
                     if self._smooth:
                         smoother = smoother or MotionSmoother(self.fps)
                         motion = smoother(motion)
                 last = motion
-                put(MotionFrame(index, motion, capture))
+                put(MotionFrame(index, motion, capture, face))
         except Exception as exc:  # noqa: BLE001 - a device/decoder/model failure ends the stream with its error
             put(exc)
             return

@@ -100,6 +100,26 @@ class RateDecision:
     max_kbps: float | None
     estimated_kbps: float
     reason: str
+    enhancement_qp: int | None = None  # the enhancement layer's qp on this rung (None: motion only); omitted when None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """receiver -> sender, before ``reference_status``: optional formats it reads. Sent only by a receiver
+    whose model has the enhancement branch; a sender that never gets it sends plain motion packets."""
+
+    TYPE: ClassVar[str] = "capabilities"
+    frame_bundle: int  # the frame-bundle version it reads (codec.enhancement.bundle; 0: none)
+    enhancement_size: int  # E of its model's enhancement branch (0: none)
+
+
+@dataclass(frozen=True)
+class EnhancementKey:
+    """receiver -> sender: its enhancement decoder waits for a key picture (a picture was lost, late or
+    corrupt); the sender makes the next picture it sends after motion frame ``seq`` a key frame."""
+
+    TYPE: ClassVar[str] = "enhancement_key"
+    seq: int  # the newest motion frame sequence number the receiver has seen (16 bits)
 
 
 @dataclass(frozen=True)
@@ -177,21 +197,22 @@ class ErrorReply:
 
 
 ControlMessage: TypeAlias = (
-    Hello | ReferenceStatus | ReferenceReady | Ping | Pong | DelayReport | RateDecision | Command | AvatarChunk
-    | Stats | Status | Ack | ErrorReply
+    Hello | ReferenceStatus | ReferenceReady | Ping | Pong | DelayReport | RateDecision | Capabilities | EnhancementKey
+    | Command | AvatarChunk | Stats | Status | Ack | ErrorReply
 )
 _TYPES: dict[str, type] = {
     cls.TYPE: cls
     for cls in (
-        Hello, ReferenceStatus, ReferenceReady, Ping, Pong, DelayReport, RateDecision, Command, AvatarChunk, Stats, Status, Ack,
-        ErrorReply,
+        Hello, ReferenceStatus, ReferenceReady, Ping, Pong, DelayReport, RateDecision, Capabilities, EnhancementKey, Command,
+        AvatarChunk, Stats, Status, Ack, ErrorReply,
     )
 }
 
 
 def encode_control(msg: ControlMessage) -> str:
     """A control message as JSON text; ControlError if it would exceed ``MAX_CONTROL_BYTES``."""
-    obj = {"type": msg.TYPE, **{k: v for k, v in asdict(msg).items() if v is not None or isinstance(msg, (RateDecision, Stats))}}
+    obj = {"type": msg.TYPE, **{k: v for k, v in asdict(msg).items()
+                                if v is not None or (isinstance(msg, (RateDecision, Stats)) and k != "enhancement_qp")}}
     text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
     if len(text.encode()) > MAX_CONTROL_BYTES:
         raise ControlError(f"{msg.TYPE} message of {len(text.encode())} bytes exceeds {MAX_CONTROL_BYTES}")
@@ -288,7 +309,12 @@ def decode_control(data: str | bytes) -> ControlMessage:
         return RateDecision(
             _integer(obj, "keypoints", 0, 64), _text(obj, "preset", 32), _integer(obj, "frames_per_packet", 1, 64),  # type: ignore[arg-type]
             _number(obj, "max_kbps", 0.0, 1e6, optional=True), _number(obj, "estimated_kbps", 0.0, 1e6), _text(obj, "reason", 256),  # type: ignore[arg-type]
+            None if obj.get("enhancement_qp") is None else _integer(obj, "enhancement_qp", 1, 63),
         )
+    if cls is Capabilities:
+        return Capabilities(_integer(obj, "frame_bundle", 0, 255), _integer(obj, "enhancement_size", 0, 1024))
+    if cls is EnhancementKey:
+        return EnhancementKey(_integer(obj, "seq", 0, 65535))
     if cls is Command:
         max_kbps = _number(obj, "max_kbps", 0.0, 1e5, optional=True)
         avatar = _text(obj, "avatar", 16, optional=True)

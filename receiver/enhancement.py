@@ -1,0 +1,135 @@
+"""The receiver's enhancement layer: decodes the pictures that ride in frame bundles and keeps each with its frame.
+
+One ``EnhancementReceiver`` per sender link. Frame bundles carry one frame each (the sender sends them
+only at one frame per packet), so the picture's position in the AV1 chain is its motion frame's
+sequence number, unwrapped here. ``LowResDecoder`` applies the loss rule: after a gap, a stale or a
+corrupt picture it returns nothing until the next key picture, and the frames in between render from
+motion alone; ``key_request_due`` says when to ask the sender for a key picture (at once, then again
+every ``key_retry_ms`` while still waiting: the key bundle itself may be lost).
+
+    enhancement = EnhancementReceiver(size=48)
+    enhancement.receive(bundle, stream_id, seq, num_frames, now_ms)   # after the motion part was accepted
+    picture = enhancement.take(stream_id, seq)                        # at playout: (E, E, 3) uint8 or None
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from codec.bitstream import SEQ_MODULUS
+from codec.enhancement.bundle import FrameBundle
+from codec.exceptions import BitstreamError
+
+logger = logging.getLogger(__name__)
+
+MAX_KEPT_PICTURES = 128  # decoded pictures waiting for their frame's playout (~5 s at 25 fps; the jitter buffer holds ≤ 0.5 s)
+KEY_RETRY_MS = 300.0
+
+
+@dataclass(frozen=True)
+class EnhancementCounts:
+    """Cumulative counts of one sender link's enhancement pictures."""
+
+    received: int  # pictures that arrived in a bundle whose motion part was accepted
+    decoded: int  # ... that decoded to a picture
+    dropped: int  # ... that did not: waiting for a key picture, stale, corrupt, or in a bundle of more than one frame
+    ignored: int  # ... not decoded because this receiver's model has no enhancement branch
+    key_requests: int  # enhancement_key messages sent
+
+
+class EnhancementReceiver:
+    """See the module docstring. ``size`` = E of the synthesizer's branch; 0 = no branch (pictures are
+    counted and ignored)."""
+
+    def __init__(self, size: int, key_retry_ms: float = KEY_RETRY_MS) -> None:
+        self.size = size
+        self.key_retry_ms = key_retry_ms
+        self._decoder = None
+        if size:
+            from codec.enhancement.lowres_codec import LowResDecoder  # PyAV's codecs only where they are used
+
+            self._decoder = LowResDecoder(size)
+        self._stream_id: int | None = None
+        self._last_ext: int | None = None
+        self._pictures: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._newest_seq: int | None = None
+        self._last_request_ms: float | None = None
+        self.received = self.decoded = self.dropped = self.ignored = self.key_requests = 0
+
+    @property
+    def active(self) -> bool:
+        """True once a bundle arrived (the sender sends the layer)."""
+        return self._stream_id is not None
+
+    @property
+    def needs_key(self) -> bool:
+        """The decoder waits for a key picture (and the sender sends the layer)."""
+        return self._decoder is not None and self.active and self._decoder.needs_key
+
+    def counts(self) -> EnhancementCounts:
+        return EnhancementCounts(self.received, self.decoded, self.dropped, self.ignored, self.key_requests)
+
+    def _unwrap(self, seq: int) -> int:
+        if self._last_ext is None:
+            return seq
+        delta = (seq - self._last_ext) % SEQ_MODULUS
+        if delta >= SEQ_MODULUS // 2:
+            delta -= SEQ_MODULUS
+        return self._last_ext + delta
+
+    def receive(self, bundle: FrameBundle, stream_id: int, seq: int, num_frames: int, now_ms: float) -> np.ndarray | None:
+        """The picture of motion frame ``seq`` of ``stream_id`` (its motion packet already accepted): decoded and
+        kept for ``take``; returns it, or None when it could not be used (counted)."""
+        self.received += 1
+        if self._decoder is None:
+            self.ignored += 1
+            return None
+        if stream_id != self._stream_id:  # a new stream: its chain starts afresh
+            if self._stream_id is not None:
+                logger.info("enhancement stream %d replaces %d: waiting for its key picture", stream_id, self._stream_id)
+            self._stream_id, self._last_ext = stream_id, None
+            self._decoder.reset()
+            self._pictures.clear()
+        ext = self._unwrap(seq)
+        if self._newest_seq is None or self._last_ext is None or ext > self._last_ext:
+            self._newest_seq = seq
+        if num_frames != 1:
+            self.dropped += 1
+            logger.info("a frame bundle carried %d motion frames (the layer needs 1 per packet): its picture is dropped", num_frames)
+            return None
+        try:
+            picture = self._decoder.decode(bundle.picture, ext)
+        except BitstreamError as exc:  # EnhancementDecodeError: the decoder now waits for a key picture
+            self.dropped += 1
+            logger.info("enhancement picture of frame %d dropped: %s", seq, exc)
+            picture = None
+        else:
+            if picture is None:
+                self.dropped += 1
+        self._last_ext = ext if self._last_ext is None else max(self._last_ext, ext)
+        if picture is None:
+            return None
+        self.decoded += 1
+        self._last_request_ms = None  # a later loss asks again at once
+        self._pictures[(stream_id, seq)] = picture
+        while len(self._pictures) > MAX_KEPT_PICTURES:
+            self._pictures.popitem(last=False)
+        return picture
+
+    def take(self, stream_id: int, seq: int) -> np.ndarray | None:
+        """The decoded picture of that frame (16-bit ``seq``), once; None when there is none."""
+        return self._pictures.pop((stream_id, seq % SEQ_MODULUS), None)
+
+    def key_request_due(self, now_ms: float) -> int | None:
+        """The sequence number to put in an ``enhancement_key`` message when one should go now, else None."""
+        if not self.needs_key or self._newest_seq is None:
+            return None
+        if self._last_request_ms is not None and now_ms - self._last_request_ms < self.key_retry_ms:
+            return None
+        self._last_request_ms = now_ms
+        self.key_requests += 1
+        return self._newest_seq

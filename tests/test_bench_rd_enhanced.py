@@ -1,0 +1,146 @@
+"""bench rd's enhancement rungs ("ours+enh"): bytes, wire, pictures, and their place in the sweep, with tiny models."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from bench import report
+from bench.codecs.base import BenchClip
+from bench.codecs.datachannel import data_channel_wire_bytes
+from bench.codecs.ours import OursCodec, OursFactory
+from bench.codecs.ours_enhanced import EnhancementLayer, OursEnhancedCodec, enhanced_sweep, frame_bundle_bytes, varint_len
+from bench.rd import RdConfig, RdInputError, run_rd, validate_config
+from bench.synthetic_clip import synthetic_talking_head
+from codec.enhancement.bundle import pack_bundle
+from codec.enhancement.lowres_codec import LowResEncoder, is_key_frame
+from codec.model.config import ModelConfig
+from codec.model.face_model import FaceVid2VidModel
+from codec.model.wrappers import FrameSynthesizer, MotionEncoder
+
+E = ModelConfig.preset("tiny-enh").enhancement_size  # 16
+K = ModelConfig.preset("tiny-enh").num_keypoints  # 20
+FPS = 25.0
+
+
+def _factory(preset: str, perturb: bool = False) -> OursFactory:
+    torch.manual_seed(0)
+    model = FaceVid2VidModel(ModelConfig.preset(preset)).eval()
+    if perturb:  # a trained branch: its heads are no longer zero
+        with torch.no_grad():
+            for p in model.generator.enhancement.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    return OursFactory(MotionEncoder(model), FrameSynthesizer(model), {"model_id": f"test-{preset}", "model_version": "1"})
+
+
+def _motion_packet(size: int) -> bytes:
+    """Stand-in bytes of a motion packet of ``size`` bytes (its magic first, as pack_bundle checks)."""
+    return b"\xa1" + b"\0" * (size - 1)
+
+
+@pytest.fixture(scope="module")
+def clip() -> BenchClip:
+    return BenchClip("enh", "synthetic", FPS, synthetic_talking_head(8, 64))
+
+
+@pytest.fixture(scope="module")
+def zero_branch() -> OursFactory:
+    return _factory("tiny-enh")
+
+
+@pytest.fixture(scope="module")
+def trained_branch() -> OursFactory:
+    return _factory("tiny-enh", perturb=True)
+
+
+def test_varint_and_bundle_sizes() -> None:
+    assert [varint_len(v) for v in (0, 1, 127, 128, 16383, 16384)] == [1, 1, 1, 2, 2, 3]
+    assert frame_bundle_bytes(12, 1) == len(pack_bundle(_motion_packet(12), b"e", False)) == 12 + 1 + 4
+    assert frame_bundle_bytes(30, 200) == len(pack_bundle(_motion_packet(30), b"e" * 200, True)) == 30 + 200 + 5
+    assert frame_bundle_bytes(0, 300) == 1 + 1 + 1 + 2 + 300  # the stream start's key picture: no motion part
+    with pytest.raises(ValueError, match="got -1"):
+        varint_len(-1)
+
+
+def test_enhanced_point_sends_motion_and_pictures_in_one_bundle_per_frame(zero_branch: OursFactory, clip: BenchClip) -> None:
+    codec = OursEnhancedCodec(zero_branch, "default", 40, EnhancementLayer(E))
+    motion_only = OursCodec(zero_branch, K, "default", 1)
+    info, reconstruction = codec.run(clip)
+    motion_info, _ = motion_only.run(clip)
+    with LowResEncoder(E, 40, FPS) as encoder:  # the same stream, coded afresh
+        pictures = [encoder.encode(frame) for frame in clip.frames]
+    motion = motion_only.stream(clip).packets
+    assert len(motion) == clip.num_driving
+    assert info.payload_bytes == motion_info.payload_bytes + sum(len(p) for p in pictures[1:])
+    assert info.start_payload_bytes == motion_info.start_payload_bytes + len(pictures[0])
+    bundles = [pack_bundle(_motion_packet(m), p, is_key_frame(p)) for m, p in zip(motion, pictures[1:])]  # frames 1..N-1
+    assert info.wire_bytes == sum(data_channel_wire_bytes(len(b)) for b in bundles)
+    key_bytes = len(pictures[0])
+    assert 0 < key_bytes < 128 * 128
+    start_message = 1 + 1 + 1 + (1 if key_bytes < 128 else 2) + key_bytes  # 0xB1, varint L = 0, flags, varint M, picture
+    assert info.start_wire_bytes == motion_info.start_wire_bytes + data_channel_wire_bytes(start_message)
+    assert info.packets == clip.num_driving
+    assert info.encode_ms.shape == (clip.num_driving,) and np.all(info.encode_ms > zero_branch.encoded(clip).encode_ms)
+    assert info.decode_ms.shape == (clip.num_driving,) and reconstruction.shape == (clip.num_driving, 64, 64, 3)
+    assert codec.name == f"ours+enh K={K} default 1f/packet enh{E} qp40"
+    params = codec.params()
+    assert params["frames_per_packet"] == 1 and params["enhancement_qp"] == 40 and params["enhancement_size"] == E
+    assert "frame bundle v1" in str(params["transport"])
+
+
+def test_zero_heads_render_as_motion_only_a_trained_branch_does_not(
+    zero_branch: OursFactory, trained_branch: OursFactory, clip: BenchClip
+) -> None:
+    shown = np.array([0, 3, 6])
+    for factory, same in ((zero_branch, True), (trained_branch, False)):
+        (codec,) = enhanced_sweep(factory, (40,))
+        _, enhanced = codec.run(clip, shown)
+        _, plain = OursCodec(factory, K, "default", 1).run(clip, shown)
+        assert enhanced.shape == plain.shape == (3, 64, 64, 3)
+        assert np.array_equal(enhanced, plain) is same
+
+
+def test_lower_qp_costs_more_bytes(zero_branch: OursFactory, clip: BenchClip) -> None:
+    fine, coarse = (codec.run(clip, np.array([0]))[0] for codec in enhanced_sweep(zero_branch, (20, 63)))
+    assert fine.payload_bytes > coarse.payload_bytes and fine.start_payload_bytes > coarse.start_payload_bytes
+    assert fine.wire_bytes >= coarse.wire_bytes
+
+
+def test_a_motion_only_model_has_no_rungs_and_qps_are_checked() -> None:
+    with pytest.raises(ValueError, match="no enhancement branch"):
+        enhanced_sweep(_factory("tiny"), (40,))
+    for bad in ((0,), (40, 64)):
+        with pytest.raises(RdInputError, match=r"--enhancement-qps values must be in \[1, 63\]"):
+            validate_config(RdConfig(enhancement_qps=bad))
+
+
+def _rd_config() -> RdConfig:
+    return RdConfig(synthetic=True, frames=4, score_every=1, identity_every=100, size=64, codecs=("ours",),
+                    keypoints=(20,), presets=("coarse",), frames_per_packet=(1,), enhancement_qps=(40, 63))
+
+
+def test_rd_sweep_adds_the_rungs_for_a_model_with_the_branch(zero_branch: OursFactory) -> None:
+    result: dict[str, Any] = run_rd(_rd_config(), show_progress=False, ours=zero_branch)
+    points = result["points"]
+    ours = [p for p in points if p["codec"] == "ours"]
+    enhanced = [p for p in points if p["codec"] == "ours+enh"]
+    assert [p["setting"] for p in enhanced] == [f"K={K} default 1f/packet enh{E} qp{qp}" for qp in (40, 63)]
+    assert points[-1]["codec"] == "no-motion floor"
+    for point in enhanced:
+        assert set(point) == set(ours[0])  # every field make_point and the floor gap give
+        assert point["params"]["frames_per_packet"] == 1
+        assert point["wire_kbps"] > point["payload_kbps"] > 0 and np.isfinite(point["psnr"])
+    assert result["model"]["enhancement_size"] == E
+    assert result["headline"]["rate"] == report.HEADLINE_RATE and result["headline_all_points"]["rate"] == report.HEADLINE_RATE
+    assert "ours+enh" in report.markdown_table(points) and report.results_markdown(result)
+
+
+def test_rd_sweep_without_the_branch_has_no_rungs(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="bench.rd"):
+        result = run_rd(_rd_config(), show_progress=False, ours=_factory("tiny"))
+    assert [p["codec"] for p in result["points"]] == ["ours", "no-motion floor"]
+    assert "the model has no enhancement branch: no enhancement rungs" in caplog.text

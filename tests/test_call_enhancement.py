@@ -1,0 +1,159 @@
+"""The enhancement layer in a real loopback call: frame bundles flow, the receiver renders with the picture,
+a lost bundle costs pictures only until the next key picture, and a receiver that does not announce the
+capability gets plain motion packets.
+
+The model is the tiny-enh preset with random weights (64² frames, E = 16): speed and plumbing, not quality.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from receiver.session import Receiver, ReceiverConfig
+from sender.session import Sender, SenderConfig
+from sender.sources import MotionFrame, TraceSource
+from signaling.server import RunningServer
+from tests.call_fakes import FakeSynthesizer, fake_reference
+from tests.test_call import FPS, LOOPBACK, run_call, server  # noqa: F401 - the fixture
+from tests.test_enhancement_codec import _have_codecs
+from tests.test_receiver_enhancement import faces
+
+pytestmark = pytest.mark.skipif(not _have_codecs(), reason="this PyAV build has no libsvtav1/libdav1d")
+
+QP = 40
+
+
+class FaceTraceSource(TraceSource):
+    """The trace's motion with a synthetic face crop on every frame (what a camera source hands the sender)."""
+
+    def __init__(self, fps: float, num_keypoints: int, max_frames: int, size: int = 64) -> None:
+        super().__init__(fps, num_keypoints=num_keypoints, max_frames=max_frames)
+        self._faces = faces(50, size)
+
+    async def frames(self) -> AsyncIterator[MotionFrame]:
+        async for frame in super().frames():
+            yield dataclasses.replace(frame, face=self._faces[frame.index % len(self._faces)])
+
+
+class RecordMessages:
+    """Packet filter: remembers each message's first byte; drops the messages whose index is in ``drop``."""
+
+    def __init__(self, drop: tuple[int, ...] = ()) -> None:
+        self.drop = set(drop)
+        self.first_bytes: list[int] = []
+
+    def __call__(self, message: bytes) -> bytes | None:
+        index = len(self.first_bytes)
+        self.first_bytes.append(message[0])
+        return None if index in self.drop else message
+
+
+def tiny_enh_call(server_url: str, room: str, frames: int, packet_filter: Any) -> tuple[Receiver, Sender, Any]:
+    import torch
+
+    from codec.model import FrameSynthesizer
+    from codec.model.config import ModelConfig
+    from codec.model.face_model import FaceVid2VidModel
+    from sender.portrait import default_portrait, make_reference
+
+    torch.manual_seed(0)
+    model = FaceVid2VidModel(ModelConfig.preset("tiny-enh")).eval()
+    synth = FrameSynthesizer(model)
+    size = synth.image_size
+
+    def resize_crop(image: np.ndarray, output_size: int) -> np.ndarray:
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(image[20:276, 120:376]).resize((output_size, output_size)))
+
+    reference = make_reference(default_portrait(), size, synth.model_id, synth.model_version, crop=resize_crop)
+    receiver = Receiver(ReceiverConfig(server_url, room, rtc=LOOPBACK, max_frames=frames), synth)
+    source = FaceTraceSource(FPS, synth.num_keypoints, 4 * frames, size)  # outlasts the receiver on a busy machine
+    config = SenderConfig(server_url, room, rtc=LOOPBACK, max_kbps=None, frames_per_packet=1, enhancement_qp=QP)
+    sender = Sender(config, source, reference, packet_filter=packet_filter, enhancement_size=synth.enhancement_size)
+    return receiver, sender, synth
+
+
+async def test_bundles_flow_and_frames_render_with_the_picture(server: RunningServer) -> None:  # noqa: F811
+    frames = 40
+    messages = RecordMessages()
+    receiver, sender, synth = tiny_enh_call(server.url, "enh", frames, messages)
+    assert synth.enhancement_size == 16
+    assert await run_call(receiver, sender) == ("max_frames", "stopped")
+    report = receiver.report()
+    assert report["frames_output"] >= frames and report["render_errors"] == 0  # stops once frame frames-1 is rendered
+    assert messages.first_bytes and set(messages.first_bytes) == {0xB1}  # every message a bundle
+    (stats,) = sender.link_stats()
+    layer = stats["enhancement"]
+    assert layer["pictures"] == len(messages.first_bytes) and layer["key_pictures"] == 1 and layer["qp"] == QP
+    assert layer["encode_ms_median"] is not None and layer["encode_ms_median"] > 0
+    assert report["enhancement_received"] >= frames - 3 and report["enhancement_dropped"] == 0
+    assert report["enhancement_decoded"] == report["enhancement_received"] and report["enhancement_key_requests"] == 0
+    # Latest wins on a slow render, so not every output frame is rendered; those that are carry their picture.
+    assert report["frames_rendered_enhanced"] >= report["frames_rendered"] - 3 and report["frames_rendered_enhanced"] > 0
+    values = receiver.stats()  # the call is over: no active sender, the render counts remain
+    assert values["enhancement_decoded"] == 0 and values["frames_rendered_enhanced"] == report["frames_rendered_enhanced"]
+    assert values["frames_rendered_enhanced"] + values["frames_rendered_motion_only"] == values["frames_rendered"]
+
+
+async def test_a_lost_bundle_costs_pictures_until_the_next_key(server: RunningServer) -> None:  # noqa: F811
+    frames = 50
+    messages = RecordMessages(drop=(15, 16))
+    receiver, sender, _ = tiny_enh_call(server.url, "enh-loss", frames, messages)
+    decoded_seqs: list[int] = []
+    original_receive = None
+
+    def on_link(link: Any) -> None:  # record which frames' pictures decoded
+        nonlocal original_receive
+        original_receive = link.enhancement.receive
+
+        def receive(bundle: Any, stream_id: int, seq: int, num_frames: int, now_ms: float) -> Any:
+            picture = original_receive(bundle, stream_id, seq, num_frames, now_ms)
+            if picture is not None:
+                decoded_seqs.append(seq)
+            return picture
+
+        link.enhancement.receive = receive
+
+    add_sender = receiver._add_sender
+
+    async def wrapped(peer: Any, offer: Any) -> None:
+        await add_sender(peer, offer)
+        on_link(receiver.active)
+
+    receiver._add_sender = wrapped  # type: ignore[method-assign]
+    assert await run_call(receiver, sender) == ("max_frames", "stopped")
+    report = receiver.report()
+    # Motion keeps coming: every output frame, the two lost ones concealed (and a few late ones on a busy machine).
+    assert report["frames_output"] >= frames and report["render_errors"] == 0  # stops once frame frames-1 is rendered
+    assert 2 <= report["frames_concealed"] <= frames // 4
+    # The pictures after the loss wait for a key picture, which the receiver asks for and the sender sends.
+    (stats,) = sender.link_stats()
+    layer = stats["enhancement"]
+    assert report["enhancement_key_requests"] >= 1 and layer["key_requests"] >= 1 and layer["key_pictures"] >= 2
+    assert report["enhancement_dropped"] >= 1
+    assert 15 not in decoded_seqs and 16 not in decoded_seqs and 17 not in decoded_seqs  # 17: no key yet
+    assert decoded_seqs[:15] == list(range(15))
+    resumed = [s for s in decoded_seqs if s > 17]
+    assert resumed and resumed == list(range(resumed[0], resumed[0] + len(resumed)))  # then every frame again
+    assert resumed[0] <= 17 + 15  # within a few frames (a round trip on loopback, plus CPU hiccups)
+    assert report["frames_rendered_enhanced"] > 0
+
+
+async def test_a_receiver_without_the_capability_gets_plain_motion_packets(server: RunningServer) -> None:  # noqa: F811
+    frames = 30
+    messages = RecordMessages()
+    receiver = Receiver(ReceiverConfig(server.url, "plain", rtc=LOOPBACK, max_frames=frames), FakeSynthesizer())
+    source = FaceTraceSource(FPS, 20, frames + 25, size=32)
+    config = SenderConfig(server.url, "plain", rtc=LOOPBACK, max_kbps=None, frames_per_packet=1, enhancement_qp=QP)
+    sender = Sender(config, source, fake_reference(), packet_filter=messages, enhancement_size=16)
+    assert await run_call(receiver, sender) == ("max_frames", "stopped")
+    assert messages.first_bytes and all(b >> 4 == 0xA for b in messages.first_bytes)
+    (stats,) = sender.link_stats()
+    assert stats["enhancement"]["pictures"] == 0 and sender.link_history[0].capabilities is None
+    assert receiver.report()["enhancement_received"] == 0

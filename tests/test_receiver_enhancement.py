@@ -1,0 +1,91 @@
+"""The receiver's enhancement layer (``receiver.enhancement``): pictures kept per frame, the loss rule, key requests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from codec.enhancement.bundle import FrameBundle
+from codec.enhancement.lowres_codec import LowResEncoder, is_key_frame
+from tests.test_enhancement_codec import _have_codecs
+
+pytestmark = pytest.mark.skipif(not _have_codecs(), reason="this PyAV build has no libsvtav1/libdav1d")
+
+E = 16
+
+
+def faces(count: int, size: int = 64) -> list[np.ndarray]:
+    """(size, size, 3) uint8 frames of a moving gradient."""
+    y, x = np.mgrid[0:size, 0:size]
+    return [np.stack([(x * 4 + 5 * i) % 256, (y * 4) % 256, np.full_like(x, 60 + 3 * i)], axis=-1).astype(np.uint8) for i in range(count)]
+
+
+def bundles(count: int, keys: tuple[int, ...] = ()) -> list[FrameBundle]:
+    with LowResEncoder(E, 40, 25.0) as encoder:
+        out = []
+        for i, face in enumerate(faces(count)):
+            data = encoder.encode(face, key=i in keys)
+            out.append(FrameBundle(b"\xa1", data, is_key_frame(data)))
+    return out
+
+
+def test_pictures_follow_their_frames_and_a_loss_waits_for_the_next_key() -> None:
+    from receiver.enhancement import EnhancementReceiver
+
+    sent = bundles(10, keys=(6,))
+    rx = EnhancementReceiver(E)
+    base = 65533  # the 16-bit sequence numbers wrap inside the test
+    got = {}
+    requests = []
+    for i, bundle in enumerate(sent):
+        if i == 3:
+            continue  # lost
+        seq = (base + i) % 65536
+        got[i] = rx.receive(bundle, 7, seq, 1, now_ms=40.0 * i)
+        requests.append(rx.key_request_due(40.0 * i))
+    assert [i for i, p in got.items() if p is not None] == [0, 1, 2, 6, 7, 8, 9]
+    assert all(p is None or p.shape == (E, E, 3) for p in got.values())
+    # The loss shows at frame 4: ask at once with the newest seq, again only after the retry interval (300 ms).
+    assert requests == [None, None, None, (base + 4) % 65536, None, None, None, None, None]
+    counts = rx.counts()
+    assert (counts.received, counts.decoded, counts.dropped, counts.ignored, counts.key_requests) == (9, 7, 2, 0, 1)
+    assert rx.take(7, (base + 1) % 65536) is not None and rx.take(7, (base + 1) % 65536) is None  # taken once
+    assert rx.take(7, (base + 4) % 65536) is None  # a frame without its picture renders from motion alone
+
+
+def test_a_corrupt_picture_is_dropped_and_a_receiver_without_the_branch_ignores_pictures() -> None:
+    from receiver.enhancement import EnhancementReceiver
+
+    sent = bundles(4)
+    rx = EnhancementReceiver(E)
+    assert rx.receive(sent[0], 1, 0, 1, 0.0) is not None
+    assert rx.receive(FrameBundle(b"\xa1", b"\xff\xff\xff", False), 1, 1, 1, 40.0) is None  # broken OBU framing
+    assert rx.needs_key and rx.key_request_due(40.0) == 1
+    assert rx.receive(sent[2], 1, 2, 1, 80.0) is None
+    assert rx.receive(sent[3], 1, 3, 4, 120.0) is None  # a bundle of 4 frames: the picture is not for one frame
+    assert rx.counts().dropped == 3
+    none = EnhancementReceiver(0)
+    assert none.receive(sent[0], 1, 0, 1, 0.0) is None and none.counts().ignored == 1 and none.key_request_due(0.0) is None
+
+
+def test_a_new_stream_restarts_the_chain() -> None:
+    from receiver.enhancement import EnhancementReceiver
+
+    sent = bundles(3)
+    rx = EnhancementReceiver(E)
+    assert rx.receive(sent[0], 1, 100, 1, 0.0) is not None
+    assert rx.receive(sent[1], 2, 5, 1, 40.0) is None  # another sender's stream: not a key picture, wait for one
+    assert rx.key_request_due(40.0) == 5
+
+
+def test_the_layers_control_messages_round_trip_and_old_rate_decisions_are_unchanged() -> None:
+    from signaling import control as c
+
+    for msg in (c.Capabilities(1, 48), c.EnhancementKey(65535), c.RateDecision(20, "default", 1, None, 30.0, "cap", 55)):
+        assert c.decode_control(c.encode_control(msg)) == msg
+    plain = c.RateDecision(20, "default", 1, 8.0, 7.8, "cap 8 kbps")
+    assert "enhancement_qp" not in c.encode_control(plain) and c.decode_control(c.encode_control(plain)) == plain
+    with pytest.raises(c.ControlError, match="'seq' must be an integer in \\[0, 65535\\]"):
+        c.decode_control('{"type":"enhancement_key","seq":65536}')
+    with pytest.raises(c.ControlError, match="'enhancement_qp' must be an integer in \\[1, 63\\]"):
+        c.decode_control(c.encode_control(plain)[:-1] + ',"enhancement_qp":0}')
