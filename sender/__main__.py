@@ -3,7 +3,8 @@
     python -m sender --signaling http://127.0.0.1:8080 --room demo                   # built-in trace + portrait
     python -m sender --signaling URL --room R --reference me.jpg --source webcam     # or /dev/video1, clip.mp4, frames/
     python -m sender ... --max-kbps 8 [--keypoints 12] [--frames-per-packet 3] [--ice-server stun:host:3478]
-    python -m sender ... --weights cpu-enh48.safetensors --enhancement-qp 55   # + the enhancement layer (a model with the branch)
+    python -m sender ... --weights cpu-enh48.safetensors --max-kbps 0   # + the enhancement layer (a model with the branch)
+    python -m sender ... --weights cpu-enh48.safetensors --max-kbps 0 --enhancement-qp 55   # ... at a pinned qp (off: none)
 """
 
 from __future__ import annotations
@@ -27,6 +28,22 @@ from signaling.rtc import add_rtc_arguments, create_rtc_options
 logger = logging.getLogger(__name__)
 
 
+def enhancement_qp_argument(text: str) -> int | None:
+    """``--enhancement-qp``: an SVT-AV1 qp 1..63, "off" (or 0) for motion only, "auto" for the controller's choice."""
+    value = text.strip().lower()
+    if value == "auto":
+        return None
+    if value == "off":
+        return 0
+    try:
+        qp = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid qp {text!r}: give 1-63, 'off' or 'auto'") from None
+    if not 0 <= qp <= 63:
+        raise argparse.ArgumentTypeError(f"qp {qp} is outside 1-63: give 1-63 (higher = fewer bytes), 'off' or 'auto'")
+    return qp
+
+
 def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--signaling", default="http://127.0.0.1:8080", help="signaling server URL (default %(default)s)")
     parser.add_argument("--room", default="demo", help="room to join (default %(default)s)")
@@ -47,10 +64,11 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
                              "motion as far as the model was trained for, codec/model/landmark_refinement.py)")
     parser.add_argument("--frames-per-packet", type=int, default=None, help="motion frames per packet, 1-8 (default: adaptive)")
     parser.add_argument("--preset", choices=sorted(PRESETS_BY_NAME), default=None, help="quantizer preset (default: adaptive)")
-    parser.add_argument("--enhancement-qp", type=int, default=None, metavar="QP",
-                        help="also send the face crop at E×E coded by SVT-AV1 at this qp (1-63, higher = fewer bytes) when the "
-                             "model has the enhancement branch, the receiver reads it and the link runs 1 frame per packet "
-                             "(default: motion only)")
+    parser.add_argument("--enhancement-qp", type=enhancement_qp_argument, default=None, metavar="QP|off|auto",
+                        help="the enhancement layer (the face crop at E×E coded by SVT-AV1, sent with each frame's motion "
+                             "when the model has the branch, the receiver reads it and the rate allows 1 frame per packet "
+                             "plus the picture): pin its qp (1-63, higher = fewer bytes), 'off' for motion only (default: auto, the "
+                             "controller picks qp 40, 48, 55 or 63, or motion only)")
     parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
     add_rtc_arguments(parser)
@@ -90,7 +108,7 @@ def create_sender(args: argparse.Namespace) -> Sender:
         frames_per_packet=args.frames_per_packet, preset=args.preset, enhancement_qp=args.enhancement_qp,
     )
     enhancement_size = int(getattr(getattr(getattr(encoder, "model", None), "config", None), "enhancement_size", 0) or 0)
-    if args.enhancement_qp is not None and not enhancement_size:
+    if args.enhancement_qp and not enhancement_size:
         logger.warning("--enhancement-qp: model %s has no enhancement branch; sending motion only", encoder.model_id)
     baseline = None  # the reference's own δ, which the receiver keeps for keypoints not sent
     if hasattr(encoder, "encode"):

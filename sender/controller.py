@@ -1,10 +1,21 @@
-"""Bandwidth adaptation: picks K (which keypoints' δ), the quantizer preset and frames per packet.
+"""Bandwidth adaptation: picks K (which keypoints' δ), the quantizer preset, frames per packet and the enhancement layer's qp.
 
 The controller walks a ladder of settings ordered from best (all keypoints, default quantizer, one
 frame per packet = lowest latency) to cheapest, and takes the best rung whose predicted on-the-wire
 rate fits the ``max_kbps`` cap:
 
     predicted(rung) = fps · 8 · (payload_bytes_per_frame(rung) + packet_overhead / fpp) + other traffic
+
+On a link that can carry the enhancement layer (``set_enhancement(True)``: the receiver announced the
+capability and the model has the branch) the ladder starts with the enhanced rungs (``enhanced_ladder``):
+one frame per packet, all keypoints, the default preset, plus each frame's E×E AV1 picture in the same
+message (a frame bundle) at qp 40, 48, 55 then 63; below them come the motion-only rungs. An enhanced
+rung's payload per frame is the motion packet's plus ``enhancement_bytes_per_frame(qp)``: the bundle's
+framing and the picture, measured per qp once ``MIN_MEASURE_PACKETS`` pictures were sent, else
+``_ENHANCEMENT_PRIORS`` (48², SVT-AV1) scaled by measured/prior of the qp measured last. The enhanced rungs climb
+and descend like any other; at one packet a frame they cost at least 18.6 kbps, so a cap like 8 kbps
+never reaches them. ``enhancement_qp`` pins the qp of the enhanced rung (the motion-only rungs stay below
+it); 0 takes the layer off the ladder.
 
 ``payload_bytes_per_frame`` is the average over the rung's recent packets once 8 were sent, else a
 prior fitted on the synthetic trace (``_PRIORS``) scaled by measured/prior of the current rung;
@@ -23,7 +34,8 @@ motion; δ_ref the portrait's own δ, which the receiver renders for keypoints n
 stray most matter most. The choice is causal (only frames already captured count): made when K
 changes, then revised at most every ``RERANK_S`` while K holds, when the ranking's top K has changed
 (the first choice rests on very few frames). ``--keypoints`` / ``--frames-per-packet`` / a preset pin those
-dimensions; ``set_max_kbps`` changes the cap (a viewer command).
+dimensions (a pinned frames per packet other than 1 leaves out the enhanced rungs); ``set_max_kbps``
+changes the cap (a viewer command).
 
 The data-channel packet overhead (93 bytes) dominates at these rates: at 25 fps one packet per frame
 costs 18.6 kbps before any payload, so an 8 kbps cap needs 4 frames per packet, which delays the first
@@ -73,6 +85,12 @@ RERANK_S = 5.0  # at a held K, the keypoints sent are revised at most this often
 # bitstream and presets of 2026-11-24 (codec.bitstream v1, presets fine/default/coarse).
 _PRIORS = {1: (2.251, 0.487, 8.894, 0.23), 2: (1.486, 0.265, 8.666, 0.152), 3: (0.924, 0.166, 8.185, 0.116)}
 
+ENHANCEMENT_QPS = (40, 48, 55, 63)  # the enhanced rungs' SVT-AV1 qps, best first
+BUNDLE_FRAMING_BYTES = 4  # a frame bundle's magic, two length varints and flags (codec.enhancement.bundle)
+# Prior enhancement picture bytes per frame by qp: E = 48, SVT-AV1 (codec.enhancement.lowres_codec) on face
+# crops at 25 fps, inter pictures (bench rd, 2026-12); other qps are interpolated log-linearly.
+_ENHANCEMENT_PRIORS = {40: 50.0, 48: 32.0, 55: 24.0, 63: 20.0}
+
 
 @dataclass(frozen=True)
 class Rung:
@@ -81,6 +99,12 @@ class Rung:
     frames_per_packet: int
     keypoints: int
     preset_id: int
+    enhancement_qp: int | None = None  # each frame's enhancement picture at this qp, bundled with its motion (None: motion only)
+
+    @property
+    def motion_rung(self) -> Rung:
+        """The same motion settings without the enhancement layer (their motion packets are the same)."""
+        return Rung(self.frames_per_packet, self.keypoints, self.preset_id)
 
 
 def default_ladder(num_keypoints: int) -> tuple[Rung, ...]:
@@ -94,6 +118,21 @@ def default_ladder(num_keypoints: int) -> tuple[Rung, ...]:
         if rung not in out:
             out.append(rung)
     return tuple(out)
+
+
+def enhanced_ladder(num_keypoints: int, qps: tuple[int, ...] = ENHANCEMENT_QPS) -> tuple[Rung, ...]:
+    """The rungs above ``default_ladder`` on a link with the enhancement layer, best (lowest qp) first."""
+    return tuple(Rung(1, num_keypoints, DEFAULT_PRESET_ID, qp) for qp in qps)
+
+
+def prior_enhancement_bytes(qp: int) -> float:
+    """Prior bytes a frame bundle adds to its motion packet at ``qp``: the framing plus the picture (log-linear
+    between the measured qps of ``_ENHANCEMENT_PRIORS``, extended along the nearest segment beyond them)."""
+    qps = sorted(_ENHANCEMENT_PRIORS)
+    i = min(max(1, int(np.searchsorted(qps, qp))), len(qps) - 1)
+    (q0, q1), (b0, b1) = (qps[i - 1], qps[i]), (_ENHANCEMENT_PRIORS[qps[i - 1]], _ENHANCEMENT_PRIORS[qps[i]])
+    picture = float(np.exp(np.log(b0) + (qp - q0) / (q1 - q0) * (np.log(b1) - np.log(b0))))
+    return BUNDLE_FRAMING_BYTES + picture
 
 
 def prior_bytes_per_frame(rung: Rung) -> float:
@@ -114,7 +153,7 @@ class Decision:
     def message(self) -> RateDecision:
         return RateDecision(
             self.rung.keypoints, get_preset(self.rung.preset_id).name, self.rung.frames_per_packet,
-            self.max_kbps, round(self.estimated_kbps, 2), self.reason,
+            self.max_kbps, round(self.estimated_kbps, 2), self.reason, self.rung.enhancement_qp,
         )
 
 
@@ -124,10 +163,12 @@ class BandwidthController:
     def __init__(
         self, fps: float, num_keypoints: int, max_kbps: float | None = None, keypoints: int | None = None,
         frames_per_packet: int | None = None, preset: str | int | None = None,
-        expression_baseline: np.ndarray | None = None,
+        expression_baseline: np.ndarray | None = None, enhancement_qp: int | None = None,
     ) -> None:
         """``expression_baseline``: (K, 3) the reference portrait's own δ, which the receiver renders for keypoints
-        it is not sent; a keypoint's importance is how far its δ strays from it (None: from δ = 0)."""
+        it is not sent; a keypoint's importance is how far its δ strays from it (None: from δ = 0).
+        ``enhancement_qp``: pins the enhanced rung's qp (None: the controller chooses; 0: no enhanced rungs);
+        enhanced rungs are offered only after ``set_enhancement(True)``."""
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.fps = fps
@@ -139,6 +180,12 @@ class BandwidthController:
         self.pin_frames_per_packet: int | None = None
         self.set_overrides(keypoints, frames_per_packet)
         self.pin_preset = None if preset is None else get_preset(preset).preset_id
+        if enhancement_qp is not None and not 0 <= enhancement_qp <= 63:
+            raise ValueError(
+                f"enhancement_qp must be an SVT-AV1 qp in 1..63, or 0 for no enhancement layer, got {enhancement_qp!r}"
+            )
+        self.pin_enhancement_qp = enhancement_qp
+        self.enhancement_available = False  # the link can carry the layer (set_enhancement)
         self._importance = np.zeros(num_keypoints, np.float64)
         self._baseline = np.zeros((num_keypoints, 3), np.float64)
         if expression_baseline is not None:
@@ -148,7 +195,9 @@ class BandwidthController:
             self._baseline = baseline
         self._order: tuple[int, ...] = tuple(range(num_keypoints))
         self._ordered_at = -1e9  # when the keypoints sent were last chosen
-        self._measured: dict[Rung, deque[tuple[int, int]]] = {}  # recent (payload bytes, frames) per rung
+        self._measured: dict[Rung, deque[tuple[int, int]]] = {}  # recent (motion payload bytes, frames) per motion rung
+        self._enhancement_measured: dict[int, deque[int]] = {}  # recent bundle bytes beyond the motion packet, per qp
+        self._enhancement_qp_seen: int | None = None  # the qp of the newest picture measured
         self._last_packet_rung: Rung | None = None
         self._skip_until = 0.0
         self._wire: deque[tuple[float, int]] = deque()  # (time s, cumulative wire bytes sent)
@@ -185,13 +234,24 @@ class BandwidthController:
         self.pin_keypoints, self.pin_frames_per_packet = keypoints, frames_per_packet
         self._changed_at = -1e9
 
+    def set_enhancement(self, available: bool) -> None:
+        """Whether the link can carry the enhancement layer (the receiver reads frame bundles at the model's E)."""
+        if available != self.enhancement_available:
+            self.enhancement_available = available
+            self._changed_at = -1e9  # re-decide at once
+
     def _candidates(self) -> list[Rung]:
+        enhanced: tuple[Rung, ...] = ()
+        if self.enhancement_available and self.pin_enhancement_qp != 0 and self.pin_frames_per_packet in (None, 1):
+            enhanced = enhanced_ladder(self.num_keypoints)
         out: list[Rung] = []
-        for rung in self.ladder:
+        for rung in enhanced + self.ladder:
+            qp = rung.enhancement_qp
             pinned = Rung(
                 self.pin_frames_per_packet or rung.frames_per_packet,
                 rung.keypoints if self.pin_keypoints is None else self.pin_keypoints,
                 self.pin_preset or rung.preset_id,
+                None if qp is None else self.pin_enhancement_qp or qp,
             )
             if pinned not in out:
                 out.append(pinned)
@@ -204,12 +264,19 @@ class BandwidthController:
         energy = np.sum(np.square(motion.expression.astype(np.float64) - self._baseline), axis=1)  # (K,)
         self._importance += IMPORTANCE_DECAY * (energy - self._importance)
 
-    def on_packet(self, now_s: float, size_bytes: int, frames: int, rung: Rung) -> None:
-        if rung != self._last_packet_rung:  # packets just after a change (a KEY when the preset changed,
-            self._last_packet_rung, self._skip_until = rung, now_s + SKIP_AFTER_CHANGE_S  # references not yet
-        if now_s >= self._skip_until:  # confirmed) are not typical of the rung
-            self._measured.setdefault(rung, deque(maxlen=MEASURE_PACKETS)).append((size_bytes, max(1, frames)))
-        self._motion_wire_total += size_bytes + PACKET_OVERHEAD_BYTES
+    def on_packet(self, now_s: float, size_bytes: int, frames: int, rung: Rung, enhancement_bytes: int = 0) -> None:
+        """A motion data-channel message went out: ``size_bytes`` its motion packet, ``enhancement_bytes`` what a
+        frame bundle adds to it (framing and picture; 0 for a plain motion packet, or a frame of an enhanced rung
+        that had no picture)."""
+        if rung != self._last_packet_rung:  # packets just after a change (a KEY when the preset changed, a key
+            self._last_packet_rung, self._skip_until = rung, now_s + SKIP_AFTER_CHANGE_S  # picture when the qp changed,
+        if now_s >= self._skip_until:  # references not yet confirmed) are not typical of the rung
+            self._measured.setdefault(rung.motion_rung, deque(maxlen=MEASURE_PACKETS)).append((size_bytes, max(1, frames)))
+            if rung.enhancement_qp is not None and enhancement_bytes > 0:
+                pictures = self._enhancement_measured.setdefault(rung.enhancement_qp, deque(maxlen=MEASURE_PACKETS))
+                pictures.append(enhancement_bytes)
+                self._enhancement_qp_seen = rung.enhancement_qp
+        self._motion_wire_total += size_bytes + enhancement_bytes + PACKET_OVERHEAD_BYTES
         self._motion_wire.append((now_s, self._motion_wire_total))
 
     def on_wire_bytes(self, now_s: float, total_bytes_sent: int) -> None:
@@ -248,22 +315,44 @@ class BandwidthController:
         return 0.0 if total <= 0 else max(0.0, (l1 - l0) / total)
 
     def _measured_per_frame(self, rung: Rung) -> float | None:
-        samples = self._measured.get(rung)
+        samples = self._measured.get(rung.motion_rung)
         if samples is None or len(samples) < MIN_MEASURE_PACKETS:
             return None
         return sum(b for b, _ in samples) / sum(f for _, f in samples)
 
-    def payload_bytes_per_frame(self, rung: Rung) -> float:
-        """Measured for this rung when enough packets were seen, else the prior scaled by the current rung's measured/prior."""
-        measured = self._measured_per_frame(rung)
+    def _measured_enhancement(self, qp: int) -> float | None:
+        samples = self._enhancement_measured.get(qp)
+        if samples is None or len(samples) < MIN_MEASURE_PACKETS:
+            return None
+        return sum(samples) / len(samples)
+
+    def enhancement_bytes_per_frame(self, qp: int) -> float:
+        """Bytes a frame bundle adds at ``qp``: measured when enough pictures at that qp were seen, else the prior
+        scaled by measured/prior of the qp measured last (the face and E differ from the priors')."""
+        measured = self._measured_enhancement(qp)
         if measured is not None:
             return measured
+        prior = prior_enhancement_bytes(qp)
+        seen_qp = self._enhancement_qp_seen
+        if seen_qp is not None:
+            seen = self._measured_enhancement(seen_qp)
+            if seen is not None:
+                return prior * seen / prior_enhancement_bytes(seen_qp)
+        return prior
+
+    def payload_bytes_per_frame(self, rung: Rung) -> float:
+        """Measured for this rung's motion when enough packets were seen, else the prior scaled by the current
+        rung's measured/prior; plus ``enhancement_bytes_per_frame`` on an enhanced rung."""
+        enhancement = 0.0 if rung.enhancement_qp is None else self.enhancement_bytes_per_frame(rung.enhancement_qp)
+        measured = self._measured_per_frame(rung)
+        if measured is not None:
+            return measured + enhancement
         prior = prior_bytes_per_frame(rung)
         if self.current is not None:
             current = self._measured_per_frame(self.current.rung)
             if current is not None:
-                return prior * current / prior_bytes_per_frame(self.current.rung)
-        return prior
+                return prior * current / prior_bytes_per_frame(self.current.rung) + enhancement
+        return prior + enhancement
 
     def motion_kbps(self, rung: Rung) -> float:
         per_frame = self.payload_bytes_per_frame(rung) + PACKET_OVERHEAD_BYTES / rung.frames_per_packet
@@ -340,8 +429,10 @@ class BandwidthController:
         self._order = order
         decision = Decision(rung, order, predicted[rung], self.max_kbps, reason)
         logger.info(
-            "rate: K=%d %s fpp=%d, predicted %.1f kbps (%s)",
-            rung.keypoints, get_preset(rung.preset_id).name, rung.frames_per_packet, decision.estimated_kbps, reason,
+            "rate: K=%d %s fpp=%d %s, predicted %.1f kbps (%s)",
+            rung.keypoints, get_preset(rung.preset_id).name, rung.frames_per_packet,
+            "motion only" if rung.enhancement_qp is None else f"enhancement qp {rung.enhancement_qp}",
+            decision.estimated_kbps, reason,
         )
         self.current = decision
         self._changed_at = now_s
@@ -349,4 +440,7 @@ class BandwidthController:
         return decision
 
 
-__all__ = ["BandwidthController", "Decision", "PACKET_OVERHEAD_BYTES", "Rung", "default_ladder"]
+__all__ = [
+    "BandwidthController", "Decision", "ENHANCEMENT_QPS", "PACKET_OVERHEAD_BYTES", "Rung", "default_ladder", "enhanced_ladder",
+    "prior_enhancement_bytes",
+]

@@ -5,12 +5,13 @@ retransmits: motion packets) and a "control" channel (reliable: hello, reference
 commands, rate decisions); its own MotionPacketizer (stream id random per sender run, below 128 so
 it costs one byte a packet) and BandwidthController. The reference portrait is announced in the hello
 and sent only when the receiver answers that it does not hold it.
-With ``enhancement_qp`` and a model that has the enhancement branch (``enhancement_size`` E > 0), each
-frame's face crop is also coded at E×E by SVT-AV1 (``codec.enhancement.lowres_codec``) and sent in the
-same message as that frame's motion packet (a frame bundle, ``codec.enhancement.bundle``), to a
-receiver that announced ``capabilities`` for it, while the link runs one frame per packet; the
-receiver's ``enhancement_key`` requests make the next picture a key frame. Other receivers, and any
-frame without a face crop, get the plain motion packet.
+With a model that has the enhancement branch (``enhancement_size`` E > 0), a receiver that announced
+``capabilities`` for it gets the controller's enhanced rungs (``sender.controller``): on those each frame's
+face crop is also coded at E×E by SVT-AV1 (``codec.enhancement.lowres_codec``) at the rung's qp and sent
+in the same message as that frame's motion packet (a frame bundle, ``codec.enhancement.bundle``); the
+receiver's ``enhancement_key`` requests make the next picture a key frame. ``enhancement_qp`` pins the
+qp, 0 takes the layer off. Other receivers, motion-only rungs, and any frame without a face crop get
+the plain motion packet.
 Per viewer that asks for the original pictures (it offers a receive-only video transceiver and a
 "control" data channel): an answering RTCPeerConnection carrying ``OriginalVideoTrack`` (VP8), up to
 ``MAX_ORIGINAL_VIEWERS`` at once; the control channel tells the viewer what the pictures are.
@@ -76,8 +77,8 @@ class SenderConfig:
     key_interval_frames: int = DEFAULT_KEY_INTERVAL_FRAMES  # periodic KEY packets (0: never)
     wait_for_receiver: bool = True  # start the source once a receiver holds the reference
     ping_interval_s: float = 10.0  # round-trip probes on the control channel
-    enhancement_qp: int | None = None  # send the enhancement layer at this SVT-AV1 qp (1-63; higher = fewer bytes) when
-    # the model has the branch, the receiver reads bundles and the link runs 1 frame per packet (None: motion only)
+    enhancement_qp: int | None = None  # the enhancement layer's SVT-AV1 qp (1-63; higher = fewer bytes) when the model has the
+    # branch, the receiver reads bundles and the rate allows (None: the controller chooses; 0: motion only)
 
 
 class _ReceiverLink:
@@ -89,7 +90,7 @@ class _ReceiverLink:
         self.stream_id = stream_id
         self.controller = BandwidthController(
             fps, num_keypoints, config.max_kbps, config.keypoints, config.frames_per_packet, config.preset,
-            expression_baseline,
+            expression_baseline, config.enhancement_qp,
         )
         self.packetizer = MotionPacketizer(stream_id, key_interval_frames=config.key_interval_frames)
         self.motion: RTCDataChannel | None = None
@@ -131,6 +132,9 @@ class _ReceiverLink:
             packetizer.set_preset(rung.preset_id)
         packetizer.set_num_keypoints(rung.keypoints, decision.order)
         packetizer.frames_per_packet = rung.frames_per_packet
+        if rung.enhancement_qp is None:
+            self.enhancement.paused = True  # should the layer resume, its first picture is a key frame
+        # (a new qp takes effect at the next picture: LowResEncoder.set_qp re-opens SVT-AV1, so that one is a key frame)
         self.rung = rung
         self.decision_log.append((time.time() * 1000.0, decision))
         self.send_control(decision.message())
@@ -209,10 +213,11 @@ class Sender:
         ``expression_baseline``: (K, 3) the reference's own δ (``MotionEncoder.encode`` of the portrait as the receiver
         decodes it): at a low K the receiver keeps it for the keypoints not sent, so the controller sends those whose
         δ strays from it most.
-        ``enhancement_size``: E of the model's enhancement branch (0: none; ``enhancement_qp`` then has no effect)."""
+        ``enhancement_size``: E of the model's enhancement branch (0: none; no enhanced rungs then)."""
         self.config = config
-        if config.enhancement_qp is not None and not 1 <= config.enhancement_qp <= 63:
-            raise ValueError(f"enhancement_qp must be an SVT-AV1 qp in 1..63 (higher = fewer bytes), got {config.enhancement_qp!r}")
+        if config.enhancement_qp is not None and not 0 <= config.enhancement_qp <= 63:
+            raise ValueError(f"enhancement_qp must be an SVT-AV1 qp in 1..63 (higher = fewer bytes), 0 for motion only or None "
+                             f"for the controller's choice, got {config.enhancement_qp!r}")
         self.enhancement_size = int(enhancement_size)
         self._packet_filter = packet_filter
         self.packets_filtered_out = 0
@@ -449,6 +454,7 @@ class Sender:
             rx.controller.on_delay_report(msg)
         elif isinstance(msg, c.Capabilities):
             rx.capabilities = msg
+            rx.controller.set_enhancement(self._layer_possible(rx))
             self._event("capabilities", f"{rx.peer_id}: frame bundle {msg.frame_bundle}, enhancement {msg.enhancement_size}")
         elif isinstance(msg, c.EnhancementKey):
             rx.enhancement.on_key_request(msg.seq)
@@ -524,7 +530,7 @@ class Sender:
         assert rx.motion is not None and rx.rung is not None
         frames_in_packet = rx.packetizer.frames_sent - frames_before
         message = self._with_picture(rx, frame, packet, frames_in_packet)
-        controller.on_packet(now_s, len(packet), frames_in_packet, rx.rung)
+        controller.on_packet(now_s, len(packet), frames_in_packet, rx.rung, len(message) - len(packet))
         wire_packet: bytes | None = message if self._packet_filter is None else self._packet_filter(message)
         if wire_packet is None:
             self.packets_filtered_out += 1
@@ -540,14 +546,19 @@ class Sender:
             rx.first_motion = sample
         rx.last_motion = sample
 
-    def _layer_on(self, rx: _ReceiverLink) -> bool:
-        """Whether this link gets the enhancement layer now (the conditions of the module docstring)."""
+    def _layer_possible(self, rx: _ReceiverLink) -> bool:
+        """Whether this link can carry the enhancement layer: the model has the branch, the receiver reads frame
+        bundles at its E, and the layer is not turned off (``enhancement_qp`` 0)."""
         caps = rx.capabilities
         return (
-            self.config.enhancement_qp is not None and self.enhancement_size > 0 and caps is not None
+            self.config.enhancement_qp != 0 and self.enhancement_size > 0 and caps is not None
             and caps.frame_bundle >= BUNDLE_MAGIC & 0x0F and caps.enhancement_size == self.enhancement_size
-            and rx.rung is not None and rx.rung.frames_per_packet == 1
         )
+
+    def _layer_on(self, rx: _ReceiverLink) -> bool:
+        """Whether this link gets the enhancement layer now: it can carry it and the controller chose an enhanced rung."""
+        rung = rx.rung
+        return rung is not None and rung.enhancement_qp is not None and rung.frames_per_packet == 1 and self._layer_possible(rx)
 
     def _with_picture(self, rx: _ReceiverLink, frame: MotionFrame, packet: bytes, frames_in_packet: int) -> bytes:
         """The frame bundle of ``packet`` and this frame's picture when the layer is on, else ``packet`` itself."""
@@ -555,9 +566,9 @@ class Sender:
         if not self._layer_on(rx) or frame.face is None or frames_in_packet != 1:
             layer.paused = True
             return packet
-        assert self.config.enhancement_qp is not None
+        assert rx.rung is not None and rx.rung.enhancement_qp is not None
         try:
-            picture = layer.encode(frame.face, self.enhancement_size, self.config.enhancement_qp, self.source.fps)
+            picture = layer.encode(frame.face, self.enhancement_size, rx.rung.enhancement_qp, self.source.fps)
             key = is_key_frame(picture)
             message = pack_bundle(packet, picture, key)
         except (ValueError, RuntimeError) as exc:  # a face crop smaller than E, an SVT-AV1 surprise: motion alone
@@ -611,7 +622,12 @@ class Sender:
 
 
 def _rung_dict(rung: Rung) -> dict[str, Any]:
-    return {"keypoints": rung.keypoints, "preset": get_preset(rung.preset_id).name, "frames_per_packet": rung.frames_per_packet}
+    """The rung for stats; ``enhancement_qp`` only on an enhanced rung (as in ``rate_decision``)."""
+    out: dict[str, Any] = {"keypoints": rung.keypoints, "preset": get_preset(rung.preset_id).name,
+                           "frames_per_packet": rung.frames_per_packet}
+    if rung.enhancement_qp is not None:
+        out["enhancement_qp"] = rung.enhancement_qp
+    return out
 
 
 def source_keypoints(source: MotionSource) -> int:

@@ -1,6 +1,6 @@
 """The enhancement layer in a real loopback call: frame bundles flow, the receiver renders with the picture,
-a lost bundle costs pictures only until the next key picture, and a receiver that does not announce the
-capability gets plain motion packets.
+a lost bundle costs pictures only until the next key picture, a receiver that does not announce the
+capability gets plain motion packets, and with no cap and no pinned qp the controller picks an enhanced rung.
 
 The model is the tiny-enh preset with random weights (64² frames, E = 16): speed and plumbing, not quality.
 """
@@ -53,7 +53,8 @@ class RecordMessages:
         return None if index in self.drop else message
 
 
-def tiny_enh_call(server_url: str, room: str, frames: int, packet_filter: Any) -> tuple[Receiver, Sender, Any]:
+def tiny_enh_call(server_url: str, room: str, frames: int, packet_filter: Any, **config: Any) -> tuple[Receiver, Sender, Any]:
+    """A call of the tiny-enh model; ``config``: SenderConfig fields (default: no cap, 1 frame/packet, qp pinned to QP)."""
     import torch
 
     from codec.model import FrameSynthesizer
@@ -74,8 +75,9 @@ def tiny_enh_call(server_url: str, room: str, frames: int, packet_filter: Any) -
     reference = make_reference(default_portrait(), size, synth.model_id, synth.model_version, crop=resize_crop)
     receiver = Receiver(ReceiverConfig(server_url, room, rtc=LOOPBACK, max_frames=frames), synth)
     source = FaceTraceSource(FPS, synth.num_keypoints, 4 * frames, size)  # outlasts the receiver on a busy machine
-    config = SenderConfig(server_url, room, rtc=LOOPBACK, max_kbps=None, frames_per_packet=1, enhancement_qp=QP)
-    sender = Sender(config, source, reference, packet_filter=packet_filter, enhancement_size=synth.enhancement_size)
+    settings: dict[str, Any] = {"max_kbps": None, "frames_per_packet": 1, "enhancement_qp": QP, **config}
+    sender_config = SenderConfig(server_url, room, rtc=LOOPBACK, **settings)
+    sender = Sender(sender_config, source, reference, packet_filter=packet_filter, enhancement_size=synth.enhancement_size)
     return receiver, sender, synth
 
 
@@ -157,3 +159,31 @@ async def test_a_receiver_without_the_capability_gets_plain_motion_packets(serve
     (stats,) = sender.link_stats()
     assert stats["enhancement"]["pictures"] == 0 and sender.link_history[0].capabilities is None
     assert receiver.report()["enhancement_received"] == 0
+
+
+async def test_the_controller_picks_an_enhanced_rung_with_no_cap(server: RunningServer) -> None:  # noqa: F811
+    """No cap, nothing pinned: the receiver's capability puts the enhanced rungs on the ladder and the controller
+    takes the best one (qp 40 at 1 frame/packet); the receiver is told, and renders frames with their picture."""
+    frames = 40
+    messages = RecordMessages()
+    receiver, sender, _ = tiny_enh_call(server.url, "enh-auto", frames, messages, frames_per_packet=None, enhancement_qp=None)
+    assert sender.config.max_kbps is None and sender.config.enhancement_qp is None
+    links: list[Any] = []
+    add_sender = receiver._add_sender
+
+    async def wrapped(peer: Any, offer: Any) -> None:
+        await add_sender(peer, offer)
+        links.append(receiver.active)
+
+    receiver._add_sender = wrapped  # type: ignore[method-assign]
+    assert await run_call(receiver, sender) == ("max_frames", "stopped")
+    (stats,) = sender.link_stats()
+    assert stats["decisions"][0]["enhancement_qp"] == 40 and stats["decisions"][0]["frames_per_packet"] == 1
+    assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": 40}
+    assert messages.first_bytes and set(messages.first_bytes) == {0xB1}  # every message a bundle
+    assert stats["enhancement"]["qp"] == 40 and stats["enhancement"]["pictures"] == len(messages.first_bytes)
+    (link,) = links
+    assert link.rate is not None and link.rate.enhancement_qp == 40 and link.rate.reason == "no cap"
+    report = receiver.report()
+    assert report["frames_output"] >= frames and report["render_errors"] == 0
+    assert report["enhancement_decoded"] >= frames - 3 and report["frames_rendered_enhanced"] > 0

@@ -10,7 +10,10 @@ from codec.motion import MotionParams
 from codec.prediction import MotionDepacketizer, MotionPacketizer
 from codec.quantize import DEFAULT_PRESET_ID, PRESETS_BY_NAME
 from codec.synthetic_trace import synthetic_trace, trace_timestamps_ms
-from sender.controller import RERANK_S, PACKET_OVERHEAD_BYTES, BandwidthController, Rung, default_ladder, prior_bytes_per_frame
+from sender.controller import (
+    BUNDLE_FRAMING_BYTES, ENHANCEMENT_QPS, PACKET_OVERHEAD_BYTES, RERANK_S, BandwidthController, Rung, default_ladder,
+    enhanced_ladder, prior_bytes_per_frame, prior_enhancement_bytes,
+)
 from signaling.control import DelayReport
 
 FPS = 25.0
@@ -164,3 +167,167 @@ def test_keypoints_sent_are_revised_causally_while_k_holds() -> None:
     revised = controller.decide(RERANK_S + 0.1)
     assert revised is not None and set(revised.order[:2]) == {3, 5} and revised.rung == start.rung
     assert controller.decide(RERANK_S + 0.2) is None  # same top K: nothing new
+
+
+# -- the enhancement layer's rungs -----------------------------------------------------------------
+
+
+def _enhanced_controller(max_kbps: float | None, **kwargs: object) -> BandwidthController:
+    controller = BandwidthController(FPS, 20, max_kbps=max_kbps, **kwargs)  # type: ignore[arg-type]
+    controller.set_enhancement(True)
+    return controller
+
+
+def _stream(
+    controller: BandwidthController, start_s: float, seconds: float, motion_bytes: int, picture_bytes: int | dict[int, int],
+) -> float:
+    """Send the current rung's packets (a picture of ``picture_bytes``, or ``picture_bytes[qp]``, more per frame on an
+    enhanced rung) for ``seconds``, re-deciding every frame; returns the end time."""
+    wire = controller._motion_wire_total
+    now = start_s
+    for i in range(int(seconds * FPS)):
+        now = start_s + i / FPS
+        assert controller.current is not None
+        rung = controller.current.rung
+        if i % rung.frames_per_packet == 0:
+            qp = rung.enhancement_qp
+            picture = picture_bytes if isinstance(picture_bytes, int) or qp is None else picture_bytes[qp]
+            extra = 0 if qp is None else picture + BUNDLE_FRAMING_BYTES
+            controller.on_packet(now, motion_bytes * rung.frames_per_packet, rung.frames_per_packet, rung, extra)
+            wire = controller._motion_wire_total
+        controller.on_wire_bytes(now, wire + int(i * 1000 / 8 / FPS))  # + 1 kbps of other traffic
+        controller.decide(now)
+    return now
+
+
+def test_enhanced_ladder_sits_above_the_motion_rungs() -> None:
+    controller = _enhanced_controller(None)
+    candidates = controller._candidates()
+    assert candidates[:4] == list(enhanced_ladder(20)) and candidates[4:] == list(default_ladder(20))
+    assert [r.enhancement_qp for r in candidates[:4]] == list(ENHANCEMENT_QPS) == [40, 48, 55, 63]
+    assert all(r.motion_rung == Rung(1, 20, DEFAULT_PRESET_ID) for r in candidates[:4])
+    costs = [controller.motion_kbps(r) for r in candidates]
+    assert costs == sorted(costs, reverse=True)
+    # qp 40: 25 fps · 8 · (motion ≈ 18.5 + picture 50 + framing 4 + 95) / 1000 ≈ 33.5 kbps
+    expected_kbps = FPS * 8 * (prior_bytes_per_frame(candidates[4]) + 54 + 95) / 1000
+    assert controller.motion_kbps(candidates[0]) == pytest.approx(expected_kbps)
+    assert prior_enhancement_bytes(55) == pytest.approx(28.0) and prior_enhancement_bytes(63) == pytest.approx(24.0)
+    assert prior_enhancement_bytes(44) == pytest.approx(4 + (50 * 32) ** 0.5) and prior_enhancement_bytes(30) > 54  # log-linear
+
+
+def test_no_cap_takes_the_best_enhanced_rung() -> None:
+    controller = _enhanced_controller(None)
+    decision = controller.decide(0.0)
+    assert decision is not None and decision.rung == Rung(1, 20, DEFAULT_PRESET_ID, 40)
+    message = decision.message()
+    assert message.enhancement_qp == 40 and message.frames_per_packet == 1 and message.keypoints == 20
+
+
+def test_capability_arriving_later_moves_up_at_once() -> None:
+    controller = BandwidthController(FPS, 20, max_kbps=None)
+    first = controller.decide(0.0)
+    assert first is not None and first.rung == Rung(1, 20, DEFAULT_PRESET_ID) and first.message().enhancement_qp is None
+    controller.set_enhancement(True)
+    up = controller.decide(0.1)
+    assert up is not None and up.rung.enhancement_qp == 40
+
+
+def test_a_generous_cap_climbs_to_the_enhanced_rung_that_fits() -> None:
+    """45 kbps holds qp 40 at once; 29 kbps holds qp 63 by the priors, then climbs to qp 48 once the pictures
+    measure smaller than the priors (and stops there: qp 40's, scaled by what qp 48 measures, would not fit)."""
+    roomy = _enhanced_controller(45.0)
+    decision = roomy.decide(0.0)
+    assert decision is not None and decision.rung.enhancement_qp == 40 and decision.estimated_kbps <= 45.0
+    tight = _enhanced_controller(29.0)
+    decision = tight.decide(0.0)
+    assert decision is not None and decision.rung.enhancement_qp == 63
+    # qp 63 measures 10 + 4 bytes (prior 24): qp 48 predicted at 36·14/24 = 21 bytes, 25·8·(18+21+95)/1000 + 1 ≈ 27.8
+    # kbps ≤ 0.97·29; there it measures 16 + 4 (prior 36), so qp 40 is predicted at 54·20/36 = 30 bytes: 29.6 kbps.
+    end = _stream(tight, 0.0, 20.0, motion_bytes=18, picture_bytes={40: 30, 48: 16, 55: 12, 63: 10})
+    assert tight.enhancement_bytes_per_frame(63) == pytest.approx(10 + BUNDLE_FRAMING_BYTES)
+    assert [d.rung.enhancement_qp for d in tight.decisions] == [63, 48]
+    assert all(d.estimated_kbps <= 29.0 for d in tight.decisions)
+    measured = tight.measured_kbps(end)
+    assert measured is not None and measured == pytest.approx(FPS * 8 * (18 + 16 + 4 + 95) / 1000 + 1, rel=0.05)
+
+
+def test_large_pictures_step_down_to_a_higher_qp_then_motion_only() -> None:
+    """Pictures measured 3× the prior do not fit a 36 kbps cap at qp 40: the link steps down, and as the other qps'
+    priors scale with what was measured, none of them fits either: motion only, and it stays there."""
+    controller = _enhanced_controller(36.0)
+    start = controller.decide(0.0)
+    assert start is not None and start.rung.enhancement_qp == 40
+    _stream(controller, 0.0, 60.0, motion_bytes=18, picture_bytes=150)
+    qps = [d.rung.enhancement_qp for d in controller.decisions]
+    assert qps[:2] == [40, 48] and qps[-1] is None and qps.index(None) == len(qps) - 1, qps
+    assert controller.current is not None and controller.current.rung == Rung(1, 20, DEFAULT_PRESET_ID)
+    assert controller.motion_kbps(Rung(1, 20, DEFAULT_PRESET_ID, 63)) > 36.0  # 24 bytes · 154/54
+
+
+def test_loss_steps_down_through_the_enhanced_rungs_to_motion_only() -> None:
+    controller = _enhanced_controller(None)
+    start = controller.decide(0.0)
+    assert start is not None and start.rung.enhancement_qp == 40
+    received = lost = 0
+    rungs = [start.rung]
+    for second in range(1, 30):
+        received, lost = received + 20, lost + 5  # 20 % loss all along
+        controller.on_feedback(float(second), Feedback(1, received + lost, frames_received=received, frames_lost=lost))
+        decision = controller.decide(float(second))
+        if decision is not None:
+            assert decision.reason.startswith("congestion")
+            rungs.append(decision.rung)
+    assert [r.enhancement_qp for r in rungs[:5]] == [40, 48, 55, 63, None]  # one rung per HOLD_S
+    assert rungs[4] == Rung(1, 20, DEFAULT_PRESET_ID) and rungs[4].motion_rung == rungs[4]
+
+
+@pytest.mark.parametrize("cap", [8.0, 12.0, 4.0])
+def test_a_low_cap_decides_exactly_as_without_the_layer(cap: float) -> None:
+    """Below what one packet a frame plus a picture costs, the enhanced rungs change nothing: the same decisions,
+    at the same times, through measurements, congestion and recovery."""
+    plain, enhanced = BandwidthController(FPS, 20, max_kbps=cap), _enhanced_controller(cap)
+    for controller in (plain, enhanced):
+        controller.decide(0.0)
+        _stream(controller, 0.0, 20.0, motion_bytes=40, picture_bytes=50)  # twice the prior: steps down
+        controller.on_feedback(20.0, Feedback(1, 500, frames_received=500, frames_lost=0))
+        controller.on_feedback(21.0, Feedback(1, 540, frames_received=525, frames_lost=15))
+        controller.decide(21.0)
+        controller.on_feedback(30.0, Feedback(1, 800, frames_received=785, frames_lost=15))
+        controller.on_feedback(31.0, Feedback(1, 825, frames_received=810, frames_lost=15))
+        _stream(controller, 31.0, 30.0, motion_bytes=10, picture_bytes=50)  # half the prior: climbs back
+    assert len(plain.decisions) >= 2  # it moved
+    assert [(d.rung, d.estimated_kbps, d.reason) for d in enhanced.decisions] == [
+        (d.rung, d.estimated_kbps, d.reason) for d in plain.decisions
+    ]
+    assert all(d.message().enhancement_qp is None for d in enhanced.decisions)
+
+
+def test_no_enhanced_rung_without_the_capability_or_when_off() -> None:
+    without = BandwidthController(FPS, 20, max_kbps=None, enhancement_qp=55)  # pinned, but the receiver never said it reads it
+    assert all(r.enhancement_qp is None for r in without._candidates())
+    off = BandwidthController(FPS, 20, max_kbps=None, enhancement_qp=0)
+    off.set_enhancement(True)
+    assert all(r.enhancement_qp is None for r in off._candidates())
+    decision = off.decide(0.0)
+    assert decision is not None and decision.rung == Rung(1, 20, DEFAULT_PRESET_ID)
+    other_fpp = _enhanced_controller(None, frames_per_packet=2)  # a bundle carries one frame
+    assert all(r.enhancement_qp is None for r in other_fpp._candidates())
+    lost = _enhanced_controller(None)
+    assert lost.decide(0.0) is not None
+    lost.set_enhancement(False)  # e.g. a new receiver link state
+    decision = lost.decide(0.1)
+    assert decision is not None and decision.rung.enhancement_qp is None
+    with pytest.raises(ValueError, match="enhancement_qp must be an SVT-AV1 qp in 1..63, or 0"):
+        BandwidthController(FPS, 20, enhancement_qp=64)
+
+
+def test_pinned_qp_is_the_only_enhanced_rung() -> None:
+    controller = _enhanced_controller(None, enhancement_qp=55, keypoints=12)
+    candidates = controller._candidates()
+    assert candidates[0] == Rung(1, 12, DEFAULT_PRESET_ID, 55)
+    assert [r.enhancement_qp for r in candidates] == [55] + [None] * (len(candidates) - 1)
+    decision = controller.decide(0.0)
+    assert decision is not None and decision.rung == Rung(1, 12, DEFAULT_PRESET_ID, 55)
+    capped = _enhanced_controller(25.0, enhancement_qp=30)  # qp 30 does not fit: motion only at 1 frame/packet
+    decision = capped.decide(0.0)
+    assert decision is not None and decision.rung == Rung(1, 20, DEFAULT_PRESET_ID)

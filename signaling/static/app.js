@@ -335,11 +335,20 @@
     updateView();
   }
 
+  // The enhancement layer of a rate decision or stats: "enhancement qp 55", "motion only", or null when unknown.
+  // (rate_decision omits enhancement_qp on a motion-only rung; stats carry it as null once the sender decided.)
+  function enhancementText(source) {
+    if (!source || source.keypoints === undefined) return null;
+    const qp = source.enhancement_qp;
+    return qp === null || qp === undefined ? "motion only" : `enhancement qp ${qp}`;
+  }
+
   function onRateDecision(msg) {
     const previous = state.rate;
     state.rate = msg;
-    if (!previous || previous.keypoints !== msg.keypoints || previous.frames_per_packet !== msg.frames_per_packet) {
-      log("info", `sender: K = ${msg.keypoints}, ${msg.frames_per_packet} frame${msg.frames_per_packet === 1 ? "" : "s"}/packet, ${msg.preset} (${msg.reason})`);
+    if (!previous || previous.keypoints !== msg.keypoints || previous.frames_per_packet !== msg.frames_per_packet ||
+        enhancementText(previous) !== enhancementText(msg)) {
+      log("info", `sender: K = ${msg.keypoints}, ${msg.frames_per_packet} frame${msg.frames_per_packet === 1 ? "" : "s"}/packet, ${msg.preset}, ${enhancementText(msg)} (${msg.reason})`);
       flash("stat-k");
     }
     // Controls follow the call's setting unless the visitor is busy with them.
@@ -710,6 +719,13 @@
     const kMax = s && s.keypoints_max ? s.keypoints_max : null;
     setStat("stat-k", fmt(k, 0), kMax ? `of ${kMax}` : "");
     setStat("stat-fpp", fmt(rate ? rate.frames_per_packet : s ? s.frames_per_packet : null, 0), rate ? rate.preset : "");
+    const enhancement = enhancementText(rate || s);
+    const enhancedShare = s && s.frames_rendered > 0 ? s.frames_rendered_enhanced / s.frames_rendered : null;
+    setStat(
+      "stat-enh",
+      enhancement === null ? "—" : enhancement === "motion only" ? "off" : enhancement.replace("enhancement ", ""),
+      enhancement === "motion only" ? "motion only" : enhancedShare !== null && enhancedShare > 0 ? `${fmt(100 * enhancedShare, 0)}% frames` : "",
+    );
     setStat("stat-fps", fmt(s ? s.fps_rendered : null), b.fps !== null && b.fps !== undefined ? `page ${fmt(b.fps, 0)}` : "");
     const g2g = glassToGlassMs();
     setStat("stat-latency", fmt(g2g, 0));
