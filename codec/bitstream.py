@@ -94,6 +94,7 @@ from codec.exceptions import BitstreamError
 from codec.motion import MAX_NUM_KEYPOINTS
 from codec.quantize import PRESETS, QuantizerPreset
 from codec.range_coder import PREFIX_CONTEXTS, RangeCoderError, RangeDecoder, RangeEncoder, new_model
+from codec.varint import VarintError, get_varint, put_varint
 
 MAGIC_NIBBLE = 0xA
 VERSION = 1
@@ -209,31 +210,18 @@ class PacketHeader:
 # Header
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return
-
-
 def _get_varint(buf: bytes, pos: int, what: str, max_value: int) -> tuple[int, int]:
-    value = 0
-    for i in range(5):
-        if pos + i >= len(buf):
-            raise BitstreamError(f"truncated packet: {what} varint runs past the end ({len(buf)} bytes)")
-        byte = buf[pos + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            if i and byte == 0:
-                raise BitstreamError(f"non-minimal varint for {what} at byte {pos}")
-            if value > max_value:
-                raise BitstreamError(f"{what} {value} exceeds the maximum {max_value}")
-            return value, pos + i + 1
-    raise BitstreamError(f"varint for {what} at byte {pos} is longer than 5 bytes")
+    try:
+        value, end = get_varint(buf, pos, 5)
+    except VarintError as exc:
+        raise BitstreamError({
+            "truncated": f"truncated packet: {what} varint runs past the end ({len(buf)} bytes)",
+            "non-minimal": f"non-minimal varint for {what} at byte {pos}",
+            "too long": f"varint for {what} at byte {pos} is longer than 5 bytes",
+        }[exc.problem]) from None
+    if value > max_value:
+        raise BitstreamError(f"{what} {value} exceeds the maximum {max_value}")
+    return value, end
 
 
 def _pack_layout(out: bytearray, layout: Layout) -> None:
@@ -262,13 +250,13 @@ def pack_header(header: PacketHeader) -> bytes:
     if not header.key and header.reference_distance <= MAX_INLINE_DISTANCE:
         flags |= header.reference_distance
     out.append(flags)
-    _put_varint(out, header.stream_id)
+    put_varint(out, header.stream_id)
     out += (header.seq % SEQ_MODULUS).to_bytes(2, "big")
     if header.key:
         assert header.timestamp_ms is not None
         out += (header.timestamp_ms % TIMESTAMP_MODULUS).to_bytes(4, "big")
     elif header.reference_distance > MAX_INLINE_DISTANCE:
-        _put_varint(out, header.reference_distance)
+        put_varint(out, header.reference_distance)
     if header.layout is not None:
         _pack_layout(out, header.layout)
     return bytes(out)

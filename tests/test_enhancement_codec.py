@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import av
 import numpy as np
 import pytest
 
 from bench.synthetic_clip import synthetic_talking_head
-from codec.enhancement.lowres_codec import (OBU_TEMPORAL_DELIMITER, EnhancementDecodeError, LowResDecoder, LowResEncoder,
+from codec.enhancement.lowres_codec import (OBU_TEMPORAL_DELIMITER, EnhancementDecodeError, LowResDecoder, LowResEncoder, codecs_available,
                                             _split_obus, downscale, is_key_frame, psnr_db, upscale)
 from codec.exceptions import BitstreamError
 
@@ -17,16 +16,7 @@ SIZE = 48
 NUM_FRAMES = 30
 
 
-def _have_codecs() -> bool:
-    try:
-        av.codec.Codec("libsvtav1", "w")
-        av.codec.Codec("libdav1d", "r")
-    except (av.error.FFmpegError, ValueError):  # type: ignore[attr-defined]
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _have_codecs(), reason="this PyAV build has no libsvtav1/libdav1d")
+pytestmark = pytest.mark.skipif(not codecs_available(), reason="this PyAV build has no libsvtav1/libdav1d")
 
 
 @pytest.fixture(scope="module")

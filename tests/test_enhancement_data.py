@@ -6,28 +6,19 @@ import json
 import logging
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from codec.data.__main__ import main as data_main
 from codec.data.enhancement import code_clip, downscale_clip, enhancement_paths, summarize
+from codec.enhancement.lowres_codec import codecs_available
 from tests._train_fakes import write_fake_prepared
 
 SIZE = 16
 QPS = (40, 63)
 
 
-def _have_codecs() -> bool:
-    try:
-        av.codec.Codec("libsvtav1", "w")
-        av.codec.Codec("libdav1d", "r")
-    except (av.error.FFmpegError, ValueError):  # type: ignore[attr-defined]
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _have_codecs(), reason="this PyAV build has no libsvtav1/libdav1d")
+pytestmark = pytest.mark.skipif(not codecs_available(), reason="this PyAV build has no libsvtav1/libdav1d")
 
 
 @pytest.fixture()

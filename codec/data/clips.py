@@ -40,19 +40,8 @@ def clip_fps(clip: Path) -> float:
 
 def iter_clip_frames(clip: Path) -> Iterator[np.ndarray]:
     """Yield (H, W, 3) uint8 RGB frames of a video file or an image folder, in order."""
-    clip = Path(clip)
-    if clip.is_dir():
-        for path in _frame_files(clip):
-            with Image.open(path) as image:
-                yield np.asarray(image.convert("RGB"))
-        return
-    if not clip.is_file():
-        raise FileNotFoundError(f"clip {clip} does not exist")
-    with av.open(str(clip)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+    for _, frame in _iter_timed_frames(Path(clip)):
+        yield frame
 
 
 def iter_clip_frames_at(clip: Path, fps: float) -> Iterator[np.ndarray]:
@@ -82,8 +71,9 @@ def iter_clip_frames_at(clip: Path, fps: float) -> Iterator[np.ndarray]:
 def _iter_timed_frames(clip: Path) -> Iterator[tuple[float, np.ndarray]]:
     """(presentation time in s from the first frame, frame) in order."""
     if clip.is_dir():
-        for i, frame in enumerate(iter_clip_frames(clip)):
-            yield i / FOLDER_FPS, frame
+        for i, path in enumerate(_frame_files(clip)):
+            with Image.open(path) as image:
+                yield i / FOLDER_FPS, np.asarray(image.convert("RGB"))
         return
     if not clip.is_file():
         raise FileNotFoundError(f"clip {clip} does not exist")

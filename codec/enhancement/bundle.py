@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codec.exceptions import BitstreamError
+from codec.varint import VarintError, get_varint, put_varint
 
 BUNDLE_MAGIC = 0xB1  # magic nibble 0xB, version 1
 MOTION_MAGIC_NIBBLE = 0xA  # codec.bitstream's packets start with 0xA_
@@ -56,31 +57,18 @@ def is_bundle(message: bytes) -> bool:
     return isinstance(message, (bytes, bytearray, memoryview)) and len(message) > 0 and message[0] == BUNDLE_MAGIC
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return
-
-
 def _get_varint(buf: bytes, pos: int, what: str, max_value: int) -> tuple[int, int]:
-    value = 0
-    for i in range(_MAX_VARINT_BYTES):
-        if pos + i >= len(buf):
-            raise BundleError(f"truncated frame bundle: the {what} varint at byte {pos} runs past the end ({len(buf)} bytes)")
-        byte = buf[pos + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            if i and byte == 0:
-                raise BundleError(f"non-minimal varint for the {what} at byte {pos} of the frame bundle")
-            if not 1 <= value <= max_value:
-                raise BundleError(f"frame bundle {what} {value} is outside 1..{max_value}")
-            return value, pos + i + 1
-    raise BundleError(f"frame bundle {what} varint at byte {pos} is longer than {_MAX_VARINT_BYTES} bytes (over {max_value})")
+    try:
+        value, end = get_varint(buf, pos, _MAX_VARINT_BYTES)
+    except VarintError as exc:
+        raise BundleError({
+            "truncated": f"truncated frame bundle: the {what} varint at byte {pos} runs past the end ({len(buf)} bytes)",
+            "non-minimal": f"non-minimal varint for the {what} at byte {pos} of the frame bundle",
+            "too long": f"frame bundle {what} varint at byte {pos} is longer than {_MAX_VARINT_BYTES} bytes (over {max_value})",
+        }[exc.problem]) from None
+    if not 1 <= value <= max_value:
+        raise BundleError(f"frame bundle {what} {value} is outside 1..{max_value}")
+    return value, end
 
 
 def pack_bundle(motion_packet: bytes, picture: bytes, key: bool) -> bytes:
@@ -94,10 +82,10 @@ def pack_bundle(motion_packet: bytes, picture: bytes, key: bool) -> bytes:
     if not 1 <= len(picture) <= MAX_PICTURE_BYTES:
         raise ValueError(f"enhancement picture of {len(picture)} bytes: a bundle carries 1..{MAX_PICTURE_BYTES} (raise the qp)")
     out = bytearray([BUNDLE_MAGIC])
-    _put_varint(out, len(motion_packet))
+    put_varint(out, len(motion_packet))
     out += motion_packet
     out.append(FLAG_KEY if key else 0)
-    _put_varint(out, len(picture))
+    put_varint(out, len(picture))
     out += picture
     return bytes(out)
 

@@ -88,6 +88,16 @@ class EnhancementDecodeError(BitstreamError):
     should ask the sender for one (``LowResEncoder.request_key``)."""
 
 
+def codecs_available() -> bool:
+    """True when this PyAV build has the layer's encoder (SVT-AV1) and decoder (libdav1d)."""
+    try:
+        av.codec.Codec(ENCODER, "w")
+        av.codec.Codec(DECODER, "r")
+    except (av.error.FFmpegError, ValueError):  # type: ignore[attr-defined]
+        return False
+    return True
+
+
 def _check_face(face_rgb: object, min_size: int, name: str = "face_rgb") -> np.ndarray:
     if not isinstance(face_rgb, np.ndarray):
         raise ValueError(f"{name} must be a numpy (S, S, 3) uint8 RGB array, got {type(face_rgb).__name__}")
