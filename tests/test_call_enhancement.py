@@ -20,10 +20,10 @@ from sender.sources import MotionFrame, TraceSource
 from signaling.server import RunningServer
 from tests.call_fakes import FakeSynthesizer, fake_reference
 from tests.test_call import FPS, LOOPBACK, run_call, server  # noqa: F401 - the fixture
-from tests.test_enhancement_codec import _have_codecs
+from codec.enhancement.lowres_codec import codecs_available
 from tests.test_receiver_enhancement import faces
 
-pytestmark = pytest.mark.skipif(not _have_codecs(), reason="this PyAV build has no libsvtav1/libdav1d")
+pytestmark = pytest.mark.skipif(not codecs_available(), reason="this PyAV build has no libsvtav1/libdav1d")
 
 QP = 40
 

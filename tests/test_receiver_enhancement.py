@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from codec.enhancement.bundle import FrameBundle
-from codec.enhancement.lowres_codec import LowResEncoder, is_key_frame
-from tests.test_enhancement_codec import _have_codecs
+from codec.enhancement.lowres_codec import LowResEncoder, codecs_available, is_key_frame
 
-pytestmark = pytest.mark.skipif(not _have_codecs(), reason="this PyAV build has no libsvtav1/libdav1d")
+pytestmark = pytest.mark.skipif(not codecs_available(), reason="this PyAV build has no libsvtav1/libdav1d")
 
 E = 16
 
