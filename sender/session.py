@@ -547,11 +547,13 @@ class Sender:
         rx.last_motion = sample
 
     def _layer_possible(self, rx: _ReceiverLink) -> bool:
-        """Whether this link can carry the enhancement layer: the model has the branch, the receiver reads frame
-        bundles at its E, and the layer is not turned off (``enhancement_qp`` 0)."""
+        """Whether this link can carry the enhancement layer: the model has the branch, the source gives face crops
+        (the built-in trace has none), the receiver reads frame bundles at its E, and the layer is not turned off
+        (``enhancement_qp`` 0)."""
         caps = rx.capabilities
         return (
-            self.config.enhancement_qp != 0 and self.enhancement_size > 0 and caps is not None
+            self.config.enhancement_qp != 0 and self.enhancement_size > 0 and self.source.provides_faces
+            and caps is not None
             and caps.frame_bundle >= BUNDLE_MAGIC & 0x0F and caps.enhancement_size == self.enhancement_size
         )
 

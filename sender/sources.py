@@ -64,6 +64,7 @@ class MotionSource(abc.ABC):
 
     fps: float
     name: str
+    provides_faces: bool = False  # its MotionFrames carry the face crop (what the enhancement layer codes)
 
     @abc.abstractmethod
     def frames(self) -> AsyncIterator[MotionFrame]:
@@ -171,6 +172,8 @@ def _iter_folder(folder: Path) -> Iterator[tuple[np.ndarray, float | None]]:
 
 class VideoSource(MotionSource):
     """Frames from a webcam, a video file or an image folder -> face crop -> MotionEncoder (worker thread)."""
+
+    provides_faces = True
 
     def __init__(
         self, frames: Callable[[], Iterator[tuple[np.ndarray, float | None]]], name: str, cropper: Cropper, encoder: Encoder,

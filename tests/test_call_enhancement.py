@@ -31,6 +31,8 @@ QP = 40
 class FaceTraceSource(TraceSource):
     """The trace's motion with a synthetic face crop on every frame (what a camera source hands the sender)."""
 
+    provides_faces = True
+
     def __init__(self, fps: float, num_keypoints: int, max_frames: int, size: int = 64) -> None:
         super().__init__(fps, num_keypoints=num_keypoints, max_frames=max_frames)
         self._faces = faces(50, size)
@@ -53,8 +55,10 @@ class RecordMessages:
         return None if index in self.drop else message
 
 
-def tiny_enh_call(server_url: str, room: str, frames: int, packet_filter: Any, **config: Any) -> tuple[Receiver, Sender, Any]:
-    """A call of the tiny-enh model; ``config``: SenderConfig fields (default: no cap, 1 frame/packet, qp pinned to QP)."""
+def tiny_enh_call(server_url: str, room: str, frames: int, packet_filter: Any, with_faces: bool = True,
+                  **config: Any) -> tuple[Receiver, Sender, Any]:
+    """A call of the tiny-enh model; ``config``: SenderConfig fields (default: no cap, 1 frame/packet, qp pinned to QP);
+    ``with_faces`` False: the plain trace, whose frames carry no face crop."""
     import torch
 
     from codec.model import FrameSynthesizer
@@ -74,7 +78,8 @@ def tiny_enh_call(server_url: str, room: str, frames: int, packet_filter: Any, *
 
     reference = make_reference(default_portrait(), size, synth.model_id, synth.model_version, crop=resize_crop)
     receiver = Receiver(ReceiverConfig(server_url, room, rtc=LOOPBACK, max_frames=frames), synth)
-    source = FaceTraceSource(FPS, synth.num_keypoints, 4 * frames, size)  # outlasts the receiver on a busy machine
+    source: TraceSource = (FaceTraceSource(FPS, synth.num_keypoints, 4 * frames, size) if with_faces  # outlasts the
+                           else TraceSource(FPS, num_keypoints=synth.num_keypoints, max_frames=4 * frames))  # receiver
     settings: dict[str, Any] = {"max_kbps": None, "frames_per_packet": 1, "enhancement_qp": QP, **config}
     sender_config = SenderConfig(server_url, room, rtc=LOOPBACK, **settings)
     sender = Sender(sender_config, source, reference, packet_filter=packet_filter, enhancement_size=synth.enhancement_size)
@@ -187,3 +192,18 @@ async def test_the_controller_picks_an_enhanced_rung_with_no_cap(server: Running
     report = receiver.report()
     assert report["frames_output"] >= frames and report["render_errors"] == 0
     assert report["enhancement_decoded"] >= frames - 3 and report["frames_rendered_enhanced"] > 0
+
+
+async def test_a_source_without_face_crops_stays_on_the_motion_only_ladder(server: RunningServer) -> None:  # noqa: F811
+    """The built-in trace has no pictures to code: with a capable receiver and no cap the controller still never
+    offers an enhanced rung, so the link does not sit at 1 frame/packet sending plain packets."""
+    frames = 30
+    messages = RecordMessages()
+    receiver, sender, _ = tiny_enh_call(server.url, "enh-trace", frames, messages, with_faces=False,
+                                        frames_per_packet=None, enhancement_qp=None)
+    assert not sender.source.provides_faces
+    assert await run_call(receiver, sender) == ("max_frames", "stopped")
+    assert messages.first_bytes and all(b >> 4 == 0xA for b in messages.first_bytes)
+    (stats,) = sender.link_stats()
+    assert stats["enhancement"]["pictures"] == 0
+    assert all(d.rung.enhancement_qp is None for d in sender.link_history[0].controller.decisions)
