@@ -18,8 +18,10 @@ Usage::
 Message (version 1): a msgpack array
 ``["kpref", 1, model_id: str, model_version: str, content_hash: bin32, width: int, height: int,
 image_format: "jpeg" | "png" | "webp", image: bin]``; ``content_hash`` is SHA-256 of ``image``;
-width × height ≤ ``MAX_PIXELS`` and each side ≤ ``MAX_SIDE``, read from the image header (checked on
-pack and on unpack); the image is ≤ ``MAX_IMAGE_BYTES``.
+width × height ≤ ``MAX_PIXELS``, each side in [``MIN_SIDE``, ``MAX_SIDE``] and the long side ≤ ``MAX_ASPECT`` ×
+the short one, read from the image header (checked on pack and on unpack, before any pixel is decoded);
+the image is ≤ ``MAX_IMAGE_BYTES``. Only JPEG, PNG and WebP are parsed; decoding follows
+``codec.image_input`` (EXIF orientation, any mode to 8-bit RGB).
 
 Chunk (version 1)::
 
@@ -51,6 +53,7 @@ import numpy as np
 from PIL import Image
 
 from codec.exceptions import BitstreamError
+from codec.image_input import ImageInputError, decode_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ MESSAGE_VERSION = 1
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_SIDE = 2048
 MAX_PIXELS = 1024 * 1024
+MIN_SIDE = 8  # the sender sends its model-sized face crop (tens to hundreds of pixels); a smaller one holds no face
+MAX_ASPECT = 3.0  # long side / short side; the crop is square
 MAX_ID_CHARS = 128
 IMAGE_FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
 MAX_MESSAGE_BYTES = MAX_IMAGE_BYTES + 1024
@@ -109,10 +114,12 @@ def probe_image(image: bytes) -> tuple[int, int, str]:
     if len(image) > MAX_IMAGE_BYTES:
         raise BitstreamError(f"portrait of {len(image)} bytes exceeds {MAX_IMAGE_BYTES}: re-encode it smaller")
     try:
-        with Image.open(io.BytesIO(bytes(image))) as img:
+        with Image.open(io.BytesIO(bytes(image)), formats=list(IMAGE_FORMATS)) as img:
             width, height, fmt = img.size[0], img.size[1], img.format
-    except Exception as exc:  # noqa: BLE001 - PIL's parsers raise many types; any of them means "not an image"
-        raise BitstreamError(f"the portrait is not a readable image: {exc}") from None
+    except Exception:  # noqa: BLE001 - PIL's parsers raise many types; any of them means "not an image"
+        raise BitstreamError(
+            f"the portrait is not a readable image in an accepted format ({', '.join(sorted(IMAGE_FORMATS.values()))})"
+        ) from None
     if fmt not in IMAGE_FORMATS:
         raise BitstreamError(f"portrait format {fmt!r} is not one of {sorted(IMAGE_FORMATS.values())}")
     _check_size(width, height)
@@ -123,6 +130,12 @@ def _check_size(width: int, height: int) -> None:
     if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
         raise BitstreamError(
             f"portrait of {width}x{height} pixels exceeds the limit ({MAX_PIXELS} pixels, sides ≤ {MAX_SIDE}): resize it"
+        )
+    short, long = min(width, height), max(width, height)
+    if short < MIN_SIDE or long > MAX_ASPECT * short:
+        raise BitstreamError(
+            f"portrait of {width}x{height} pixels is not a face crop (short side ≥ {MIN_SIDE}, "
+            f"aspect ratio ≤ {MAX_ASPECT:g}:1): send the model-sized square crop"
         )
 
 
@@ -140,15 +153,17 @@ def encode_portrait(rgb: np.ndarray, image_format: str = "jpeg", quality: int = 
 
 
 def decode_portrait(msg: ReferenceMessage) -> np.ndarray:
-    """The message's portrait as (H, W, 3) uint8 RGB; BitstreamError if it does not decode as declared."""
+    """The message's portrait as (H, W, 3) uint8 RGB (EXIF-upright); BitstreamError if it does not decode as declared."""
     probe_image(msg.image)
     try:
-        with Image.open(io.BytesIO(msg.image)) as img:
+        with Image.open(io.BytesIO(msg.image), formats=list(IMAGE_FORMATS)) as img:
             if img.size != (msg.width, msg.height):
                 raise BitstreamError(f"portrait is {img.size[0]}x{img.size[1]}, the message says {msg.width}x{msg.height}")
-            rgb = np.asarray(img.convert("RGB"))  # (H, W, 3) uint8
+            rgb = decode_rgb(img, "the portrait")  # (H, W, 3) uint8
     except BitstreamError:
         raise
+    except ImageInputError as exc:
+        raise BitstreamError(f"the portrait does not decode: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types; any of them means corrupt
         raise BitstreamError(f"the portrait does not decode: {exc}") from None
     return rgb

@@ -15,15 +15,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from codec.image_input import PHOTO_LIMITS, read_image_file
 
 log = logging.getLogger(__name__)
-MAX_PHOTO_PIXELS = 50_000_000
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m receiver repose", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("photo", type=Path, help="portrait image (JPEG, PNG, WebP, ...)")
+    p.add_argument("photo", type=Path, help="portrait image: JPEG, PNG or WebP, 64 px to 40 Mpx, aspect ≤ 3:1")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
     p.add_argument("--yaw", type=float, default=None, help="degrees; positive turns the face to its own right")
     p.add_argument("--pitch", type=float, default=None, help="degrees; positive tilts the face down")
@@ -36,15 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_photo(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file; clear errors for missing, unreadable or huge files."""
+    """(H, W, 3) uint8 RGB of an image file (``codec.image_input`` rules); FileNotFoundError or ImageInputError."""
     if not path.is_file():
         raise FileNotFoundError(f"photo {path} does not exist")
-    Image.MAX_IMAGE_PIXELS = MAX_PHOTO_PIXELS
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
-        raise ValueError(f"cannot read {path} as an image: {exc}") from exc
+    return read_image_file(path, f"the photo {str(path)!r}", PHOTO_LIMITS)
 
 
 def main(argv: list[str] | None = None) -> int:

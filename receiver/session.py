@@ -843,18 +843,13 @@ class Receiver:
 
     async def _load_avatar(self, data: bytes, what: str) -> None:
         """Decode, crop and prepare a portrait to drive with the sender's motion (ValueError if unusable)."""
-        from PIL import Image, UnidentifiedImageError
+        from codec.image_input import ImageInputError, ImageLimits, read_image
 
         assert self._worker is not None
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                if img.size[0] * img.size[1] > MAX_AVATAR_PIXELS:
-                    raise ValueError(f"{what} is {img.size[0]}x{img.size[1]}: larger than {MAX_AVATAR_PIXELS} pixels")
-                rgb = np.asarray(img.convert("RGB"))
-        except UnidentifiedImageError:
-            raise ValueError(f"{what} is not an image this receiver can read (use a JPEG, PNG or WebP)") from None
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"{what} is not a readable image: {exc}") from None
+        try:  # JPEG/PNG/WebP only, size checked from the header before decoding (codec.image_input)
+            rgb = await asyncio.to_thread(read_image, data, what, ImageLimits(max_pixels=MAX_AVATAR_PIXELS))
+        except ImageInputError as exc:
+            raise ValueError(f"{what} is not an image this receiver can read: {exc}") from None
         size = getattr(self.synthesizer, "image_size", 256)
         crop = self._face_crop
         if crop is None:

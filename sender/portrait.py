@@ -6,19 +6,17 @@ inside the scikit-image wheel, so a fresh machine needs no camera and no data fo
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from codec.image_input import PHOTO_LIMITS, read_image_file
 from codec.reference_message import ReferenceMessage, encode_portrait
 
 logger = logging.getLogger(__name__)
 
-MAX_PHOTO_PIXELS = 8192 * 8192
-MAX_PHOTO_BYTES = 64 * 1024 * 1024
 DEFAULT_PORTRAIT = "astronaut"
 
 
@@ -30,22 +28,9 @@ def default_portrait() -> np.ndarray:
 
 
 def read_photo(path: Path) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB; ValueError naming the file for anything unusable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ValueError(f"cannot read the reference photo {str(path)!r}: {exc.strerror}") from None
-    if size > MAX_PHOTO_BYTES:
-        raise ValueError(f"reference photo {str(path)!r} is {size} bytes; use one under {MAX_PHOTO_BYTES}")
-    try:
-        with Image.open(io.BytesIO(path.read_bytes())) as img:
-            if img.size[0] * img.size[1] > MAX_PHOTO_PIXELS:
-                raise ValueError(f"reference photo {str(path)!r} is {img.size[0]}x{img.size[1]}: resize it below {MAX_PHOTO_PIXELS} pixels")
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"reference photo {str(path)!r} is not a readable image: {exc}") from None
+    """An image file -> (H, W, 3) uint8 RGB under ``codec.image_input``'s rules (JPEG/PNG/WebP, 64 px to 40 Mpx,
+    aspect ≤ 3:1); ImageInputError (a ValueError) naming the file for anything unusable."""
+    return read_image_file(path, f"the reference photo {str(path)!r}", PHOTO_LIMITS)
 
 
 def face_crop_function() -> Callable[[np.ndarray, int], np.ndarray]:

@@ -358,7 +358,7 @@ async def test_viewer_gets_video_stats_and_controls_the_call(server: RunningServ
         assert views == ["yaw=30,pitch=0,roll=0"] and receiver.view == "yaw=30,pitch=0,roll=0"
 
         png = __import__("io").BytesIO()
-        __import__("PIL.Image", fromlist=["Image"]).fromarray(np.full((48, 48, 3), 90, np.uint8)).save(png, format="PNG")
+        __import__("PIL.Image", fromlist=["Image"]).fromarray(np.full((64, 64, 3), 90, np.uint8)).save(png, format="PNG")
         for chunk in c.avatar_chunks(png.getvalue(), upload_id=1):
             viewer.send(chunk)
         await wait_until(lambda: receiver.avatar_state is not None, 10, "the avatar")

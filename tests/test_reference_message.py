@@ -62,10 +62,28 @@ def test_image_bounds() -> None:
         ReferenceMessage.from_image(b"GIF89a not really", "m", "1")
     gif = io.BytesIO()
     Image.fromarray(noise_image(4, 4)).save(gif, format="GIF")
-    with pytest.raises(BitstreamError, match=r"portrait format 'GIF' is not one of \['jpeg', 'png', 'webp'\]"):
+    with pytest.raises(BitstreamError, match=r"the portrait is not a readable image in an accepted format \(jpeg, png, webp\)"):
         ReferenceMessage.from_image(gif.getvalue(), "m", "1")
     with pytest.raises(BitstreamError, match="model_id must be a non-empty string"):
-        ReferenceMessage.from_image(encode_portrait(noise_image(4, 4)), "", "1")
+        ReferenceMessage.from_image(encode_portrait(noise_image(8, 8)), "", "1")
+
+
+def test_degenerate_portraits_are_not_references() -> None:
+    """A 1x1 dot and a 512x2048 strip fit the pixel limit but are no face crop: refused from the header."""
+    with pytest.raises(BitstreamError, match=r"portrait of 1x1 pixels is not a face crop \(short side ≥ 8, aspect ratio ≤ 3:1\)"):
+        ReferenceMessage.from_image(encode_portrait_unchecked(1, 1), "m", "1")
+    with pytest.raises(BitstreamError, match=r"portrait of 512x2048 pixels is not a face crop"):
+        ReferenceMessage.from_image(encode_portrait_unchecked(512, 2048), "m", "1")
+    with pytest.raises(BitstreamError, match="is not a face crop"):
+        encode_portrait(noise_image(4, 4))
+
+
+def test_sixteen_bit_grey_portrait_decodes_to_mid_grey() -> None:
+    out = io.BytesIO()
+    Image.fromarray(np.full((32, 32), 0x8000, np.uint16)).save(out, format="PNG")  # mode I;16
+    rgb = decode_portrait(ReferenceMessage.from_image(out.getvalue(), "m", "1"))
+    assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
+    assert np.all(rgb == 128)
 
 
 def encode_portrait_unchecked(w: int, h: int) -> bytes:

@@ -158,8 +158,11 @@ def test_default_portrait_and_reference(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expected"):
         make_reference(photo, 64, "m", "1", crop=lambda image, size: image)
     path = tmp_path / "p.png"
+    Image.fromarray(photo[:80, :64]).save(path)
+    assert read_photo(path).shape == (80, 64, 3)
     Image.fromarray(photo[:40, :30]).save(path)
-    assert read_photo(path).shape == (40, 30, 3)
+    with pytest.raises(ValueError, match="short side must be at least 64 pixels"):
+        read_photo(path)
     (tmp_path / "bad.jpg").write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match="not a readable image"):
         read_photo(tmp_path / "bad.jpg")
