@@ -87,8 +87,8 @@ class WebSocketSignaling(Signaling):
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             await self.close()
             raise SignalingError(f"cannot reach the signaling server at {self.url}: {exc}") from None
-        await self.send(m.Join(self.room, self.role, self._token))
         try:
+            await self.send(m.Join(self.room, self.role, self._token))
             async with asyncio.timeout(self._timeout):
                 while True:
                     msg = await self.receive()
@@ -107,9 +107,16 @@ class WebSocketSignaling(Signaling):
             raise
 
     async def send(self, msg: m.ClientMessage) -> None:
+        """Send one message; SignalingError if not connected or if ``msg`` holds a string that is not UTF-8 text."""
         if self._ws is None or self._ws.closed:
             raise SignalingError("not connected to the signaling server")
-        await self._ws.send_str(m.encode_client_message(msg))
+        text = m.encode_client_message(msg)
+        at = m.unencodable_at(text)
+        if at is not None:
+            raise SignalingError(
+                f"cannot send {type(msg).__name__}: it holds {text[at]!r}, a lone surrogate (not encodable as UTF-8)", m.BAD_MESSAGE
+            )
+        await self._ws.send_str(text)
 
     async def receive(self) -> m.ServerMessage | None:
         ws = self._ws

@@ -4,7 +4,9 @@ Every message is one JSON object in one WebSocket text frame, with a ``"type"`` 
 are documented in ``signaling/PROTOCOL.md``. ``decode_client_message`` (server side) and
 ``decode_server_message`` (client side) accept any ``str``/``bytes`` and either return a message or
 raise ``ProtocolError`` carrying an error code and a message that quotes the bad value; nothing
-else escapes them.
+else escapes them. Every string of an accepted message (field names included) is encodable as UTF-8:
+a lone surrogate such as ``"\ud800"`` (valid JSON, not valid Unicode text) is rejected, so no relayed
+message can fail to encode on its way out.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ MAX_SDP_CHARS = 60_000
 MAX_CANDIDATE_CHARS = 1024
 MAX_TOKEN_CHARS = 256
 MAX_ERROR_CHARS = 512
-ROOM_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-PEER_ID_PATTERN = re.compile(r"^[a-z0-9]{1,32}$")
+ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # whole string (fullmatch): no dots, no newline
+ROOM_RULE = "1-64 characters of A-Z a-z 0-9 _ -"
+PEER_ID_PATTERN = re.compile(r"[a-z0-9]{1,32}")  # whole string (fullmatch)
 ROLES = ("sender", "receiver", "viewer")
 Role = Literal["sender", "receiver", "viewer"]
 RELAY_TYPES = ("offer", "answer", "candidate")
@@ -45,6 +48,29 @@ class ProtocolError(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def is_room_name(name: object) -> bool:
+    """Whether ``name`` is a valid room name (``ROOM_RULE``): the one rule wherever a room is named."""
+    return isinstance(name, str) and ROOM_PATTERN.fullmatch(name) is not None
+
+
+def check_room_name(name: str, what: str = "room") -> str:
+    """``name`` if it is a valid room name, else ValueError quoting it and the rule."""
+    if not is_room_name(name):
+        raise ValueError(f"{what} {name!r:.70} is not a valid room name: use {ROOM_RULE}")
+    return name
+
+
+def unencodable_at(text: str) -> int | None:
+    """Index of the first character of ``text`` not encodable as UTF-8 (a lone surrogate), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 # -- client -> server ---------------------------------------------------------------------------
@@ -222,10 +248,33 @@ def _loads(data: str | bytes | bytearray) -> tuple[dict[str, Any], str]:
         raise ProtocolError(BAD_JSON, f"message is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(BAD_MESSAGE, f"message must be a JSON object, got {type(obj).__name__}")
+    _check_encodable(obj)
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(BAD_MESSAGE, f"message needs a string 'type' field, got {kind!r:.40}")
     return obj, kind
+
+
+def _check_encodable(obj: dict[str, Any]) -> None:
+    """ProtocolError if any string of the parsed message (keys included, at any depth) is not UTF-8 text."""
+    stack: list[tuple[str, Any]] = [("", obj)]  # (top-level field name as quoted in errors, value)
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            at = unencodable_at(value)
+            if at is not None:
+                raise ProtocolError(
+                    BAD_MESSAGE,
+                    f"field {where} contains {value[at]!r} at index {at}, a lone surrogate (not encodable as UTF-8):"
+                    " \\uD800-\\uDFFF escapes must come in high-low pairs",
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if unencodable_at(key) is not None:
+                    raise ProtocolError(BAD_MESSAGE, f"field name {key!r:.70} contains a lone surrogate (not encodable as UTF-8)")
+                stack.append((where or repr(key)[:70], item))
+        elif isinstance(value, list):
+            stack.extend((where, item) for item in value)
 
 
 def _fields(obj: dict[str, Any], kind: str, required: set[str], optional: frozenset[str] | set[str] = frozenset()) -> None:
@@ -244,7 +293,7 @@ def _str(obj: dict[str, Any], key: str, kind: str, max_chars: int, pattern: re.P
         raise ProtocolError(BAD_MESSAGE, f"{kind!r} field {key!r} must be a string, got {value!r:.40}")
     if len(value) > max_chars:
         raise ProtocolError(BAD_MESSAGE, f"{kind!r} field {key!r} has {len(value)} characters, more than {max_chars}")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):
         raise ProtocolError(BAD_MESSAGE, f"{kind!r} field {key!r} = {value!r:.70} does not match {pattern.pattern}")
     return value
 
@@ -262,6 +311,13 @@ def _int(obj: dict[str, Any], key: str, kind: str, low: int, high: int, optional
     if type(value) is not int or not low <= value <= high:
         raise ProtocolError(BAD_MESSAGE, f"{kind!r} field {key!r} must be an integer in [{low}, {high}], got {value!r:.40}")
     return value
+
+
+def _room(obj: dict[str, Any], kind: str) -> str:
+    value = obj.get("room")
+    if not is_room_name(value):
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} field 'room': room name {value!r:.70} is not valid: use {ROOM_RULE}")
+    return value  # type: ignore[no-any-return]
 
 
 def _role(obj: dict[str, Any], kind: str) -> Role:
@@ -293,7 +349,7 @@ def decode_client_message(data: str | bytes | bytearray) -> ClientMessage:
     obj, kind = _loads(data)
     if kind == "join":
         _fields(obj, kind, {"room", "role"}, {"token"})
-        return Join(_str(obj, "room", kind, 64, ROOM_PATTERN), _role(obj, kind), _opt_str(obj, "token", kind, MAX_TOKEN_CHARS))
+        return Join(_room(obj, kind), _role(obj, kind), _opt_str(obj, "token", kind, MAX_TOKEN_CHARS))
     if kind == "leave":
         _fields(obj, kind, set())
         return Leave()
@@ -319,7 +375,7 @@ def decode_server_message(data: str | bytes | bytearray) -> ServerMessage:
                 raise ProtocolError(BAD_MESSAGE, f"'joined' peer entry must be an object, got {p!r:.40}")
             infos.append(PeerInfo(_str(p, "peer_id", kind, 32, PEER_ID_PATTERN), _role(p, kind)))
         return Joined(
-            _str(obj, "peer_id", kind, 32, PEER_ID_PATTERN), _str(obj, "room", kind, 64, ROOM_PATTERN),
+            _str(obj, "peer_id", kind, 32, PEER_ID_PATTERN), _room(obj, kind),
             _role(obj, kind), tuple(infos),
         )
     if kind == "peer_joined":
@@ -349,4 +405,4 @@ def message_type_of(data: object) -> str | None:
     except (ValueError, RecursionError):
         return None
     kind = obj.get("type") if isinstance(obj, dict) else None
-    return kind[:64] if isinstance(kind, str) else None
+    return kind[:64] if isinstance(kind, str) and unencodable_at(kind[:64]) is None else None

@@ -10,9 +10,12 @@ Endpoints: ``GET /ws`` (WebSocket, the protocol of ``signaling/PROTOCOL.md``), `
 
 Robustness: every message is validated (``signaling.messages``); a message over 64 KiB, malformed
 JSON, an unknown type, a relay to an unknown peer or a flood (token bucket per connection) gets an
-in-band ``error`` and nothing else happens. Each connection has a bounded outbox drained by its own
-writer task, so a slow or stuck client never blocks the relaying of others (it is disconnected when
-its outbox overflows). Frames above ``HARD_MAX_FRAME_BYTES`` close the connection (aiohttp's limit).
+in-band ``error`` and nothing else happens; so does a string that is not UTF-8 text (a lone surrogate
+escape), which is never relayed. Each connection has a bounded outbox drained by its own writer
+task, so a slow or stuck client never blocks the relaying of others (it is disconnected when its
+outbox overflows). A message the writer cannot encode is logged and dropped; a writer that stops
+for any other reason closes its connection, so no client is left connected but deaf. Frames above
+``HARD_MAX_FRAME_BYTES`` close the connection (aiohttp's limit).
 """
 
 from __future__ import annotations
@@ -56,9 +59,22 @@ class ServerConfig:
     outbox_size: int = 256  # queued outgoing messages per connection before it is dropped as stuck
     heartbeat_s: float = 15.0  # WebSocket ping interval (dead peers are noticed within ~2 intervals)
 
+    def __post_init__(self) -> None:
+        for room, secret in self.room_tokens.items():
+            m.check_room_name(room)
+            _check_secret(secret, f"the token of room {room!r}")
+        if self.token is not None:
+            _check_secret(self.token, "the token")
+
     def token_for(self, room: str) -> str | None:
         """The secret that ``room`` requires, or None for an open room."""
         return self.room_tokens.get(room, self.token)
+
+
+def _check_secret(secret: str, what: str) -> None:
+    at = m.unencodable_at(secret)
+    if at is not None:  # e.g. a non-UTF-8 byte of argv, decoded with surrogateescape
+        raise ValueError(f"{what} is not encodable as UTF-8 (character {at}): use UTF-8 text")
 
 
 class _TokenBucket:
@@ -118,16 +134,35 @@ class _Connection:
             if self.transport is not None:
                 self.transport.abort()
 
-    async def write_loop(self) -> None:
+    def start_writer(self) -> None:
+        """Start the writer task; whenever it ends other than by cancellation, the connection is closed."""
+        self.writer = asyncio.ensure_future(self._write_loop())
+        self.writer.add_done_callback(self._on_writer_done)
+
+    async def _write_loop(self) -> None:
         while True:
             text = await self.outbox.get()
             if text is None or self.ws.closed:
                 return
             try:
                 await self.ws.send_str(text)
+            except UnicodeEncodeError as exc:  # encoded before any byte is written: the stream stays intact
+                logger.warning("%s: outgoing message cannot be encoded as UTF-8 (%s), dropped: %.80r", self.log_prefix(), exc.reason, text)
             except (ConnectionError, RuntimeError) as exc:
                 logger.info("%s: send failed (%s), stopping its writer", self.log_prefix(), exc)
                 return
+
+    def _on_writer_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():  # the handler is closing the connection itself
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.error("%s: writer failed, closing the connection", self.log_prefix(), exc_info=exc)
+        if self.ws.closed:  # a close is under way (e.g. shutdown's 1001): let it finish
+            return
+        # Nothing would reach this client any more: drop it (its handler then cleans up) rather than keep a zombie.
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
 
 
 class SignalingServer:
@@ -175,7 +210,7 @@ class SignalingServer:
             return ws
         conn = _Connection(ws, config, request.remote or "?", request.transport)
         self.connections.add(conn)
-        conn.writer = asyncio.ensure_future(conn.write_loop())
+        conn.start_writer()
         logger.info("%s: connected", conn.log_prefix())
         reason = "disconnected"
         try:

@@ -10,7 +10,7 @@
   const MAX_AVATAR_BYTES = 4 * 1024 * 1024; // signaling/control.py MAX_AVATAR_BYTES
   const AVATAR_CHUNK_BYTES = 32 * 1024; // signaling/control.py MAX_AVATAR_CHUNK_BYTES
   const MAX_AVATAR_PIXELS = 4096 * 4096; // receiver/session.py MAX_AVATAR_PIXELS
-  const ROOM_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+  const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/; // signaling/messages.py (no dots: "." and ".." are not rooms)
   const CONFIRM_TIMEOUT_MS = 8000; // a command without its confirmation by then is reported as failed
   const AVATAR_TIMEOUT_MS = 45000; // face crop + reference preparation at the receiver
   const ORIGINAL_TIMEOUT_MS = 12000;
@@ -891,13 +891,13 @@
   function chooseRoom() {
     const requested = params.get("room");
     if (requested && ROOM_PATTERN.test(requested)) return requested;
-    if (requested) log("error", `"${requested}" is not a room name (letters, digits, _ . - up to 64): joined "demo" instead`);
+    if (requested) log("error", `"${requested}" is not a room name (letters, digits, _ - up to 64): joined "demo" instead`);
     return "demo";
   }
 
   function switchRoom(room) {
     if (!ROOM_PATTERN.test(room)) {
-      setBanner("error", `"${room}" is not a room name: use letters, digits, _ . - (up to 64)`);
+      setBanner("error", `"${room}" is not a room name: use letters, digits, _ - (up to 64)`);
       return;
     }
     if (room === state.room && state.ws) return;
