@@ -124,6 +124,12 @@ class RawClient:
         assert frame.type == aiohttp.WSMsgType.TEXT, frame
         return json.loads(frame.data)  # type: ignore[no-any-return]
 
+    async def join(self, room: str, role: str) -> dict[str, object]:
+        await self.send({"type": "join", "room": room, "role": role})
+        reply = await self.recv()
+        assert reply["type"] == "joined", reply
+        return reply
+
     async def close(self) -> None:
         await self.ws.close()
         await self.session.close()

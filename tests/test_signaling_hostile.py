@@ -15,6 +15,7 @@ from signaling import messages as m
 from signaling.__main__ import create_server_config
 from signaling.client import SignalingError, WebSocketSignaling
 from signaling.server import RunningServer, ServerConfig, start_server
+from tests.test_signaling import RawClient  # sends JSON with ASCII escapes: a lone surrogate travels as \ud800
 
 TIMEOUT_S = 5.0
 SURROGATE = "\ud800"  # valid in JSON text as the escape \ud800, not encodable as UTF-8
@@ -25,36 +26,6 @@ async def server() -> AsyncIterator[RunningServer]:
     running = await start_server(ServerConfig(port=0, static_dir=None, rate_per_s=1000, rate_burst=1000, room_tokens={"locked": "pw"}))
     yield running
     await running.close()
-
-
-class RawClient:
-    """A bare WebSocket; ``send`` writes JSON with ASCII escapes, so a lone surrogate travels as ``\\ud800``."""
-
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.session, self.ws = session, ws
-
-    @classmethod
-    async def open(cls, server: RunningServer) -> RawClient:
-        session = aiohttp.ClientSession()
-        return cls(session, await session.ws_connect(server.ws_url))
-
-    async def send(self, obj: object) -> None:
-        await self.ws.send_str(json.dumps(obj))
-
-    async def recv(self) -> dict[str, object]:
-        frame = await asyncio.wait_for(self.ws.receive(), TIMEOUT_S)
-        assert frame.type == aiohttp.WSMsgType.TEXT, frame
-        return json.loads(frame.data)  # type: ignore[no-any-return]
-
-    async def join(self, room: str, role: str) -> dict[str, object]:
-        await self.send({"type": "join", "room": room, "role": role})
-        reply = await self.recv()
-        assert reply["type"] == "joined", reply
-        return reply
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await self.session.close()
 
 
 # -- pure codec ------------------------------------------------------------------------------------
