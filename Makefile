@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 .PHONY: demo test test-all install system-deps clean
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v < (3, 13) else "kpcall needs Python 3.11 or 3.12 (numpy 1.26.4 and mediapipe 0.10.21 have no wheels for %d.%d): run make PYTHON=python3.11 or python3.12" % v)'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)

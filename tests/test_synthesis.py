@@ -124,3 +124,16 @@ def test_precision_choice_and_bf16_render_matches_fp32(tiny_model: FaceVid2VidMo
     state = fp32.prepare(img)
     motion = MotionEncoder(tiny_model).encode(img)
     assert psnr(fp32.render(state, motion), bf16.render(state, motion)) > 35.0
+
+
+def test_the_motion_encoder_stays_fp32_on_every_device_unless_told() -> None:
+    """Rounding in the encoder would be transmitted as motion noise: 'auto' is fp32 on a CPU and on CUDA alike."""
+    import torch
+
+    from codec.model.wrappers import encoder_precision
+
+    assert encoder_precision("auto", torch.device("cpu")) == "fp32"
+    assert encoder_precision("auto", torch.device("cuda")) == "fp32"
+    assert encoder_precision("fp16", torch.device("cuda")) == "fp16"
+    with pytest.raises(ValueError, match="fp16 is for CUDA"):
+        encoder_precision("fp16", torch.device("cpu"))

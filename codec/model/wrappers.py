@@ -107,15 +107,21 @@ class _Wrapper:
         return nullcontext()
 
 
+def encoder_precision(precision: str, device: torch.device) -> str:
+    """The motion encoder's precision: 'auto' is fp32 on every device (CPU and CUDA alike): the encoder is cheap
+    (~4 ms on a CPU) and bf16/fp16 rounding would add noise to the transmitted motion; an explicit choice is
+    checked as for the renderer (``pick_precision``)."""
+    return "fp32" if precision == "auto" else pick_precision(precision, device)
+
+
 class MotionEncoder(_Wrapper):
-    """Sender side: a face crop -> this frame's MotionParams (H of the paper). 'auto' precision stays fp32 on
-    a CPU: the encoder is cheap (~4 ms) and bf16 rounding would add noise to the transmitted motion."""
+    """Sender side: a face crop -> this frame's MotionParams (H of the paper), in fp32 unless told otherwise
+    (``encoder_precision``)."""
 
     def __init__(self, model: FaceVid2VidModel | str | Path | None = None, device: str | torch.device | None = None,
                  preset: str | None = None, info: ModelInfo | None = None, precision: str = "auto") -> None:
         super().__init__(model, device, preset, info, precision)
-        if precision == "auto" and self.device.type == "cpu":
-            self.precision = "fp32"
+        self.precision = encoder_precision(precision, self.device)
 
     def encode(self, face_rgb: np.ndarray) -> MotionParams:
         """face_rgb: (S, S, 3) uint8 crop from codec.face.crop (other sizes are resized)."""
