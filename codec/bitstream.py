@@ -136,6 +136,15 @@ def seq_newer(a: int, b: int) -> bool:
     return 0 < d < SEQ_MODULUS // 2
 
 
+def unwrap_seq(seq: int, near: int | None) -> int:
+    """The unwrapped (ever-growing) sequence number of 16-bit ``seq`` closest to the unwrapped ``near``
+    (None: ``seq`` itself, the first one seen)."""
+    if near is None:
+        return seq
+    delta = _serial_distance(seq, near)
+    return near + (delta - SEQ_MODULUS if delta >= SEQ_MODULUS // 2 else delta)
+
+
 @dataclass(frozen=True)
 class Layout:
     """What a frame's values mean: the quantizer preset and which of the K keypoints' δ are sent."""

@@ -64,6 +64,7 @@ from codec.bitstream import (
     encode_packet,
     seq_newer,
     unpack_header,
+    unwrap_seq,
 )
 from codec.exceptions import BitstreamError
 from codec.motion import MotionParams
@@ -329,8 +330,7 @@ class MotionDepacketizer:
                 ext = seq
                 state.highest_ext = state.lowest_ext = ext
             else:
-                delta = (seq - state.highest_ext) % SEQ_MODULUS
-                ext = state.highest_ext + delta if delta < SEQ_MODULUS // 2 else state.highest_ext + delta - SEQ_MODULUS
+                ext = unwrap_seq(seq, state.highest_ext)
                 state.highest_ext = max(state.highest_ext, ext)
                 assert state.lowest_ext is not None
                 if ext < state.lowest_ext:

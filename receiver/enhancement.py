@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec.bitstream import SEQ_MODULUS
+from codec.bitstream import SEQ_MODULUS, unwrap_seq
 from codec.enhancement.bundle import FrameBundle
 from codec.exceptions import BitstreamError
 
@@ -73,14 +73,6 @@ class EnhancementReceiver:
     def counts(self) -> EnhancementCounts:
         return EnhancementCounts(self.received, self.decoded, self.dropped, self.ignored, self.key_requests)
 
-    def _unwrap(self, seq: int) -> int:
-        if self._last_ext is None:
-            return seq
-        delta = (seq - self._last_ext) % SEQ_MODULUS
-        if delta >= SEQ_MODULUS // 2:
-            delta -= SEQ_MODULUS
-        return self._last_ext + delta
-
     def receive(self, bundle: FrameBundle, stream_id: int, seq: int, num_frames: int, now_ms: float) -> np.ndarray | None:
         """The picture of motion frame ``seq`` of ``stream_id`` (its motion packet already accepted): decoded and
         kept for ``take``; returns it, or None when it could not be used (counted)."""
@@ -94,7 +86,7 @@ class EnhancementReceiver:
             self._stream_id, self._last_ext = stream_id, None
             self._decoder.reset()
             self._pictures.clear()
-        ext = self._unwrap(seq)
+        ext = unwrap_seq(seq, self._last_ext)
         if self._newest_seq is None or self._last_ext is None or ext > self._last_ext:
             self._newest_seq = seq
         if num_frames != 1:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec.bitstream import SEQ_MODULUS, TIMESTAMP_MODULUS
+from codec.bitstream import TIMESTAMP_MODULUS, unwrap_seq
 from codec.motion import MotionParams
 from codec.prediction import DecodedFrame
 from receiver.concealment import extrapolate, interpolate
@@ -122,21 +122,13 @@ class PlayoutBuffer:
         return float(np.percentile(delays - delays.min(), 95))
 
     # -- input -----------------------------------------------------------------------------------
-    def _unwrap(self, seq: int) -> int:
-        if self._ext_last is None:
-            return seq
-        delta = (seq - self._ext_last) % SEQ_MODULUS
-        if delta >= SEQ_MODULUS // 2:
-            delta -= SEQ_MODULUS
-        return self._ext_last + delta
-
     def push(self, frame: DecodedFrame, arrival_ms: float) -> bool:
         """Add a decoded frame; False if it is dropped (late or duplicate)."""
         if frame.stream_id != self.stream_id:
             if self.stream_id is not None:
                 logger.info("new motion stream %d (was %d): re-anchoring playout", frame.stream_id, self.stream_id)
             self._reset_stream(frame.stream_id)
-        ext = self._unwrap(frame.seq)
+        ext = unwrap_seq(frame.seq, self._ext_last)
         capture = unwrap_timestamp_ms(frame.capture_ts_ms, arrival_ms)
         self._last_arrival = arrival_ms
         if self._ext_last is None or ext > self._ext_last:

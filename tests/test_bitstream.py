@@ -280,3 +280,12 @@ def test_golden_feedback_message() -> None:
     golden = path.read_bytes()
     assert pack_feedback(feedback) == golden
     assert unpack_feedback(golden) == feedback
+
+
+def test_unwrap_seq_follows_the_wrap_both_ways() -> None:
+    from codec.bitstream import SEQ_MODULUS, unwrap_seq
+
+    assert unwrap_seq(7, None) == 7
+    assert unwrap_seq(2, SEQ_MODULUS - 3) == SEQ_MODULUS + 2  # forward across the wrap
+    assert unwrap_seq(SEQ_MODULUS - 1, SEQ_MODULUS + 2) == SEQ_MODULUS - 1  # a late one from before it
+    assert unwrap_seq(100, 90) == 100 and unwrap_seq(80, 90) == 80
