@@ -37,7 +37,7 @@ from aiortc import RTCDataChannel
 
 from codec.bitstream import seq_newer, unpack_feedback, unpack_header
 from codec.enhancement.bundle import BUNDLE_MAGIC, pack_bundle
-from codec.enhancement.lowres_codec import LowResEncoder, is_key_frame
+from codec.enhancement.lowres_codec import LowResEncoder
 from codec.exceptions import BitstreamError
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionPacketizer
 from codec.quantize import get_preset
@@ -155,7 +155,8 @@ class _EnhancementSender:
         self.qp: int | None = None  # of the newest picture
         self.encode_ms: deque[float] = deque(maxlen=500)
 
-    def encode(self, face: np.ndarray, size: int, qp: int, fps: float) -> bytes:
+    def encode(self, face: np.ndarray, size: int, qp: int, fps: float) -> tuple[bytes, bool]:
+        """This frame's picture at ``qp`` and whether it is a key frame."""
         if self.encoder is None:
             self.encoder = LowResEncoder(size, qp, fps)
         self.encoder.set_qp(qp)
@@ -164,7 +165,7 @@ class _EnhancementSender:
         data: bytes = self.encoder.encode(face, key=self.paused)
         self.encode_ms.append((time.perf_counter() - start) * 1000.0)
         self.paused = False
-        return data
+        return data, self.encoder.last_was_key
 
     def on_key_request(self, seq: int) -> None:
         self.key_requests += 1
@@ -570,8 +571,7 @@ class Sender:
             return packet
         assert rx.rung is not None and rx.rung.enhancement_qp is not None
         try:
-            picture = layer.encode(frame.face, self.enhancement_size, rx.rung.enhancement_qp, self.source.fps)
-            key = is_key_frame(picture)
+            picture, key = layer.encode(frame.face, self.enhancement_size, rx.rung.enhancement_qp, self.source.fps)
             message = pack_bundle(packet, picture, key)
         except (ValueError, RuntimeError) as exc:  # a face crop smaller than E, an SVT-AV1 surprise: motion alone
             logger.warning("%s: enhancement picture not sent: %s", rx.link.prefix, exc)

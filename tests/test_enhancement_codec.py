@@ -190,3 +190,14 @@ def test_damaged_packets_never_escape_as_other_errors(stream: list[bytes], clean
     for i in range(15, 18):
         picture = decoder.decode(stream[i], 300 + i)
         assert picture is not None and np.array_equal(picture, clean[i])
+
+
+def test_the_encoder_says_which_frames_are_keys_as_the_bitstream_does() -> None:
+    face = (np.random.default_rng(3).random((96, 96, 3)) * 255).astype(np.uint8)
+    with LowResEncoder(size=SIZE, qp=55) as encoder:
+        flags = []
+        for i in range(5):
+            data = encoder.encode(np.roll(face, i, axis=1), key=i == 3)
+            flags.append(encoder.last_was_key)
+            assert encoder.last_was_key == is_key_frame(data)
+    assert flags == [True, False, False, True, False]

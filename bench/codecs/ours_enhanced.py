@@ -5,7 +5,7 @@ sends it at K = all (the model's K), one quantizer preset and 1 frame per packet
 with the enhancement branch (``ModelConfig.enhancement_size`` = E > 0).
 
 The enhancement layer: every crop of the clip (frames 0..N-1) area-downscaled to E×E
-(``codec.enhancement.lowres_codec.downscale``) and coded by one ``LowResEncoder`` stream at the
+(inside ``LowResEncoder.encode``, as the sender does) and coded by one ``LowResEncoder`` stream at the
 rung's qp; frame 0 (the reference) is sent too, so that the AV1 stream opens with a key frame. The
 channel loses nothing: every picture is decoded in order by one ``LowResDecoder``, and each scored
 frame renders from its decoded motion and its decoded picture.
@@ -46,7 +46,7 @@ import numpy as np
 from bench.codecs.base import BenchClip, StreamInfo
 from bench.codecs.datachannel import data_channel_packets, data_channel_wire_bytes
 from bench.codecs.ours import OursCodec, OursFactory
-from codec.enhancement.lowres_codec import MAX_QP, MIN_QP, LowResDecoder, LowResEncoder, downscale, is_key_frame
+from codec.enhancement.lowres_codec import MAX_QP, MIN_QP, LowResDecoder, LowResEncoder
 
 ENHANCED_PRESET = "default"  # the motion's quantizer preset under the enhancement rungs
 TRANSPORT = (
@@ -97,7 +97,7 @@ def code_enhancement(frames: np.ndarray, size: int, qp: int, fps: float) -> Code
     with LowResEncoder(size, qp, fps) as encoder:
         for i in range(count):
             start = time.perf_counter()
-            data = encoder.encode(downscale(frames[i], size))  # (E, E, 3) in
+            data = encoder.encode(frames[i])  # the crop: downscaled to E×E inside, as the sender does
             encode_ms[i] = (time.perf_counter() - start) * 1e3
             start = time.perf_counter()
             picture = decoder.decode(data, i)
@@ -106,7 +106,7 @@ def code_enhancement(frames: np.ndarray, size: int, qp: int, fps: float) -> Code
                 raise RuntimeError(f"the enhancement decoder gave no picture for frame {i} of a loss-free stream at qp {qp}")
             pictures[i] = picture
             sizes.append(len(data))
-            keys.append(is_key_frame(data))
+            keys.append(encoder.last_was_key)
     if not keys[0]:
         raise RuntimeError(f"the enhancement stream at qp {qp} did not open with a key frame")
     return CodedEnhancement(tuple(sizes), tuple(keys), pictures, encode_ms, decode_ms)

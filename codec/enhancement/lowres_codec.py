@@ -38,8 +38,9 @@ enhancement stream, one more per encoded frame (the caller unwraps any wire-form
 Without ``seq`` the caller guarantees order and no loss (training-data precomputation).
 
 SVT-AV1, run as root, switches the thread that opens it, and its own workers, to real-time SCHED_FIFO
-priority 99; every encoder call here is wrapped in ``codec.thread_scheduling.scheduling_kept``, which
-puts them back to normal scheduling.
+priority 99; the call that opens an encoder (the first frame after ``__init__``, ``set_qp`` or
+``close``) is wrapped in ``codec.thread_scheduling.scheduling_kept``, which puts them back to normal
+scheduling; later frames create no threads, so they skip the per-thread check.
 """
 
 from __future__ import annotations
@@ -244,6 +245,7 @@ class LowResEncoder:
         self._pts = 0  # frames given to the current encoder context
         self._key_requested = False
         self._frames_encoded = 0
+        self.last_was_key = False  # the newest frame ``encode`` returned is a key frame
 
     @property
     def size(self) -> int:
@@ -292,7 +294,10 @@ class LowResEncoder:
         want_key = self._pts == 0 or key or self._key_requested
         if want_key and self._pts > 0:
             frame.pict_type = av.video.frame.PictureType.I
-        with scheduling_kept():  # the first call opens the encoder
+        if self._pts == 0:
+            with scheduling_kept():  # the first call opens the encoder and starts its threads
+                packets = self._context.encode(frame)
+        else:
             packets = self._context.encode(frame)
         if len(packets) != 1:
             raise RuntimeError(
@@ -305,6 +310,7 @@ class LowResEncoder:
         self._pts += 1
         self._frames_encoded += 1
         self._key_requested = False
+        self.last_was_key = bool(packet.is_keyframe)
         return _strip_temporal_delimiters(bytes(packet))
 
     def close(self) -> None:
