@@ -33,6 +33,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from codec.enhancement.lowres_codec import strip_temporal_delimiters
+
 RTP_HEADER_BYTES = 12
 UDP_HEADER_BYTES = 8
 IPV4_HEADER_BYTES = 20
@@ -50,7 +52,6 @@ _VP8_DESCRIPTOR_BYTES = 4
 _VP9_DESCRIPTOR_BYTES = 3
 _VP9_SCALABILITY_STRUCTURE_BYTES = 5
 _AV1_AGGREGATION_HEADER_BYTES = 1
-_AV1_OBU_TEMPORAL_DELIMITER = 2
 
 
 @dataclass(frozen=True)
@@ -136,37 +137,10 @@ def _fragment(body: int, descriptor: int, first_extra: int = 0) -> list[int]:
     return sizes
 
 
-def _read_leb128(data: bytes, at: int) -> tuple[int, int]:
-    value = 0
-    for i in range(8):
-        if at + i >= len(data):
-            raise ValueError(f"truncated LEB128 size at byte {at} of a {len(data)}-byte AV1 frame")
-        byte = data[at + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, at + i + 1
-    raise ValueError(f"LEB128 size at byte {at} is longer than 8 bytes")
-
-
 def av1_obus_without_temporal_delimiters(frame: bytes) -> int:
-    """Bytes of an AV1 low-overhead-format temporal unit once its temporal delimiter OBUs are dropped."""
-    at, kept = 0, 0
-    while at < len(frame):
-        header = frame[at]
-        obu_type = (header >> 3) & 0x0F
-        has_extension = (header >> 2) & 1
-        has_size = (header >> 1) & 1
-        if not has_size:
-            raise ValueError(f"AV1 OBU at byte {at} has no size field; expected the low-overhead format")
-        body_at = at + 1 + has_extension
-        size, payload_at = _read_leb128(frame, body_at)
-        end = payload_at + size
-        if end > len(frame):
-            raise ValueError(f"AV1 OBU at byte {at} claims {size} bytes; only {len(frame) - payload_at} remain")
-        if obu_type != _AV1_OBU_TEMPORAL_DELIMITER:
-            kept += end - at
-        at = end
-    return kept
+    """Bytes of an AV1 low-overhead-format temporal unit once its temporal delimiter OBUs are dropped (the
+    enhancement layer's parser, ``codec.enhancement.lowres_codec``)."""
+    return len(strip_temporal_delimiters(frame))
 
 
 def packetize(frame: bytes, payload_format: str, keyframe: bool = False) -> RtpFrame:

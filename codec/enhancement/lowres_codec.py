@@ -212,7 +212,9 @@ def is_key_frame(data: bytes) -> bool:
         return False
 
 
-def _strip_temporal_delimiters(data: bytes) -> bytes:
+def strip_temporal_delimiters(data: bytes) -> bytes:
+    """One AV1 temporal unit (low-overhead format) without its temporal delimiter OBUs, which RTP does not
+    carry and libdav1d does not need; ValueError on a framing inconsistency."""
     obus = _split_obus(data)
     if not any(o.type == OBU_TEMPORAL_DELIMITER for o in obus):
         return data
@@ -311,7 +313,7 @@ class LowResEncoder:
         self._frames_encoded += 1
         self._key_requested = False
         self.last_was_key = bool(packet.is_keyframe)
-        return _strip_temporal_delimiters(bytes(packet))
+        return strip_temporal_delimiters(bytes(packet))
 
     def close(self) -> None:
         """Flush and release the encoder; a later ``encode`` opens a new one (starting with a key frame)."""
