@@ -94,7 +94,7 @@ def add_speed_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p = subparsers.add_parser("speed", help="encoder and render ms/frame per model preset", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, default=None, help="write results here")
-    p.add_argument("--presets", nargs="+", default=["cpu", "cpu-enh48", "paper-256"], choices=sorted(PRESETS))
+    p.add_argument("--presets", nargs="+", default=["cpu", "cpu-enh64", "paper-256"], choices=sorted(PRESETS))
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),

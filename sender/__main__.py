@@ -3,8 +3,8 @@
     python -m sender --signaling http://127.0.0.1:8080 --room demo                   # built-in trace + portrait
     python -m sender --signaling URL --room R --reference me.jpg --source webcam     # or /dev/video1, clip.mp4, frames/
     python -m sender ... --max-kbps 8 [--keypoints 12] [--frames-per-packet 3] [--ice-server stun:host:3478]
-    python -m sender ... --weights cpu-enh48.safetensors --max-kbps 0   # + the enhancement layer (a model with the branch)
-    python -m sender ... --weights cpu-enh48.safetensors --max-kbps 0 --enhancement-qp 55   # ... at a pinned qp (off: none)
+    python -m sender ... --weights cpu-enh64.safetensors --max-kbps 0   # + the enhancement layer (a model with the branch)
+    python -m sender ... --weights cpu-enh64.safetensors --max-kbps 0 --enhancement-qp 55   # ... at a pinned qp (off: none)
 """
 
 from __future__ import annotations

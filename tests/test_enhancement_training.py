@@ -44,13 +44,13 @@ def test_a_grown_branch_computes_what_the_motion_only_model_did() -> None:
     plain = FaceVid2VidModel(ModelConfig.preset("tiny")).eval()
     grown = FaceVid2VidModel(ModelConfig.preset("tiny-enh")).eval()
     missing = grown.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert missing and all(k.startswith("generator.enhancement.") for k in missing)
+    assert missing and all(k.startswith(("generator.enhancement.", "generator.correction.")) for k in missing)
     ref, drv, picture = torch.rand(2, 3, SIZE, SIZE), torch.rand(2, 3, SIZE, SIZE), torch.rand(2, 3, E, E)
     with torch.no_grad():
         before = plain(ref, drv)["image"]
         assert torch.equal(grown(ref, drv)["image"], before)
         assert torch.equal(grown(ref, drv, picture)["image"], before)  # zero-initialised heads
-        for p in grown.generator.enhancement.parameters():
+        for p in [*grown.generator.enhancement.parameters(), *grown.generator.correction.parameters()]:
             p.add_(0.05 * torch.randn_like(p))  # as after training
         with_picture = grown(ref, drv, picture, torch.tensor([1.0, 0.0]))["image"]
     assert not torch.allclose(with_picture[0], before[0], atol=1e-4)  # present: the picture counts

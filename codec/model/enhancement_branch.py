@@ -7,6 +7,14 @@ S/2: the picture says what the warp got wrong (colour, shading, the mouth's and 
 the reference does not show). Both heads are zero-initialised, so a model grown from motion-only
 weights computes what it did; and a per-sample ``present`` flag turns the branch off, so one model
 renders with or without the layer (training drops it at random).
+
+``PictureCorrection`` then works at the picture's own scale, on G's output: it area-downscales the
+output to E×E exactly as the sender downscaled the crop (OpenCV's INTER_AREA, as a matrix), compares
+it with the decoded picture and adds back, upscaled, the share of the difference it trusts
+(a gate per pixel, from a small net that sees both, zero-initialised like the heads; the coded picture's artefacts at a high qp are
+worth less than G's own low frequencies). A learned feature residual alone (the two heads above)
+learnt almost nothing in 23k steps (+0.02 dB face PSNR on the validation people at qp 55), while
+this back-projection, untrained, gives +1.9 dB at qp 40 (docs/model-card.md).
 """
 
 from __future__ import annotations
@@ -17,6 +25,60 @@ from torch import nn
 
 from codec.model.blocks import ResBlock
 from codec.model.config import ModelConfig
+
+
+def area_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """(size_out, size_in) float32 A with A @ x the area average of a 1-D signal x, as cv2.INTER_AREA downscales
+    (each output sample averages its 1/scale-wide window, partly covered input samples weighted by their cover)."""
+    if not 0 < size_out <= size_in:
+        raise ValueError(f"area downscale needs 0 < size_out <= size_in, got {size_in} -> {size_out}")
+    scale = size_in / size_out
+    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
+    for j in range(size_out):
+        start, end = j * scale, (j + 1) * scale
+        for i in range(int(start), min(size_in, int(torch.tensor(end).ceil().item()))):
+            cover = min(end, i + 1) - max(start, i)
+            if cover > 1e-9:
+                matrix[j, i] = cover / scale
+    return matrix.float()
+
+
+class PictureCorrection(nn.Module):
+    """G's output pulled towards the decoded picture where the picture is trusted, at the picture's scale."""
+
+    def __init__(self, picture_size: int, channels: int):
+        super().__init__()
+        self.picture_size = picture_size
+        self.net = nn.Sequential(
+            nn.Conv2d(9, channels, 3, 1, 1), nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, 1, 1), nn.SiLU(),
+            nn.Conv2d(channels, 4, 3, 1, 1),  # gate logit, then a colour residual
+        )
+        nn.init.zeros_(self.net[-1].weight)  # gate 0, residual 0: untrained, the picture changes nothing
+        nn.init.zeros_(self.net[-1].bias)
+        self._areas: dict[int, torch.Tensor] = {}
+
+    def downscale(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> (B, C, E, E), area-averaged like the sender's cv2.INTER_AREA."""
+        size = image.shape[-1]
+        area = self._areas.get(size)
+        if area is None or area.device != image.device:
+            area = self._areas[size] = area_matrix(size, self.picture_size).to(image.device)
+        return torch.einsum("es,bcst,ft->bcef", area, image.float(), area)
+
+    def forward(self, image: torch.Tensor, picture: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """image (B, 3, S, S) G's output in [0, 1]; picture (B, 3, E, E) in [0, 1]; present (B,) 1/0 or None
+        -> (B, 3, S, S) in [0, 1], equal to ``image`` where the picture is absent."""
+        size = image.shape[-1]
+        picture = picture.float()
+        down = self.downscale(image)  # (B, 3, E, E)
+        difference = picture - down
+        out = self.net(torch.cat([picture, down, difference], dim=1)).float()  # (B, 4, E, E)
+        correction = torch.tanh(out[:, :1]) * difference + out[:, 1:]  # (B, 3, E, E); tanh: gate 0 still learns
+        if present is not None:
+            correction = correction * present.to(correction.dtype).view(-1, 1, 1, 1)
+        up = F.interpolate(correction, size=(size, size), mode="bicubic", align_corners=False)  # (B, 3, S, S)
+        return (image.float() + up).clamp(0.0, 1.0).to(image.dtype)
 
 
 class EnhancementBranch(nn.Module):

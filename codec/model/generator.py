@@ -20,7 +20,7 @@ from torch import nn
 
 from codec.model.blocks import ResBlock
 from codec.model.config import ModelConfig
-from codec.model.enhancement_branch import EnhancementBranch
+from codec.model.enhancement_branch import EnhancementBranch, PictureCorrection
 from codec.model.motion_field_3d import warp_volume
 
 
@@ -46,6 +46,8 @@ class Generator(nn.Module):
         with torch.no_grad():
             self.up2[0].bias.view(4, 4)[3].fill_(2.0)  # α starts near 0.9: mostly warped reference pixels
         self.enhancement = EnhancementBranch(config, up) if config.enhancement_size else None
+        self.correction = (PictureCorrection(config.enhancement_size, config.enhancement_channels)
+                           if config.enhancement_size else None)
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, flow: torch.Tensor,
                 occlusion: torch.Tensor, flow_3d: torch.Tensor | None = None, enhancement: torch.Tensor | None = None,
@@ -82,4 +84,7 @@ class Generator(nn.Module):
         alpha = torch.sigmoid(out[:, 3:4])
         rgb = torch.sigmoid(out[:, :3])
         assert out.shape[-1] == size
-        return {"image": alpha * warped + (1 - alpha) * rgb, "warped_reference": warped, "alpha": alpha}
+        result = alpha * warped + (1 - alpha) * rgb  # (B, 3, S, S)
+        if enhancement is not None and self.correction is not None:
+            result = self.correction(result, enhancement, enhancement_present)
+        return {"image": result, "warped_reference": warped, "alpha": alpha}

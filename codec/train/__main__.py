@@ -114,7 +114,7 @@ class Trainer:
             contrast=config.color_jitter, saturation=config.color_jitter, enhancement_drop=config.enhancement_drop))
         self.model = model_io.build_generator(config.preset, self.train_data.size, config.landmark_refinement).to(device)
         self.disc = model_io.build_discriminator(self.model).to(device)
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
+        self.opt_g = torch.optim.Adam(self.generator_param_groups(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr_d, betas=config.betas)
         self.landmark_indices = model_io.landmark_indices(self.model)
         self.expression_regions = [torch.as_tensor(r) for r in (LEFT_EYE, RIGHT_EYE, MOUTH)]  # region_l1's boxes
@@ -129,6 +129,18 @@ class Trainer:
                     sum(p.numel() for p in self.disc.parameters()) / 1e6, self.kp_min_distance,
                     "VGG19 perceptual + L1 pyramid + SSIM + D feature matching" if self.vgg is not None
                     else "no VGG19 weights: L1 pyramid + SSIM + D feature matching")
+
+    def generator_param_groups(self) -> list[dict[str, Any]]:
+        """G's parameters; the enhancement branch's (new, from zero) in a group of their own at lr × enhancement_lr_scale."""
+        generator = self.model.generator
+        branch = [m for m in (generator.enhancement, generator.correction) if m is not None]
+        branch_ids = {id(p) for m in branch for p in m.parameters()}
+        rest = [p for p in self.model.parameters() if id(p) not in branch_ids]
+        groups: list[dict[str, Any]] = [{"params": rest, "lr_scale": 1.0}]
+        if branch_ids:
+            groups.append({"params": [p for m in branch for p in m.parameters()],
+                           "lr_scale": self.config.enhancement_lr_scale})
+        return groups
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         """Forward passes in bf16 where the precision says so (losses and optimizer stay fp32)."""
@@ -164,7 +176,7 @@ class Trainer:
     def set_learning_rates(self, step: int) -> float:
         factor = learning_rate_factor(step, self.config)
         for group in self.opt_g.param_groups:
-            group["lr"] = self.config.lr * factor
+            group["lr"] = self.config.lr * factor * group.get("lr_scale", 1.0)
         for group in self.opt_d.param_groups:
             group["lr"] = self.config.lr_d * factor
         return factor

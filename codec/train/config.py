@@ -30,6 +30,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # keep a moving average of G's weights, this decay per step (0 = off); validated, saved as best
     enhancement_drop: float = 0.5  # presets with an enhancement branch: share of training pairs rendered without the picture (motion only)
     enhancement_qps: str = "40,48,55,63"  # presets with an enhancement branch: the coded pictures' qps drawn from (python -m codec.data enhance)
+    enhancement_lr_scale: float = 10.0  # presets with an enhancement branch: its parameters learn at lr * this (new, small, from zero)
     enhancement_val_qp: int = 55  # presets with an enhancement branch: the qp of validation's enhanced pass
     # loss weights
     w_l1: float = 10.0  # multi-scale L1 (pyramid full, 1/2, 1/4, 1/8)
