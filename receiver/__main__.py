@@ -28,7 +28,7 @@ def add_receiver_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--signaling", default="http://127.0.0.1:8080", help="signaling server URL (default %(default)s)")
     parser.add_argument("--room", default="demo", help="room to join (default %(default)s)")
     parser.add_argument("--token", default=None, help="the room's shared secret, if it has one")
-    parser.add_argument("--record", type=Path, default=None, metavar="OUT.mp4", help="record the synthesized video")
+    parser.add_argument("--record", type=Path, default=None, metavar="OUT.mp4", help="record the synthesized video (fragmented MP4: playable after a crash; an existing file is never replaced, NAME-1.mp4 ... is used)")
     parser.add_argument("--show", action="store_true", help="show the synthesized video in a window")
     parser.add_argument("--view", default=None, help="'frontal' or 'yaw=..,pitch=..,roll=..' (default: the sender's pose)")
     parser.add_argument("--avatar", type=Path, default=None, metavar="IMAGE", help="drive this portrait with the sender's motion")

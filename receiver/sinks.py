@@ -3,12 +3,18 @@
 Sinks receive frames in output order with their output frame number (``slot``). The recorder writes
 exactly one video frame per slot at the sender's frame rate: a slot the render thread skipped (latest
 wins) repeats the previous image, so the file keeps the call's frame count and pacing.
+
+Recordings survive a crash: the MP4 is fragmented (an empty ``moov`` up front, then one ``moof``+``mdat``
+per key frame, a key frame every ``KEYFRAME_INTERVAL_S``) and each fragment is flushed to the file as it
+closes, so a SIGKILL loses at most the last second; the file plays as it is. A recording never replaces
+a file: when the path exists the recorder takes ``NAME-1.mp4``, ``NAME-2.mp4``, ... and logs which.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
+import os
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +22,25 @@ from pathlib import Path
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+KEYFRAME_INTERVAL_S = 1.0  # a fragment per key frame: what a crash can lose at most
+MAX_RECORDING_NAMES = 10_000  # NAME-1 ... NAME-9999, then give up (say so)
+
+
+def claim_new_path(path: Path) -> Path:
+    """``path``, or the first free ``STEM-N.SUFFIX`` beside it; the file is created empty (atomically), so two
+    recorders never take the same name and an existing file is never replaced. OSError when none is free."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(MAX_RECORDING_NAMES):
+        candidate = path if n == 0 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            continue
+        if n:
+            logger.warning("%s exists: recording to %s instead (recordings never replace a file)", path, candidate)
+        return candidate
+    raise OSError(f"cannot record to {path}: it and {path.stem}-1 ... -{MAX_RECORDING_NAMES - 1} all exist; choose another --record path")
 
 
 class FrameSink(abc.ABC):
@@ -36,19 +61,26 @@ class NullSink(FrameSink):
 
 
 class Mp4Recorder(FrameSink):
-    """H.264 MP4 (PyAV, libx264, yuv420p) at ``fps``, one frame per slot, gaps filled by repetition."""
+    """Fragmented H.264 MP4 (PyAV, libx264, yuv420p) at ``fps``, one frame per slot, gaps filled by repetition.
+
+    ``path`` is where it was asked to record; ``self.path`` is where it does (a new name when that exists)."""
 
     def __init__(self, path: Path, fps: float, crf: int = 18) -> None:
         import av  # imported here: only recording needs it
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.requested_path = path
+        self.path = claim_new_path(path)
         self.fps = fps
-        self._container = av.open(str(path), mode="w")
+        container_options = {
+            "movflags": "frag_keyframe+empty_moov+default_base_moof",  # playable after a crash, up to the last fragment
+            "flush_packets": "1",  # each fragment reaches the file as it closes, not when a 32 KiB buffer fills
+        }
+        self._container = av.open(str(self.path), mode="w", format="mp4", options=container_options)
         rate = Fraction(fps).limit_denominator(1000)
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
+        keyint = str(max(1, round(fps * KEYFRAME_INTERVAL_S)))
+        self._stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency", "g": keyint, "keyint_min": keyint}
         self._stream.codec_context.time_base = 1 / rate
         self._last_slot: int | None = None
         self._last_image: np.ndarray | None = None
@@ -56,6 +88,7 @@ class Mp4Recorder(FrameSink):
         self.frames_written = 0
         self.frames_repeated = 0
         self._closed = False
+        logger.info("recording to %s (fragmented MP4: playable even if this process is killed)", self.path)
 
     def _encode(self, image: np.ndarray) -> None:
         import av

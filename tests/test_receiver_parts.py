@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +18,7 @@ from codec.motion import MotionParams
 from receiver.playout import PlayoutFrame
 from receiver.references import ReferenceStore
 from receiver.render_worker import RenderedFrame, RenderWorker, Scene
-from receiver.sinks import Mp4Recorder, NullSink
+from receiver.sinks import Mp4Recorder, NullSink, claim_new_path
 from receiver.video_track import LatestFrame, SynthesizedVideoTrack
 from tests.call_fakes import FakeSynthesizer, fake_reference
 
@@ -38,6 +42,49 @@ def test_recorder_writes_one_frame_per_slot_repeating_skipped_ones(tmp_path: Pat
     assert len(means) == 6
     assert [round(m / 10) * 10 for m in means] == [10, 60, 60, 60, 200, 120]
     NullSink().write(0, image(0))
+
+
+_KILLED_WRITER = """
+import sys, time
+import numpy as np
+from pathlib import Path
+from receiver.sinks import Mp4Recorder
+recorder = Mp4Recorder(Path(sys.argv[1]), fps=25.0)
+for slot in range(60):
+    recorder.write(slot, np.full((64, 64, 3), 4 * slot, np.uint8))
+print("written", flush=True)
+time.sleep(60)  # killed here, mid-call: close() never runs
+"""
+
+
+def test_a_recording_killed_mid_call_stays_playable(tmp_path: Path) -> None:
+    path = tmp_path / "call.mp4"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "written"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(10)
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) >= 60 - 25  # at most the last fragment (1 s at 25 fps) is lost
+    assert [round(float(f.mean()) / 4) for f in frames[:30]] == list(range(30))
+
+
+def test_a_recording_never_replaces_a_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "call.mp4"
+    path.write_bytes(b"yesterday's call")
+    (tmp_path / "call-1.mp4").write_bytes(b"the call before")
+    recorder = Mp4Recorder(path, fps=25.0)
+    recorder.write(0, image(90))
+    recorder.close()
+    assert recorder.path == tmp_path / "call-2.mp4" and recorder.requested_path == path
+    assert path.read_bytes() == b"yesterday's call" and (tmp_path / "call-1.mp4").read_bytes() == b"the call before"
+    assert f"{path} exists: recording to {tmp_path / 'call-2.mp4'} instead" in caplog.text
+    with av.open(str(recorder.path)) as container:
+        assert len(list(container.decode(video=0))) == 1
+    assert claim_new_path(tmp_path / "new" / "x.mp4") == tmp_path / "new" / "x.mp4"  # a free name is used as given
 
 
 def playout_frame(slot: int) -> PlayoutFrame:
