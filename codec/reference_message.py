@@ -258,6 +258,7 @@ class ChunkReassembler:
         self.max_message_bytes = max_message_bytes
         self.max_pending = max_pending
         self._pending: OrderedDict[bytes, _Partial] = OrderedDict()
+        self.dropped = 0  # incomplete messages dropped for newer ones (the caller logs them, rate-limited)
 
     def add(self, chunk: bytes) -> bytes | None:
         """Add one chunk; the reassembled message when it completes, else None.
@@ -293,7 +294,8 @@ class ChunkReassembler:
             self._pending[digest] = partial
             while len(self._pending) > self.max_pending:
                 dropped, _ = self._pending.popitem(last=False)
-                logger.warning("dropping incomplete reference message %s (too many pending)", dropped.hex()[:16])
+                self.dropped += 1
+                logger.debug("dropping incomplete reference message %s (too many pending)", dropped.hex()[:16])
         try:
             self._check(partial, index, count, total, payload)
         except BitstreamError:

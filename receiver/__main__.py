@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from receiver.portrait_cache import DEFAULT_CACHE_MAX_BYTES
 from receiver.session import Receiver, ReceiverConfig
 from signaling.rtc import add_rtc_arguments, create_rtc_options
 
@@ -34,6 +35,8 @@ def add_receiver_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--avatar", type=Path, default=None, metavar="IMAGE", help="drive this portrait with the sender's motion")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="portrait cache (default %(default)s)")
     parser.add_argument("--no-cache", action="store_true", help="keep no portraits on disk")
+    parser.add_argument("--cache-max-mb", type=float, default=DEFAULT_CACHE_MAX_BYTES / 2**20,
+                        help="disk cap of the portrait cache in MiB; the least recently used portraits go first (default %(default)g)")
     parser.add_argument("--frames", type=int, default=None, help="stop after this many output frames")
     parser.add_argument("--exit-when-sender-leaves", action="store_true", help="end when the sender leaves (default: wait)")
     parser.add_argument("--stats-json", type=Path, default=None, help="write the call's statistics here at the end")
@@ -57,10 +60,13 @@ def create_receiver(args: argparse.Namespace) -> Receiver:
         raise ValueError(f"--frames must be ≥ 1, got {args.frames}")
     if args.avatar is not None and not args.avatar.is_file():
         raise ValueError(f"--avatar {str(args.avatar)!r} is not a file")
+    if not args.cache_max_mb > 0:
+        raise ValueError(f"--cache-max-mb must be > 0, got {args.cache_max_mb:g}: use --no-cache to keep no portraits")
     cache_dir = None if args.no_cache else args.cache_dir
     config = ReceiverConfig(
         args.signaling, args.room, args.token, create_rtc_options(args), record=args.record, show=args.show, view=args.view,
-        avatar=args.avatar, cache_dir=cache_dir, max_frames=args.frames, exit_when_sender_leaves=args.exit_when_sender_leaves,
+        avatar=args.avatar, cache_dir=cache_dir, cache_max_bytes=max(1, int(args.cache_max_mb * 2**20)), max_frames=args.frames,
+        exit_when_sender_leaves=args.exit_when_sender_leaves,
     )
     return Receiver(config, load_synthesizer(args.weights, args.device, cache_dir))
 
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("the call failed: %s", exc)
         return 1
     if args.stats_json is not None:
-        args.stats_json.write_text(json.dumps({"end": reason, **receiver.report(), "events": receiver.events}, indent=2))
+        args.stats_json.write_text(json.dumps({"end": reason, **receiver.report(), "events": list(receiver.events)}, indent=2))
     logger.warning("receiver finished: %s", reason)
     return 0 if reason in ("max_frames", "stopped", "sender_left") else 1
 

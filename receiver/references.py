@@ -3,16 +3,14 @@ memory, reference messages on disk, so a returning sender's portrait is never se
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from codec.exceptions import BitstreamError
 from codec.reference_message import ReferenceMessage, pack_reference_message, unpack_reference_message
+from receiver.portrait_cache import DEFAULT_CACHE_MAX_BYTES, PortraitCache
 
 logger = logging.getLogger(__name__)
 
@@ -23,16 +21,17 @@ def cache_key(content_hash_hex: str, model_id: str, model_version: str) -> str:
 
 
 class ReferenceStore:
-    """Prepared ReferenceStates (memory, LRU) and packed reference messages (``cache_dir``, optional)."""
+    """Prepared ReferenceStates (memory, LRU) and packed reference messages (memory, LRU; and on disk in
+    ``cache_dir``, capped at ``cache_max_bytes`` with least recently used eviction: ``receiver.portrait_cache``).
 
-    def __init__(self, cache_dir: Path | None, max_states: int = 8) -> None:
-        self.dir = None if cache_dir is None else cache_dir / "references"
+    ``save`` is for validated messages only (the receiver decodes and prepares a portrait first)."""
+
+    def __init__(self, cache_dir: Path | None, max_states: int = 8, cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES) -> None:
+        self.disk = None if cache_dir is None else PortraitCache(cache_dir / "references", cache_max_bytes)
+        self.dir = None if self.disk is None else self.disk.dir
         self.max_states = max_states
         self._states: OrderedDict[str, Any] = OrderedDict()
         self._messages: OrderedDict[str, ReferenceMessage] = OrderedDict()
-
-    def _path(self, key: str) -> Path | None:
-        return None if self.dir is None else self.dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".kpref")
 
     def state(self, key: str) -> Any | None:
         state = self._states.get(key)
@@ -50,43 +49,49 @@ class ReferenceStore:
         """True when the portrait is held (prepared, in memory or on disk)."""
         if key in self._states or key in self._messages:
             return True
-        path = self._path(key)
-        return path is not None and path.is_file()
+        return self.disk is not None and self.disk.has(key)
 
-    def save(self, msg: ReferenceMessage) -> None:
-        """Keep the message (memory; and disk when a cache directory is set, written atomically)."""
+    def remember(self, msg: ReferenceMessage) -> None:
+        """Keep a validated message in memory (the newest ``max_states``)."""
         self._messages[msg.cache_key] = msg
+        self._messages.move_to_end(msg.cache_key)
         while len(self._messages) > self.max_states:
             self._messages.popitem(last=False)
-        path = self._path(msg.cache_key)
-        if path is None:
+
+    def write(self, msg: ReferenceMessage) -> None:
+        """Write a validated message to the disk cache (blocking: call it from a worker thread); never raises OSError."""
+        if self.disk is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(pack_reference_message(msg))
-            os.replace(tmp, path)
+            self.disk.write(msg.cache_key, pack_reference_message(msg))
         except OSError as exc:
-            logger.warning("cannot cache the reference portrait in %s: %s", path.parent, exc)
+            logger.warning("cannot cache the reference portrait in %s: %s", self.disk.dir, exc)
+
+    def save(self, msg: ReferenceMessage) -> None:
+        """``remember`` and ``write``."""
+        self.remember(msg)
+        self.write(msg)
 
     def load(self, key: str) -> ReferenceMessage | None:
         """The held message for ``key`` (memory first, then disk; a corrupt file is removed)."""
         msg = self._messages.get(key)
         if msg is not None:
             return msg
-        path = self._path(key)
-        if path is None or not path.is_file():
+        if self.disk is None:
             return None
+        path = self.disk.path(key)
         try:
-            msg = unpack_reference_message(path.read_bytes())
+            data = self.disk.read(key)
+            if data is None:
+                return None
+            msg = unpack_reference_message(data)
         except (OSError, BitstreamError) as exc:
             logger.warning("dropping unreadable cached reference %s: %s", path, exc)
-            path.unlink(missing_ok=True)
+            self.disk.remove(key)
             return None
         if msg.cache_key != key:
             logger.warning("cached reference %s holds %s, not %s: dropping it", path, msg.cache_key, key)
-            path.unlink(missing_ok=True)
+            self.disk.remove(key)
             return None
-        self._messages[key] = msg
+        self.remember(msg)
         return msg

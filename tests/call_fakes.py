@@ -119,7 +119,7 @@ async def _receiver_main(args: argparse.Namespace) -> int:
     receiver = Receiver(ReceiverConfig(args.url, args.room, rtc=rtc, max_frames=args.frames, exit_when_sender_leaves=True), FakeSynthesizer())
     reason = await receiver.run()
     outputs = [o.__dict__ for o in receiver.outputs]
-    Path(args.json).write_text(json.dumps({"end": reason, "outputs": outputs, "stats": receiver.stats(), "events": receiver.events}))
+    Path(args.json).write_text(json.dumps({"end": reason, "outputs": outputs, "stats": receiver.stats(), "events": list(receiver.events)}))
     return 0
 
 
