@@ -21,6 +21,7 @@ wrong and what is accepted. PIL's global ``Image.MAX_IMAGE_PIXELS`` is never cha
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,7 +77,9 @@ def open_image(data: bytes, what: str, limits: ImageLimits = PHOTO_LIMITS) -> It
     if len(data) > limits.max_bytes:
         raise ImageInputError(f"{what} is {len(data)} bytes, over the limit of {limits.max_bytes}: re-encode it smaller")
     try:
-        img = Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
+        with warnings.catch_warnings():  # PIL warns from 89 Mpx on; our own, lower limit is checked just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, Image.DecompressionBombError):  # PIL's own open-time check, far above ours
             raise ImageInputError(f"{what} is over the limit of {limits.max_pixels} pixels: resize it smaller") from None

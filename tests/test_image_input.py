@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,3 +163,32 @@ def test_errors_name_the_input_and_are_value_errors(tmp_path: Path) -> None:
         read_image(truncated.getvalue()[:-2000], "the photo")
     with pytest.raises(ImageInputError, match=r"the photo is 11 bytes, over the limit of 10"):
         read_image(b"x" * 11, "the photo", ImageLimits(max_bytes=10))
+
+
+_PEAK_RSS = """
+import resource, sys
+from pathlib import Path
+from receiver.repose import load_photo
+from codec.image_input import ImageInputError
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_photo(Path(sys.argv[1]))
+except ImageInputError as exc:
+    print(str(exc).split(": ", 1)[0])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_100_mpx_photo_is_refused_without_its_memory_or_a_warning(tmp_path: Path) -> None:
+    """Issue 22: a 79 KB file of 100 Mpx took repose to 1.2 GB RSS. Refused from its header it costs ~2 MB (measured)."""
+    bomb = _save(tmp_path, Image.new("1", (10_000, 10_000)), "bomb.png", optimize=True)  # 100 Mpx, 300 MB as RGB
+    assert bomb.stat().st_size < 20_000
+    run = subprocess.run([sys.executable, "-W", "error::Warning", "-c", _PEAK_RSS, str(bomb)],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    refusal, peak_growth_kib = run.stdout.splitlines()
+    assert refusal.endswith("is 10000x10000 = 100000000 pixels, over the limit of 40000000")
+    assert int(peak_growth_kib) < 30 * 1024  # the RGB decode alone would be 300 MB
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either: our limit is the one that speaks
+        with pytest.raises(ImageInputError):
+            read_image(bomb.read_bytes(), "the photo")
