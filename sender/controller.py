@@ -27,7 +27,11 @@ measured), unless the measured rate is ``OVER_FACTOR`` above the cap; moving up 
 the cap and ``HOLD_S`` seconds, and a rung that had to be left within ``FAILED_UP_S`` of moving up to
 it is not probed again for ``BACKOFF_S`` (doubling each time). Congestion — frame loss in the receiver's Feedback
 above ``LOSS_STEP_DOWN`` or its reported jitter above ``JITTER_STEP_DOWN_MS`` — moves one rung down,
-whatever the cap, at most once per ``HOLD_S``.
+whatever the cap, at most once per ``HOLD_S``. Under heavy loss (``HIGH_LOSS`` or more of the frames, and for
+``LOSSY_HOLD_S`` after) the ladder keeps at most ``MAX_FPP_UNDER_LOSS`` frames per packet (each lost packet then
+costs at most that many frames, concealed back to back) and steps down through fewer keypoints and the coarse
+grid instead; only a cap that nothing at that many frames per packet fits lifts the ceiling, to the fewest frames
+per packet that fit the cap.
 
 Which keypoints: the K with the largest running mean of ||δ_k − δ_ref,k||² (an EWMA over the observed
 motion; δ_ref the portrait's own δ, which the receiver renders for keypoints not sent): the ones that
@@ -61,6 +65,9 @@ logger = logging.getLogger(__name__)
 # (the same sum as bench/codecs/datachannel.py), plus 2 bytes of average padding to 4.
 PACKET_OVERHEAD_BYTES = 95
 LOSS_STEP_DOWN = 0.10
+HIGH_LOSS = 0.15  # this much frame loss or more: the frames-per-packet ceiling below applies
+MAX_FPP_UNDER_LOSS = 2  # frames per packet under heavy loss (unless the cap needs more)
+LOSSY_HOLD_S = 10.0  # the ceiling stays this long after the loss was last that high
 JITTER_STEP_DOWN_MS = 150.0
 HOLD_S = 5.0  # before moving up again, or after a congestion step
 DOWN_HOLD_S = 2.0  # before moving down again (the new rung's size needs measuring first)
@@ -216,6 +223,7 @@ class BandwidthController:
         self._up_to: Rung | None = None
         self._backoff: dict[Rung, float] = {}
         self._blocked_until: dict[Rung, float] = {}
+        self._lossy_until = -1e9  # the frames-per-packet ceiling of heavy loss holds until then
 
     # -- settings --------------------------------------------------------------------------------
     def set_max_kbps(self, max_kbps: float | None) -> None:
@@ -240,15 +248,17 @@ class BandwidthController:
             self.enhancement_available = available
             self._changed_at = -1e9  # re-decide at once
 
-    def _candidates(self) -> list[Rung]:
+    def _candidates(self, max_fpp: int | None = None) -> list[Rung]:
+        """The ladder with the pins applied; ``max_fpp`` lowers the frames per packet of the rungs above it (pins excepted)."""
         enhanced: tuple[Rung, ...] = ()
         if self.enhancement_available and self.pin_enhancement_qp != 0 and self.pin_frames_per_packet in (None, 1):
             enhanced = enhanced_ladder(self.num_keypoints)
         out: list[Rung] = []
         for rung in enhanced + self.ladder:
             qp = rung.enhancement_qp
+            fpp = rung.frames_per_packet if max_fpp is None else min(rung.frames_per_packet, max_fpp)
             pinned = Rung(
-                self.pin_frames_per_packet or rung.frames_per_packet,
+                self.pin_frames_per_packet or fpp,
                 rung.keypoints if self.pin_keypoints is None else self.pin_keypoints,
                 self.pin_preset or rung.preset_id,
                 None if qp is None else self.pin_enhancement_qp or qp,
@@ -367,13 +377,30 @@ class BandwidthController:
         return self._rate_kbps(self._wire, now_s)
 
     # -- decision --------------------------------------------------------------------------------
+    def loss_ceiling(self, now_s: float, other_kbps: float) -> int | None:
+        """The most frames per packet allowed now: ``MAX_FPP_UNDER_LOSS`` (or the fewest that fit the cap) under heavy
+        loss, None otherwise."""
+        if self.loss_fraction(now_s) >= HIGH_LOSS:
+            self._lossy_until = now_s + LOSSY_HOLD_S
+        if now_s >= self._lossy_until:
+            return None
+        if self.max_kbps is None:
+            return MAX_FPP_UNDER_LOSS
+        fitting = [r.frames_per_packet for r in self._candidates() if self.motion_kbps(r) + other_kbps <= self.max_kbps]
+        return max(MAX_FPP_UNDER_LOSS, min(fitting, default=max(r.frames_per_packet for r in self.ladder)))
+
     def decide(self, now_s: float) -> Decision | None:
         """A new Decision if the setting should change now, else None."""
-        candidates = self._candidates()
         other = self.other_kbps(now_s)
+        max_fpp = self.loss_ceiling(now_s, other)
+        candidates = self._candidates(max_fpp)
         predicted = {r: self.motion_kbps(r) + other for r in candidates}
         current = None if self.current is None else self.current.rung
         cur_index = candidates.index(current) if current in candidates else None
+        if cur_index is None and current is not None and max_fpp is not None and current.frames_per_packet > max_fpp:
+            # Heavy loss caught us above the ceiling: continue from the same setting at the ceiling's frames per packet.
+            capped = Rung(max_fpp, current.keypoints, current.preset_id, current.enhancement_qp)
+            cur_index = candidates.index(capped) if capped in candidates else None
         reason = ""
         target = 0
         if self.max_kbps is not None:

@@ -331,3 +331,40 @@ def test_pinned_qp_is_the_only_enhanced_rung() -> None:
     capped = _enhanced_controller(25.0, enhancement_qp=30)  # qp 30 does not fit: motion only at 1 frame/packet
     decision = capped.decide(0.0)
     assert decision is not None and decision.rung == Rung(1, 20, DEFAULT_PRESET_ID)
+
+
+@pytest.mark.parametrize(("cap", "ceiling"), [(None, 2), (20.0, 2), (12.0, 3), (8.0, 4)])
+def test_heavy_loss_does_not_pack_more_frames_per_packet(cap: float | None, ceiling: int) -> None:
+    """Under 32 % loss each lost packet costs all its frames: the controller sheds keypoints and precision at no more
+    than 2 frames per packet (or the fewest a cap fits) instead of climbing to 6-8; it climbs back once the loss ends."""
+    controller = BandwidthController(FPS, 20, max_kbps=cap)
+    start = controller.decide(0.0)
+    assert start is not None
+    received = lost = 0
+    rungs = [start.rung]
+    for second in range(1, 91):
+        if second <= 60:
+            received, lost = received + 17, lost + 8  # 32 % of the frames lost
+        else:
+            received += 25
+        controller.on_feedback(float(second), Feedback(1, received + lost, frames_received=received, frames_lost=lost))
+        decision = controller.decide(float(second))
+        if decision is not None:
+            rungs.append(decision.rung)
+    lossy = rungs[: next(i for i, r in enumerate(rungs) if i > 0 and r.keypoints > rungs[i - 1].keypoints)]  # until it climbs again
+    assert max(r.frames_per_packet for r in lossy) == ceiling, [(r.frames_per_packet, r.keypoints) for r in rungs]
+    assert min(r.keypoints for r in lossy) < 20  # it did step down, through fewer keypoints
+    assert controller.current is not None and controller.current.rung.keypoints == 20  # recovered after the loss
+
+
+def test_heavy_loss_caps_a_rung_already_above_the_ceiling() -> None:
+    controller = BandwidthController(FPS, 20, max_kbps=None, keypoints=None)
+    controller.set_overrides(None, 6)
+    assert controller.decide(0.0) is not None
+    controller.set_overrides(None, None)  # e.g. a viewer set "auto" again while the link is lossy
+    controller.on_feedback(0.5, Feedback(1, 10, frames_received=10, frames_lost=0))
+    controller.on_feedback(1.0, Feedback(1, 40, frames_received=20, frames_lost=20))
+    decision = controller.decide(1.0)
+    # It continues from its own setting at the ceiling and steps down from there, not from the top of the ladder
+    # (1 frame per packet: the most expensive rung, under loss).
+    assert decision is not None and decision.rung == Rung(2, 20, PRESETS_BY_NAME["coarse"].preset_id), decision.rung
