@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,10 @@ from codec.exceptions import BitstreamError
 from codec.motion import MotionParams
 from codec.prediction import MotionDepacketizer
 from codec.reference_message import ChunkReassembler, ReferenceMessage, decode_portrait, unpack_reference_message
+from receiver.bounded_state import MAX_EVENTS, MAX_REMOTE_ERRORS, CpuBudget, LinkTotals, RateLimitedLog, SenderHistory, SerialWorker
 from receiver.enhancement import EnhancementReceiver
 from receiver.playout import PlayoutBuffer, PlayoutFrame, unwrap_timestamp_ms
+from receiver.portrait_cache import DEFAULT_CACHE_MAX_BYTES
 from receiver.references import ReferenceStore, cache_key
 from receiver.render_worker import RenderedFrame, RenderWorker, Scene, Synthesizer, wall_ms
 from receiver.sinks import FrameSink, Mp4Recorder, NullSink, WindowSink
@@ -49,6 +52,7 @@ from signaling.client import Signaling, WebSocketSignaling
 from signaling.rtc import PeerLink, RtcOptions, close_links
 
 logger = logging.getLogger(__name__)
+peer_log = RateLimitedLog(logger)  # what peers can repeat at will (bad packets, their errors): one line per kind per 10 s
 
 ERROR_REPLY_INTERVAL_S = 1.0
 VIEWER_ERRORS_PER_S = 5  # error replies a viewer may get per second (a page shows each; a flood gets fewer)
@@ -69,6 +73,7 @@ class ReceiverConfig:
     view: str | None = None  # "frontal" or "yaw=..,pitch=..,roll=.." (free view); None: the sender's
     avatar: Path | None = None  # drive this portrait with the sender's motion (cross-identity)
     cache_dir: Path | None = None  # keep received portraits here (no re-send on the next call)
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # disk cap of that cache; the least recently used portraits go first
     max_frames: int | None = None  # stop after this many output frames
     exit_when_sender_leaves: bool = False  # end when the active sender leaves (default: wait for another)
     feedback_interval_ms: float = 1000.0  # acks at most this often (each costs the sender a 93-byte SACK on the wire)
@@ -121,8 +126,25 @@ class _SenderLink:
         self.last_feedback_ms = 0.0
         self.rate: c.RateDecision | None = None
         self.first_packet_ms: float | None = None
-        self.remote_errors: list[str] = []
+        self.remote_errors: deque[str] = deque(maxlen=MAX_REMOTE_ERRORS)
         self.packet_delays_ms: deque[float] = deque(maxlen=100)  # arrival − capture of each packet's last frame
+        self.jobs = SerialWorker(f"{link.prefix} sender")  # hellos and whole references, in order, bounded
+        self.reassembly_drops = 0  # incomplete references the reassembler dropped (already logged)
+        self.decode_budget = CpuBudget()  # motion decoding's share of the loop (see receiver.bounded_state.CpuBudget)
+
+    def totals(self) -> LinkTotals:
+        fb = self.depacketizer.feedback()
+        e = self.enhancement
+        return LinkTotals(
+            self.packets, self.payload_bytes, self.bad_packets, 0 if fb is None else fb.frames_lost, 0 if fb is None else fb.frames_received,
+            self.link.counters().wire_bytes_received, e.received, e.decoded, e.dropped, e.ignored, e.key_requests,
+            self.decode_budget.refused,
+        )
+
+    async def release(self) -> None:
+        """Closed: stop its queued work and drop partial references (its counters stay for stats)."""
+        await self.jobs.close()
+        self.reassembler = ChunkReassembler()
 
     @property
     def network_jitter_ms(self) -> float:
@@ -150,6 +172,7 @@ class _ViewerLink:
         self.control: RTCDataChannel | None = None
         self.avatar = c.AvatarAssembler()
         self.error_times: deque[float] = deque(maxlen=VIEWER_ERRORS_PER_S)
+        self.jobs = SerialWorker(f"{link.prefix} viewer")  # its messages, in order, bounded
 
     def send(self, msg: c.ControlMessage) -> None:
         if self.control is not None and self.control.readyState == "open":
@@ -211,11 +234,11 @@ class Receiver:
         self._face_crop = face_crop
         self._retarget = retarget
         self._extra_sinks = sinks or []
-        self.store = ReferenceStore(config.cache_dir)
+        self.store = ReferenceStore(config.cache_dir, cache_max_bytes=config.cache_max_bytes)
         self.playout = PlayoutBuffer(max_delay_ms=config.max_delay_ms)
         self.latest = LatestFrame(getattr(synthesizer, "image_size", 256))
         self.senders: dict[str, _SenderLink] = {}
-        self.sender_history: list[_SenderLink] = []  # every sender link of this run, for stats
+        self.sender_history: SenderHistory[_SenderLink] = SenderHistory(_SenderLink.totals)  # the last few, and totals of all
         self.active: _SenderLink | None = None
         self.viewers: dict[str, _ViewerLink] = {}
         self.peer_roles: dict[str, m.Role] = {}  # what the server says each peer of the room is (only "sender" may offer a call)
@@ -223,7 +246,7 @@ class Receiver:
         self.avatar_state: Any = None
         self.outputs: deque[OutputRecord] = deque(maxlen=200_000)
         self.renders: deque[RenderRecord] = deque(maxlen=200_000)
-        self.events: list[tuple[float, str, str]] = []  # (wall ms, event, detail), for tests and logs
+        self.events: deque[tuple[float, str, str]] = deque(maxlen=MAX_EVENTS)  # (wall ms, event, detail), for tests and logs
         self.frames_without_reference = 0
         self.sink_errors = 0
         self._sinks: list[FrameSink] = []
@@ -286,6 +309,7 @@ class Receiver:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(v.jobs.close() for v in self.viewers.values()), *(s.release() for s in self.senders.values()))
         await close_links([s.link for s in self.senders.values()] + [v.link for v in self.viewers.values()])
         if self._worker is not None:
             await self._worker.close()
@@ -339,6 +363,7 @@ class Receiver:
             if was_active:
                 self.active = None
             await sender.link.close()
+            await sender.release()
             if was_active:
                 self._event("sender_left", f"{msg.peer.peer_id} ({msg.reason})")
                 self._broadcast(c.Status("sender_left", f"the sender left ({msg.reason}); waiting for one to join"))
@@ -347,6 +372,7 @@ class Receiver:
         viewer = self.viewers.pop(msg.peer.peer_id, None)
         if viewer is not None:
             await viewer.link.close()
+            await viewer.jobs.close()
             self._event("viewer_left", msg.peer.peer_id)
 
     # -- the sender -----------------------------------------------------------------------------
@@ -363,6 +389,7 @@ class Receiver:
             logger.info("%s: a newer sender replaces %s", link.prefix, previous.peer_id)
             self.senders.pop(previous.peer_id, None)
             await previous.link.close()
+            await previous.release()
 
         @link.pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
@@ -376,6 +403,7 @@ class Receiver:
                 logger.warning("%s: ignoring unexpected data channel %r", link.prefix, channel.label)
 
         def on_close() -> None:
+            asyncio.ensure_future(sender.release())
             if self.senders.get(peer.peer_id) is sender:
                 del self.senders[peer.peer_id]
             if self.active is sender:
@@ -402,7 +430,12 @@ class Receiver:
             sender.bad_packets += 1
             self._error_reply(sender, "bad_packet", f"motion packets are binary; got text ({sender.bad_packets} rejected)")
             return
+        if not sender.decode_budget.allow():  # a flood: dropped undecoded, as loss (the sender hears of it in feedback)
+            peer_log.log(logging.WARNING, "over_budget", f"{sender.link.prefix}: motion packets arrive faster than they decode: "
+                         f"{sender.decode_budget.refused} dropped so far")
+            return
         bundle: FrameBundle | None = None
+        started_cpu_s = sender.decode_budget.start()
         try:
             packet = data
             if is_bundle(data):
@@ -411,11 +444,13 @@ class Receiver:
             frames = sender.depacketizer.receive(packet)
         except BitstreamError as exc:
             sender.bad_packets += 1
-            logger.info("%s: rejected motion packet: %s", sender.link.prefix, exc)
+            peer_log.log(logging.INFO, "bad_packet", f"{sender.link.prefix}: rejected motion packet: {exc}")
             self._error_reply(sender, "bad_packet", f"{exc} ({sender.bad_packets} rejected)")
+            sender.decode_budget.spend(started_cpu_s)
             return
         if bundle is not None:
-            self._on_picture(sender, bundle, packet, now)
+            self._on_picture(sender, bundle, packet, now)  # the enhancement picture's decode counts in the budget too
+        sender.decode_budget.spend(started_cpu_s)
         sender.packets += 1
         sender.payload_bytes += len(data)
         if sender.first_packet_ms is None:
@@ -461,11 +496,11 @@ class Receiver:
             msg = c.decode_control(data)
         except c.ControlError as exc:
             sender.bad_control += 1
-            logger.info("%s: rejected control message: %s", sender.link.prefix, exc)
+            peer_log.log(logging.INFO, "bad_control", f"{sender.link.prefix}: rejected control message: {exc}")
             self._error_reply(sender, "bad_message", str(exc))
             return
         if isinstance(msg, c.Hello):
-            asyncio.ensure_future(self._on_hello(sender, msg))
+            self._queue_sender_job(sender, functools.partial(self._on_hello, sender, msg))
         elif isinstance(msg, c.Ping):
             sender.send_control(c.Pong(msg.t_ms))
         elif isinstance(msg, c.RateDecision):
@@ -473,7 +508,7 @@ class Receiver:
             self._broadcast(msg)
         elif isinstance(msg, c.ErrorReply):
             sender.remote_errors.append(f"{msg.code}: {msg.message}")
-            logger.warning("%s: the sender reports %s: %s", sender.link.prefix, msg.code, msg.message)
+            peer_log.log(logging.WARNING, "sender_error", f"{sender.link.prefix}: the sender reports {msg.code}: {msg.message}")
             if msg.code == "bad_command":  # the answer to a viewer's command: the viewers see it
                 for viewer in list(self.viewers.values()):
                     viewer.send_error(msg.code, f"the sender refused the command: {msg.message}")
@@ -512,22 +547,38 @@ class Receiver:
                 return
             await self._prepare(sender, key, msg, cached=True)
 
+    def _queue_sender_job(self, sender: _SenderLink, job: Callable[[], Awaitable[None]]) -> None:
+        if not sender.jobs.submit(job):
+            self._error_reply(sender, "busy", f"the receiver is still handling {sender.jobs.waiting} earlier messages: this one was dropped")
+
     def _on_reference_chunk(self, sender: _SenderLink, chunk: bytes) -> None:
         try:
             whole = sender.reassembler.add(chunk)
-            if whole is None:
-                return
-            msg = unpack_reference_message(whole)
+            msg = None if whole is None else unpack_reference_message(whole)
         except BitstreamError as exc:
             sender.bad_control += 1
-            logger.warning("%s: rejected reference data: %s", sender.link.prefix, exc)
+            peer_log.log(logging.WARNING, "bad_reference", f"{sender.link.prefix}: rejected reference data: {exc}")
             self._error_reply(sender, "bad_reference", str(exc))
             return
+        finally:
+            self._log_reassembly_drops(sender)
+        if msg is not None:  # checked and prepared in turn with the hellos (the one that announces it comes first)
+            self._queue_sender_job(sender, functools.partial(self._on_reference, sender, msg))
+
+    async def _on_reference(self, sender: _SenderLink, msg: ReferenceMessage) -> None:
         if sender.hello is None or msg.cache_key != sender.key:
             self._error_reply(sender, "unexpected_reference", f"reference {msg.content_hash.hex()[:12]} was not announced by a hello")
             return
-        self.store.save(msg)
-        asyncio.ensure_future(self._prepare(sender, msg.cache_key, msg, cached=False))
+        await self._prepare(sender, msg.cache_key, msg, cached=False)
+
+    def _log_reassembly_drops(self, sender: _SenderLink) -> None:
+        dropped = sender.reassembler.dropped
+        if dropped > sender.reassembly_drops:
+            sender.reassembly_drops = dropped
+            peer_log.log(
+                logging.WARNING, "reassembly_dropped",
+                f"{sender.link.prefix}: dropped an incomplete reference message (too many pending; {dropped} from this sender so far)",
+            )
 
     async def _prepare(self, sender: _SenderLink, key: str, msg: ReferenceMessage | None, cached: bool) -> None:
         assert self._worker is not None
@@ -535,13 +586,16 @@ class Receiver:
             if msg is None:
                 return
             try:
-                rgb = decode_portrait(msg)
+                rgb = await asyncio.to_thread(decode_portrait, msg)
                 state = await self._worker.call(self.synthesizer.prepare, self._fit_portrait(rgb))
             except (BitstreamError, ValueError) as exc:
-                logger.error("%s: cannot use the reference portrait: %s", sender.link.prefix, exc)
+                peer_log.log(logging.ERROR, "bad_portrait", f"{sender.link.prefix}: cannot use the reference portrait: {exc}")
                 sender.send_control(c.ErrorReply("bad_reference", str(exc)[:500]))
                 return
             self.store.put_state(key, state)
+        if not cached and msg is not None:  # decoded and prepared (now or before): only then kept, and on disk
+            self.store.remember(msg)
+            await asyncio.to_thread(self.store.write, msg)
         sender.ready = True
         hash_hex = key.split(":", 1)[0]
         sender.send_control(c.ReferenceReady(hash_hex, cached))
@@ -717,8 +771,7 @@ class Receiver:
         span_s = (outputs[-1].due_ms - outputs[0].due_ms) / 1000.0 if len(outputs) > 1 else 0.0
         worker = self._worker
         links = self.sender_history
-        received = sum(s.packets for s in links)
-        feedback = [f for f in (s.depacketizer.feedback() for s in links) if f is not None]
+        totals = links.totals()
         return {
             "frames_output": len(outputs),
             "frames_rendered": len(renders),
@@ -733,19 +786,20 @@ class Receiver:
             "render_ms": percentiles([r.render_ms for r in renders]),
             "playout_delay_ms": round(self.playout.target_delay_ms, 2),
             "network_jitter_ms": round(links[-1].network_jitter_ms, 2) if links else None,
-            "packets_received": received,
-            "payload_bytes_received": sum(s.payload_bytes for s in links),
-            "packets_rejected": sum(s.bad_packets for s in links),
-            "frames_lost_in_transit": sum(f.frames_lost for f in feedback),
-            "frames_received": sum(f.frames_received for f in feedback),
-            "wire_bytes_received": sum(s.link.counters().wire_bytes_received for s in links),
+            "packets_received": totals.packets,
+            "payload_bytes_received": totals.payload_bytes,
+            "packets_rejected": totals.bad_packets,
+            "packets_over_budget": totals.packets_over_budget,
+            "frames_lost_in_transit": totals.frames_lost,
+            "frames_received": totals.frames_received,
+            "wire_bytes_received": totals.wire_bytes_received,
             "render_errors": 0 if worker is None else worker.render_errors,
             "sink_errors": self.sink_errors,
-            "enhancement_received": sum(s.enhancement.received for s in links),
-            "enhancement_decoded": sum(s.enhancement.decoded for s in links),
-            "enhancement_dropped": sum(s.enhancement.dropped for s in links),
-            "enhancement_ignored": sum(s.enhancement.ignored for s in links),
-            "enhancement_key_requests": sum(s.enhancement.key_requests for s in links),
+            "enhancement_received": totals.enhancement_received,
+            "enhancement_decoded": totals.enhancement_decoded,
+            "enhancement_dropped": totals.enhancement_dropped,
+            "enhancement_ignored": totals.enhancement_ignored,
+            "enhancement_key_requests": totals.enhancement_key_requests,
             "frames_rendered_enhanced": 0 if worker is None else worker.frames_enhanced,
         }
 
@@ -766,13 +820,24 @@ class Receiver:
             if self.active is not None and self.active.rate is not None:
                 viewer.send(self.active.rate)
 
-        channel.on("message", lambda data: asyncio.ensure_future(self._on_viewer_control(viewer, data)))
-        link.on_close(lambda: self.viewers.pop(peer.peer_id, None) if self.viewers.get(peer.peer_id) is viewer else None)
+        channel.on("message", functools.partial(self._on_viewer_message, viewer))
+
+        def on_close() -> None:
+            asyncio.ensure_future(viewer.jobs.close())
+            if self.viewers.get(peer.peer_id) is viewer:
+                del self.viewers[peer.peer_id]
+
+        link.on_close(on_close)
         await link.offer()
 
     def _broadcast(self, msg: c.ControlMessage) -> None:
         for viewer in list(self.viewers.values()):
             viewer.send(msg)
+
+    def _on_viewer_message(self, viewer: _ViewerLink, data: bytes | str) -> None:
+        """Queued for the viewer's one worker (in order; a flood beyond the queue is refused with "busy")."""
+        if not viewer.jobs.submit(functools.partial(self._on_viewer_control, viewer, data)):
+            viewer.send_error("busy", f"the receiver is still handling {viewer.jobs.waiting} earlier messages: this one was dropped")
 
     async def _on_viewer_control(self, viewer: _ViewerLink, data: bytes | str) -> None:
         """A viewer's command or upload: carried out and acknowledged, or answered with an error (never silent)."""
@@ -792,7 +857,7 @@ class Receiver:
             else:
                 raise _ViewerError("bad_message", f"a receiver does not accept {msg.TYPE!r} from a viewer")
         except _ViewerError as exc:
-            logger.info("%s: %s: %s", viewer.link.prefix, exc.code, exc)
+            peer_log.log(logging.INFO, "viewer_error", f"{viewer.link.prefix}: {exc.code}: {exc}")
             viewer.send_error(exc.code, str(exc))
         except Exception as exc:  # noqa: BLE001 - whatever fails, the page hears about it
             logger.exception("%s: viewer message failed", viewer.link.prefix)
