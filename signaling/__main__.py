@@ -1,6 +1,8 @@
-"""python -m signaling: run the signaling server, or the whole local demo.
+"""python -m signaling: run the signaling server, issue join tickets, or run the whole local demo.
 
-    python -m signaling --host 127.0.0.1 --port 8080 [--token SECRET] [--room-token ROOM=SECRET]
+    python -m signaling --host 127.0.0.1 --port 8080 [--token-file F] [--room-token ROOM=SECRET] [--allow-origin URL]
+    KPCALL_TICKET_SECRET=... python -m signaling --host 0.0.0.0          # every join needs a ticket (roles bound)
+    KPCALL_TICKET_SECRET=... python -m signaling ticket --room r1 --role sender --ttl 12h   # prints a ticket
     python -m signaling demo [--port 8080] [--room demo]     # server + sender + receiver, Ctrl-C stops
 
 The demo runs the server, a sender on the built-in default source (the scripted head-motion trace
@@ -15,10 +17,14 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from signaling.credentials import TICKET_SECRET_ENV, TOKEN_ENV, Ticket, issue_ticket, parse_ttl, read_secret
+from signaling.limits import ClientLimits
+from signaling.messages import ROLES
 from signaling.server import DEFAULT_STATIC_DIR, ServerConfig, start_server
 
 logger = logging.getLogger(__name__)
@@ -28,30 +34,95 @@ T = TypeVar("T")
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """The server's flags (shared by the plain server and the demo)."""
     defaults = ServerConfig()
+    limits = defaults.limits
     parser.add_argument("--host", default=defaults.host, help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=defaults.port, help="TCP port, 0 for any free one (default %(default)s)")
-    parser.add_argument("--token", default=None, help="shared secret required to join any room")
     parser.add_argument(
-        "--room-token", action="append", default=[], metavar="ROOM=SECRET", help="secret for one room (repeatable)"
+        "--token", default=None, help=f"shared secret required to join any room (visible in /proc: prefer --token-file or ${TOKEN_ENV})"
+    )
+    parser.add_argument("--token-file", type=Path, default=None, help="read --token from the first line of this file")
+    parser.add_argument(
+        "--room-token", action="append", default=[], metavar="ROOM=SECRET", help="secret for one room (repeatable; visible in /proc)"
+    )
+    parser.add_argument("--room-token-file", type=Path, default=None, help="ROOM=SECRET lines, one room each")
+    parser.add_argument(
+        "--ticket-secret", default=None,
+        help=f"every join needs a join ticket signed with this secret (visible in /proc: prefer --ticket-secret-file or ${TICKET_SECRET_ENV})",
+    )
+    parser.add_argument("--ticket-secret-file", type=Path, default=None, help="read --ticket-secret from the first line of this file")
+    parser.add_argument(
+        "--no-open-original", action="store_true",
+        help="without tickets, do not let viewers ask the sender for its original pictures (with tickets: only viewer tickets with --original)",
+    )
+    parser.add_argument(
+        "--allow-origin", action="append", default=[], metavar="URL",
+        help="a web page origin (https://host[:port]) that may use the WebSocket besides the server's own; * for any (repeatable)",
     )
     parser.add_argument("--static-dir", type=Path, default=DEFAULT_STATIC_DIR, help="the browser page's files (default: the packaged page)")
     parser.add_argument("--max-peers-per-room", type=int, default=defaults.max_peers_per_room, help="participants per room")
+    parser.add_argument("--max-connections", type=int, default=defaults.max_connections, help="open WebSockets (default %(default)s)")
+    parser.add_argument(
+        "--max-connections-per-ip", type=int, default=limits.max_connections_per_ip,
+        help="open TCP connections per client address (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-rooms-per-ip", type=int, default=limits.max_rooms_per_ip, help="rooms one client address may be in (default %(default)s)"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+
+
+def _room_token_items(args: argparse.Namespace) -> list[tuple[str, str]]:
+    items = [(item, "--room-token") for item in args.room_token]
+    if args.room_token_file is not None:
+        try:
+            lines = args.room_token_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--room-token-file {str(args.room_token_file)!r} cannot be read as UTF-8 text: {exc}") from None
+        items += [(line.strip(), f"line {i} of --room-token-file") for i, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
+    return items
 
 
 def create_server_config(args: argparse.Namespace) -> ServerConfig:
     room_tokens: dict[str, str] = {}
-    for item in args.room_token:
+    for item, where in _room_token_items(args):
         room, sep, secret = item.partition("=")
         if not sep or not room or not secret:
-            raise ValueError(f"--room-token {item!r} must look like ROOM=SECRET")
+            raise ValueError(f"{where} {item.partition('=')[0]!r}=... must look like ROOM=SECRET")
         room_tokens[room] = secret
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} is not a TCP port (0-65535)")
+    token = read_secret(args.token, args.token_file, TOKEN_ENV, "--token")
+    ticket_secret = read_secret(args.ticket_secret, args.ticket_secret_file, TICKET_SECRET_ENV, "--ticket-secret")
     return ServerConfig(
-        host=args.host, port=args.port, token=args.token, room_tokens=room_tokens,
-        static_dir=args.static_dir, max_peers_per_room=args.max_peers_per_room,
+        host=args.host, port=args.port, token=token, room_tokens=room_tokens,
+        ticket_secret=None if ticket_secret is None else ticket_secret.encode("utf-8"),
+        open_original=not args.no_open_original, allow_origins=tuple(args.allow_origin),
+        static_dir=args.static_dir, max_peers_per_room=args.max_peers_per_room, max_connections=args.max_connections,
+        limits=ClientLimits(max_connections_per_ip=args.max_connections_per_ip, max_rooms_per_ip=args.max_rooms_per_ip),
     )
+
+
+def ticket_main(argv: list[str]) -> int:
+    """``python -m signaling ticket``: print a join ticket signed with the server's ticket secret."""
+    parser = argparse.ArgumentParser(
+        prog="python -m signaling ticket",
+        description=f"Print a join ticket (the token of one role in one room) signed with the ticket secret (${TICKET_SECRET_ENV} or --ticket-secret-file).",
+    )
+    parser.add_argument("--room", required=True, help="the room it admits to")
+    parser.add_argument("--role", required=True, choices=ROLES, help="the role it binds")
+    parser.add_argument("--ttl", default="12h", help="valid for (90s, 15m, 12h, 7d; default %(default)s)")
+    parser.add_argument("--original", action="store_true", help="(viewer) may ask the sender for its original pictures")
+    parser.add_argument("--ticket-secret-file", type=Path, default=None, help="read the secret from the first line of this file")
+    args = parser.parse_args(argv)
+    try:
+        secret = read_secret(None, args.ticket_secret_file, TICKET_SECRET_ENV, "--ticket-secret")
+        if secret is None:
+            raise ValueError(f"no ticket secret: set ${TICKET_SECRET_ENV} or give --ticket-secret-file (the server's secret)")
+        ticket = Ticket(args.room, args.role, int(time.time()) + parse_ttl(args.ttl), original=args.original)
+        print(issue_ticket(secret.encode("utf-8"), ticket))
+    except ValueError as exc:
+        parser.error(str(exc))
+    return 0
 
 
 def setup_logging(verbose: int) -> None:
@@ -107,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         from signaling.demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv[:1] == ["ticket"]:
+        return ticket_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m signaling", description="Signaling server (rooms, SDP/ICE relay). 'python -m signaling demo' runs the local demo."
+        prog="python -m signaling", description="Signaling server (rooms, SDP/ICE relay). 'python -m signaling ticket' issues join tickets; 'python -m signaling demo' runs the local demo."
     )
     add_server_arguments(parser)
     args = parser.parse_args(argv)

@@ -40,6 +40,10 @@ ROOM_FULL = "room_full"
 SERVER_FULL = "server_full"
 UNKNOWN_PEER = "unknown_peer"
 BAD_FRAME = "bad_frame"
+FORBIDDEN = "forbidden"  # a relay between roles that have no link (or a viewer not granted the original)
+ROLE_TAKEN = "role_taken"  # the room's sender (receiver) holds the role; no credential lets this join take it
+REPLACED = "replaced"  # (to the old holder) a newer sender/receiver with a valid ticket took the role
+OVER_QUOTA = "over_quota"  # the client's address is at a per-IP quota
 
 
 class ProtocolError(ValueError):

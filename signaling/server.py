@@ -11,11 +11,22 @@ Endpoints: ``GET /ws`` (WebSocket, the protocol of ``signaling/PROTOCOL.md``), `
 Robustness: every message is validated (``signaling.messages``); a message over 64 KiB, malformed
 JSON, an unknown type, a relay to an unknown peer or a flood (token bucket per connection) gets an
 in-band ``error`` and nothing else happens; so does a string that is not UTF-8 text (a lone surrogate
-escape), which is never relayed. Each connection has a bounded outbox drained by its own writer
-task, so a slow or stuck client never blocks the relaying of others (it is disconnected when its
-outbox overflows). A message the writer cannot encode is logged and dropped; a writer that stops
-for any other reason closes its connection, so no client is left connected but deaf. Frames above
+escape), which is never relayed. Each connection has an outbox bounded in messages and in bytes,
+drained by its own writer task, so a slow or stuck client never blocks the relaying of others: when
+its outbox overflows it is dropped (close code ``CLOSE_NOT_READING``, then the TCP connection is
+aborted). A message the writer cannot encode is logged and dropped; a writer that stops for any other
+reason closes its connection, so no client is left connected but deaf. Frames above
 ``HARD_MAX_FRAME_BYTES`` close the connection (aiohttp's limit).
+
+Roles (``signaling/PROTOCOL.md`` §1, "Roles and credentials"): with a ticket secret every join needs a
+signed ticket naming its room and role (``signaling.credentials``), and a second sender (or
+receiver) with a valid ticket replaces the first; without one (shared tokens or open rooms) the first
+sender and the first receiver of a room hold their roles while connected, and a second is refused.
+Relays run only between roles that talk to each other (sender-receiver, receiver-viewer, and
+viewer-sender for a viewer granted the original pictures). WebSockets from a browser page of another
+origin are refused (``allow_origins`` adds some). Per-IP limits (``signaling.limits``) bound TCP
+connections, rooms, joins and failed joins; HTTP connections that send no complete request within
+``http_idle_timeout_s`` are closed; fd exhaustion is logged once per 10 s, not once per accept.
 """
 
 from __future__ import annotations
@@ -28,11 +39,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from yarl import URL
 
 from signaling import messages as m
+from signaling.credentials import Ticket, TicketError, check_secret_bytes, looks_like_ticket, verify_ticket
+from signaling.limits import AcceptErrorFilter, ClientLimits, GuardedProtocol, IpQuotas, ThrottledLog, TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +53,8 @@ DEFAULT_STATIC_DIR = Path(__file__).resolve().parent / "static"
 HARD_MAX_FRAME_BYTES = 1024 * 1024  # larger frames close the connection (1009); 64 KiB-1 MiB get an error
 MAX_VIOLATIONS = 500  # rejected messages before a connection is closed (policy violation)
 MAX_FAILED_JOINS = 5
+CLOSE_NOT_READING = 4008  # WebSocket close code: the client did not read, its outbox overflowed
+EXCLUSIVE_ROLES = ("sender", "receiver")  # one per room at a time
 
 
 @dataclass(frozen=True)
@@ -57,7 +72,14 @@ class ServerConfig:
     rate_per_s: float = 50.0  # sustained messages per second per connection
     rate_burst: float = 200.0  # burst size of the per-connection token bucket
     outbox_size: int = 256  # queued outgoing messages per connection before it is dropped as stuck
+    outbox_bytes: int = 512 * 1024  # queued outgoing bytes per connection before it is dropped as stuck
     heartbeat_s: float = 15.0  # WebSocket ping interval (dead peers are noticed within ~2 intervals)
+    ticket_secret: bytes | None = field(default=None, repr=False)  # every join needs a ticket signed with it
+    open_original: bool = True  # without tickets, viewers may ask the sender for its original pictures
+    allow_origins: tuple[str, ...] = ()  # page origins allowed besides the server's own ("*": any)
+    limits: ClientLimits = ClientLimits()  # per-IP quotas and join rates
+    http_idle_timeout_s: float = 10.0  # an HTTP connection with no complete request for this long is closed
+    stuck_close_grace_s: float = 2.0  # a dropped stuck client gets this long to take its close frame
 
     def __post_init__(self) -> None:
         for room, secret in self.room_tokens.items():
@@ -65,6 +87,15 @@ class ServerConfig:
             _check_secret(secret, f"the token of room {room!r}")
         if self.token is not None:
             _check_secret(self.token, "the token")
+        if self.ticket_secret is not None:
+            check_secret_bytes(self.ticket_secret, "the ticket secret")
+            if self.token is not None or self.room_tokens:
+                raise ValueError("give a ticket secret or shared tokens (--token/--room-token), not both: tickets bind roles, tokens do not")
+        for origin in self.allow_origins:
+            if origin != "*" and _origin_key(origin) is None:
+                raise ValueError(f"allowed origin {origin!r} must look like https://host[:port] (or * for any)")
+        if self.outbox_bytes < 2 * m.MAX_MESSAGE_BYTES:
+            raise ValueError(f"outbox_bytes must hold at least two messages ({2 * m.MAX_MESSAGE_BYTES}), got {self.outbox_bytes}")
 
     def token_for(self, room: str) -> str | None:
         """The secret that ``room`` requires, or None for an open room."""
@@ -77,22 +108,15 @@ def _check_secret(secret: str, what: str) -> None:
         raise ValueError(f"{what} is not encodable as UTF-8 (character {at}): use UTF-8 text")
 
 
-class _TokenBucket:
-    """Per-connection rate limit: ``rate`` tokens per second up to ``burst``."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = burst
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+def _origin_key(origin: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a web origin, lower-cased with the default port filled in; None if it is not one."""
+    try:
+        url = URL(origin.strip())
+    except (ValueError, TypeError):
+        return None
+    if url.scheme not in ("http", "https") or not url.host or url.port is None or url.path not in ("", "/"):
+        return None
+    return url.scheme, url.host.lower(), url.port
 
 
 class _Connection:
@@ -105,8 +129,14 @@ class _Connection:
         self.remote = remote
         self.role: m.Role | None = None
         self.room: str | None = None
-        self.bucket = _TokenBucket(config.rate_per_s, config.rate_burst)
-        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=config.outbox_size)
+        self.original = False  # (a viewer) may exchange signaling with the sender for its original pictures
+        self.ticket: Ticket | None = None  # the ticket it joined with, when the server uses tickets
+        self.bucket = TokenBucket(config.rate_per_s, config.rate_burst)
+        self.outbox: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue(maxsize=config.outbox_size)
+        self.outbox_limit = config.outbox_bytes
+        self.outbox_bytes = 0  # queued, not yet handed to the socket
+        self.outbox_peak = 0
+        self.close_grace_s = config.stuck_close_grace_s
         self.violations = 0
         self.failed_joins = 0
         self.last_rate_error = 0.0
@@ -122,15 +152,42 @@ class _Connection:
         return f"peer {self.peer_id} ({self.remote}{'' if self.room is None else f', room {self.room}, {self.role}'})"
 
     def post(self, msg: m.ServerMessage) -> None:
-        """Queue a message without waiting; a full outbox marks the connection stuck and closes it."""
+        """Queue a message without waiting; an outbox over its messages or bytes marks the client stuck and drops it."""
         if self.overflowed:
             return
+        text = m.encode_server_message(msg)
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if self.outbox_bytes + size > self.outbox_limit or self.outbox.full():
+            self._drop_stuck(size)
+            return
+        self.outbox.put_nowait((text, size))
+        self.outbox_bytes += size
+        self.outbox_peak = max(self.outbox_peak, self.outbox_bytes)
+
+    def _drop_stuck(self, size: int) -> None:
+        self.overflowed = True
+        logger.warning(
+            "%s: not reading: %d messages (%d bytes) queued and %d more bytes to send, over the limits of %d messages or %d bytes;"
+            " dropping it (close code %d)", self.log_prefix(), self.outbox.qsize(), self.outbox_bytes, size,
+            self.outbox.maxsize, self.outbox_limit, CLOSE_NOT_READING,
+        )
+        while not self.outbox.empty():  # free what it would have been sent
+            self.outbox.get_nowait()
+        self.outbox_bytes = 0
+        self.outbox.put_nowait(None)  # the writer stops after the frame it is sending (cancelling it mid-drain would
+        asyncio.ensure_future(self._close_stuck())  # also cancel the drain the close frame waits on)
+
+    async def _close_stuck(self) -> None:
+        """Let the writer finish its frame, send the close frame (it queues behind what the socket holds) and abort the
+        TCP connection if the client has not taken it within the grace period."""
         try:
-            self.outbox.put_nowait(m.encode_server_message(msg))
-        except asyncio.QueueFull:
-            self.overflowed = True
-            logger.warning("%s: outbox full (%d messages), disconnecting a stuck client", self.log_prefix(), self.outbox.maxsize)
-            # A graceful close would queue behind the stuck writes: drop the TCP connection instead.
+            async with asyncio.timeout(self.close_grace_s):
+                if self.writer is not None:
+                    await asyncio.wait({self.writer})
+                await self.ws.close(code=CLOSE_NOT_READING, message=b"not reading: outbox overflow")
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        finally:  # abort even a closing transport: a close waits for its unsent bytes, which a stuck client never takes
             if self.transport is not None:
                 self.transport.abort()
 
@@ -141,9 +198,11 @@ class _Connection:
 
     async def _write_loop(self) -> None:
         while True:
-            text = await self.outbox.get()
-            if text is None or self.ws.closed:
+            item = await self.outbox.get()
+            if item is None or self.ws.closed:
                 return
+            text, size = item
+            self.outbox_bytes -= size
             try:
                 await self.ws.send_str(text)
             except UnicodeEncodeError as exc:  # encoded before any byte is written: the stream stays intact
@@ -153,7 +212,7 @@ class _Connection:
                 return
 
     def _on_writer_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():  # the handler is closing the connection itself
+        if task.cancelled() or self.overflowed:  # the handler, or _close_stuck, is closing the connection itself
             return
         exc = task.exception()
         if exc is not None:
@@ -172,6 +231,10 @@ class SignalingServer:
         self.config = config
         self.rooms: dict[str, dict[str, _Connection]] = {}
         self.connections: set[_Connection] = set()
+        self.quotas = IpQuotas(config.limits)
+        self._allowed_origins = {key for o in config.allow_origins if (key := _origin_key(o)) is not None}
+        self._any_origin = "*" in config.allow_origins
+        self._refused_log = ThrottledLog(10.0)
         self.app = web.Application()
         self.app.router.add_get("/ws", self._websocket)
         self.app.router.add_get("/healthz", self._healthz)
@@ -200,8 +263,31 @@ class SignalingServer:
         return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
     # -- WebSocket -----------------------------------------------------------------------------
-    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+    def on_connection_refused(self, ip: str) -> None:
+        """A TCP connection of ``ip`` was aborted: the IP holds its quota of connections."""
+        self._refused_log.log(
+            logger, logging.WARNING, "refusing connections from %s: it holds its %d (--max-connections-per-ip)",
+            ip, self.config.limits.max_connections_per_ip,
+        )
+
+    def origin_allowed(self, origin: str | None, request: web.Request) -> bool:
+        """No Origin header (not a browser), the server's own origin, or one of ``allow_origins``."""
+        if origin is None or self._any_origin:
+            return True
+        key = _origin_key(origin)
+        if key is None:  # "null" (a file:// page, a sandboxed frame) or garbage
+            return False
+        return key == _origin_key(f"{request.scheme}://{request.host}") or key in self._allowed_origins
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
         config = self.config
+        origin = request.headers.get(hdrs.ORIGIN)
+        if not self.origin_allowed(origin, request):
+            logger.warning("refused a WebSocket from %s with Origin %.100r (host %.100r)", request.remote, origin, request.host)
+            raise web.HTTPForbidden(
+                text=f"a page of origin {origin!r:.100} may not use this signaling server (it serves {request.scheme}://{request.host});"
+                f" start the server with --allow-origin {origin!s:.100} to allow it\n"
+            )
         ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=HARD_MAX_FRAME_BYTES)
         await ws.prepare(request)
         if len(self.connections) >= config.max_connections:
@@ -275,31 +361,90 @@ class SignalingServer:
             target = self.rooms.get(conn.room, {}).get(msg.peer)
             if target is None or target is conn:
                 raise m.ProtocolError(m.UNKNOWN_PEER, f"no peer {msg.peer!r} in room {conn.room!r}")
+            self._check_relay(conn, target)
             if isinstance(msg, m.SessionDescription):
                 target.post(m.SessionDescription(msg.kind, conn.peer_id, msg.sdp))
             else:
                 target.post(m.IceCandidate(conn.peer_id, msg.candidate, msg.sdp_mid, msg.sdp_mline_index))
 
+    def _check_relay(self, src: _Connection, dst: _Connection) -> None:
+        """ProtocolError(FORBIDDEN) unless the two roles have a link in the protocol (PROTOCOL.md §1, "Roles")."""
+        roles = {src.role, dst.role}
+        if roles in ({"sender", "receiver"}, {"receiver", "viewer"}):
+            return
+        if roles == {"sender", "viewer"}:
+            viewer = src if src.role == "viewer" else dst
+            if viewer.original:
+                return
+            raise m.ProtocolError(
+                m.FORBIDDEN, f"viewer {viewer.peer_id} is not granted the sender's original pictures"
+                " (this room needs a viewer ticket issued with --original)",
+            )
+        raise m.ProtocolError(m.FORBIDDEN, f"a {src.role} and a {dst.role} have no connection in this protocol: nothing relayed")
+
+    def _admit(self, conn: _Connection, msg: m.Join) -> Ticket | None:
+        """Check the join's credential: the Ticket with a ticket secret, None for a shared token or an open room."""
+        secret = self.config.ticket_secret
+        if secret is not None:
+            if msg.token is None:
+                raise m.ProtocolError(m.UNAUTHORIZED, f"room {msg.room!r} needs a join ticket for the role {msg.role}: the token is missing")
+            try:
+                return verify_ticket(secret, msg.token, msg.room, msg.role)
+            except TicketError as exc:
+                raise m.ProtocolError(m.UNAUTHORIZED, f"room {msg.room!r} as {msg.role}: {exc}") from None
+        expected = self.config.token_for(msg.room)
+        if expected is not None and not hmac.compare_digest((msg.token or "").encode(), expected.encode()):
+            hint = " (a join ticket, but this server uses shared tokens)" if looks_like_ticket(msg.token) else ""
+            raise m.ProtocolError(
+                m.UNAUTHORIZED, f"room {msg.room!r} needs its token: the given one is {'missing' if msg.token is None else 'wrong'}{hint}"
+            )
+        return None
+
     def _join(self, conn: _Connection, msg: m.Join) -> None:
         if conn.room is not None:
             raise m.ProtocolError(m.ALREADY_JOINED, f"already in room {conn.room!r}: send 'leave' first")
-        expected = self.config.token_for(msg.room)
-        if expected is not None and not hmac.compare_digest((msg.token or "").encode(), expected.encode()):
+        wait_s = self.quotas.take_join(conn.remote)
+        if wait_s is not None:
+            raise m.ProtocolError(
+                m.RATE_LIMITED, f"too many joins or refused tokens from {conn.remote}: try again in {max(1.0, wait_s):.0f} s"
+            )
+        try:
+            ticket = self._admit(conn, msg)
+        except m.ProtocolError:
             conn.failed_joins += 1
-            raise m.ProtocolError(m.UNAUTHORIZED, f"room {msg.room!r} needs its token: the given one is {'missing' if msg.token is None else 'wrong'}")
+            self.quotas.failed_join(conn.remote)
+            raise
         room = self.rooms.get(msg.room)
         if room is None:
             if len(self.rooms) >= self.config.max_rooms:
                 raise m.ProtocolError(m.SERVER_FULL, f"the server holds its maximum of {self.config.max_rooms} rooms")
-            room = self.rooms[msg.room] = {}
-        if len(room) >= self.config.max_peers_per_room:
+        if room is None or all(c.remote != conn.remote for c in room.values()):
+            present = sum(1 for r in self.rooms.values() if any(c.remote == conn.remote for c in r.values()))
+            if present >= self.config.limits.max_rooms_per_ip:
+                raise m.ProtocolError(
+                    m.OVER_QUOTA, f"{conn.remote} is already in {present} rooms, the most one address may be in (--max-rooms-per-ip)"
+                )
+        if room is not None and len(room) >= self.config.max_peers_per_room:
             raise m.ProtocolError(m.ROOM_FULL, f"room {msg.room!r} is full ({self.config.max_peers_per_room} participants)")
-        conn.room, conn.role = msg.room, msg.role
+        holder = None if room is None or msg.role not in EXCLUSIVE_ROLES else next((c for c in room.values() if c.role == msg.role), None)
+        if holder is not None and ticket is None:
+            raise m.ProtocolError(
+                m.ROLE_TAKEN, f"room {msg.room!r} already has a {msg.role} ({holder.peer_id}); it keeps the role while it is connected:"
+                " try again once it has left, or use another room (a server with join tickets lets a ticket holder take over)",
+            )
+        if holder is not None:  # both hold a valid ticket for the role: the newer one takes over (e.g. a restarted process)
+            logger.info("%s: replaced by a newer %s with a valid ticket (%s)", holder.log_prefix(), msg.role, conn.peer_id)
+            self._leave(holder, "replaced")
+            holder.post(m.Error(m.REPLACED, f"another {msg.role} with a valid ticket joined room {msg.room!r} and took over the role", "join"))
+        if room is None:
+            room = self.rooms[msg.room] = {}
+        conn.room, conn.role, conn.ticket = msg.room, msg.role, ticket
+        conn.original = msg.role == "viewer" and (ticket.original if ticket is not None else self.config.open_original)
         conn.post(m.Joined(conn.peer_id, msg.room, msg.role, tuple(p.info for p in room.values())))
         for other in room.values():
             other.post(m.PeerJoined(conn.info))
         room[conn.peer_id] = conn
-        logger.info("%s: joined", conn.log_prefix())
+        logger.info("%s: joined%s", conn.log_prefix(), "" if ticket is None else " (ticket)")
 
     def _leave(self, conn: _Connection, reason: str) -> None:
         if conn.room is None:
@@ -311,7 +456,7 @@ class SignalingServer:
         if not room:
             self.rooms.pop(conn.room, None)
         logger.info("%s: left (%s)", conn.log_prefix(), reason)
-        conn.room, conn.role = None, None
+        conn.room, conn.role, conn.ticket, conn.original = None, None, None, False
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close_all()
@@ -334,6 +479,8 @@ class RunningServer:
     runner: web.AppRunner
     host: str
     port: int
+    listener: asyncio.Server | None = None
+    accept_errors: AcceptErrorFilter | None = None
 
     @property
     def url(self) -> str:
@@ -349,17 +496,38 @@ class RunningServer:
     async def close(self) -> None:
         """Close the WebSockets gracefully (1001), then stop listening and serving."""
         await self.server.close_all()
+        if self.listener is not None:
+            self.listener.close()
         await self.runner.cleanup()
+        if self.accept_errors is not None:
+            self.accept_errors.uninstall()
 
 
 async def start_server(config: ServerConfig) -> RunningServer:
-    """Start listening (port 0 picks a free port); returns once the socket is bound."""
+    """Start listening (port 0 picks a free port); returns once the socket is bound.
+
+    Every TCP connection goes through ``GuardedProtocol`` (the per-IP connection quota) before aiohttp
+    sees it; aiohttp's keep-alive timer, which also runs before the first request, closes a connection
+    that sends no complete request within ``http_idle_timeout_s`` (a silent or slowloris socket)."""
     server = SignalingServer(config)
-    runner = web.AppRunner(server.app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        server.app, handle_signals=False, access_log=None, shutdown_timeout=2.0, keepalive_timeout=config.http_idle_timeout_s
+    )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    addresses: list[Any] = runner.addresses  # sockname tuples of the bound sockets
-    port = int(addresses[0][1]) if addresses else config.port
+    loop = asyncio.get_running_loop()
+    accept_errors = AcceptErrorFilter(loop)
+    accept_errors.install()
+    handler_factory = runner.server
+    assert handler_factory is not None  # set by setup()
+    try:
+        listener = await loop.create_server(
+            lambda: GuardedProtocol(handler_factory(), server.quotas, server.on_connection_refused),
+            config.host, config.port, reuse_address=True, backlog=128,
+        )
+    except BaseException:
+        accept_errors.uninstall()
+        await runner.cleanup()
+        raise
+    port = int(listener.sockets[0].getsockname()[1]) if listener.sockets else config.port
     logger.info("signaling server on http://%s:%d (ws endpoint /ws)", config.host, port)
-    return RunningServer(server, runner, config.host, port)
+    return RunningServer(server, runner, config.host, port, listener, accept_errors)

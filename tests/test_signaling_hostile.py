@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from signaling import messages as m
-from signaling.__main__ import create_server_config
+from signaling.__main__ import add_server_arguments, create_server_config
 from signaling.client import SignalingError, WebSocketSignaling
 from signaling.server import RunningServer, ServerConfig, start_server
 from tests.test_signaling import RawClient  # sends JSON with ASCII escapes: a lone surrogate travels as \ud800
@@ -100,7 +100,9 @@ def test_peer_id_with_a_trailing_newline_is_rejected() -> None:
 def test_room_tokens_must_name_valid_rooms(room: str) -> None:
     with pytest.raises(ValueError, match="is not a valid room name"):
         ServerConfig(room_tokens={room: "pw"})
-    args = argparse.Namespace(room_token=[f"{room}=pw"], port=0, host="127.0.0.1", token=None, static_dir=None, max_peers_per_room=4)
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    args = parser.parse_args(["--port", "0", "--room-token", f"{room}=pw"])
     with pytest.raises(ValueError):  # the CLI turns it into a usage error
         create_server_config(args)
 
