@@ -18,6 +18,7 @@ from typing import Any
 
 from receiver.portrait_cache import DEFAULT_CACHE_MAX_BYTES
 from receiver.session import Receiver, ReceiverConfig
+from signaling.credentials import add_token_arguments, token_from_args
 from signaling.rtc import add_rtc_arguments, create_rtc_options
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "kpcall"
 def add_receiver_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--signaling", default="http://127.0.0.1:8080", help="signaling server URL (default %(default)s)")
     parser.add_argument("--room", default="demo", help="room to join (default %(default)s)")
-    parser.add_argument("--token", default=None, help="the room's shared secret, if it has one")
+    add_token_arguments(parser)  # --token, --token-file, or $KPCALL_TOKEN
     parser.add_argument("--record", type=Path, default=None, metavar="OUT.mp4", help="record the synthesized video (fragmented MP4: playable after a crash; an existing file is never replaced, NAME-1.mp4 ... is used)")
     parser.add_argument("--show", action="store_true", help="show the synthesized video in a window")
     parser.add_argument("--view", default=None, help="'frontal' or 'yaw=..,pitch=..,roll=..' (default: the sender's pose)")
@@ -64,7 +65,7 @@ def create_receiver(args: argparse.Namespace) -> Receiver:
         raise ValueError(f"--cache-max-mb must be > 0, got {args.cache_max_mb:g}: use --no-cache to keep no portraits")
     cache_dir = None if args.no_cache else args.cache_dir
     config = ReceiverConfig(
-        args.signaling, args.room, args.token, create_rtc_options(args), record=args.record, show=args.show, view=args.view,
+        args.signaling, args.room, token_from_args(args), create_rtc_options(args), record=args.record, show=args.show, view=args.view,
         avatar=args.avatar, cache_dir=cache_dir, cache_max_bytes=max(1, int(args.cache_max_mb * 2**20)), max_frames=args.frames,
         exit_when_sender_leaves=args.exit_when_sender_leaves,
     )

@@ -23,6 +23,7 @@ from codec.reference_message import decode_portrait
 from sender.portrait import default_portrait, make_reference, read_photo
 from sender.session import DEFAULT_MAX_KBPS, Sender, SenderConfig
 from sender.sources import DEFAULT_SOURCE, create_source
+from signaling.credentials import add_token_arguments, token_from_args
 from signaling.rtc import add_rtc_arguments, create_rtc_options
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def enhancement_qp_argument(text: str) -> int | None:
 def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--signaling", default="http://127.0.0.1:8080", help="signaling server URL (default %(default)s)")
     parser.add_argument("--room", default="demo", help="room to join (default %(default)s)")
-    parser.add_argument("--token", default=None, help="the room's shared secret, if it has one")
+    add_token_arguments(parser)  # --token, --token-file, or $KPCALL_TOKEN
     parser.add_argument("--reference", type=Path, default=None, help="portrait photo to send (default: the built-in astronaut)")
     parser.add_argument(
         "--source", default=DEFAULT_SOURCE,
@@ -104,7 +105,7 @@ def create_sender(args: argparse.Namespace) -> Sender:
         refiner=refiner if refiner is not None and refiner.active else None,
     )
     config = SenderConfig(
-        args.signaling, args.room, args.token, rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
+        args.signaling, args.room, token_from_args(args), rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
         frames_per_packet=args.frames_per_packet, preset=args.preset, enhancement_qp=args.enhancement_qp,
     )
     enhancement_size = int(getattr(getattr(getattr(encoder, "model", None), "config", None), "enhancement_size", 0) or 0)
