@@ -225,7 +225,10 @@
       }
       case "error":
         log("error", `signaling server: ${msg.message}`);
-        if (["unauthorized", "room_full", "server_full"].includes(msg.code)) setBanner("error", `Cannot join room "${state.room}": ${msg.message}`);
+        if (["unauthorized", "room_full", "server_full", "role_taken", "over_quota", "rate_limited"].includes(msg.code) && msg.ref === "join") {
+          setBanner("error", `Cannot join room "${state.room}": ${msg.message}`);
+        }
+        if (msg.code === "forbidden" && msg.ref === "offer") settle("original", "error", msg.message); // not granted the original
         return;
       default:
         return;
