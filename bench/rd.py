@@ -56,7 +56,9 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CLIPS_DIR = REPO_ROOT.parent / "shared" / "data" / "clips"
-VIDEO_CODECS = ("h264", "vp8", "vp9", "av1")
+VIDEO_CODECS = ("h264", "vp8", "vp9", "av1", "av1-64")  # av1-64: SVT-AV1 at 64², bicubic-upscaled (no model)
+LOWRES_AV1_SIZE = 64
+LOWRES_AV1_QPS = (32, 40, 48, 55, 63)
 ALL_CODECS = ("ours",) + VIDEO_CODECS
 PEOPLE_CHOICES = ("test", "val", "all")
 PEOPLE_SELECTION = {"test": "the test group (codec.data.split: never trained on, never used to pick a checkpoint)",
@@ -84,7 +86,7 @@ class RdConfig:
     keypoints: tuple[int, ...] = (20, 10, 5, 0)  # ours: K, how many keypoints' δ are sent
     presets: tuple[str, ...] = ("fine", "default", "coarse")  # ours: quantizer presets
     frames_per_packet: tuple[int, ...] = (1, 2, 4)  # ours: frames bundled in one data-channel packet
-    enhancement_qps: tuple[int, ...] = (40, 48, 55, 63)  # ours+enh: AV1 qp (1..63) of each enhancement-layer rung, atop ours at K = all, 1 frame/packet (only a model with the enhancement branch)
+    enhancement_qps: tuple[int, ...] = (32, 40, 48, 55, 63)  # ours+enh: AV1 qp (1..63) of each enhancement-layer rung, atop ours at K = all, 1 frame/packet (only a model with the enhancement branch)
     h264_crf: tuple[int, ...] = H264_CRFS  # H.264 (libx264 zerolatency) CRF sweep
     vp8_kbps: tuple[int, ...] = VP8_KBPS  # VP8 (libvpx realtime) target-bitrate sweep
     vp9_kbps: tuple[int, ...] = VP9_KBPS  # VP9 (libvpx realtime) target-bitrate sweep
@@ -287,11 +289,12 @@ def build_codecs(config: RdConfig, ours: OursFactory | None) -> list[Codec]:
         "vp8": lambda: vp8_sweep(config.vp8_kbps),
         "vp9": lambda: vp9_sweep(config.vp9_kbps),
         "av1": lambda: av1_sweep(config.av1_qp),
+        "av1-64": lambda: av1_sweep(LOWRES_AV1_QPS, coded_size=LOWRES_AV1_SIZE),
     }
     for name in VIDEO_CODECS:
         if name not in config.codecs:
             continue
-        if not codec_available(name):
+        if not codec_available(name.split("-")[0]):
             logger.warning("this PyAV build lacks the %s encoder or decoder; skipped", name)
             continue
         codecs += sweeps[name]()

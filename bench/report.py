@@ -40,7 +40,7 @@ OURS_LADDER = (OURS, OURS_ENHANCED)  # one curve: every rung of our codec
 FLOOR = "no-motion floor"
 HEADLINE_METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "akd", "akd_mouth", "mouth_open_error", "identity")
 HEADLINE_RATE = "wire_kbps_call"
-ANCHOR_ORDER = ("h264", "vp8", "vp9", "av1")
+ANCHOR_ORDER = ("h264", "vp8", "vp9", "av1", "av1-64")
 METRIC_UNITS = {"psnr": "dB", "face_psnr": "dB", "ssim": "", "face_ssim": "", "akd": "px", "akd_mouth": "px",
                 "akd_eyes": "px", "mouth_open_error": "px",
                 "eyes_open_error": "px", "identity": ""}

@@ -119,7 +119,7 @@ def run_speed_from_args(args: argparse.Namespace) -> int:
                        "load_average": os.getloadavg()},
            "method": ("median ms over --runs calls after --warmup calls, one 256² frame per call, random weights (cost "
                       "does not depend on them): encode = MotionEncoder.encode, render = FrameSynthesizer.render with the "
-                      "reference prepared once, render_enhanced = the same with a 48² enhancement picture"),
+                      "reference prepared once, render_enhanced = the same with the model's enhancement picture (64² for cpu-enh64)"),
            "presets": results,
            "encode_ms": {k: v["encode_ms"] for k, v in results.items()},
            "render_ms": {k: v["render_ms"] for k, v in results.items()},

@@ -12,7 +12,7 @@ one frame per packet, all keypoints, the default preset, plus each frame's E×E 
 message (a frame bundle) at qp 40, 48, 55 then 63; below them come the motion-only rungs. An enhanced
 rung's payload per frame is the motion packet's plus ``enhancement_bytes_per_frame(qp)``: the bundle's
 framing and the picture, measured per qp once ``MIN_MEASURE_PACKETS`` pictures were sent, else
-``_ENHANCEMENT_PRIORS`` (48², SVT-AV1) scaled by measured/prior of the qp measured last. The enhanced rungs climb
+``_ENHANCEMENT_PRIORS`` (64², SVT-AV1) scaled by measured/prior of the qp measured last. The enhanced rungs climb
 and descend like any other; at one packet a frame they cost at least 18.6 kbps, so a cap like 8 kbps
 never reaches them. ``enhancement_qp`` pins the qp of the enhanced rung (the motion-only rungs stay below
 it); 0 takes the layer off the ladder.
@@ -92,11 +92,12 @@ RERANK_S = 5.0  # at a held K, the keypoints sent are revised at most this often
 # bitstream and presets of 2026-11-24 (codec.bitstream v1, presets fine/default/coarse).
 _PRIORS = {1: (2.251, 0.487, 8.894, 0.23), 2: (1.486, 0.265, 8.666, 0.152), 3: (0.924, 0.166, 8.185, 0.116)}
 
-ENHANCEMENT_QPS = (40, 48, 55, 63)  # the enhanced rungs' SVT-AV1 qps, best first
+ENHANCEMENT_QPS = (32, 40, 48, 55, 63)  # the enhanced rungs' SVT-AV1 qps, best first
 BUNDLE_FRAMING_BYTES = 4  # a frame bundle's magic, two length varints and flags (codec.enhancement.bundle)
-# Prior enhancement picture bytes per frame by qp: E = 48, SVT-AV1 (codec.enhancement.lowres_codec) on face
-# crops at 25 fps, inter pictures (bench rd, 2026-12); other qps are interpolated log-linearly.
-_ENHANCEMENT_PRIORS = {40: 50.0, 48: 32.0, 55: 24.0, 63: 20.0}
+# Prior enhancement picture bytes per frame by qp: E = 64, SVT-AV1 (codec.enhancement.lowres_codec) on the
+# training people's face crops at 25 fps, inter pictures (python -m codec.data enhance, 2026-12-06); other qps
+# are interpolated log-linearly.
+_ENHANCEMENT_PRIORS = {32: 143.0, 40: 82.0, 48: 47.5, 55: 32.0, 63: 23.0}
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,10 @@ def default_ladder(num_keypoints: int) -> tuple[Rung, ...]:
     return tuple(out)
 
 
-def enhanced_ladder(num_keypoints: int, qps: tuple[int, ...] = ENHANCEMENT_QPS) -> tuple[Rung, ...]:
-    """The rungs above ``default_ladder`` on a link with the enhancement layer, best (lowest qp) first."""
-    return tuple(Rung(1, num_keypoints, DEFAULT_PRESET_ID, qp) for qp in qps)
+def enhanced_ladder(num_keypoints: int, qps: tuple[int, ...] | None = None) -> tuple[Rung, ...]:
+    """The rungs above ``default_ladder`` on a link with the enhancement layer, best (lowest qp) first
+    (qps: default ``ENHANCEMENT_QPS``)."""
+    return tuple(Rung(1, num_keypoints, DEFAULT_PRESET_ID, qp) for qp in (ENHANCEMENT_QPS if qps is None else qps))
 
 
 def prior_enhancement_bytes(qp: int) -> float:

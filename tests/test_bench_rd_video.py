@@ -98,3 +98,21 @@ def test_video_codec_round_trip(codec: VideoCodec, small_clip: BenchClip) -> Non
     assert "zerolatency" in codec.setting or "realtime" in codec.setting or "rtc" in codec.setting
     _, some = codec.run(small_clip, np.array([0, 6]))
     assert np.array_equal(some, reconstruction[[0, 6]])
+
+
+@pytest.mark.skipif(not codec_available("av1"), reason="this PyAV build lacks SVT-AV1 or dav1d")
+def test_low_resolution_av1_codes_small_pictures_and_shows_them_at_the_crops_size() -> None:
+    frames = synthetic_talking_head(8, 128, seed=3)  # (8, 128, 128, 3)
+    clip = BenchClip("synthetic", "synthetic", 25.0, frames)
+    full, small = av1_sweep((48,))[0], av1_sweep((48,), coded_size=32)[0]
+    assert small.codec == "av1-32" and small.params()["coded_size"] == 32 and "32²" in small.setting
+    full_info, _ = full.run(clip)
+    small_info, shown = small.run(clip)
+    assert shown.shape == (7, 128, 128, 3) and shown.dtype == np.uint8  # upscaled back to the crop
+    assert small_info.payload_bytes < full_info.payload_bytes
+    error = np.abs(shown.astype(np.int16) - frames[1:].astype(np.int16)).mean()
+    assert error < 20  # the same face, blurred: not garbage
+    with pytest.raises(ValueError, match="exceeds the crops"):
+        av1_sweep((48,), coded_size=256)[0].run(clip)
+    with pytest.raises(ValueError, match="at least 16"):
+        VideoCodec("av1", "qp48", {}, coded_size=8)

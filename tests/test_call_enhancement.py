@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from receiver.session import Receiver, ReceiverConfig
+from sender.controller import ENHANCEMENT_QPS
 from sender.session import Sender, SenderConfig
 from sender.sources import MotionFrame, TraceSource
 from signaling.server import RunningServer
@@ -168,7 +169,7 @@ async def test_a_receiver_without_the_capability_gets_plain_motion_packets(serve
 
 async def test_the_controller_picks_an_enhanced_rung_with_no_cap(server: RunningServer) -> None:  # noqa: F811
     """No cap, nothing pinned: the receiver's capability puts the enhanced rungs on the ladder and the controller
-    takes the best one (qp 40 at 1 frame/packet); the receiver is told, and renders frames with their picture."""
+    takes the best one (the lowest qp of ENHANCEMENT_QPS at 1 frame/packet); the receiver is told, and renders frames with their picture."""
     frames = 40
     messages = RecordMessages()
     receiver, sender, _ = tiny_enh_call(server.url, "enh-auto", frames, messages, frames_per_packet=None, enhancement_qp=None)
@@ -183,12 +184,12 @@ async def test_the_controller_picks_an_enhanced_rung_with_no_cap(server: Running
     receiver._add_sender = wrapped  # type: ignore[method-assign]
     assert await run_call(receiver, sender) == ("max_frames", "stopped")
     (stats,) = sender.link_stats()
-    assert stats["decisions"][0]["enhancement_qp"] == 40 and stats["decisions"][0]["frames_per_packet"] == 1
-    assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": 40}
+    assert stats["decisions"][0]["enhancement_qp"] == ENHANCEMENT_QPS[0] and stats["decisions"][0]["frames_per_packet"] == 1
+    assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": ENHANCEMENT_QPS[0]}
     assert messages.first_bytes and set(messages.first_bytes) == {0xB1}  # every message a bundle
-    assert stats["enhancement"]["qp"] == 40 and stats["enhancement"]["pictures"] == len(messages.first_bytes)
+    assert stats["enhancement"]["qp"] == ENHANCEMENT_QPS[0] and stats["enhancement"]["pictures"] == len(messages.first_bytes)
     (link,) = links
-    assert link.rate is not None and link.rate.enhancement_qp == 40 and link.rate.reason == "no cap"
+    assert link.rate is not None and link.rate.enhancement_qp == ENHANCEMENT_QPS[0] and link.rate.reason == "no cap"
     report = receiver.report()
     assert report["frames_output"] >= frames and report["render_errors"] == 0
     assert report["enhancement_decoded"] >= frames - 3 and report["frames_rendered_enhanced"] > 0

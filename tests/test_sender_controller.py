@@ -10,8 +10,9 @@ from codec.motion import MotionParams
 from codec.prediction import MotionDepacketizer, MotionPacketizer
 from codec.quantize import DEFAULT_PRESET_ID, PRESETS_BY_NAME
 from codec.synthetic_trace import synthetic_trace, trace_timestamps_ms
+import sender.controller as controller_module
 from sender.controller import (
-    BUNDLE_FRAMING_BYTES, ENHANCEMENT_QPS, PACKET_OVERHEAD_BYTES, RERANK_S, BandwidthController, Rung, default_ladder,
+    BUNDLE_FRAMING_BYTES, PACKET_OVERHEAD_BYTES, RERANK_S, BandwidthController, Rung, default_ladder,
     enhanced_ladder, prior_bytes_per_frame, prior_enhancement_bytes,
 )
 from signaling.control import DelayReport
@@ -200,11 +201,27 @@ def _stream(
     return now
 
 
+@pytest.fixture(autouse=True)
+def _ladder_of_2026_12_05(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The enhanced-rung tests below were worked out by hand for the 48² layer's qps and priors: they test the
+    controller's logic against those, whatever the shipped constants are (test_shipped_enhancement_priors checks
+    those)."""
+    monkeypatch.setattr(controller_module, "ENHANCEMENT_QPS", (40, 48, 55, 63))
+    monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", {40: 50.0, 48: 32.0, 55: 24.0, 63: 20.0})
+
+
+def test_shipped_enhancement_priors_cover_the_ladder_and_shrink_with_qp() -> None:
+    qps, priors = controller_module.ENHANCEMENT_QPS, controller_module._ENHANCEMENT_PRIORS
+    assert list(qps) == sorted(qps) and set(qps) <= set(priors)
+    ordered = [priors[q] for q in sorted(priors)]
+    assert ordered == sorted(ordered, reverse=True)  # a higher qp never costs more
+
+
 def test_enhanced_ladder_sits_above_the_motion_rungs() -> None:
     controller = _enhanced_controller(None)
     candidates = controller._candidates()
     assert candidates[:4] == list(enhanced_ladder(20)) and candidates[4:] == list(default_ladder(20))
-    assert [r.enhancement_qp for r in candidates[:4]] == list(ENHANCEMENT_QPS) == [40, 48, 55, 63]
+    assert [r.enhancement_qp for r in candidates[:4]] == list(controller_module.ENHANCEMENT_QPS) == [40, 48, 55, 63]
     assert all(r.motion_rung == Rung(1, 20, DEFAULT_PRESET_ID) for r in candidates[:4])
     costs = [controller.motion_kbps(r) for r in candidates]
     assert costs == sorted(costs, reverse=True)

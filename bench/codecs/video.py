@@ -18,6 +18,10 @@ SCHED_FIFO priority 99 (in a test run: the demo's processes and a headless Chrom
 renderers then starved the machine's two cores); so every encoder call here is wrapped in
 ``codec.thread_scheduling.scheduling_kept``, which puts them back to normal scheduling.
 
+A "low-resolution" family (``av1-64``: SVT-AV1 at 64², the enhancement layer's codec and size) codes the
+crops area-downscaled to that size and shows the decoded pictures bicubic-upscaled back to the crop's size,
+as a receiver with no model would: the baseline that says what our generator adds over sending a small video.
+
 A frame the encoder drops (rate control) sends nothing and the receiver keeps showing the previous
 decoded frame, as a WebRTC receiver does.
 """
@@ -37,6 +41,7 @@ from av.video.codeccontext import VideoCodecContext
 
 from bench import rtp
 from bench.codecs.base import BenchClip, Codec, StreamInfo
+from codec.enhancement.lowres_codec import downscale, upscale
 from codec.thread_scheduling import scheduling_kept
 
 logger = logging.getLogger(__name__)
@@ -83,10 +88,16 @@ class VideoCodec(Codec):
         setting: str,
         options: Mapping[str, str],
         bit_rate_kbps: float | None = None,
+        coded_size: int | None = None,
     ) -> None:
+        """coded_size: code the crops area-downscaled to this side and upscale the decoded pictures back
+        (bicubic); None: at the crops' own size. The curve's family is then ``<codec>-<coded_size>``."""
         if codec not in _ENCODERS:
             raise ValueError(f"unknown video codec {codec!r}; expected one of {sorted(_ENCODERS)}")
-        self.codec = codec
+        if coded_size is not None and coded_size < 16:
+            raise ValueError(f"coded_size must be at least 16 pixels, got {coded_size}")
+        self.codec = codec if coded_size is None else f"{codec}-{coded_size}"
+        self.coded_size = coded_size
         self.setting = setting
         self.encoder = _ENCODERS[codec]
         self.decoder = _DECODERS[codec]
@@ -102,6 +113,7 @@ class VideoCodec(Codec):
             "target_kbps": self.bit_rate_kbps,
             "rtp_payload_format": self.payload_format,
             "threads": CODEC_THREADS,
+            "coded_size": self.coded_size,
         }
 
     def _encoder_context(self, size: int, fps: float) -> VideoCodecContext:
@@ -123,7 +135,10 @@ class VideoCodec(Codec):
     def run(self, clip: BenchClip, shown: np.ndarray | None = None) -> tuple[StreamInfo, np.ndarray]:
         idx = self.shown_indices(clip, shown)
         n = clip.frames.shape[0]
-        encoder = self._encoder_context(clip.size, clip.fps)
+        if self.coded_size is not None and self.coded_size > clip.size:
+            raise ValueError(f"{self.name}: coded size {self.coded_size} exceeds the crops' {clip.size}")
+        coded_size = self.coded_size or clip.size
+        encoder = self._encoder_context(coded_size, clip.fps)
         frames_bytes: list[list[bytes]] = [[] for _ in range(n)]
         keyframes = np.zeros(n, bool)
         encode_ms = np.zeros(n)
@@ -138,7 +153,8 @@ class VideoCodec(Codec):
 
         for i in range(n):
             start = time.perf_counter()
-            frame = av.VideoFrame.from_ndarray(clip.frames[i], format="rgb24").reformat(format="yuv420p")
+            rgb = clip.frames[i] if coded_size == clip.size else downscale(clip.frames[i], coded_size)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
             frame.pts = i
             with scheduling_kept():  # the first call opens the encoder
                 packets = encoder.encode(frame)
@@ -167,6 +183,8 @@ class VideoCodec(Codec):
             pictures[decoded.pts if decoded.pts is not None else n - 1] = decoded.to_ndarray(format="rgb24")
         if 0 not in pictures:
             raise RuntimeError(f"{self.name}: the decoder returned no picture for the keyframe")
+        if coded_size != clip.size:  # the receiver shows them at the crop's size
+            pictures = {i: upscale(picture, clip.size) for i, picture in pictures.items()}
 
         reconstruction = np.empty_like(clip.frames[1:])
         last = pictures[0]
@@ -243,13 +261,14 @@ def vp9_sweep(kbps: tuple[int, ...] = VP9_KBPS) -> list[VideoCodec]:
     ]
 
 
-def av1_sweep(qps: tuple[int, ...] = AV1_QPS) -> list[VideoCodec]:
-    """SVT-AV1 in its real-time mode (low-delay prediction), constant-QP sweep."""
+def av1_sweep(qps: tuple[int, ...] = AV1_QPS, coded_size: int | None = None) -> list[VideoCodec]:
+    """SVT-AV1 in its real-time mode (low-delay prediction), constant-QP sweep; coded_size: at that side, upscaled."""
     return [
         VideoCodec(
             "av1",
-            f"qp{qp} preset{AV1_PRESET} rtc",
+            f"qp{qp} preset{AV1_PRESET} rtc" + (f" at {coded_size}² bicubic-upscaled" if coded_size else ""),
             {"preset": str(AV1_PRESET), "crf": str(qp), "svtav1-params": "rtc=1"},
+            coded_size=coded_size,
         )
         for qp in qps
     ]

@@ -6,7 +6,7 @@ import logging
 import sys
 
 USAGE = """usage: python -m codec.data prepare --src CLIPS --out DIR [--size 256 --size 128]
-       python -m codec.data enhance --data DIR [--size 48] [--qp 40 --qp 55 ...]"""
+       python -m codec.data enhance --data DIR [--size 64] [--qp 40 --qp 55 ...]"""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Enhancement-layer training inputs: every prepared clip coded and decoded exactly as a receiver sees it.
 
-    python -m codec.data enhance --data /work/prepared/s256 --size 48 --qp 40 --qp 48 --qp 55 --qp 63
+    python -m codec.data enhance --data /work/prepared/s256 --size 64 --qp 32 --qp 40 --qp 48 --qp 55 --qp 63
 
 For every clip of every split of a prepared dataset (``codec/data/prepare.py``) and every qp, the
 frames are area-downscaled to E×E, coded as one low-delay SVT-AV1 stream at the clip's frame rate
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codec.data enhance", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder (manifest.json + clips/)")
-    parser.add_argument("--size", type=int, default=48, help="E: the coded picture is E×E pixels (default 48)")
+    parser.add_argument("--size", type=int, default=64, help="E: the coded picture is E×E pixels (default 64, preset cpu-enh64)")
     parser.add_argument("--qp", type=int, action="append", help=f"SVT-AV1 qp in {MIN_QP}..{MAX_QP} (repeatable; default 55)")
     parser.add_argument("--split", action="append", choices=SPLITS, help="only these splits (repeatable; default all)")
     args = parser.parse_args(argv)

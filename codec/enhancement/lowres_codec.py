@@ -2,13 +2,13 @@
 
 Sender::
 
-    encoder = LowResEncoder(size=48, qp=55, fps=25.0)
+    encoder = LowResEncoder(size=64, qp=55, fps=25.0)
     data = encoder.encode(face_rgb)          # (256, 256, 3) uint8 in, this frame's bytes out at once
     encoder.request_key()                    # on a receiver's request: the next frame is a key frame
 
 Receiver::
 
-    decoder = LowResDecoder(size=48)
+    decoder = LowResDecoder(size=64)
     picture = decoder.decode(data, seq)      # (48, 48, 3) uint8, or None while waiting for a key frame
 
 Encoder settings (``SVT_AV1_OPTIONS``): libsvtav1 preset 10, constant quality ``crf = qp`` (1..63),
