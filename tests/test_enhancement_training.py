@@ -30,6 +30,8 @@ def _write_pictures(root: Path) -> None:
             if qp == 55:
                 small = (small // 8 * 8).astype(np.uint8)
             np.save(folder / f"enh{E}_qp{qp}.npy", small)
+            sizes = [200] + [30 if qp == 55 else 60] * (len(frames) - 1)  # the key picture, then inter pictures
+            (folder / f"enh{E}_qp{qp}.json").write_text(json.dumps({"size": E, "qp": qp, "frame_bytes": sizes}))
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +115,32 @@ def test_the_receivers_synthesizer_renders_with_the_picture_or_from_motion_alone
     motion_only = FrameSynthesizer(FaceVid2VidModel(ModelConfig.preset("tiny")).eval())
     with pytest.raises(ValueError, match="no enhancement branch"):
         motion_only.render(motion_only.prepare(face), motion, enhancement=picture)
+
+
+def test_ship_puts_the_enhanced_validation_on_the_card(data: Path, tmp_path: Path) -> None:
+    """A model with the branch: the card has a table of motion only and with the picture at each prepared qp, on the
+    same pairs, with the pictures' rate (inter pictures: 60 and 30 bytes -> 12 and 6 kbps at 25 fps)."""
+    from PIL import Image
+
+    from codec.train.ship import main as ship
+    from sender.portrait import default_portrait
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    checkpoint.save(FaceVid2VidModel(ModelConfig.preset("tiny-enh")), run / "best.safetensors", metadata={"step": "3"})
+    (run / "config.json").write_text(json.dumps({"train": {"batch_size": 2}}))
+    (run / "log.jsonl").write_text(json.dumps({"kind": "val", "step": 3, "cpu_hours": 0.1, "wall_hours": 0.1}) + "\n")
+    art = tmp_path / "art.png"
+    Image.fromarray(default_portrait()).save(art)
+    out = tmp_path / "weights" / "tiny-enh.safetensors"
+    assert ship(["--run", str(run), "--data", str(data), "--art", str(art), "--pairs", "4", "--out", str(out),
+                 "--docs", str(tmp_path / "docs"), "--threads", "1"]) == 0
+    card = (out.parent / "MODEL_CARD.md").read_text()
+    assert card.startswith("# Model card: `tiny-enh.safetensors`") and "preset `tiny-enh`" in card
+    assert "## With the enhancement layer (same pairs)" in card
+    rows = [line for line in card.splitlines() if line.startswith(("| motion only |", "| + picture at qp"))]
+    assert [r.split(" | ")[0] for r in rows] == ["| motion only", "| + picture at qp 40", "| + picture at qp 55"]
+    assert rows[1].split(" | ")[1] == "12.0" and rows[2].split(" | ")[1] == "6.0"
+    enhanced = json.loads((tmp_path / "docs" / "validation.json").read_text())["enhanced"]
+    assert sorted(enhanced) == ["40", "55"] and np.isfinite(enhanced["40"]["overall"]["face_psnr"])

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,49 @@ def comparison_line(previous: dict[str, float], previous_step: str, current: dic
     return f"Against {which} (step {previous_step}, the same {int(current['count'])} pairs): " + ", ".join(parts) + "."
 
 
+ENHANCED_KEYS = ("face_psnr", "psnr", "ssim", "akd", "eyes_open_error", "mouth_open_error", "identity")
+
+
+def enhanced_records(model: Any, data: Path, pairs: list[tuple[int, int, int]],
+                     embedder: IdentityEmbedder | None, floors_cache: Path | None = None) -> dict[int, dict[str, Any]]:
+    """The validation record with the enhancement picture at each qp the prepared data holds (the same pairs
+    as motion-only), plus that qp's mean coded bytes per picture on the validation people."""
+    size = model.config.enhancement_size
+    qps = sorted(int(p.stem.split("_qp")[1]) for p in (data / "clips").glob(f"*/enh{size}_qp*.npy"))
+    out: dict[int, dict[str, Any]] = {}
+    for qp in sorted(set(qps)):
+        val = PreparedData(data, "val", enhancement_size=size, enhancement_qps=(qp,))
+        validator = Validator(val, pairs, make_landmark_fn(), cache_path=floors_cache, embedder=embedder)
+        record, _ = validator.run(lambda batch: model_io.generate(model, batch, enhanced=True), "cpu")
+        record["kbps_at_25fps"] = _enhancement_kbps(data, [c.clip_id for c in val.clips], size, qp)
+        out[qp] = record
+    return out
+
+
+def _enhancement_kbps(data: Path, clip_ids: list[str], size: int, qp: int) -> float:
+    """Mean inter-picture rate (kbps at 25 fps) of these clips' coded pictures at ``qp`` (codec.data enhance's
+    clips/<id>/enh<E>_qp<Q>.json; each stream's first picture, the key frame, left out)."""
+    sizes: list[int] = []
+    for clip_id in clip_ids:
+        path = data / "clips" / clip_id / f"enh{size}_qp{qp}.json"
+        if path.is_file():
+            sizes += json.loads(path.read_text())["frame_bytes"][1:]
+    return float(np.mean(sizes) * 8 * 25 / 1000) if sizes else float("nan")
+
+
+def enhanced_table(record: dict[str, Any], enhanced: dict[int, dict[str, Any]]) -> list[str]:
+    """Markdown rows: motion only, then with the picture at each qp, on the same pairs."""
+    head = ["| input | picture kbps (25 fps) | " + " | ".join(ENHANCED_KEYS) + " |", "|---|---:|" + "---:|" * len(ENHANCED_KEYS)]
+    rows = [f"| motion only | 0 | " + " | ".join(f"{record['overall'][k]:.3f}" for k in ENHANCED_KEYS) + " |"]
+    for qp, r in sorted(enhanced.items()):
+        rate = r.get("kbps_at_25fps", float("nan"))
+        rows.append(f"| + picture at qp {qp} | {rate:.1f} | " + " | ".join(f"{r['overall'][k]:.3f}" for k in ENHANCED_KEYS) + " |")
+    return head + rows
+
+
 def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, Any], gates: str, size_bytes: int,
-               data_summary: dict[str, Any], art_names: list[str], cross: CrossIdentity | None = None) -> str:
+               data_summary: dict[str, Any], art_names: list[str], cross: CrossIdentity | None = None,
+               enhanced: dict[int, dict[str, Any]] | None = None) -> str:
     o, f0, f1 = record["overall"], floors["no_motion"]["overall"], floors["affine"]["overall"]
     goals = [
         ("AKD ≤ 35% of the no-motion floor's and ≤ 2 px", f"{o['akd']:.2f} px = {100 * o['akd'] / f0['akd']:.0f}% of {f0['akd']:.2f}",
@@ -143,9 +185,11 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
                    *[f"| `{name}` | {p:.3f} | {d:.3f} | {'yes' if p < d else 'no' if np.isfinite(p + d) else 'not measured'} |"
                      for name, p, d in zip(art_names, cross.to_portrait, cross.to_driver, strict=True)]])
     lines = [
-        "# Model card: `cpu.safetensors` (face-vid2vid, CPU preset)",
+        f"# Model card: `{meta.get('file_name', 'cpu.safetensors')}` (face-vid2vid, CPU preset)",
         "",
-        f"- Model id `{meta['model_id']}`, preset `cpu` (256² in and out, K = 20 keypoints), "
+        f"- Model id `{meta['model_id']}`, preset `{meta.get('preset', 'cpu')}` (256² in and out, K = 20 keypoints"
+        + (f"; reads the enhancement layer's {meta['enhancement_size']}² picture when it comes" if meta.get("enhancement_size") else "")
+        + "), "
         f"{meta['params'] / 1e6:.2f} M parameters, fp16 on disk ({size_bytes / 1e6:.1f} MB); loaded as fp32; renders autocast to bf16 on CPUs with native bf16 kernels (fp16 on CUDA).",
         f"- Trained here from scratch on a 2-core CPU: {meta['step']} steps of batch {meta['batch_size']}, "
         f"{meta['cpu_hours']:.2f} CPU-hours ({meta['wall_hours']:.2f} wall hours). No pretrained networks "
@@ -182,6 +226,12 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
         f"Keypoint spread: min pairwise distance {o['kp_min_distance']:.3f} (normalised), "
         f"{o['kp_collapsed']:.1f} keypoints collapsed per frame. Motion gates: {gates}.",
         "",
+        *(["## With the enhancement layer (same pairs)", "",
+            f"The driving crop area-downscaled to {meta.get('enhancement_size')}², coded by SVT-AV1 (rtc, one stream per clip, as "
+            "`python -m codec.data enhance` codes it) and decoded, given to G beside the motion; the rate is the "
+            "validation people's mean inter picture at 25 fps (payload only, no packet headers). Motion-only is the row above "
+            "without the picture.", "",
+            *enhanced_table(record, enhanced), ""] if enhanced else []),
         "## Goals of the issue",
         "",
         "| goal | measured | met |",
@@ -260,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     train = PreparedData(args.data, "train")
     pairs = validation_pairs(val, args.pairs, seed=1)
     embedder = IdentityEmbedder()
-    validator = Validator(val, pairs, make_landmark_fn(), embedder=embedder)
+    floors_cache = Path(tempfile.mkdtemp(prefix="kpcall-ship-")) / "floors.json"  # the same pairs' floors, once
+    validator = Validator(val, pairs, make_landmark_fn(), cache_path=floors_cache, embedder=embedder)
     record, grid = validator.run(lambda batch: model_io.generate(model, batch), "cpu")
     ok, gates = passes_gates(record, validator.floors)
     comparisons = []
@@ -270,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         earlier_step = checkpoint.read_metadata(earlier_path).get("step", "?")
         comparisons.append(comparison_line(earlier_record["overall"], earlier_step, record["overall"], latest=index == 0))
     wall_hours = at_step[0]["wall_hours"] + args.wall_hours_before if at_step else float("nan")
+    enhanced = enhanced_records(model, args.data, pairs, embedder, floors_cache) if model.config.enhancement_size else {}
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"step": str(step), "cpu_hours": f"{at_step[0]['cpu_hours']:.3f}" if at_step else "",
@@ -297,11 +349,14 @@ def main(argv: list[str] | None = None) -> int:
                  "spatial_channels": model.config.expression_spatial_channels,
                  "landmark_refinement": model.config.landmark_refinement,
                  "spatial_side": model.config.pose_input_size // 16,
-                 "earlier_curves": sorted(p.name for p in args.docs.glob("training_curve_*.png"))}
-    card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, [p.name for p in args.art], cross)
+                 "earlier_curves": sorted(p.name for p in args.docs.glob("training_curve_*.png")),
+                 "preset": model.config.name, "enhancement_size": model.config.enhancement_size,
+                 "file_name": args.out.name}
+    card = model_card(card_meta, record, validator.floors, gates, size_bytes, data_summary, [p.name for p in args.art], cross,
+                      enhanced)
     (args.out.parent / "MODEL_CARD.md").write_text(card)
     (args.docs / "validation.json").write_text(json.dumps(
-        {"record": record, "floors": validator.floors,
+        {"record": record, "floors": validator.floors, "enhanced": {str(q): r for q, r in enhanced.items()},
          "cross_identity": {name: {"to_portrait": p, "to_driver": d}
                             for name, p, d in zip([a.name for a in args.art], cross.to_portrait, cross.to_driver, strict=True)}},
         indent=1))
