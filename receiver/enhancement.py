@@ -7,7 +7,7 @@ corrupt picture it returns nothing until the next key picture, and the frames in
 motion alone; ``key_request_due`` says when to ask the sender for a key picture (at once, then again
 every ``key_retry_ms`` while still waiting: the key bundle itself may be lost).
 
-    enhancement = EnhancementReceiver(size=48)
+    enhancement = EnhancementReceiver(size=64)
     enhancement.receive(bundle, stream_id, seq, num_frames, now_ms)   # after the motion part was accepted
     picture = enhancement.take(stream_id, seq)                        # at playout: (E, E, 3) uint8 or None
 """

@@ -69,7 +69,7 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the enhancement layer (the face crop at E×E coded by SVT-AV1, sent with each frame's motion "
                              "when the model has the branch, the receiver reads it and the rate allows 1 frame per packet "
                              "plus the picture): pin its qp (1-63, higher = fewer bytes), 'off' for motion only (default: auto, the "
-                             "controller picks qp 40, 48, 55 or 63, or motion only)")
+                             "controller picks qp 32, 40, 48, 55 or 63, or motion only)")
     parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
     add_rtc_arguments(parser)

@@ -9,7 +9,7 @@ rate fits the ``max_kbps`` cap:
 On a link that can carry the enhancement layer (``set_enhancement(True)``: the receiver announced the
 capability and the model has the branch) the ladder starts with the enhanced rungs (``enhanced_ladder``):
 one frame per packet, all keypoints, the default preset, plus each frame's E×E AV1 picture in the same
-message (a frame bundle) at qp 40, 48, 55 then 63; below them come the motion-only rungs. An enhanced
+message (a frame bundle) at qp 32, 40, 48, 55 then 63; below them come the motion-only rungs. An enhanced
 rung's payload per frame is the motion packet's plus ``enhancement_bytes_per_frame(qp)``: the bundle's
 framing and the picture, measured per qp once ``MIN_MEASURE_PACKETS`` pictures were sent, else
 ``_ENHANCEMENT_PRIORS`` (64², SVT-AV1) scaled by measured/prior of the qp measured last. The enhanced rungs climb

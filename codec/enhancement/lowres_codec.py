@@ -9,7 +9,7 @@ Sender::
 Receiver::
 
     decoder = LowResDecoder(size=64)
-    picture = decoder.decode(data, seq)      # (48, 48, 3) uint8, or None while waiting for a key frame
+    picture = decoder.decode(data, seq)      # (64, 64, 3) uint8, or None while waiting for a key frame
 
 Encoder settings (``SVT_AV1_OPTIONS``): libsvtav1 preset 10, constant quality ``crf = qp`` (1..63),
 ``svtav1-params rtc=1`` (SVT-AV1's real-time mode: low-delay prediction, no lookahead), YUV 4:2:0, one
@@ -62,7 +62,7 @@ from codec.thread_scheduling import scheduling_kept
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SIZE = 48  # E: the coded picture is E×E pixels
+DEFAULT_SIZE = 64  # E: the coded picture is E×E pixels (preset cpu-enh64)
 DEFAULT_QP = 55
 DEFAULT_FPS = 25.0
 SVT_AV1_PRESET = 10
