@@ -445,8 +445,11 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--frames-per-packet", type=int, default=None, help="pin frames per packet")
     p.add_argument("--drop", type=float, default=0.0, help="fraction of motion packets to drop at the sender")
     p.add_argument("--renderer", choices=("model", "reference-copy"), default=d.renderer, help="synthesis (default) or none")
-    p.add_argument("--weights", default=None, help="model weights (default: the shipped ones)")
-    p.add_argument("--device", default=None, help="torch device")
+    p.add_argument("--weights", default=None,
+                   help="model file, shipped or trained; its preset is read from the file (default: the shipped one)")
+    p.add_argument("--device", default="auto",
+                   help="where sender and receiver run the model: auto (CUDA when present, else CPU), cpu, cuda or cuda:N "
+                        "(default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="trace and drop seed")
 
 
@@ -457,6 +460,9 @@ def run_call_from_args(args: argparse.Namespace) -> int:
         raise SystemExit(f"--call-seconds must be positive, got {args.call_seconds}")
     try:
         source = resolve_source(args.source, args.clips, args.seconds)
+        from codec.model.loading import pick_device
+
+        pick_device(args.device)  # here, not in the two child processes, so a bad --device fails with its reason
     except (ValueError, FileNotFoundError) as exc:
         logger.error("bench call: %s", exc)
         return 2

@@ -1,12 +1,13 @@
 """python -m bench speed: per-frame encoder and render cost of each model preset.
 
     python -m bench speed --json speed.json [--presets cpu paper-256] [--threads 2] [--runs 30]
+    python -m bench speed --device cuda --weights codec/weights/cpu.safetensors RUN/best.safetensors
 
 Encoder: MotionEncoder.encode on a 256² face crop (the sender's per-frame work). Render:
 FrameSynthesizer.render with the reference's state prepared once (the receiver's per-frame work).
 For a preset with the enhancement branch, also the render with the enhancement picture. Medians after
-warm-up; peak resident memory of this process (CPU) or peak CUDA memory. Random weights: the cost does not
-depend on the weights' values.
+warm-up; peak resident memory of this process (CPU) or peak CUDA memory. --presets: random weights (the cost
+does not depend on the weights' values); --weights: model files, each with the preset its metadata names.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from codec.model import PRESETS, FaceVid2VidModel, FrameSynthesizer, MotionEncoder, ModelConfig
+from codec.model import PRESETS, FaceVid2VidModel, FrameSynthesizer, MotionEncoder, ModelConfig, checkpoint
+from codec.model.loading import pick_device
 from codec.motion import MotionParams
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PRESETS = ["cpu", "cpu-enh64", "paper-256"]
 
 
 def _median_ms(fn: Any, runs: int, warmup: int, sync: bool) -> float:
@@ -46,8 +50,13 @@ def _median_ms(fn: Any, runs: int, warmup: int, sync: bool) -> float:
 
 
 def measure_preset(name: str, device: torch.device, runs: int, warmup: int, precision: str = "auto") -> dict[str, Any]:
+    """A preset with seeded random weights."""
     torch.manual_seed(0)
     model = FaceVid2VidModel(ModelConfig.preset(name)).to(device).eval()
+    return measure_model(model, device, runs, warmup, precision)
+
+
+def measure_model(model: FaceVid2VidModel, device: torch.device, runs: int, warmup: int, precision: str = "auto") -> dict[str, Any]:
     encoder, synth = MotionEncoder(model), FrameSynthesizer(model, precision=precision)
     size = model.config.image_size
     rng = np.random.default_rng(0)
@@ -59,7 +68,7 @@ def measure_preset(name: str, device: torch.device, runs: int, warmup: int, prec
     if sync:
         torch.cuda.reset_peak_memory_stats()
     result = {
-        "preset": name,
+        "preset": model.config.name,
         "image_size": size,
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -94,31 +103,54 @@ def add_speed_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p = subparsers.add_parser("speed", help="encoder and render ms/frame per model preset", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, default=None, help="write results here")
-    p.add_argument("--presets", nargs="+", default=["cpu", "cpu-enh64", "paper-256"], choices=sorted(PRESETS))
+    p.add_argument("--presets", nargs="+", default=None, choices=sorted(PRESETS),
+                   help=f"presets with random weights (default: {' '.join(DEFAULT_PRESETS)}, unless --weights is given)")
+    p.add_argument("--weights", type=Path, nargs="+", default=[], metavar="FILE",
+                   help="model files, shipped or trained (preset read from each file), measured besides --presets")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N (default %(default)s)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="render precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
 
 
+def _runs(runs: int, preset: str, device: torch.device) -> int:
+    """paper-256 on a CPU takes seconds a frame: a tenth of the runs (at least 3)."""
+    return runs if preset != "paper-256" or device.type == "cuda" else max(3, runs // 10)
+
+
+def _print(name: str, r: dict[str, Any]) -> dict[str, Any]:
+    print(f"{name:10s} {r['image_size']}² on {r['device']} ({r['threads']} threads): encode {r['encode_ms']:.1f} ms, "
+          f"render {r['render_ms']:.1f} ms ({r['render_fps']:.1f} fps, {r['render_precision']}), prepare {r['prepare_ms']:.0f} ms, "
+          f"{r['params'] / 1e6:.2f} M params, peak {r['peak_memory_mb']:.0f} MB"
+          + (f"; with the enhancement picture {r['render_enhanced_ms']:.1f} ms" if "render_enhanced_ms" in r else ""), flush=True)
+    return r
+
+
 def run_speed_from_args(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = pick_device(args.device)
+        models = [(str(path), *checkpoint.load(path, device=device)) for path in args.weights]
+    except ValueError as exc:  # CheckpointError is one
+        log.error("bench speed: %s", exc)
+        return 2
+    presets = args.presets if args.presets is not None else ([] if models else DEFAULT_PRESETS)
     results = {}
-    for name in args.presets:
-        runs = args.runs if name != "paper-256" or device.type == "cuda" else max(3, args.runs // 10)
-        r = measure_preset(name, device, runs, min(args.warmup, runs), args.precision)
-        results[name] = r
-        print(f"{name:10s} {r['image_size']}² on {r['device']} ({r['threads']} threads): encode {r['encode_ms']:.1f} ms, "
-              f"render {r['render_ms']:.1f} ms ({r['render_fps']:.1f} fps, {r['render_precision']}), prepare {r['prepare_ms']:.0f} ms, "
-              f"{r['params'] / 1e6:.2f} M params, peak {r['peak_memory_mb']:.0f} MB"
-              + (f"; with the enhancement picture {r['render_enhanced_ms']:.1f} ms" if "render_enhanced_ms" in r else ""))
+    for name in presets:
+        runs = _runs(args.runs, name, device)
+        results[name] = _print(name, measure_preset(name, device, runs, min(args.warmup, runs), args.precision))
+    for path, model, _ in models:
+        name, runs = f"{model.config.name}:{path}", _runs(args.runs, model.config.name, device)
+        result = {**measure_model(model, device, runs, min(args.warmup, runs), args.precision), "weights": path}
+        results[name] = _print(name, result)
     out = {"machine": {"cpu_count": os.cpu_count(), "cpu": _cpu_name(), "torch": torch.__version__,
                        "load_average": os.getloadavg()},
-           "method": ("median ms over --runs calls after --warmup calls, one 256² frame per call, random weights (cost "
-                      "does not depend on them): encode = MotionEncoder.encode, render = FrameSynthesizer.render with the "
+           "method": ("median ms over --runs calls after --warmup calls, one 256² frame per call, random weights for "
+                      "--presets (cost does not depend on them), the file's own for --weights: encode = MotionEncoder.encode, "
+                      "render = FrameSynthesizer.render with the "
                       "reference prepared once, render_enhanced = the same with the model's enhancement picture (64² for cpu-enh64)"),
            "presets": results,
            "encode_ms": {k: v["encode_ms"] for k, v in results.items()},

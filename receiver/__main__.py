@@ -41,19 +41,32 @@ def add_receiver_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=None, help="stop after this many output frames")
     parser.add_argument("--exit-when-sender-leaves", action="store_true", help="end when the sender leaves (default: wait)")
     parser.add_argument("--stats-json", type=Path, default=None, help="write the call's statistics here at the end")
-    parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
-    parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
+    add_model_arguments(parser)
     add_rtc_arguments(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--weights and --device, shared by the receiver and the demo."""
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="model file, shipped or trained (e.g. a run's best.safetensors or python -m codec.train.ship's "
+                             "output); its preset is read from the file (default: the shipped codec/weights/cpu.safetensors)")
+    parser.add_argument("--device", default="auto",
+                        help="where the model runs: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (default %(default)s)")
+
+
 def load_synthesizer(weights: Path | None, device: str | None, cache_dir: Path | None) -> Any:
+    """The FrameSynthesizer for ``weights`` (None: the shipped ones) on ``device`` (None or 'auto': CUDA when present);
+    ValueError when the device cannot be used (e.g. cuda without CUDA) or the file is not a model."""
     try:
         from codec.model import FrameSynthesizer
     except ImportError as exc:
         raise RuntimeError(f"the synthesis model (codec.model) is not available: {exc}") from None
     # The synthesizer caches prepared reference states (safetensors) beside our portrait cache.
-    return FrameSynthesizer(weights, device=device, cache_dir=None if cache_dir is None else cache_dir / "states")
+    synth = FrameSynthesizer(weights, device=device, cache_dir=None if cache_dir is None else cache_dir / "states")
+    logger.info("model %s (preset %s, %d², K = %d) from %s on %s, rendering in %s", synth.model_id, synth.info.preset,
+                synth.image_size, synth.num_keypoints, synth.info.weights, synth.device, synth.precision)
+    return synth
 
 
 def create_receiver(args: argparse.Namespace) -> Receiver:

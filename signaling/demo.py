@@ -15,7 +15,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from receiver.__main__ import DEFAULT_CACHE_DIR, load_synthesizer
+from receiver.__main__ import DEFAULT_CACHE_DIR, add_model_arguments, load_synthesizer
 from receiver.session import Receiver, ReceiverConfig
 from sender.portrait import default_portrait, make_reference, read_photo
 from sender.session import DEFAULT_MAX_KBPS, Sender, SenderConfig
@@ -36,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--record", type=Path, default=None, help="also record the receiver's output to this MP4")
     parser.add_argument("--max-kbps", type=float, default=DEFAULT_MAX_KBPS, help="sender's wire cap, 0 for none (default %(default)s)")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
-    parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
-    parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
+    add_model_arguments(parser)  # --weights (any model file; its preset from the file), --device (auto: CUDA when present)
     parser.add_argument("--static-dir", type=Path, default=DEFAULT_STATIC_DIR, help="the browser page's files")
     add_rtc_arguments(parser, default_host_candidates="all")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")

@@ -69,11 +69,29 @@ def pick_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+DEVICE_HELP = "auto (CUDA when present, else CPU), cpu, cuda or cuda:N"
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The given device, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """None or 'auto': CUDA when available, else CPU. An explicit CUDA device is checked here, so that asking for
+    one that torch cannot use raises ValueError saying why and what to do (not torch's error at the first
+    ``.to``); other devices are taken as given."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not a torch device: use {DEVICE_HELP}") from None
+    if dev.type != "cuda":
+        return dev
+    if not torch.cuda.is_available():
+        why = ("this torch is a CPU-only build: install the CUDA wheel (README, 'GPU')" if torch.version.cuda is None
+               else "torch finds no usable NVIDIA GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES)")
+        raise ValueError(f"device {device}: CUDA is not available: {why}; or use --device cpu (or auto)")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"device {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return dev
 
 
 def configure_cpu_threads() -> None:
