@@ -19,6 +19,7 @@ this back-projection, untrained, gives +1.9 dB at qp 40 (docs/model-card.md).
 
 from __future__ import annotations
 
+import math
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,7 +37,7 @@ def area_matrix(size_in: int, size_out: int) -> torch.Tensor:
     matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
     for j in range(size_out):
         start, end = j * scale, (j + 1) * scale
-        for i in range(int(start), min(size_in, int(torch.tensor(end).ceil().item()))):
+        for i in range(int(start), min(size_in, math.ceil(end))):
             cover = min(end, i + 1) - max(start, i)
             if cover > 1e-9:
                 matrix[j, i] = cover / scale

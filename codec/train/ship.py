@@ -125,7 +125,7 @@ def comparison_line(previous: dict[str, float], previous_step: str, current: dic
 ENHANCED_KEYS = ("face_psnr", "psnr", "ssim", "akd", "eyes_open_error", "mouth_open_error", "identity")
 
 
-def enhanced_records(model: Any, data: Path, pairs: list[tuple[int, int, int]],
+def enhanced_records(model: Any, data: Path, pairs: list[tuple[int, int, int]], detect: Any,
                      embedder: IdentityEmbedder | None, floors_cache: Path | None = None) -> dict[int, dict[str, Any]]:
     """The validation record with the enhancement picture at each qp the prepared data holds (the same pairs
     as motion-only), plus that qp's mean coded bytes per picture on the validation people."""
@@ -134,7 +134,7 @@ def enhanced_records(model: Any, data: Path, pairs: list[tuple[int, int, int]],
     out: dict[int, dict[str, Any]] = {}
     for qp in sorted(set(qps)):
         val = PreparedData(data, "val", enhancement_size=size, enhancement_qps=(qp,))
-        validator = Validator(val, pairs, make_landmark_fn(), cache_path=floors_cache, embedder=embedder)
+        validator = Validator(val, pairs, detect, cache_path=floors_cache, embedder=embedder)
         record, _ = validator.run(lambda batch: model_io.generate(model, batch, enhanced=True), "cpu")
         record["kbps_at_25fps"] = _enhancement_kbps(data, [c.clip_id for c in val.clips], size, qp)
         out[qp] = record
@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs = validation_pairs(val, args.pairs, seed=1)
     embedder = IdentityEmbedder()
     floors_cache = Path(tempfile.mkdtemp(prefix="kpcall-ship-")) / "floors.json"  # the same pairs' floors, once
-    validator = Validator(val, pairs, make_landmark_fn(), cache_path=floors_cache, embedder=embedder)
+    detect = make_landmark_fn()  # one face-mesh detector for every validation pass
+    validator = Validator(val, pairs, detect, cache_path=floors_cache, embedder=embedder)
     record, grid = validator.run(lambda batch: model_io.generate(model, batch), "cpu")
     ok, gates = passes_gates(record, validator.floors)
     comparisons = []
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         earlier_step = checkpoint.read_metadata(earlier_path).get("step", "?")
         comparisons.append(comparison_line(earlier_record["overall"], earlier_step, record["overall"], latest=index == 0))
     wall_hours = at_step[0]["wall_hours"] + args.wall_hours_before if at_step else float("nan")
-    enhanced = enhanced_records(model, args.data, pairs, embedder, floors_cache) if model.config.enhancement_size else {}
+    enhanced = enhanced_records(model, args.data, pairs, detect, embedder, floors_cache) if model.config.enhancement_size else {}
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"step": str(step), "cpu_hours": f"{at_step[0]['cpu_hours']:.3f}" if at_step else "",
