@@ -20,6 +20,7 @@ this back-projection, untrained, gives +1.9 dB at qp 40 (docs/model-card.md).
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
