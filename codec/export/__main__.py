@@ -1,0 +1,75 @@
+"""python -m codec.export: write the receiver's networks as ONNX (reference.onnx, render.onnx, manifest.json).
+
+    python -m codec.export --weights codec/weights/cpu.safetensors --out /tmp/kpcall-onnx
+    python -m codec.export --out /tmp/kpcall-onnx --check [--reference portrait.png] [--frames 8]
+
+``--check`` then renders ``--frames`` frames of the seeded synthetic trace with onnxruntime and with PyTorch
+(the receiver's FrameSynthesizer, fp32) from the same reference and prints the PSNR and the largest error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from codec.export.onnx_export import ExportedFiles, export_onnx
+from codec.model.loading import default_weights_path, load_model_for_inference
+
+log = logging.getLogger(__name__)
+
+
+def read_reference(path: Path | None, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 RGB: the image at ``path`` resized, or scikit-image's astronaut (its face's square)."""
+    from PIL import Image
+
+    if path is None:
+        from skimage import data
+
+        image = Image.fromarray(data.astronaut()[0:256, 128:384])
+    else:
+        image = Image.open(path).convert("RGB")
+    return np.asarray(image.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def check_motions(num_keypoints: int, frames: int) -> list:
+    """``frames`` frames of the seeded synthetic trace, every third with only the first half of δ present."""
+    from codec.synthetic_trace import synthetic_trace
+
+    motions = synthetic_trace(frames * 10, 25.0, num_keypoints=num_keypoints, seed=0)[::10]
+    half = np.arange(num_keypoints) < num_keypoints // 2
+    return [m.with_present(half) if i % 3 == 2 else m for i, m in enumerate(motions)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m codec.export", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=default_weights_path(), help="model file (default: shipped)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the ONNX files (created)")
+    parser.add_argument("--fp32-weights", action="store_true", help="store weights as fp32 (default: fp16 where exact)")
+    parser.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch afterwards")
+    parser.add_argument("--reference", type=Path, default=None, help="portrait for --check (default: astronaut)")
+    parser.add_argument("--frames", type=int, default=8, help="frames for --check")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model, info = load_model_for_inference(args.weights, device="cpu")
+    files: ExportedFiles = export_onnx(model, info, args.out, fp16_weights=not args.fp32_weights)
+    manifest = json.loads(files.manifest.read_text())
+    for key in ("reference", "render"):
+        log.info("%s: %s (%.1f MB)", key, args.out / manifest[key]["file"], manifest[key]["bytes"] / 1e6)
+    if args.check:
+        from codec.export.verify import verify_export
+
+        reference = read_reference(args.reference, model.config.image_size)
+        check = verify_export(files, model, reference, check_motions(model.config.num_keypoints, args.frames))
+        log.info("check over %d frames: min PSNR %.1f dB, max abs error %.2e (render), %.2e (reference)",
+                 len(check.psnr_db), check.min_psnr_db, check.max_abs_error, check.reference_max_abs_error)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
