@@ -4,6 +4,8 @@
     KPCALL_TICKET_SECRET=... python -m signaling --host 0.0.0.0          # every join needs a ticket (roles bound)
     KPCALL_TICKET_SECRET=... python -m signaling ticket --room r1 --role sender --ttl 12h   # prints a ticket
     python -m signaling demo [--port 8080] [--room demo]     # server + sender + receiver, Ctrl-C stops
+    python -m signaling --port 8081 --redis redis://127.0.0.1:6379/0    # one of several instances sharing rooms
+    KPCALL_TURN_SECRET=... python -m signaling --turn-url turn:turn.example.org:3478   # peers get TURN credentials
 
 The demo runs the server, a sender on the built-in default source (the scripted head-motion trace
 driving the default portrait) and a receiver in one room in this process, and prints the page URL.
@@ -20,12 +22,17 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from signaling.credentials import TICKET_SECRET_ENV, TOKEN_ENV, Ticket, issue_ticket, parse_ttl, read_secret
 from signaling.limits import ClientLimits
 from signaling.messages import ROLES
+from signaling.room_store import StoreUnavailable
 from signaling.server import DEFAULT_STATIC_DIR, ServerConfig, start_server
+from signaling.turn import DEFAULT_TTL_S, TURN_SECRET_ENV, TurnConfig
+
+if TYPE_CHECKING:
+    from signaling.redis_rooms import RedisConfig
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +75,24 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-rooms-per-ip", type=int, default=limits.max_rooms_per_ip, help="rooms one client address may be in (default %(default)s)"
     )
+    parser.add_argument(
+        "--redis", default=None, metavar="URL",
+        help="share rooms with other instances through Redis (redis://HOST:6379/0); default: rooms in this process only",
+    )
+    parser.add_argument(
+        "--redis-heartbeat-s", type=float, default=5.0,
+        help="presence heartbeat in Redis; a dead instance's peers show as left within ~4 of them (default %(default)s)",
+    )
+    parser.add_argument("--redis-prefix", default="kpcall", help="Redis key and channel prefix (default %(default)s)")
+    parser.add_argument(
+        "--turn-url", action="append", default=[], metavar="URL",
+        help="a TURN server (turn:HOST:3478[?transport=udp]) whose time-limited credentials every peer that joins gets (repeatable)",
+    )
+    parser.add_argument(
+        "--turn-secret-file", type=Path, default=None,
+        help=f"coturn's static-auth-secret (use-auth-secret), first line of this file (or ${TURN_SECRET_ENV})",
+    )
+    parser.add_argument("--turn-ttl", default=f"{DEFAULT_TTL_S // 3600}h", help="how long TURN credentials work (default %(default)s)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
 
 
@@ -94,12 +119,32 @@ def create_server_config(args: argparse.Namespace) -> ServerConfig:
     token = read_secret(args.token, args.token_file, TOKEN_ENV, "--token")
     ticket_secret = read_secret(args.ticket_secret, args.ticket_secret_file, TICKET_SECRET_ENV, "--ticket-secret")
     return ServerConfig(
+        redis=_redis_config(args), turn=_turn_config(args),
         host=args.host, port=args.port, token=token, room_tokens=room_tokens,
         ticket_secret=None if ticket_secret is None else ticket_secret.encode("utf-8"),
         open_original=not args.no_open_original, allow_origins=tuple(args.allow_origin),
         static_dir=args.static_dir, max_peers_per_room=args.max_peers_per_room, max_connections=args.max_connections,
         limits=ClientLimits(max_connections_per_ip=args.max_connections_per_ip, max_rooms_per_ip=args.max_rooms_per_ip),
     )
+
+
+def _redis_config(args: argparse.Namespace) -> RedisConfig | None:
+    if args.redis is None:
+        return None
+    from signaling.redis_rooms import RedisConfig  # redis-py is loaded only by a server that uses it
+
+    return RedisConfig(args.redis, args.redis_heartbeat_s, args.redis_prefix)
+
+
+def _turn_config(args: argparse.Namespace) -> TurnConfig | None:
+    secret = read_secret(None, args.turn_secret_file, TURN_SECRET_ENV, "--turn-secret")
+    if not args.turn_url:
+        if args.turn_secret_file is not None:
+            raise ValueError("--turn-secret-file needs --turn-url turn:HOST:PORT (the server whose secret it is)")
+        return None
+    if secret is None:
+        raise ValueError(f"--turn-url needs coturn's static-auth-secret: --turn-secret-file F or ${TURN_SECRET_ENV}")
+    return TurnConfig(tuple(args.turn_url), secret.encode("utf-8"), parse_ttl(args.turn_ttl))
 
 
 def ticket_main(argv: list[str]) -> int:
@@ -194,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(config))
     except OSError as exc:
         logger.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
+        return 1
+    except StoreUnavailable as exc:  # Redis unreachable: the message names the URL and what to check
+        logger.error("%s", exc)
         return 1
     return 0
 

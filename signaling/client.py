@@ -8,6 +8,9 @@
     msg = await signaling.receive()             # a ServerMessage, or None once the connection is gone
     await signaling.close()
 
+A server with TURN sends ``ice_servers`` just before ``joined``; ``connect`` keeps it in ``ice_servers``,
+and ``signaling.rtc.PeerLink`` adds those servers to every peer connection it makes.
+
 The URL may be the server's base (``http://host:port``) or the WebSocket endpoint (``ws://host:port/ws``).
 """
 
@@ -35,6 +38,8 @@ class SignalingError(RuntimeError):
 
 class Signaling(abc.ABC):
     """A participant's connection to a room (the aiortc ``contrib.signaling`` pattern)."""
+
+    ice_servers: m.IceServers | None = None  # what the server handed out with the join (TURN credentials), if anything
 
     @abc.abstractmethod
     async def connect(self) -> m.Joined:
@@ -96,6 +101,9 @@ class WebSocketSignaling(Signaling):
                         raise SignalingError(f"the signaling server at {self.url} closed the connection while joining")
                     if isinstance(msg, m.Error):
                         raise SignalingError(f"cannot join room {self.room!r}: {msg.message}", msg.code)
+                    if isinstance(msg, m.IceServers):  # sent just before joined: the links we make use them
+                        self.ice_servers = msg
+                        logger.info("the signaling server handed out %d ICE server(s) until %d", len(msg.servers), msg.expires_s)
                     if isinstance(msg, m.Joined):
                         self.joined = msg
                         logger.info("joined room %s as %s %s (%d others there)", msg.room, msg.role, msg.peer_id, len(msg.peers))

@@ -21,6 +21,7 @@ MAX_SDP_CHARS = 60_000
 MAX_CANDIDATE_CHARS = 1024
 MAX_TOKEN_CHARS = 256
 MAX_ERROR_CHARS = 512
+MAX_ICE_SERVERS = 8
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # whole string (fullmatch): no dots, no newline
 ROOM_RULE = "1-64 characters of A-Z a-z 0-9 _ -"
 PEER_ID_PATTERN = re.compile(r"[a-z0-9]{1,32}")  # whole string (fullmatch)
@@ -169,7 +170,24 @@ class Error:
     ref: str | None = None
 
 
-ServerMessage: TypeAlias = Joined | PeerJoined | PeerLeft | Pong | Error | SessionDescription | IceCandidate
+@dataclass(frozen=True)
+class IceServer:
+    """One STUN/TURN server entry, as a browser's ``RTCIceServer``."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class IceServers:
+    """The ICE servers (TURN with time-limited credentials) to use in this room, sent just before ``Joined``."""
+
+    servers: tuple[IceServer, ...]
+    expires_s: int  # unix seconds when the credentials stop working for new allocations
+
+
+ServerMessage: TypeAlias = Joined | PeerJoined | PeerLeft | Pong | Error | SessionDescription | IceCandidate | IceServers
 
 
 # -- encoding -----------------------------------------------------------------------------------
@@ -215,9 +233,20 @@ def encode_server_message(msg: ServerMessage) -> str:
         obj = {"type": msg.kind, "from": msg.peer, "sdp": msg.sdp}
     elif isinstance(msg, IceCandidate):
         obj = _candidate_obj(msg, "from")
+    elif isinstance(msg, IceServers):
+        obj = {"type": "ice_servers", "servers": [_ice_server_obj(s) for s in msg.servers], "expires": msg.expires_s}
     else:
         raise TypeError(f"not a server message: {type(msg).__name__}")
     return _dumps(obj)
+
+
+def _ice_server_obj(server: IceServer) -> dict[str, Any]:
+    obj: dict[str, Any] = {"urls": list(server.urls)}
+    if server.username is not None:
+        obj["username"] = server.username
+    if server.credential is not None:
+        obj["credential"] = server.credential
+    return obj
 
 
 def _candidate_obj(msg: IceCandidate, peer_key: str) -> dict[str, Any]:
@@ -397,7 +426,24 @@ def decode_server_message(data: str | bytes | bytearray) -> ServerMessage:
         return Error(_str(obj, "code", kind, 64), _str(obj, "message", kind, MAX_ERROR_CHARS), _opt_str(obj, "ref", kind, 64))
     if kind in RELAY_TYPES:
         return _relay(obj, kind, "from")
+    if kind == "ice_servers":
+        _fields(obj, kind, {"servers", "expires"})
+        servers = obj["servers"]
+        if not isinstance(servers, list) or len(servers) > MAX_ICE_SERVERS:
+            raise ProtocolError(BAD_MESSAGE, f"'ice_servers' field 'servers' must be a list of at most {MAX_ICE_SERVERS}, got {servers!r:.40}")
+        return IceServers(tuple(_ice_server(s) for s in servers), _int(obj, "expires", kind, 0, 2**53) or 0)
     raise ProtocolError(BAD_MESSAGE, f"unknown server message type {kind!r:.40}")
+
+
+def _ice_server(obj: object) -> IceServer:
+    kind = "ice_servers"
+    if not isinstance(obj, dict):
+        raise ProtocolError(BAD_MESSAGE, f"'ice_servers' entry must be an object, got {obj!r:.40}")
+    _fields(obj, kind, {"urls"}, {"username", "credential"})
+    urls = obj["urls"]
+    if not isinstance(urls, list) or not 1 <= len(urls) <= MAX_ICE_SERVERS or not all(isinstance(u, str) and len(u) <= 256 for u in urls):
+        raise ProtocolError(BAD_MESSAGE, f"'ice_servers' field 'urls' must be a list of 1-{MAX_ICE_SERVERS} URLs, got {urls!r:.60}")
+    return IceServer(tuple(urls), _opt_str(obj, "username", kind, 256), _opt_str(obj, "credential", kind, 256))
 
 
 def message_type_of(data: object) -> str | None:

@@ -27,6 +27,12 @@ viewer-sender for a viewer granted the original pictures). WebSockets from a bro
 origin are refused (``allow_origins`` adds some). Per-IP limits (``signaling.limits``) bound TCP
 connections, rooms, joins and failed joins; HTTP connections that send no complete request within
 ``http_idle_timeout_s`` are closed; fd exhaustion is logged once per 10 s, not once per accept.
+
+Rooms live in a ``signaling.room_store.RoomStore``: in this process's memory by default
+(``signaling.memory_rooms``), or in Redis (``ServerConfig.redis``, ``signaling.redis_rooms``) so that several
+instances serve the same rooms. The server keeps the sockets, the credentials and the per-connection
+limits; the store keeps who is in which room and delivers room messages back through ``deliver``.
+With ``ServerConfig.turn`` every admitted peer gets TURN credentials (``signaling.turn``) just before ``joined``.
 """
 
 from __future__ import annotations
@@ -39,13 +45,20 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from yarl import URL
 
 from signaling import messages as m
+from signaling import room_store as rs
 from signaling.credentials import Ticket, TicketError, check_secret_bytes, looks_like_ticket, verify_ticket
 from signaling.limits import AcceptErrorFilter, ClientLimits, GuardedProtocol, IpQuotas, ThrottledLog, TokenBucket
+from signaling.memory_rooms import MemoryRoomStore
+from signaling.turn import TurnConfig, ice_servers_for
+
+if TYPE_CHECKING:
+    from signaling.redis_rooms import RedisConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +67,6 @@ HARD_MAX_FRAME_BYTES = 1024 * 1024  # larger frames close the connection (1009);
 MAX_VIOLATIONS = 500  # rejected messages before a connection is closed (policy violation)
 MAX_FAILED_JOINS = 5
 CLOSE_NOT_READING = 4008  # WebSocket close code: the client did not read, its outbox overflowed
-EXCLUSIVE_ROLES = ("sender", "receiver")  # one per room at a time
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,8 @@ class ServerConfig:
     limits: ClientLimits = ClientLimits()  # per-IP quotas and join rates
     http_idle_timeout_s: float = 10.0  # an HTTP connection with no complete request for this long is closed
     stuck_close_grace_s: float = 2.0  # a dropped stuck client gets this long to take its close frame
+    redis: RedisConfig | None = None  # share rooms with other instances through Redis (None: rooms in this process)
+    turn: TurnConfig | None = field(default=None, repr=False)  # hand TURN credentials to every peer that joins
 
     def __post_init__(self) -> None:
         for room, secret in self.room_tokens.items():
@@ -100,6 +114,10 @@ class ServerConfig:
     def token_for(self, room: str) -> str | None:
         """The secret that ``room`` requires, or None for an open room."""
         return self.room_tokens.get(room, self.token)
+
+    @property
+    def room_limits(self) -> rs.RoomLimits:
+        return rs.RoomLimits(self.max_rooms, self.max_peers_per_room, self.limits.max_rooms_per_ip)
 
 
 def _check_secret(secret: str, what: str) -> None:
@@ -127,9 +145,8 @@ class _Connection:
         self.transport = transport
         self.peer_id = secrets.token_hex(4)
         self.remote = remote
-        self.role: m.Role | None = None
+        self.member: rs.Member | None = None  # set while it is in a room (from the start of its join)
         self.room: str | None = None
-        self.original = False  # (a viewer) may exchange signaling with the sender for its original pictures
         self.ticket: Ticket | None = None  # the ticket it joined with, when the server uses tickets
         self.bucket = TokenBucket(config.rate_per_s, config.rate_burst)
         self.outbox: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue(maxsize=config.outbox_size)
@@ -144,18 +161,26 @@ class _Connection:
         self.overflowed = False
 
     @property
-    def info(self) -> m.PeerInfo:
-        assert self.role is not None
-        return m.PeerInfo(self.peer_id, self.role)
+    def role(self) -> m.Role | None:
+        return None if self.member is None else self.member.role
+
+    @property
+    def original(self) -> bool:
+        """(A viewer) may exchange signaling with the sender for its original pictures."""
+        return self.member is not None and self.member.original
 
     def log_prefix(self) -> str:
         return f"peer {self.peer_id} ({self.remote}{'' if self.room is None else f', room {self.room}, {self.role}'})"
 
     def post(self, msg: m.ServerMessage) -> None:
         """Queue a message without waiting; an outbox over its messages or bytes marks the client stuck and drops it."""
+        if not self.overflowed:
+            self.post_text(m.encode_server_message(msg))
+
+    def post_text(self, text: str) -> None:
+        """``post`` for a message already encoded (what a room store delivers)."""
         if self.overflowed:
             return
-        text = m.encode_server_message(msg)
         size = len(text.encode("utf-8", "surrogatepass"))
         if self.outbox_bytes + size > self.outbox_limit or self.outbox.full():
             self._drop_stuck(size)
@@ -227,10 +252,11 @@ class _Connection:
 class SignalingServer:
     """Rooms of participants and the WebSocket handler that relays between them."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, store: rs.RoomStore | None = None) -> None:
         self.config = config
-        self.rooms: dict[str, dict[str, _Connection]] = {}
+        self.store = store or MemoryRoomStore(config.room_limits)
         self.connections: set[_Connection] = set()
+        self._by_peer: dict[str, _Connection] = {}
         self.quotas = IpQuotas(config.limits)
         self._allowed_origins = {key for o in config.allow_origins if (key := _origin_key(o)) is not None}
         self._any_origin = "*" in config.allow_origins
@@ -242,10 +268,49 @@ class SignalingServer:
         self.app.router.add_get("/{path:.+}", self._static)
         self.app.on_shutdown.append(self._on_shutdown)
 
+    @property
+    def rooms(self) -> dict[str, dict[str, _Connection]]:
+        """The rooms this instance's connections are in, and those connections (with Redis: only the local members)."""
+        rooms: dict[str, dict[str, _Connection]] = {}
+        for conn in self.connections:
+            if conn.room is not None:
+                rooms.setdefault(conn.room, {})[conn.peer_id] = conn
+        return rooms
+
+    # -- what the room store calls (signaling.room_store.LocalPeers) ----------------------------
+    def deliver(self, room: str, peer_id: str, text: str) -> None:
+        conn = self._by_peer.get(peer_id)
+        if conn is not None and conn.room == room:
+            conn.post_text(text)
+
+    def joined(self, room: str, msg: m.Joined) -> None:
+        conn = self._by_peer.get(msg.peer_id)
+        if conn is None or conn.room != room:
+            return
+        if self.config.turn is not None:  # it is in: its relay credentials come just before the room's first message
+            conn.post(ice_servers_for(self.config.turn, conn.peer_id, time.time()))
+        conn.post(msg)
+
+    def evict(self, room: str, peer_id: str, reason: str) -> None:
+        conn = self._by_peer.get(peer_id)
+        if conn is None or conn.room != room:
+            return
+        role = conn.role
+        logger.info("%s: removed from the room (%s)", conn.log_prefix(), reason)
+        conn.room, conn.member, conn.ticket = None, None, None
+        if reason == "replaced":
+            conn.post(m.Error(m.REPLACED, f"another {role} with a valid ticket joined room {room!r} and took over the role", "join"))
+        else:  # this instance was given up for dead: the client reconnects (to any instance) and joins again
+            asyncio.ensure_future(conn.ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"room membership expired: reconnect"))
+
     # -- HTTP ----------------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
-        peers = sum(len(r) for r in self.rooms.values())
-        return web.json_response({"status": "ok", "rooms": len(self.rooms), "peers": peers, "connections": len(self.connections)})
+        counts = await self.store.counts()
+        body: dict[str, object] = {"status": "ok", "rooms": counts.rooms, "peers": counts.peers, "connections": len(self.connections)}
+        instance = getattr(self.store, "instance", None)
+        if instance is not None:
+            body["instance"] = instance
+        return web.json_response(body)
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         root = self.config.static_dir
@@ -296,13 +361,14 @@ class SignalingServer:
             return ws
         conn = _Connection(ws, config, request.remote or "?", request.transport)
         self.connections.add(conn)
+        self._by_peer[conn.peer_id] = conn
         conn.start_writer()
         logger.info("%s: connected", conn.log_prefix())
         reason = "disconnected"
         try:
             async for frame in ws:
                 if frame.type == WSMsgType.TEXT:
-                    self._on_text(conn, frame.data)
+                    await self._on_text(conn, frame.data)
                 elif frame.type == WSMsgType.BINARY:
                     self._reject(conn, m.ProtocolError(m.BAD_FRAME, "binary frames are not accepted: send JSON text"), None)
                 elif frame.type == WSMsgType.ERROR:
@@ -316,8 +382,9 @@ class SignalingServer:
             reason = "shutdown"
             raise
         finally:
-            self._leave(conn, reason)
+            await self._leave(conn, reason)
             self.connections.discard(conn)
+            self._by_peer.pop(conn.peer_id, None)
             if conn.writer is not None:
                 conn.writer.cancel()
             logger.info("%s: closed", conn.log_prefix())
@@ -328,7 +395,7 @@ class SignalingServer:
         logger.info("%s: rejected message (%s): %s", conn.log_prefix(), exc.code, exc)
         conn.post(m.Error(exc.code, str(exc), ref))
 
-    def _on_text(self, conn: _Connection, data: str) -> None:
+    async def _on_text(self, conn: _Connection, data: str) -> None:
         if not conn.bucket.take():
             conn.violations += 1
             now = time.monotonic()
@@ -342,45 +409,28 @@ class SignalingServer:
             self._reject(conn, exc, m.message_type_of(data))
             return
         try:
-            self._dispatch(conn, msg)
+            await self._dispatch(conn, msg)
         except m.ProtocolError as exc:
             self._reject(conn, exc, m.message_type_of(data))
 
-    def _dispatch(self, conn: _Connection, msg: m.ClientMessage) -> None:
+    async def _dispatch(self, conn: _Connection, msg: m.ClientMessage) -> None:
         if isinstance(msg, m.Ping):
             conn.post(m.Pong(msg.nonce))
         elif isinstance(msg, m.Join):
-            self._join(conn, msg)
+            await self._join(conn, msg)
         elif isinstance(msg, m.Leave):
             if conn.room is None:
                 raise m.ProtocolError(m.NOT_JOINED, "'leave' before 'join'")
-            self._leave(conn, "left")
+            await self._leave(conn, "left")
         elif isinstance(msg, (m.SessionDescription, m.IceCandidate)):
-            if conn.room is None:
+            if conn.room is None or conn.member is None:
                 raise m.ProtocolError(m.NOT_JOINED, f"join a room before sending {type(msg).__name__}")
-            target = self.rooms.get(conn.room, {}).get(msg.peer)
-            if target is None or target is conn:
-                raise m.ProtocolError(m.UNKNOWN_PEER, f"no peer {msg.peer!r} in room {conn.room!r}")
-            self._check_relay(conn, target)
+            relayed: m.SessionDescription | m.IceCandidate
             if isinstance(msg, m.SessionDescription):
-                target.post(m.SessionDescription(msg.kind, conn.peer_id, msg.sdp))
+                relayed = m.SessionDescription(msg.kind, conn.peer_id, msg.sdp)
             else:
-                target.post(m.IceCandidate(conn.peer_id, msg.candidate, msg.sdp_mid, msg.sdp_mline_index))
-
-    def _check_relay(self, src: _Connection, dst: _Connection) -> None:
-        """ProtocolError(FORBIDDEN) unless the two roles have a link in the protocol (PROTOCOL.md §1, "Roles")."""
-        roles = {src.role, dst.role}
-        if roles in ({"sender", "receiver"}, {"receiver", "viewer"}):
-            return
-        if roles == {"sender", "viewer"}:
-            viewer = src if src.role == "viewer" else dst
-            if viewer.original:
-                return
-            raise m.ProtocolError(
-                m.FORBIDDEN, f"viewer {viewer.peer_id} is not granted the sender's original pictures"
-                " (this room needs a viewer ticket issued with --original)",
-            )
-        raise m.ProtocolError(m.FORBIDDEN, f"a {src.role} and a {dst.role} have no connection in this protocol: nothing relayed")
+                relayed = m.IceCandidate(conn.peer_id, msg.candidate, msg.sdp_mid, msg.sdp_mline_index)
+            await self.store.relay(conn.room, conn.member, msg.peer, relayed)
 
     def _admit(self, conn: _Connection, msg: m.Join) -> Ticket | None:
         """Check the join's credential: the Ticket with a ticket secret, None for a shared token or an open room."""
@@ -400,7 +450,7 @@ class SignalingServer:
             )
         return None
 
-    def _join(self, conn: _Connection, msg: m.Join) -> None:
+    async def _join(self, conn: _Connection, msg: m.Join) -> None:
         if conn.room is not None:
             raise m.ProtocolError(m.ALREADY_JOINED, f"already in room {conn.room!r}: send 'leave' first")
         wait_s = self.quotas.take_join(conn.remote)
@@ -414,49 +464,25 @@ class SignalingServer:
             conn.failed_joins += 1
             self.quotas.failed_join(conn.remote)
             raise
-        room = self.rooms.get(msg.room)
-        if room is None:
-            if len(self.rooms) >= self.config.max_rooms:
-                raise m.ProtocolError(m.SERVER_FULL, f"the server holds its maximum of {self.config.max_rooms} rooms")
-        if room is None or all(c.remote != conn.remote for c in room.values()):
-            present = sum(1 for r in self.rooms.values() if any(c.remote == conn.remote for c in r.values()))
-            if present >= self.config.limits.max_rooms_per_ip:
-                raise m.ProtocolError(
-                    m.OVER_QUOTA, f"{conn.remote} is already in {present} rooms, the most one address may be in (--max-rooms-per-ip)"
-                )
-        if room is not None and len(room) >= self.config.max_peers_per_room:
-            raise m.ProtocolError(m.ROOM_FULL, f"room {msg.room!r} is full ({self.config.max_peers_per_room} participants)")
-        holder = None if room is None or msg.role not in EXCLUSIVE_ROLES else next((c for c in room.values() if c.role == msg.role), None)
-        if holder is not None and ticket is None:
-            raise m.ProtocolError(
-                m.ROLE_TAKEN, f"room {msg.room!r} already has a {msg.role} ({holder.peer_id}); it keeps the role while it is connected:"
-                " try again once it has left, or use another room (a server with join tickets lets a ticket holder take over)",
-            )
-        if holder is not None:  # both hold a valid ticket for the role: the newer one takes over (e.g. a restarted process)
-            logger.info("%s: replaced by a newer %s with a valid ticket (%s)", holder.log_prefix(), msg.role, conn.peer_id)
-            self._leave(holder, "replaced")
-            holder.post(m.Error(m.REPLACED, f"another {msg.role} with a valid ticket joined room {msg.room!r} and took over the role", "join"))
-        if room is None:
-            room = self.rooms[msg.room] = {}
-        conn.room, conn.role, conn.ticket = msg.room, msg.role, ticket
-        conn.original = msg.role == "viewer" and (ticket.original if ticket is not None else self.config.open_original)
-        conn.post(m.Joined(conn.peer_id, msg.room, msg.role, tuple(p.info for p in room.values())))
-        for other in room.values():
-            other.post(m.PeerJoined(conn.info))
-        room[conn.peer_id] = conn
+        original = msg.role == "viewer" and (ticket.original if ticket is not None else self.config.open_original)
+        member = rs.Member(conn.peer_id, msg.role, conn.remote, original, ticketed=ticket is not None)
+        # In the room from here on, so that what the store delivers for it (joined first) reaches it.
+        conn.room, conn.member, conn.ticket = msg.room, member, ticket
+        try:
+            await self.store.join(msg.room, member)
+        except BaseException:
+            if conn.member is member:
+                conn.room, conn.member, conn.ticket = None, None, None
+            raise
         logger.info("%s: joined%s", conn.log_prefix(), "" if ticket is None else " (ticket)")
 
-    def _leave(self, conn: _Connection, reason: str) -> None:
-        if conn.room is None:
+    async def _leave(self, conn: _Connection, reason: str) -> None:
+        room, member = conn.room, conn.member
+        if room is None or member is None:
             return
-        room = self.rooms.get(conn.room, {})
-        room.pop(conn.peer_id, None)
-        for other in room.values():
-            other.post(m.PeerLeft(conn.info, reason))
-        if not room:
-            self.rooms.pop(conn.room, None)
-        logger.info("%s: left (%s)", conn.log_prefix(), reason)
-        conn.room, conn.role, conn.ticket, conn.original = None, None, None, False
+        conn.room, conn.member, conn.ticket = None, None, None
+        logger.info("%s: left (%s)", f"peer {conn.peer_id} ({conn.remote}, room {room}, {member.role})", reason)
+        await self.store.leave(room, member, reason)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close_all()
@@ -465,10 +491,19 @@ class SignalingServer:
         """Tell every room its peers left ("shutdown") and close every WebSocket with 1001 (going away)."""
         conns = list(self.connections)
         for conn in conns:
-            self._leave(conn, "shutdown")
+            await self._leave(conn, "shutdown")
         await asyncio.gather(
             *(c.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for c in conns), return_exceptions=True
         )
+
+
+def create_room_store(config: ServerConfig) -> rs.RoomStore:
+    """Rooms in Redis when ``config.redis`` is set, else in this process."""
+    if config.redis is None:
+        return MemoryRoomStore(config.room_limits)
+    from signaling.redis_rooms import RedisRoomStore  # only a server with --redis needs redis-py loaded
+
+    return RedisRoomStore(config.redis, config.room_limits)
 
 
 @dataclass
@@ -499,6 +534,7 @@ class RunningServer:
         if self.listener is not None:
             self.listener.close()
         await self.runner.cleanup()
+        await self.server.store.close()
         if self.accept_errors is not None:
             self.accept_errors.uninstall()
 
@@ -508,8 +544,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
 
     Every TCP connection goes through ``GuardedProtocol`` (the per-IP connection quota) before aiohttp
     sees it; aiohttp's keep-alive timer, which also runs before the first request, closes a connection
-    that sends no complete request within ``http_idle_timeout_s`` (a silent or slowloris socket)."""
-    server = SignalingServer(config)
+    that sends no complete request within ``http_idle_timeout_s`` (a silent or slowloris socket).
+    With ``config.redis`` the rooms are in Redis: ``room_store.StoreUnavailable`` if it cannot be reached."""
+    server = SignalingServer(config, create_room_store(config))
+    await server.store.start(server)
     runner = web.AppRunner(
         server.app, handle_signals=False, access_log=None, shutdown_timeout=2.0, keepalive_timeout=config.http_idle_timeout_s
     )
@@ -527,6 +565,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
     except BaseException:
         accept_errors.uninstall()
         await runner.cleanup()
+        await server.store.close()
         raise
     port = int(listener.sockets[0].getsockname()[1]) if listener.sockets else config.port
     logger.info("signaling server on http://%s:%d (ws endpoint /ws)", config.host, port)

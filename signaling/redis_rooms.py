@@ -1,0 +1,265 @@
+"""Rooms shared through Redis: the ``RoomStore`` that lets several signaling instances serve one room.
+
+::
+
+    python -m signaling --port 8080 --redis redis://127.0.0.1:6379/0      # instance 1
+    python -m signaling --port 8081 --redis redis://127.0.0.1:6379/0      # instance 2: same rooms
+
+Membership lives in Redis hashes changed only by the Lua scripts of ``signaling.redis_scripts`` (one
+atomic command per join, leave or reap), so the rules of a room (its capacity, the first sender and
+receiver holding their roles, ticket holders replacing them, rooms per client address) hold across
+instances as they do in one process. Messages reach a member through its instance's pub/sub channel:
+the scripts publish ``joined`` / ``peer_joined`` / ``peer_left`` in the order the room changed, and a
+relay (``offer``/``answer``/``candidate``) looks the recipient up and publishes to its instance.
+
+Presence: every instance refreshes a key that expires after ``3 x heartbeat_s`` and, on the same beat,
+reaps every registered instance whose key has expired: its members are removed and the others see
+``peer_left`` "disconnected". So a killed instance's peers show as left within about
+``4 x heartbeat_s`` (the TTL plus one beat of another instance), and their clients can reconnect to any
+instance. An instance that finds its own key expired (it stalled longer than the TTL, or Redis lost it)
+registers again and evicts any of its members that were reaped meanwhile (the server closes their
+sockets so that they reconnect).
+
+Pub/sub delivers at most once: while an instance is cut off from Redis, messages for its members are
+lost, and the members are reaped if it stays away longer than the TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from signaling import messages as m
+from signaling import redis_scripts
+from signaling import room_store as rs
+from signaling.limits import ThrottledLog
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """Where the shared rooms are; the field comments are the CLI help."""
+
+    url: str  # redis://[user:password@]HOST:PORT/DB (rediss:// for TLS)
+    heartbeat_s: float = 5.0  # presence refresh; a dead instance's peers show as left within ~4 heartbeats
+    prefix: str = "kpcall"  # key and channel prefix (several deployments may share one Redis)
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"Redis URL {self.url!r} must look like redis://HOST:PORT/DB (or rediss://, unix://)")
+        if not 0.05 <= self.heartbeat_s <= 300:
+            raise ValueError(f"the Redis heartbeat must be between 0.05 and 300 s, got {self.heartbeat_s}")
+        if not self.prefix or any(c in self.prefix for c in " \n:"):
+            raise ValueError(f"Redis prefix {self.prefix!r} must be non-empty without spaces, newlines or ':'")
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(3 * self.heartbeat_s * 1000)
+
+
+def _member_json(member: rs.Member, instance: str) -> str:
+    return json.dumps({"i": instance, "role": member.role, "ip": member.remote, "o": member.original, "t": member.ticketed})
+
+
+def _member_from_json(peer_id: str, text: str) -> rs.Member:
+    obj = json.loads(text)
+    return rs.Member(peer_id, obj["role"], obj["ip"], bool(obj["o"]), bool(obj["t"]))
+
+
+class RedisRoomStore(rs.RoomStore):
+    """Rooms in Redis; this instance's members get their messages on its own channel."""
+
+    def __init__(self, config: RedisConfig, limits: rs.RoomLimits) -> None:
+        self.config = config
+        self.limits = limits
+        self.instance = secrets.token_hex(6)
+        self._redis: aioredis.Redis | None = None
+        self._pubsub: Any = None
+        self._local: rs.LocalPeers | None = None
+        self._members: set[tuple[str, str]] = set()  # (room, peer id) this instance holds
+        self._tasks: list[asyncio.Task[None]] = []
+        self._errors = ThrottledLog(10.0)
+        p = config.prefix
+        self._alive_key = f"{p}:alive:{self.instance}"
+        self._members_key = f"{p}:members:{self.instance}"
+        self._instances_key = f"{p}:instances"
+        self._channel = f"{p}:inst:{self.instance}"
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise RuntimeError("the Redis room store is not started: await start() first")
+        return self._redis
+
+    async def start(self, local: rs.LocalPeers) -> None:
+        self._local = local
+        self._redis = aioredis.Redis.from_url(self.config.url, decode_responses=True, socket_connect_timeout=5.0)
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            await self._redis.aclose()
+            self._redis = None
+            raise rs.StoreUnavailable(
+                f"cannot reach Redis at {self.config.url}: {exc} (is redis-server running there? check --redis)"
+            ) from None
+        self._join_script = self._redis.register_script(redis_scripts.JOIN)
+        self._leave_script = self._redis.register_script(redis_scripts.LEAVE)
+        self._reap_script = self._redis.register_script(redis_scripts.REAP)
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=False)
+        await self._pubsub.subscribe(self._channel)
+        async with asyncio.timeout(5.0):  # the confirmation: from here on nothing published to us is missed
+            while (msg := await self._pubsub.get_message(timeout=1.0)) is None or msg["type"] != "subscribe":
+                pass
+        await self._redis.set(self._alive_key, time.time(), px=self.config.ttl_ms)
+        await self._redis.sadd(self._instances_key, self.instance)
+        self._tasks = [asyncio.ensure_future(self._listen()), asyncio.ensure_future(self._heartbeat_loop())]
+        logger.info("rooms in Redis at %s as instance %s (heartbeat %.1f s)", self.config.url, self.instance, self.config.heartbeat_s)
+        await self._reap_dead()
+
+    # -- rooms -------------------------------------------------------------------------------------
+    async def join(self, room: str, member: rs.Member) -> None:
+        limits = self.limits
+        result = await self._join_script(args=[
+            self.config.prefix, room, member.peer_id, _member_json(member, self.instance), limits.max_rooms,
+            limits.max_peers_per_room, limits.max_rooms_per_ip, int(member.role in rs.EXCLUSIVE_ROLES),
+        ])
+        outcome = result[0]
+        if outcome == "ok":
+            self._members.add((room, member.peer_id))
+            return
+        if outcome == "server_full":
+            raise rs.server_full(limits.max_rooms)
+        if outcome == "over_quota":
+            raise rs.over_quota(member.remote, int(result[1]))
+        if outcome == "room_full":
+            raise rs.room_full(room, limits.max_peers_per_room)
+        if outcome == "role_taken":
+            raise rs.role_taken(room, member.role, result[1])
+        raise AssertionError(f"unexpected answer of the join script: {result!r}")
+
+    async def leave(self, room: str, member: rs.Member, reason: str) -> None:
+        self._members.discard((room, member.peer_id))
+        await self._leave_script(args=[self.config.prefix, room, member.peer_id, reason])
+
+    async def relay(self, room: str, src: rs.Member, dst_peer_id: str, msg: m.SessionDescription | m.IceCandidate) -> None:
+        src_json, dst_json = await self.redis.hmget(f"{self.config.prefix}:room:{room}", [src.peer_id, dst_peer_id])
+        if src_json is None:
+            raise m.ProtocolError(m.NOT_JOINED, f"you are no longer in room {room!r} (replaced or expired): join again")
+        if dst_json is None or dst_peer_id == src.peer_id:
+            raise rs.unknown_peer(room, dst_peer_id)
+        rs.check_link(src, _member_from_json(dst_peer_id, dst_json))
+        envelope = {"k": "msg", "r": room, "to": dst_peer_id, "t": m.encode_server_message(msg)}
+        await self.redis.publish(f"{self.config.prefix}:inst:{json.loads(dst_json)['i']}", json.dumps(envelope, ensure_ascii=False))
+
+    async def counts(self) -> rs.StoreCounts:
+        p = self.config.prefix
+        rooms = await self.redis.smembers(f"{p}:rooms")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hlen(f"{p}:room:{room}")
+            sizes = await pipe.execute()
+        return rs.StoreCounts(len(rooms), sum(sizes))
+
+    # -- delivery ----------------------------------------------------------------------------------
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for message in self._pubsub.listen():
+                    if message["type"] == "message":
+                        self._on_envelope(message["data"])
+            except (RedisError, OSError) as exc:
+                self._errors.log(logger, logging.ERROR, "Redis pub/sub of instance %s failed (%s); retrying", self.instance, exc)
+                await asyncio.sleep(1.0)
+
+    def _on_envelope(self, data: str) -> None:
+        local = self._local
+        if local is None:
+            return
+        try:
+            env = json.loads(data)
+            kind, room, to = env["k"], env["r"], env["to"]
+            if kind == "msg":
+                local.deliver(room, to, env["t"])
+            elif kind == "joined":
+                peers = env["peers"] or []  # Lua's cjson writes an empty list as {}
+                infos = tuple(m.PeerInfo(p[0], p[1]) for p in peers)
+                local.joined(room, m.Joined(to, room, env["role"], infos))
+            elif kind == "joined_peer":
+                local.deliver(room, to, m.encode_server_message(m.PeerJoined(m.PeerInfo(env["id"], env["role"]))))
+            elif kind == "left":
+                local.deliver(room, to, m.encode_server_message(m.PeerLeft(m.PeerInfo(env["id"], env["role"]), env["why"])))
+            elif kind == "evict":
+                self._members.discard((room, to))
+                local.evict(room, to, env["why"])
+            else:
+                raise ValueError(f"unknown envelope kind {kind!r}")
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            self._errors.log(logger, logging.ERROR, "bad envelope on %s (%s): %.200r", self._channel, exc, data)
+
+    # -- presence ----------------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            try:
+                await self._beat()
+            except (RedisError, OSError) as exc:
+                self._errors.log(logger, logging.ERROR, "Redis heartbeat of instance %s failed: %s", self.instance, exc)
+
+    async def _beat(self) -> None:
+        redis = self.redis
+        if not await redis.set(self._alive_key, time.time(), px=self.config.ttl_ms, xx=True):
+            logger.error(
+                "instance %s: its presence in Redis had expired (no heartbeat for %d ms); registering again and"
+                " closing the sockets of members that were reaped meanwhile", self.instance, self.config.ttl_ms,
+            )
+            await redis.set(self._alive_key, time.time(), px=self.config.ttl_ms)
+            kept = {tuple(e.split("\n", 1)) for e in await redis.smembers(self._members_key)}
+            for room, peer_id in sorted(self._members - kept):
+                self._members.discard((room, peer_id))
+                if self._local is not None:
+                    self._local.evict(room, peer_id, "expired")
+        await redis.sadd(self._instances_key, self.instance)
+        await self._reap_dead()
+
+    async def _reap_dead(self) -> None:
+        redis = self.redis
+        others = [i for i in await redis.smembers(self._instances_key) if i != self.instance]
+        if not others:
+            return
+        async with redis.pipeline(transaction=False) as pipe:
+            for other in others:
+                pipe.exists(f"{self.config.prefix}:alive:{other}")
+            alive = await pipe.execute()
+        for other, is_alive in zip(others, alive):
+            if not is_alive:
+                removed = await self._reap_script(args=[self.config.prefix, other])
+                if removed >= 0:
+                    logger.warning("instance %s reaped dead instance %s: %d members removed", self.instance, other, removed)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._local = None
+        if self._redis is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            for room, peer_id in list(self._members):  # normally none: the server made every member leave
+                await self._leave_script(args=[self.config.prefix, room, peer_id, "shutdown"])
+            await self._redis.delete(self._alive_key, self._members_key)
+            await self._redis.srem(self._instances_key, self.instance)
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+        await self._redis.aclose()
+        self._redis = None
