@@ -25,7 +25,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from signaling import control as c
 from signaling import messages as m
 from signaling.client import Signaling, WebSocketSignaling
 from signaling.rtc import PeerLink, RtcOptions, close_links
+from signaling.rtp_motion import MotionRtpChannel, prefer_srtp_profiles
 
 logger = logging.getLogger(__name__)
 peer_log = RateLimitedLog(logger)  # what peers can repeat at will (bad packets, their errors): one line per kind per 10 s
@@ -112,6 +113,8 @@ class _SenderLink:
         self.enhancement = EnhancementReceiver(enhancement_size)
         self.motion: RTCDataChannel | None = None
         self.control: RTCDataChannel | None = None
+        self.rtp: MotionRtpChannel | None = None  # motion as RTP when the sender's offer has it (signaling.rtp_motion)
+        self.rtp_motion_seen = False  # an RTP motion packet arrived: the sender reads feedback as RTP too
         self.depacketizer = MotionDepacketizer()
         self.reassembler = ChunkReassembler()
         self.hello: c.Hello | None = None
@@ -164,6 +167,19 @@ class _SenderLink:
         if channel is None or channel.readyState != "open":
             return
         channel.send(msg if isinstance(msg, bytes) else c.encode_control(msg))
+
+    @property
+    def motion_transport(self) -> str:
+        return "rtp" if self.rtp is not None and self.rtp.active else "datachannel"
+
+    def send_feedback(self, feedback: bytes) -> None:
+        """Feedback goes back as RTP once motion arrives as RTP (no SACK for it, and a lost one is superseded by
+        the next: acks are cumulative, KEY requests repeat), else on the control channel."""
+        if self.rtp is not None and self.rtp.active and self.rtp_motion_seen:
+            with contextlib.suppress(ConnectionError, ValueError):
+                self.rtp.send(feedback)
+                return
+        self.send_control(feedback)
 
 
 class _ViewerLink:
@@ -391,6 +407,17 @@ class Receiver:
             await previous.link.close()
             await previous.release()
 
+        def on_rtp_motion(data: bytes) -> None:
+            sender.rtp_motion_seen = True
+            self._on_motion(sender, data)
+
+        def before_answer() -> None:
+            if self.config.rtc.motion_transport == "rtp":
+                sender.rtp = MotionRtpChannel.prepare_answer(link.pc, on_rtp_motion)
+            prefer_srtp_profiles(link.pc, self.config.rtc.srtp_tag_bits)
+
+        link.before_answer = before_answer
+
         @link.pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
             if channel.label == "motion":
@@ -486,7 +513,7 @@ class Receiver:
         if force and state == sender.last_feedback and now - sender.last_feedback_ms < 100.0:
             return
         sender.last_feedback, sender.last_feedback_ms = state, now
-        sender.send_control(pack_feedback(fb))
+        sender.send_feedback(pack_feedback(fb))
 
     def _on_sender_control(self, sender: _SenderLink, data: bytes | str) -> None:
         if isinstance(data, bytes):
@@ -538,6 +565,8 @@ class Receiver:
             from codec.enhancement.bundle import BUNDLE_MAGIC
 
             sender.send_control(c.Capabilities(BUNDLE_MAGIC & 0x0F, self.enhancement_size))
+        if sender.rtp is not None and not sender.rtp.active and sender.rtp.start():
+            sender.send_control(c.MotionTransport("rtp"))  # an older sender rejects it and keeps the data channel
         sender.send_control(c.ReferenceStatus(hello.content_hash, have))
         self._event("hello", f"stream {hello.stream_id}, reference {hello.content_hash[:12]} {'cached' if have else 'needed'}")
         if have:
@@ -728,6 +757,7 @@ class Receiver:
             "wire_kbps_recent": None if recent is None else round(recent[1] * 8 / 1000, 2),
             "fps_rendered": None if recent is None else round(recent[2], 1),
             "frames_lost": None if feedback is None else feedback.frames_lost,
+            "motion_transport": None if sender is None else sender.motion_transport,
             "keypoints_max": getattr(self.synthesizer, "num_keypoints", None),
             **self._enhancement_stats(sender),
         }
@@ -801,6 +831,8 @@ class Receiver:
             "enhancement_ignored": totals.enhancement_ignored,
             "enhancement_key_requests": totals.enhancement_key_requests,
             "frames_rendered_enhanced": 0 if worker is None else worker.frames_enhanced,
+            "motion_transport": links[-1].motion_transport if links else None,
+            "rtp": asdict(links[-1].rtp.counters()) if links and links[-1].rtp is not None else None,
         }
 
     # -- viewers --------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ it); 0 takes the layer off the ladder.
 
 ``payload_bytes_per_frame`` is the average over the rung's recent packets once 8 were sent, else a
 prior fitted on the synthetic trace (``_PRIORS``) scaled by measured/prior of the current rung;
-``packet_overhead`` is the SCTP+DTLS+UDP+IPv4 cost of one data-channel packet; "other traffic" is what
+``packet_overhead`` is the SCTP+DTLS+UDP+IPv4 cost of one data-channel packet, or RTP+SRTP+UDP+IPv4 once the
+link carries motion as RTP (``set_packet_overhead``); "other traffic" is what
 the transport counters show beyond the motion packets over the last seconds (the SACKs the sender
 returns for every feedback message, control messages, ICE checks), assumed 1 kbps until measured.
 Moving down goes one rung at a time, ``DOWN_HOLD_S`` after the last change (so the new rung gets
@@ -182,6 +183,7 @@ class BandwidthController:
             raise ValueError(f"fps must be positive, got {fps}")
         self.fps = fps
         self.num_keypoints = num_keypoints
+        self.packet_overhead_bytes = PACKET_OVERHEAD_BYTES  # per motion packet on the wire; see set_packet_overhead
         self.ladder = default_ladder(num_keypoints)
         self.max_kbps: float | None = None
         self.set_max_kbps(max_kbps)
@@ -288,8 +290,15 @@ class BandwidthController:
                 pictures = self._enhancement_measured.setdefault(rung.enhancement_qp, deque(maxlen=MEASURE_PACKETS))
                 pictures.append(enhancement_bytes)
                 self._enhancement_qp_seen = rung.enhancement_qp
-        self._motion_wire_total += size_bytes + enhancement_bytes + PACKET_OVERHEAD_BYTES
+        self._motion_wire_total += size_bytes + enhancement_bytes + self.packet_overhead_bytes
         self._motion_wire.append((now_s, self._motion_wire_total))
+
+    def set_packet_overhead(self, overhead_bytes: int) -> None:
+        """Bytes each motion packet costs on the wire beyond its payload: ``PACKET_OVERHEAD_BYTES`` on the data
+        channel (the default), ``signaling.rtp_motion.rtp_packet_overhead_bytes()`` once the link carries RTP."""
+        if not 0 < overhead_bytes < 1000:
+            raise ValueError(f"packet overhead of {overhead_bytes} bytes is not plausible")
+        self.packet_overhead_bytes = overhead_bytes
 
     def on_wire_bytes(self, now_s: float, total_bytes_sent: int) -> None:
         """Cumulative IPv4 bytes the transport sent (motion, control, SACKs, everything)."""
@@ -367,7 +376,7 @@ class BandwidthController:
         return prior + enhancement
 
     def motion_kbps(self, rung: Rung) -> float:
-        per_frame = self.payload_bytes_per_frame(rung) + PACKET_OVERHEAD_BYTES / rung.frames_per_packet
+        per_frame = self.payload_bytes_per_frame(rung) + self.packet_overhead_bytes / rung.frames_per_packet
         return self.fps * per_frame * 8 / 1000
 
     def other_kbps(self, now_s: float) -> float:

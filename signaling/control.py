@@ -113,6 +113,19 @@ class Capabilities:
     enhancement_size: int  # E of its model's enhancement branch (0: none)
 
 
+MOTION_TRANSPORTS = ("rtp", "datachannel")
+
+
+@dataclass(frozen=True)
+class MotionTransport:
+    """receiver -> sender: carry this link's motion (and the receiver's feedback back) as RTP on the offer's video
+    transceiver (``signaling.rtp_motion``), or back on the "motion" data channel. Sent only by a receiver that found
+    that transceiver in the offer; a sender that never hears it keeps the data channel."""
+
+    TYPE: ClassVar[str] = "motion_transport"
+    transport: str  # one of MOTION_TRANSPORTS
+
+
 @dataclass(frozen=True)
 class EnhancementKey:
     """receiver -> sender: its enhancement decoder waits for a key picture (a picture was lost, late or
@@ -197,13 +210,14 @@ class ErrorReply:
 
 
 ControlMessage: TypeAlias = (
-    Hello | ReferenceStatus | ReferenceReady | Ping | Pong | DelayReport | RateDecision | Capabilities | EnhancementKey
+    Hello | ReferenceStatus | ReferenceReady | Ping | Pong | DelayReport | RateDecision | Capabilities | MotionTransport
+    | EnhancementKey
     | Command | AvatarChunk | Stats | Status | Ack | ErrorReply
 )
 _TYPES: dict[str, type] = {
     cls.TYPE: cls
     for cls in (
-        Hello, ReferenceStatus, ReferenceReady, Ping, Pong, DelayReport, RateDecision, Capabilities, EnhancementKey, Command,
+        Hello, ReferenceStatus, ReferenceReady, Ping, Pong, DelayReport, RateDecision, Capabilities, MotionTransport, EnhancementKey, Command,
         AvatarChunk, Stats, Status, Ack, ErrorReply,
     )
 }
@@ -311,6 +325,11 @@ def decode_control(data: str | bytes) -> ControlMessage:
             _number(obj, "max_kbps", 0.0, 1e6, optional=True), _number(obj, "estimated_kbps", 0.0, 1e6), _text(obj, "reason", 256),  # type: ignore[arg-type]
             None if obj.get("enhancement_qp") is None else _integer(obj, "enhancement_qp", 1, 63),
         )
+    if cls is MotionTransport:
+        transport = _text(obj, "transport", 16)
+        if transport not in MOTION_TRANSPORTS:
+            raise ControlError(f"motion transport {transport!r} is not one of {list(MOTION_TRANSPORTS)}")
+        return MotionTransport(transport)
     if cls is Capabilities:
         return Capabilities(_integer(obj, "frame_bundle", 0, 255), _integer(obj, "enhancement_size", 0, 1024))
     if cls is EnhancementKey:
