@@ -30,6 +30,7 @@ from aiortc.sdp import candidate_from_sdp
 from signaling import messages as m
 from signaling.control import MOTION_TRANSPORTS
 from signaling.client import Signaling
+from signaling.ice_servers import with_signaled_ice_servers
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class PeerLink:
     def __init__(self, peer: m.PeerInfo, signaling: Signaling, rtc: RtcOptions, label: str) -> None:
         self.peer = peer
         self.signaling = signaling
-        self.pc = RTCPeerConnection(configuration=rtc.configuration())
+        self.pc = RTCPeerConnection(configuration=with_signaled_ice_servers(rtc.configuration(), signaling.ice_servers))  # + TURN from the server
         self.prefix = f"{label} -> {peer.role} {peer.peer_id}"
         self.closed = asyncio.Event()
         self.connected = asyncio.Event()
