@@ -1,0 +1,125 @@
+// The receiver's networks in the browser: onnxruntime-web runs the files ``python -m codec.export`` writes.
+//
+//   const renderer = await NeuralRenderer.load("models/");          // manifest.json, reference.onnx, render.onnx
+//   await renderer.prepare(imageData);                                // once per portrait (S x S ImageData)
+//   const rgba = await renderer.render(frame.motion);                 // Uint8ClampedArray S x S x 4
+//   canvas.getContext("2d").putImageData(new ImageData(rgba, S, S), 0, 0);
+//
+// onnxruntime-web comes from npm (signaling/static/vendor, pinned; make installs it) and is served by the
+// page's own server: nothing is fetched from a CDN. WebGPU where the browser has it (navigator.gpu and an
+// adapter), else WASM with threads when the page is cross-origin isolated (COOP/COEP headers), 1 thread
+// otherwise. Keypoints whose δ is absent (not sent at a low K) keep the reference's own δ, as the Python
+// receiver does (codec/model/wrappers.py FrameSynthesizer.render).
+
+const ORT_DIST = new URL("../vendor/node_modules/onnxruntime-web/dist/", import.meta.url).href;
+const STATE_NAMES = ["features", "skip", "image_small", "kp_canonical", "kp_ref", "rotation_ref"];
+
+async function pickBackend(preferred) {
+  if (preferred !== "wasm" && typeof navigator !== "undefined" && navigator.gpu) {
+    try {
+      if (await navigator.gpu.requestAdapter()) return "webgpu";
+    } catch {
+      // no usable adapter: WASM
+    }
+  }
+  if (preferred === "webgpu") throw new Error("WebGPU was asked for but this browser has no usable adapter");
+  return "wasm";
+}
+
+export class NeuralRenderer {
+  constructor(ort, manifest, reference, render, backend, threads) {
+    this.ort = ort;
+    this.manifest = manifest;
+    this.size = manifest.image_size;
+    this.numKeypoints = manifest.num_keypoints;
+    this.referenceSession = reference;
+    this.renderSession = render;
+    this.backend = backend;
+    this.threads = threads;
+    this.state = null;
+  }
+
+  /**
+   * Load onnxruntime-web and the exported networks under ``modelsUrl`` (manifest.json names the files).
+   * options: {backend: "auto" | "wasm" | "webgpu", threads: WASM threads (default: 1, or up to 4 when
+   * crossOriginIsolated)}.
+   */
+  static async load(modelsUrl, options = {}) {
+    const base = new URL(modelsUrl, location.href);
+    const manifest = await (await fetch(new URL("manifest.json", base))).json();
+    if (manifest.format !== "kpcall-onnx" || manifest.version !== 1) {
+      throw new Error(`${base}manifest.json is not a kpcall ONNX manifest (format ${manifest.format}, version ${manifest.version})`);
+    }
+    const backend = await pickBackend(options.backend ?? "auto");
+    const ort = await import(ORT_DIST + (backend === "webgpu" ? "ort.webgpu.min.mjs" : "ort.wasm.min.mjs"));
+    ort.env.wasm.wasmPaths = ORT_DIST;
+    const isolated = typeof crossOriginIsolated !== "undefined" && crossOriginIsolated;
+    const threads = options.threads ?? (isolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
+    ort.env.wasm.numThreads = isolated ? threads : 1;
+    const sessionOptions = { executionProviders: [backend], graphOptimizationLevel: "all" };
+    const create = async (file) => {
+      const bytes = await (await fetch(new URL(file, base))).arrayBuffer();
+      return ort.InferenceSession.create(bytes, sessionOptions);
+    };
+    const reference = await create(manifest.reference.file);
+    const render = await create(manifest.render.file);
+    return new NeuralRenderer(ort, manifest, reference, render, backend, ort.env.wasm.numThreads);
+  }
+
+  /** Prepare a portrait: ``imageData`` S x S RGBA (ImageData or {data, width, height}). */
+  async prepare(imageData) {
+    const s = this.size;
+    if (imageData.width !== s || imageData.height !== s) {
+      throw new Error(`the portrait is ${imageData.width}x${imageData.height}, the model takes ${s}x${s}`);
+    }
+    const planar = new Float32Array(3 * s * s); // (1, 3, S, S) in [0, 1]
+    const rgba = imageData.data;
+    for (let i = 0; i < s * s; i++) {
+      planar[i] = rgba[4 * i] / 255;
+      planar[s * s + i] = rgba[4 * i + 1] / 255;
+      planar[2 * s * s + i] = rgba[4 * i + 2] / 255;
+    }
+    const image = new this.ort.Tensor("float32", planar, [1, 3, s, s]);
+    const out = await this.referenceSession.run({ image });
+    this.state = { image, expressionRef: out.expression_ref.data };
+    for (const name of STATE_NAMES) this.state[name] = out[name];
+    return this.state;
+  }
+
+  /** Render one frame of motion (quantize.js motionFromValues) -> Float32Array (3, S, S) in [0, 1]. */
+  async renderPlanar(motion) {
+    if (this.state === null) throw new Error("prepare() a portrait first");
+    const k = this.numKeypoints;
+    if (motion.present.length !== k) throw new Error(`motion has K = ${motion.present.length}, the model uses K = ${k}`);
+    const expression = new Float32Array(3 * k);
+    for (let i = 0; i < k; i++) {
+      for (let a = 0; a < 3; a++) {
+        expression[3 * i + a] = motion.present[i] ? motion.expression[3 * i + a] : this.state.expressionRef[3 * i + a];
+      }
+    }
+    const { Tensor } = this.ort;
+    const feeds = {
+      image: this.state.image,
+      angles: new Tensor("float32", Float32Array.of(motion.yaw, motion.pitch, motion.roll), [1, 3]),
+      translation: new Tensor("float32", Float32Array.from(motion.translation), [1, 3]),
+      expression: new Tensor("float32", expression, [1, k, 3]),
+    };
+    for (const name of STATE_NAMES) feeds[name] = this.state[name];
+    const out = await this.renderSession.run(feeds);
+    return out.rendered.data;
+  }
+
+  /** Render one frame -> RGBA bytes (S x S x 4), rounded as the Python receiver rounds. */
+  async render(motion) {
+    const planar = await this.renderPlanar(motion);
+    const s = this.size;
+    const rgba = new Uint8ClampedArray(4 * s * s);
+    for (let i = 0; i < s * s; i++) {
+      rgba[4 * i] = Math.round(planar[i] * 255);
+      rgba[4 * i + 1] = Math.round(planar[s * s + i] * 255);
+      rgba[4 * i + 2] = Math.round(planar[2 * s * s + i] * 255);
+      rgba[4 * i + 3] = 255;
+    }
+    return rgba;
+  }
+}
