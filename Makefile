@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+WEB_VENDOR := signaling/static/vendor
+WEB_STAMP := $(WEB_VENDOR)/node_modules/.installed-$(shell cksum $(WEB_VENDOR)/package-lock.json | cut -d' ' -f1)
 
-.PHONY: demo test test-all install system-deps clean
+.PHONY: demo test test-all install system-deps web-deps clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v < (3, 13) else "kpcall needs Python 3.11 or 3.12 (numpy 1.26.4 and mediapipe 0.10.21 have no wheels for %d.%d): run make PYTHON=python3.11 or python3.12" % v)'
@@ -20,13 +22,21 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: browser tests will be skipped (sudo apt-get install chromium)"; fi; }
 
+# onnxruntime-web for the page's neural renderer (issue 24), pinned in $(WEB_VENDOR)/package-lock.json and served
+# by the signaling server from there: nothing comes from a CDN. Without npm its browser test is skipped.
+web-deps:
+	@if [ -f $(WEB_STAMP) ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(WEB_VENDOR) --no-audit --no-fund --ignore-scripts --loglevel=error && touch $(WEB_STAMP); \
+	else echo "npm missing: the browser renderer's test will be skipped (apt-get install npm)"; fi
+
 demo: $(STAMP)
 	$(PY) -m signaling demo
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps web-deps
 	$(PY) -m pytest -q
 
-test-all: $(STAMP) system-deps
+test-all: $(STAMP) system-deps web-deps
 	$(PY) -m pytest -q -m ''
 
 clean:
