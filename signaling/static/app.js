@@ -28,6 +28,7 @@
     ws: null,
     peerId: null,
     joined: false,
+    iceServers: [], // TURN with time-limited credentials, when the server hands them out (ice_servers, before joined)
     receiverId: null,
     senderId: null,
     synth: null, // {pc, peer, channel, answered, playing}
@@ -174,6 +175,10 @@
 
   async function onSignal(msg) {
     switch (msg.type) {
+      case "ice_servers":
+        state.iceServers = msg.servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+        log("info", `the server handed out ${msg.servers.length} ICE server${msg.servers.length === 1 ? "" : "s"} (TURN relay)`);
+        return;
       case "joined":
         state.peerId = msg.peer_id;
         state.joined = true;
@@ -254,7 +259,7 @@
   async function answerReceiver(msg) {
     closeSynth();
     state.receiverId = msg.from;
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection({ iceServers: state.iceServers });
     const synth = { pc, peer: msg.from, channel: null, answered: false, playing: false, bytes: null, at: 0 };
     state.synth = synth;
     pc.ontrack = (event) => {
@@ -554,7 +559,7 @@
       updateView();
       return;
     }
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection({ iceServers: state.iceServers });
     const orig = { pc, peer: state.senderId, channel: null, offered: false, timer: null, playing: false };
     state.orig = orig;
     preferVp8(pc.addTransceiver("video", { direction: "recvonly" }));
