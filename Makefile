@@ -16,11 +16,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's chromium for the browser tests (Playwright's own browser download does not work here).
+# Debian's chromium for the browser tests (Playwright's own browser download does not work here), redis-server for
+# the multi-instance signaling tests and coturn's turnserver for the TURN test. Tests start their own private
+# redis-server/turnserver on free ports in temp dirs (never the system services) and skip with the reason without them.
+SYSTEM_DEPS := chromium:chromium redis-server:redis-server turnserver:coturn
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium missing: browser tests will be skipped (sudo apt-get install chromium)"; fi; }
+	@missing=""; for dep in $(SYSTEM_DEPS); do command -v $${dep%%:*} >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing; the tests that need them will be skipped (sudo apt-get install$$missing)"; fi; \
+	fi
 
 # onnxruntime-web for the page's neural renderer (issue 24), pinned in $(WEB_VENDOR)/package-lock.json and served
 # by the signaling server from there: nothing comes from a CDN. Without npm its browser test is skipped.
