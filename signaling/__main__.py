@@ -69,6 +69,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-peers-per-room", type=int, default=defaults.max_peers_per_room, help="participants per room")
     parser.add_argument("--max-connections", type=int, default=defaults.max_connections, help="open WebSockets (default %(default)s)")
     parser.add_argument(
+        "--max-rooms", type=int, default=defaults.max_rooms, help="rooms that may exist at once (with --redis: across instances; default %(default)s)"
+    )
+    parser.add_argument(
         "--max-connections-per-ip", type=int, default=limits.max_connections_per_ip,
         help="open TCP connections per client address (default %(default)s)",
     )
@@ -94,6 +97,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--turn-ttl", default=f"{DEFAULT_TTL_S // 3600}h", help="how long TURN credentials work (default %(default)s)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no line per connection; for many clients)")
 
 
 def _room_token_items(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -123,7 +127,7 @@ def create_server_config(args: argparse.Namespace) -> ServerConfig:
         host=args.host, port=args.port, token=token, room_tokens=room_tokens,
         ticket_secret=None if ticket_secret is None else ticket_secret.encode("utf-8"),
         open_original=not args.no_open_original, allow_origins=tuple(args.allow_origin),
-        static_dir=args.static_dir, max_peers_per_room=args.max_peers_per_room, max_connections=args.max_connections,
+        static_dir=args.static_dir, max_peers_per_room=args.max_peers_per_room, max_connections=args.max_connections, max_rooms=args.max_rooms,
         limits=ClientLimits(max_connections_per_ip=args.max_connections_per_ip, max_rooms_per_ip=args.max_rooms_per_ip),
     )
 
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_server_arguments(parser)
     args = parser.parse_args(argv)
-    setup_logging(args.verbose + 1)
+    setup_logging(-1 if args.quiet else args.verbose + 1)
     try:
         config = create_server_config(args)
     except ValueError as exc:
