@@ -14,6 +14,8 @@ sequence numbers and timestamps; hand-made malformed packets; and seeded random 
 from __future__ import annotations
 
 import copy
+import heapq
+import itertools
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +28,7 @@ from codec.motion import MotionParams
 from codec.prediction import DecodedFrame, MotionDepacketizer, MotionPacketizer
 from codec.quantize import PRESETS
 from codec.synthetic_trace import synthetic_trace, trace_timestamps_ms
+from receiver.playout import PlayoutBuffer, PlayoutFrame
 
 Event = dict[str, Any]
 Action = Callable[[MotionPacketizer], None]
@@ -252,6 +255,88 @@ def fuzz(mutations_per_packet: int = 5, seed: int = 24) -> list[Event]:
     return events
 
 
+def _playout_frame_json(frame: PlayoutFrame) -> dict[str, Any]:
+    m = frame.motion
+    return {
+        "slot": frame.slot, "stream_id": frame.stream_id, "seq": frame.seq, "due_ms": frame.due_ms,
+        "capture_ms": frame.capture_ms, "concealed": frame.concealed, "arrival_ms": frame.arrival_ms,
+        "motion": {"yaw": m.yaw, "pitch": m.pitch, "roll": m.roll, "translation": [_f32(v) for v in m.translation],
+                   "expression": [_f32(v) for v in m.expression.ravel()], "present": [bool(p) for p in m.present]},
+    }
+
+
+def playout_scenario(seed: int, *, seconds: float = 8.0, fps: float = 25.0, frames_per_packet: int = 1,
+                     loss: float = 0.0, jitter_ms: float = 30.0, pause: tuple[float, float] | None = None,
+                     restart_at: float | None = None, keypoints: int | None = None) -> dict[str, Any]:
+    """A call through the jitter buffer, simulated on one wall clock starting at 1.7e12 ms (so the 32-bit
+    timestamps need unwrapping): a frame is captured every 1/fps; a packet arrives 30 ms + U(0, jitter_ms)
+    after it is sent unless lost (probability ``loss``); the receiver's feedback reaches the sender 30 ms
+    after each packet; the receiver pops due frames every 10 ms. ``pause`` (start s, end s): the sender
+    captures nothing then; ``restart_at`` s: a new sender (stream 2) from then on.
+    -> {"fps", "events", "counters"}: an event is {"t": ms, "packet": hex} (decode, push every frame) or
+    {"t": ms} (pop_due) with "pop": [frames] when that returned any."""
+    rng = random.Random(seed)
+    n = int(seconds * fps)
+    trace = synthetic_trace(n, fps, seed=seed)
+    start_ms = 1.7e12 + rng.random() * 1000
+    senders = {1: MotionPacketizer(1, 2, frames_per_packet)}
+    if keypoints is not None:
+        senders[1].set_num_keypoints(keypoints)
+    queue: list[tuple[float, int, str, Any]] = []
+    order = itertools.count()
+    for i in range(n):
+        heapq.heappush(queue, (start_ms + i * 1000.0 / fps, next(order), "capture", i))
+    tick = start_ms
+    while tick < start_ms + seconds * 1000 + 1500:
+        heapq.heappush(queue, (tick, next(order), "tick", None))
+        tick += 10.0
+    receiver = MotionDepacketizer()
+    playout = PlayoutBuffer(fps=fps)
+    events: list[Event] = []
+    while queue:
+        t, _, kind, payload = heapq.heappop(queue)
+        if kind == "capture":
+            elapsed_s = (t - start_ms) / 1000
+            if pause is not None and pause[0] <= elapsed_s < pause[1]:
+                continue
+            if restart_at is not None and elapsed_s >= restart_at and 2 not in senders:
+                senders[2] = MotionPacketizer(2, 2, frames_per_packet)
+            sender = senders[max(senders)]
+            packet = sender.push(trace[payload], int(t) % (1 << 32))
+            if packet is not None and rng.random() >= loss:
+                heapq.heappush(queue, (t + 30.0 + rng.random() * jitter_ms, next(order), "arrive", packet))
+        elif kind == "arrive":
+            for frame in receiver.receive(payload):
+                playout.push(frame, t)
+            events.append({"t": t, "packet": payload.hex()})
+            feedback = receiver.feedback()
+            if feedback is not None:
+                heapq.heappush(queue, (t + 30.0, next(order), "feedback", feedback))
+        elif kind == "feedback":
+            for sender in senders.values():
+                sender.on_feedback(payload)
+        else:
+            out = playout.pop_due(t)
+            events.append({"t": t, "pop": [_playout_frame_json(f) for f in out]} if out else {"t": t})
+    counters = {"frames_late": playout.frames_late, "frames_concealed": playout.frames_concealed,
+                "frames_interpolated": playout.frames_interpolated, "frames_duplicate": playout.frames_duplicate,
+                "stalls": playout.stalls, "target_delay_ms": playout.target_delay_ms, "next_slot": playout.next_slot,
+                "jitter_ms": playout.jitter_ms}
+    return {"fps": fps, "events": events, "counters": counters}
+
+
+def playout_scenarios() -> dict[str, dict[str, Any]]:
+    """Jitter-buffer cases: clean, lossy with jitter, several frames per packet with a sender pause (a
+    stall), a sender restart, 30 fps with fewer keypoints."""
+    return {
+        "clean": playout_scenario(1, seconds=4.0, jitter_ms=2.0),
+        "loss_and_jitter": playout_scenario(2, loss=0.15, jitter_ms=60.0),
+        "fpp3_pause_stall": playout_scenario(3, frames_per_packet=3, loss=0.05, pause=(3.0, 5.0)),
+        "restart": playout_scenario(4, loss=0.05, restart_at=4.0),
+        "fps30_k8": playout_scenario(5, seconds=5.0, fps=30.0, loss=0.1, jitter_ms=40.0, keypoints=8),
+    }
+
+
 def build_vectors() -> dict[str, Any]:
     """Everything the JS test checks: the presets' bounds, and cases {name: {max_streams, events}}, each fed to
     one fresh receiver."""
@@ -264,6 +349,7 @@ def build_vectors() -> dict[str, Any]:
         "presets": {str(p.preset_id): {"angle_qmax": list(p.angle_qmax), "translation_qmax": p.translation_qmax,
                                        "expression_qmax": p.expression_qmax} for p in PRESETS.values()},
         "cases": cases,
+        "playout": playout_scenarios(),
     }
 
 
