@@ -32,6 +32,7 @@ from codec.model.loading import ModelInfo, default_weights_path, load_model_for_
 from codec.motion import angles_to_rotation_torch
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency: pip install -e '.[test]'")
+pytest.importorskip("onnx", reason="onnx is a test dependency: pip install -e '.[test]'")
 FIXTURE_REFERENCE = Path(__file__).resolve().parent / "fixtures" / "pretrained" / "reference.jpg"
 MIN_PSNR_DB = 40.0
 MAX_ABS_ERROR = 1e-3  # of full scale, float outputs in [0, 1]
