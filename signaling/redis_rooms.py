@@ -114,6 +114,7 @@ class RedisRoomStore(rs.RoomStore):
             ) from None
         self._join_script = self._redis.register_script(redis_scripts.JOIN)
         self._leave_script = self._redis.register_script(redis_scripts.LEAVE)
+        self._relay_script = self._redis.register_script(redis_scripts.RELAY)
         self._reap_script = self._redis.register_script(redis_scripts.REAP)
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=False)
         await self._pubsub.subscribe(self._channel)
@@ -152,14 +153,18 @@ class RedisRoomStore(rs.RoomStore):
         await self._leave_script(args=[self.config.prefix, room, member.peer_id, reason])
 
     async def relay(self, room: str, src: rs.Member, dst_peer_id: str, msg: m.SessionDescription | m.IceCandidate) -> None:
-        src_json, dst_json = await self.redis.hmget(f"{self.config.prefix}:room:{room}", [src.peer_id, dst_peer_id])
-        if src_json is None:
+        text = m.encode_server_message(msg)
+        (outcome,) = await self._relay_script(args=[self.config.prefix, room, src.peer_id, dst_peer_id, text])
+        if outcome == "ok":
+            return
+        if outcome == "not_joined":
             raise m.ProtocolError(m.NOT_JOINED, f"you are no longer in room {room!r} (replaced or expired): join again")
-        if dst_json is None or dst_peer_id == src.peer_id:
+        if outcome == "unknown_peer":
             raise rs.unknown_peer(room, dst_peer_id)
-        rs.check_link(src, _member_from_json(dst_peer_id, dst_json))
-        envelope = {"k": "msg", "r": room, "to": dst_peer_id, "t": m.encode_server_message(msg)}
-        await self.redis.publish(f"{self.config.prefix}:inst:{json.loads(dst_json)['i']}", json.dumps(envelope, ensure_ascii=False))
+        dst_json = await self.redis.hget(f"{self.config.prefix}:room:{room}", dst_peer_id)  # the refusal's text names the roles
+        if dst_json is not None:
+            rs.check_link(src, _member_from_json(dst_peer_id, dst_json))
+        raise m.ProtocolError(m.FORBIDDEN, f"no link between you and {dst_peer_id!r} in room {room!r}: nothing relayed")
 
     async def counts(self) -> rs.StoreCounts:
         p = self.config.prefix
@@ -185,12 +190,14 @@ class RedisRoomStore(rs.RoomStore):
         local = self._local
         if local is None:
             return
+        if data.startswith("m\n"):  # a relayed message: m, room, peer id, text
+            _, room, to, text = data.split("\n", 3)
+            local.deliver(room, to, text)
+            return
         try:
             env = json.loads(data)
             kind, room, to = env["k"], env["r"], env["to"]
-            if kind == "msg":
-                local.deliver(room, to, env["t"])
-            elif kind == "joined":
+            if kind == "joined":
                 peers = env["peers"] or []  # Lua's cjson writes an empty list as {}
                 infos = tuple(m.PeerInfo(p[0], p[1]) for p in peers)
                 local.joined(room, m.Joined(to, room, env["role"], infos))

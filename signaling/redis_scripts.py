@@ -11,10 +11,11 @@ notifications a script publishes leave in the order the room changed. Keys (``P`
     P:alive:<instance>    string the instance's heartbeat, expires after the heartbeat TTL
     P:instances           set    instances that registered (the reaper checks their alive keys)
 
-and one pub/sub channel per instance, ``P:inst:<instance>``, carrying envelopes (JSON objects) to its
-members: ``k`` = "joined" (``role``, ``peers`` [[id, role], ...]), "joined_peer" / "left" (``id``, ``role``,
-``why``), "evict" (``why``) or "msg" (``t``: an encoded server message), each with ``r`` (room) and
-``to`` (peer id). Room names never hold a newline (``messages.ROOM_PATTERN``).
+and one pub/sub channel per instance, ``P:inst:<instance>``, carrying envelopes to its members: a relayed
+message as ``m\\n<room>\\n<peer id>\\n<encoded server message>`` (the hot path: no JSON around it), and room
+events as JSON objects: ``k`` = "joined" (``role``, ``peers`` [[id, role], ...]), "joined_peer" / "left"
+(``id``, ``role``, ``why``) or "evict" (``why``), each with ``r`` (room) and ``to`` (peer id). Room names
+and peer ids never hold a newline (``messages.ROOM_PATTERN``, ``PEER_ID_PATTERN``).
 
 Every script takes the prefix as ARGV[1]; keys are built inside the script, so this needs a single Redis
 (or a primary with replicas), not Redis Cluster.
@@ -82,6 +83,26 @@ redis.call('HSET', rkey, peer, mjson)
 redis.call('SADD', P .. ':rooms', room)
 redis.call('SADD', P .. ':members:' .. me.i, room .. '\n' .. peer)
 redis.call('HINCRBY', ipkey, room, 1)
+return {'ok'}
+"""
+
+# ARGV: prefix, room, source peer id, destination peer id, the encoded message. One round trip per relay: looks both up,
+# applies the relay rule (room_store.check_link, the same table; tests/test_signaling_redis.py checks they agree) and
+# publishes to the destination's instance. Returns {'ok'}, {'not_joined'}, {'unknown_peer'} or {'forbidden'}.
+RELAY = _COMMON + r"""
+local room, src_id, dst_id = ARGV[2], ARGV[3], ARGV[4]
+local both = redis.call('HMGET', room_key(room), src_id, dst_id)
+if not both[1] then return {'not_joined'} end
+if not both[2] or src_id == dst_id then return {'unknown_peer'} end
+local src, dst = cjson.decode(both[1]), cjson.decode(both[2])
+local linked = false
+if (src.role == 'sender' and dst.role == 'receiver') or (src.role == 'receiver' and dst.role == 'sender') then linked = true
+elseif (src.role == 'receiver' and dst.role == 'viewer') or (src.role == 'viewer' and dst.role == 'receiver') then linked = true
+elseif src.role == 'sender' and dst.role == 'viewer' then linked = dst.o == true
+elseif src.role == 'viewer' and dst.role == 'sender' then linked = src.o == true
+end
+if not linked then return {'forbidden'} end
+redis.call('PUBLISH', P .. ':inst:' .. dst.i, 'm\n' .. room .. '\n' .. dst_id .. '\n' .. ARGV[5])
 return {'ok'}
 """
 

@@ -256,3 +256,35 @@ async def test_an_unreachable_redis_is_a_clear_error() -> None:
 def test_redis_config_is_checked(kwargs: dict[str, object], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         RedisConfig(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_the_relay_script_applies_the_same_rule_as_check_link(two: list[RunningServer]) -> None:
+    """Every pair of roles (and a viewer with and without the original): the Lua rule relays exactly what check_link allows."""
+    from signaling.room_store import Member, check_link
+
+    store = two[0].server.store
+    members = [
+        Member("aa01", "sender", "10.0.0.1"), Member("aa02", "receiver", "10.0.0.1"),
+        Member("aa03", "viewer", "10.0.0.1", original=True), Member("aa04", "viewer", "10.0.0.1", original=False),
+    ]
+    redis = store.redis  # type: ignore[attr-defined]
+    from signaling.redis_rooms import _member_json
+
+    for member in members:  # straight into the room hash: the join script would refuse a second viewer's role mix-ups
+        await redis.hset(f"{store.config.prefix}:room:rule", member.peer_id, _member_json(member, "nowhere"))  # type: ignore[attr-defined]
+    for src in members:
+        for dst in members:
+            if src is dst:
+                continue
+            try:
+                check_link(src, dst)
+                allowed = True
+            except m.ProtocolError:
+                allowed = False
+            try:
+                await store.relay("rule", src, dst.peer_id, m.SessionDescription("offer", src.peer_id, "v=0"))
+                relayed = True
+            except m.ProtocolError as exc:
+                assert exc.code == m.FORBIDDEN, exc
+                relayed = False
+            assert relayed == allowed, (src, dst)
