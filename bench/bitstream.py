@@ -12,8 +12,10 @@ runs the real ``MotionPacketizer`` → ``MotionDepacketizer`` pair, with feedbac
 optional random loss, and reports:
 
 - bytes per frame: all, in KEY packets, in DELTA packets (our packet bytes, header included);
-- payload kbps (the data-channel messages) and wire kbps = payload + ``WIRE_OVERHEAD_BYTES`` per
-  packet + SCTP padding of the DATA chunk to 4 bytes;
+- payload kbps (the motion messages) and wire kbps as the call sends them between Python peers: RTP, payload +
+  ``RTP_MOTION_OVERHEAD_BYTES`` (50) per packet (``bench.codecs.motion_transport``); and wire kbps on the data channel
+  (browsers, older peers, ``--motion-transport datachannel``) = payload + ``WIRE_OVERHEAD_BYTES`` (93) per packet +
+  SCTP padding of the DATA chunk to 4 bytes;
 - entropy kbps: order-0 empirical entropy of the quantized integers the packets code (DELTA
   residuals and KEY absolute values; one alphabet per class: angles, translation, δ, KEY values),
   the bound a memoryless coder of those symbols could reach, with no headers;
@@ -65,20 +67,22 @@ from codec.bitstream import SEQ_MODULUS, Layout, residuals_for_packet, unpack_he
 from codec.motion import MotionParams
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionDepacketizer, MotionPacketizer
 from codec.quantize import PRESETS_BY_NAME, get_preset
+from bench.codecs.datachannel import DATA_CHANNEL_PACKET_OVERHEAD_BYTES
+from bench.codecs.motion_transport import RTP_MOTION_OVERHEAD_BYTES, motion_wire_bytes
 from bench.keypoint_choice import SenderKeypointChoice
 from codec.synthetic_trace import synthetic_trace, trace_timestamps_ms
 
 logger = logging.getLogger(__name__)
 
-IPV4_BYTES, UDP_BYTES = 20, 8
-DTLS_RECORD_BYTES, GCM_NONCE_BYTES, GCM_TAG_BYTES = 13, 8, 16
-SCTP_COMMON_BYTES, SCTP_DATA_CHUNK_BYTES = 12, 16
-WIRE_OVERHEAD_BYTES = (
-    IPV4_BYTES + UDP_BYTES + DTLS_RECORD_BYTES + GCM_NONCE_BYTES + GCM_TAG_BYTES + SCTP_COMMON_BYTES + SCTP_DATA_CHUNK_BYTES
-)  # 93
+WIRE_OVERHEAD_BYTES = DATA_CHANNEL_PACKET_OVERHEAD_BYTES  # 93 (bench.codecs.datachannel)
 TARGET_PAYLOAD_KBPS = 1.0
 TARGET_ENTROPY_RATIO = 1.2
 ALTERNATIVES = ("float32", "float16", "fixed_width", "msgpack", "zstd", "zstd_dict")
+
+
+def rtp_wire_bytes(payload_bytes: int) -> int:
+    """On-the-wire bytes of one motion packet of ``payload_bytes`` sent as RTP (the call's default transport)."""
+    return motion_wire_bytes(payload_bytes)
 
 
 def wire_bytes(payload_bytes: int) -> int:
@@ -207,6 +211,7 @@ def _class_of(field: int) -> str:
 class _Tally:
     bytes_total: int = 0
     wire_total: int = 0
+    wire_total_datachannel: int = 0
     packets: int = 0
     key_bytes: int = 0
     key_frames: int = 0
@@ -286,7 +291,8 @@ def _account(
     # The sender's layout for these frames (a packet never mixes layouts).
     layout = Layout(preset_id, tuple(bool(p) for p in trace.motions[index_of_seq[seqs[0]]].present & masks[seqs[0]]))
     tally.bytes_total += len(packet)
-    tally.wire_total += wire_bytes(len(packet))
+    tally.wire_total += rtp_wire_bytes(len(packet))
+    tally.wire_total_datachannel += wire_bytes(len(packet))
     tally.packets += 1
     if header.key:
         tally.key_bytes += len(packet)
@@ -348,6 +354,7 @@ def _summarize(
         "key_frames": tally.key_frames,
         "payload_kbps": tally.bytes_total * 8 / duration_s / 1000,
         "wire_kbps": tally.wire_total * 8 / duration_s / 1000,
+        "wire_kbps_datachannel": tally.wire_total_datachannel * 8 / duration_s / 1000,
         "entropy_kbps": entropy_bits / duration_s / 1000,
         "payload_to_entropy": (tally.bytes_total * 8 / entropy_bits) if entropy_bits else None,
         "max_error": errors,
@@ -398,16 +405,22 @@ def run_bitstream(config: BenchConfig) -> dict[str, Any]:
             "feedback_delay_ms": config.feedback_delay_ms,
             "loss": config.loss,
             "key_interval_frames": config.key_interval_frames,
-            "wire_overhead_bytes_per_packet": WIRE_OVERHEAD_BYTES,
-            "wire_overhead": "IPv4 20 + UDP 8 + DTLS 13 + GCM nonce 8 + GCM tag 16 + SCTP 12 + DATA chunk 16, + pad to 4",
+            "wire_overhead_bytes_per_packet": RTP_MOTION_OVERHEAD_BYTES,
+            "wire_overhead": "RTP 12 + SRTP tag 10 (AES_CM_128_HMAC_SHA1_80) + UDP 8 + IPv4 20 (motion as RTP, the call's "
+                             "default between Python peers)",
+            "wire_overhead_bytes_per_packet_datachannel": WIRE_OVERHEAD_BYTES,
+            "wire_overhead_datachannel": "IPv4 20 + UDP 8 + DTLS 13 + GCM nonce 8 + GCM tag 16 + SCTP 12 + DATA chunk 16, + pad "
+                                         "to 4",
             "entropy": "order-0 empirical entropy per symbol class (angles, translation, δ residuals; KEY values)",
             "fps": traces[0].fps,
             "frame_rate": ("real clips resampled by timestamp to this rate before the face crop (a camera at the "
                            "call's rate)" if config.clips else "the trace's own rate; kbps are measured at it, not scaled"),
             "keypoint_choice": "K < all: the sender's causal choice (sender.controller replayed frame by frame)",
             "payload_kbps": "bytes of every motion packet × 8 / trace duration",
-            "wire_kbps": "payload + per-packet IPv4/UDP/DTLS/SCTP overhead (wire_overhead) + DATA chunk padding, "
-                         "one direction (the SACKs and feedback going back are not counted here: bench call does)",
+            "wire_kbps": "payload + per-packet RTP/SRTP/UDP/IPv4 overhead (wire_overhead), one direction (feedback, one "
+                         "RTP packet a second back, is not counted here: bench call does)",
+            "wire_kbps_datachannel": "payload + per-packet IPv4/UDP/DTLS/SCTP overhead (wire_overhead_datachannel) + DATA "
+                         "chunk padding, one direction (the SACKs and feedback going back are not counted here: bench call does)",
         },
         "settings": settings,
     }
@@ -416,9 +429,9 @@ def run_bitstream(config: BenchConfig) -> dict[str, Any]:
 def format_table(result: dict[str, Any]) -> str:
     """The human-readable table of a ``run_bitstream`` result."""
     lines = [
-        f"{'setting':<36} {'B/frame':>7} {'key':>6} {'delta':>6} {'payload':>8} {'wire':>7} {'entropy':>8} "
+        f"{'setting':<36} {'B/frame':>7} {'key':>6} {'delta':>6} {'payload':>8} {'wire':>7} {'wireDC':>7} {'entropy':>8} "
         f"{'ratio':>5} {'err deg/t/δ':>22}",
-        f"{'':<36} {'':>7} {'':>6} {'':>6} {'kbps':>8} {'kbps':>7} {'kbps':>8} {'':>5}",
+        f"{'':<36} {'':>7} {'':>6} {'':>6} {'kbps':>8} {'kbps':>7} {'kbps':>7} {'kbps':>8} {'':>5}",
     ]
     for key, r in result["settings"].items():
         b = r["bytes_per_frame"]
@@ -427,7 +440,7 @@ def format_table(result: dict[str, Any]) -> str:
         ratio = "-" if r["payload_to_entropy"] is None else f"{r['payload_to_entropy']:.2f}"
         lines.append(
             f"{key:<36} {b['all']:>7.2f} {fmt(b['key']):>6} {fmt(b['delta']):>6} {r['payload_kbps']:>8.2f} "
-            f"{r['wire_kbps']:>7.1f} {r['entropy_kbps']:>8.2f} {ratio:>5} "
+            f"{r['wire_kbps']:>7.1f} {r['wire_kbps_datachannel']:>7.1f} {r['entropy_kbps']:>8.2f} {ratio:>5} "
             f"{err['angles_deg']:>6.3f}/{err['translation']:.4f}/{err['expression']:.4f}"
         )
     with_alt = [(k, r) for k, r in result["settings"].items() if "alternatives_bytes_per_frame" in r]
@@ -441,7 +454,8 @@ def format_table(result: dict[str, Any]) -> str:
     c = result["conditions"]
     lines.append(
         f"\ntrace: {c['trace']}, {c['seconds']:.0f} s; feedback delay {c['feedback_delay_ms']:g} ms; loss {c['loss']:g}; "
-        f"KEY every {c['key_interval_frames']} frames; wire = payload + {c['wire_overhead_bytes_per_packet']} B/packet + pad"
+        f"KEY every {c['key_interval_frames']} frames; wire = payload + {c['wire_overhead_bytes_per_packet']} B/packet (RTP); "
+        f"wireDC = payload + {c['wire_overhead_bytes_per_packet_datachannel']} B/packet + pad (data channel)"
     )
     return "\n".join(lines)
 

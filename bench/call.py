@@ -83,6 +83,13 @@ class CallBenchConfig:
     seed: int = 0
     source: str = TRACE_SOURCE  # "trace" or a video file (played again from the start if shorter than the call)
     call_seconds: tuple[float, ...] = DEFAULT_CALL_SECONDS  # call lengths for the amortized rates
+    motion_transport: str = "rtp"  # both ends' --motion-transport: "rtp" (the default) or "datachannel"
+    srtp_tag_bits: int = 80  # both ends' --srtp-tag-bits
+
+    def rtc(self) -> Any:
+        from signaling.rtc import RtcOptions
+
+        return RtcOptions(host_candidates="loopback", motion_transport=self.motion_transport, srtp_tag_bits=self.srtp_tag_bits)
 
 
 class ReferenceCopy:
@@ -116,7 +123,6 @@ def _synthesizer(config: CallBenchConfig) -> Any:
 def _receiver_child(url: str, config: CallBenchConfig, out: Any) -> None:
     try:
         from receiver.session import Receiver, ReceiverConfig
-        from signaling.rtc import RtcOptions
 
         wire = install_wire_log()
         synthesizer = _synthesizer(config)
@@ -132,7 +138,7 @@ def _receiver_child(url: str, config: CallBenchConfig, out: Any) -> None:
         frames = int(round(config.seconds * config.fps))
         signaling = CountingSignaling(url, ROOM, "receiver")
         receiver = Receiver(
-            ReceiverConfig(url, ROOM, rtc=RtcOptions(host_candidates="loopback"), max_frames=frames, exit_when_sender_leaves=True),
+            ReceiverConfig(url, ROOM, rtc=config.rtc(), max_frames=frames, exit_when_sender_leaves=True),
             synthesizer, signaling=signaling,
         )
         reason = asyncio.run(receiver.run())
@@ -215,7 +221,6 @@ def _sender_child(url: str, config: CallBenchConfig, stop: Any, out: Any) -> Non
     try:
         from codec.reference_message import pack_reference_message
         from sender.session import Sender, SenderConfig
-        from signaling.rtc import RtcOptions
 
         wire = install_wire_log()
         clip: LoopedClip | None = None
@@ -237,7 +242,7 @@ def _sender_child(url: str, config: CallBenchConfig, stop: Any, out: Any) -> Non
         signaling = CountingSignaling(url, ROOM, "sender")
         sender = Sender(
             SenderConfig(
-                url, ROOM, rtc=RtcOptions(host_candidates="loopback"), max_kbps=config.max_kbps, keypoints=config.keypoints,
+                url, ROOM, rtc=config.rtc(), max_kbps=config.max_kbps, keypoints=config.keypoints,
                 frames_per_packet=config.frames_per_packet,
             ),
             source, reference, signaling=signaling, packet_filter=drop if config.drop else None, expression_baseline=baseline,
@@ -358,6 +363,9 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
         "source_fps": source_fps,
         "wire_kbps": forward["parts"]["motion"]["kbps"],
         "wire_kbps_reverse": reverse["parts"]["motion"]["kbps"],
+        "wire_kbps_both_directions": _sum_or_none(forward["parts"]["motion"]["kbps"], reverse["parts"]["motion"]["kbps"]),
+        "motion_transport": link.get("motion_transport"),
+        "rtp_packets_lost": (receiver.get("rtp") or {}).get("packets_lost"),
         "wire_kbps_dtls_counters": link.get("wire_kbps"),
         "wire_kbps_reverse_dtls_counters": link.get("wire_kbps_reverse"),
         "call_seconds_measured": whole["seconds"],
@@ -407,7 +415,11 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
         "benchmark": "call",
         "config": asdict(config),
         "conditions": {
-            "transport": "aiortc data channels over 127.0.0.1 (loopback host candidates), sender and receiver in separate processes",
+            "transport": (
+                f"motion as {'RTP (SRTP, ' + str(config.srtp_tag_bits) + '-bit tag preferred)' if config.motion_transport == 'rtp' else 'a data channel'}"
+                f" (the link chose: {link.get('motion_transport')}), control on a data channel, aiortc over 127.0.0.1 (loopback host "
+                "candidates), sender and receiver in separate processes"
+            ),
             "source": source_text,
             "renderer": config.renderer if config.renderer != "model" else "codec.model.FrameSynthesizer",
             "cpu_count": os.cpu_count(),
@@ -420,6 +432,10 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
         "sender": sender,
         "receiver": receiver,
     }
+
+
+def _sum_or_none(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a + b, 3)
 
 
 # -- the CLI ----------------------------------------------------------------------------------
@@ -451,6 +467,10 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
                    help="where sender and receiver run the model: auto (CUDA when present, else CPU), cpu, cuda or cuda:N "
                         "(default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="trace and drop seed")
+    p.add_argument("--motion-transport", choices=("rtp", "datachannel"), default=d.motion_transport,
+                   help="how motion crosses the link, both ends (default %(default)s; see signaling.rtp_motion)")
+    p.add_argument("--srtp-tag-bits", type=int, choices=(80, 32), default=d.srtp_tag_bits,
+                   help="SRTP tag both ends prefer for RTP motion (default %(default)s)")
 
 
 def run_call_from_args(args: argparse.Namespace) -> int:
@@ -470,6 +490,7 @@ def run_call_from_args(args: argparse.Namespace) -> int:
         seconds=args.seconds, fps=args.fps, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
         frames_per_packet=args.frames_per_packet, drop=args.drop, renderer=args.renderer, weights=args.weights,
         device=args.device, seed=args.seed, source=source, call_seconds=tuple(args.call_seconds),
+        motion_transport=args.motion_transport, srtp_tag_bits=args.srtp_tag_bits,
     )
     try:
         result = run_call_bench(config)
@@ -484,7 +505,8 @@ def run_call_from_args(args: argparse.Namespace) -> int:
     print(
         f"call {config.seconds:g} s ({config.renderer}, {'trace' if config.source == TRACE_SOURCE else config.source}, "
         f"cap {config.max_kbps or 'none'} kbps, drop {config.drop:.0%}): source {s['source_fps']} fps, "
-        f"payload {s['payload_kbps']} kbps, wire {s['wire_kbps']} kbps (reverse {s['wire_kbps_reverse']}), "
+        f"motion as {s['motion_transport']}: payload {s['payload_kbps']} kbps, wire {s['wire_kbps']} kbps "
+        f"(reverse {s['wire_kbps_reverse']}, both {s['wire_kbps_both_directions']}), "
         f"output {s['output_fps']} fps, rendered {s['rendered_fps']} fps, latency median {s['latency_ms_median']} ms "
         f"p95 {s['latency_ms_p95']} ms (render median {s['render_ms_median']} ms), lost {s['frames_lost_in_transit']}, "
         f"concealed {s['frames_concealed']}, late {s['frames_late']}; setting {s['final_setting']}"

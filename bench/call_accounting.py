@@ -39,6 +39,8 @@ METHOD = {
     "(20-22): the DTLS handshake, and close_notify at the end",
     "dtls_data_bytes": "datagrams whose first byte is a DTLS application-data record (23): SCTP packets (association "
     "set-up, data-channel open, DATA chunks of every message, SACKs, heartbeats)",
+    "rtp_bytes": "datagrams whose first byte is 128-191 (RFC 7983): SRTP and SRTCP packets (motion and feedback as RTP, "
+    "signaling.rtp_motion; the BYE of the transceiver's stopped aiortc sender)",
     "seconds": "the part's span on the sender's wall clock",
     "kbps": "bytes · 8 / 1000 / seconds",
     "setup": "from the first ICE datagram either way (the earliest either process logged) to the sender's control "
@@ -111,7 +113,7 @@ class CallMarks:
 
 def tally(datagrams: Sequence[Datagram], outgoing: bool, start_ms: float, end_ms: float) -> dict[str, Any]:
     """Bytes and datagrams one way in [start_ms, end_ms), by kind (see METHOD)."""
-    kinds: dict[str, int] = {"stun": 0, "dtls_handshake": 0, "dtls_data": 0}
+    kinds: dict[str, int] = {"stun": 0, "dtls_handshake": 0, "dtls_data": 0, "rtp": 0}
     count = 0
     for t_ms, out, kind, size in datagrams:
         if out == outgoing and start_ms <= t_ms < end_ms:

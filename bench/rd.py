@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from bench import report
+from bench import report, rtp
 from bench.clips import crop_clip, find_clips, read_frames
+from bench.codecs import motion_transport
 from bench.codecs.base import BenchClip, Codec, StreamInfo
 from bench.codecs.floor import NoMotionFloor
 from bench.codecs.ours import OursFactory
@@ -85,7 +86,7 @@ class RdConfig:
     codecs: tuple[str, ...] = ALL_CODECS  # codecs to run (video codecs PyAV lacks are skipped)
     keypoints: tuple[int, ...] = (20, 10, 5, 0)  # ours: K, how many keypoints' δ are sent
     presets: tuple[str, ...] = ("fine", "default", "coarse")  # ours: quantizer presets
-    frames_per_packet: tuple[int, ...] = (1, 2, 4)  # ours: frames bundled in one data-channel packet
+    frames_per_packet: tuple[int, ...] = (1, 2, 4)  # ours: frames bundled in one motion packet
     enhancement_qps: tuple[int, ...] = (32, 40, 48, 55, 63)  # ours+enh: AV1 qp (1..63) of each enhancement-layer rung, atop ours at K = all, 1 frame/packet (only a model with the enhancement branch)
     h264_crf: tuple[int, ...] = H264_CRFS  # H.264 (libx264 zerolatency) CRF sweep
     vp8_kbps: tuple[int, ...] = VP8_KBPS  # VP8 (libvpx realtime) target-bitrate sweep
@@ -416,6 +417,11 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
         "source": source,
         "model": ours.describe() if ours is not None else None,
         "rate_definitions": report.__doc__,
+        "wire_model": {
+            "ours": motion_transport.TRANSPORT,
+            "ours_per_packet_overhead_bytes": motion_transport.RTP_MOTION_OVERHEAD_BYTES,
+            "video_codecs": f"RTP packetization as libwebrtc's, {rtp.PER_PACKET_HEADER_BYTES} B a packet (bench.rtp)",
+        },
         "points": points,
         "headline": report.headline(points, latency=report.LatencyRule(config.latency_budget_ms, config.unbundled_p95_ms)),
         "headline_all_points": report.headline(points),

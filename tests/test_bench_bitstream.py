@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,12 @@ def test_wire_overhead_constant() -> None:
     assert wire_bytes(10) == 12 + 93 and wire_bytes(12) == 12 + 93
 
 
+def r_key_fpp(r: dict, result: dict) -> str:
+    """The frames per packet of a setting's result, from its key in the report."""
+    key = next(k for k, v in result["settings"].items() if v is r)
+    return key.split("fpp=")[1].split(",")[0]
+
+
 def test_bench_bitstream_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bits.json"
     argv = ["bitstream", "--presets", "default", "--ks", "20", "0", "--fpps", "1", "3", "--fps", "25", "--seconds", "4", "--json", str(out)]
@@ -29,6 +36,10 @@ def test_bench_bitstream_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
             assert name in r
         assert r["within_bound"] and r["frames_decoded"] == 100
         assert r["wire_kbps"] > r["payload_kbps"] > 0 and r["entropy_kbps"] > 0
+        packets_per_s = math.ceil(100 / int(r_key_fpp(r, result))) / 4.0  # 100 frames, 4 s
+        # RTP: 50 B a packet on top of the payload; the data channel 93 B + padding
+        assert r["wire_kbps"] == pytest.approx(r["payload_kbps"] + packets_per_s * 50 * 8 / 1000, rel=1e-6)
+        assert r["wire_kbps_datachannel"] >= r["payload_kbps"] + packets_per_s * 93 * 8 / 1000 - 1e-9
         alt = r["alternatives_bytes_per_frame"]
         assert alt["range_coder"] < alt["zstd_dict"] < alt["float32"]
     k20 = result["settings"]["preset=default,K=20,fpp=1,fps=25"]

@@ -12,6 +12,7 @@ import torch
 from bench import report
 from bench.codecs.base import BenchClip
 from bench.codecs.datachannel import data_channel_wire_bytes
+from bench.codecs.motion_transport import motion_wire_bytes
 from bench.codecs.ours import OursCodec, OursFactory
 from bench.codecs.ours_enhanced import EnhancementLayer, OursEnhancedCodec, enhanced_sweep, frame_bundle_bytes, varint_len
 from bench.rd import RdConfig, RdInputError, run_rd, validate_config
@@ -78,7 +79,7 @@ def test_enhanced_point_sends_motion_and_pictures_in_one_bundle_per_frame(zero_b
     assert info.payload_bytes == motion_info.payload_bytes + sum(len(p) for p in pictures[1:])
     assert info.start_payload_bytes == motion_info.start_payload_bytes + len(pictures[0])
     bundles = [pack_bundle(_motion_packet(m), p, is_key_frame(p)) for m, p in zip(motion, pictures[1:])]  # frames 1..N-1
-    assert info.wire_bytes == sum(data_channel_wire_bytes(len(b)) for b in bundles)
+    assert info.wire_bytes == sum(motion_wire_bytes(len(b)) for b in bundles)  # RTP, as the call sends them
     key_bytes = len(pictures[0])
     assert 0 < key_bytes < 128 * 128
     start_message = 1 + 1 + 1 + (1 if key_bytes < 128 else 2) + key_bytes  # 0xB1, varint L = 0, flags, varint M, picture

@@ -85,3 +85,14 @@ def test_reference_crosses_as_its_message() -> None:
     assert 0 < np.abs(sent.image.astype(int) - image).mean() < 3  # JPEG: close, not identical
     assert sent.payload_bytes > 1000
     assert sent.wire_bytes == data_channel_wire_bytes(sent.payload_bytes)
+
+
+def test_motion_messages_cost_rtp_overhead_and_large_ones_the_data_channel() -> None:
+    from bench.codecs.motion_transport import RTP_MOTION_OVERHEAD_BYTES, motion_packets, motion_wire_bytes
+    from signaling.rtp_motion import MAX_RTP_PAYLOAD_BYTES
+
+    assert RTP_MOTION_OVERHEAD_BYTES == 12 + 10 + 8 + 20
+    assert motion_wire_bytes(19) == 19 + 50 and motion_wire_bytes(19, srtp_tag_bits=32) == 19 + 44
+    assert motion_wire_bytes(MAX_RTP_PAYLOAD_BYTES) == MAX_RTP_PAYLOAD_BYTES + 50 and motion_packets(MAX_RTP_PAYLOAD_BYTES) == 1
+    big = MAX_RTP_PAYLOAD_BYTES + 1  # a key picture's bundle: the sender puts it on the data channel
+    assert motion_wire_bytes(big) == data_channel_wire_bytes(big) and motion_packets(big) == data_channel_packets(big) == 2

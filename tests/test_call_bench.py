@@ -55,7 +55,7 @@ def test_the_parts_add_up_to_the_whole_call_both_ways() -> None:
         assert list(parts) == list(PARTS)
         for key in ("bytes", "packets", "stun_bytes", "dtls_handshake_bytes", "dtls_data_bytes"):
             assert sum(p[key] for p in parts.values()) == total[key]
-        assert total["bytes"] == total["stun_bytes"] + total["dtls_handshake_bytes"] + total["dtls_data_bytes"] > 0
+        assert total["bytes"] == total["stun_bytes"] + total["dtls_handshake_bytes"] + total["dtls_data_bytes"] + total["rtp_bytes"] > 0
         assert sum(p["seconds"] for p in parts.values()) == pytest.approx(total["seconds"])
         assert entry["counted_by_receiver"] == total["bytes"]
         assert entry["start_bytes"] == total["bytes"] - parts["motion"]["bytes"]
@@ -66,10 +66,12 @@ def test_the_parts_add_up_to_the_whole_call_both_ways() -> None:
     forward, reverse = whole["sender_to_receiver"], whole["receiver_to_sender"]
     assert forward["parts"]["setup"] == {
         "bytes": 528, "packets": 3, "seconds": 0.05, "kbps": 84.48, "stun_bytes": 128, "dtls_handshake_bytes": 300, "dtls_data_bytes": 100,
+        "rtp_bytes": 0,
     }
     assert forward["parts"]["portrait"]["bytes"] == 2400 and forward["parts"]["first_frame_wait"]["bytes"] == 0
     assert forward["parts"]["motion"] == {
         "bytes": 25 * 70 + 120, "packets": 26, "seconds": 1.0, "kbps": 14.96, "stun_bytes": 120, "dtls_handshake_bytes": 0, "dtls_data_bytes": 1750,
+        "rtp_bytes": 0,
     }
     assert forward["after_end"]["bytes"] == 70 and reverse["after_end"]["bytes"] == 59  # not in the totals
     assert [p["bytes"] for p in reverse["parts"].values()] == [520, 90, 90, 110]

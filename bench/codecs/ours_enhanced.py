@@ -19,7 +19,8 @@ not bundle SCTP chunks, so a message of its own would cost another 93 B of heade
     u8      flags (bit 0: the picture is an AV1 key frame)
     varint  M (LEB128), then M bytes: the enhancement packet
 
-so a frame costs ``data_channel_wire_bytes(frame_bundle_bytes(L, M))`` on the wire. Stream start:
+so a frame costs ``motion_wire_bytes(frame_bundle_bytes(L, M))`` on the wire (RTP; the data channel for a bundle
+too large for one RTP packet, ``bench.codecs.motion_transport``). Stream start:
 the reference portrait's message plus frame 0's picture (the key frame), counted as one more message
 framed like a bundle with an empty motion part (L = 0). The call sends no picture of the reference:
 its first key picture rides with the first driving frame's motion (``pack_bundle`` needs L ≥ 1), so
@@ -44,16 +45,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench.codecs.base import BenchClip, StreamInfo
-from bench.codecs.datachannel import data_channel_packets, data_channel_wire_bytes
+from bench.codecs.datachannel import data_channel_wire_bytes
+from bench.codecs.motion_transport import motion_packets, motion_wire_bytes
 from bench.codecs.ours import OursCodec, OursFactory
 from codec.enhancement.lowres_codec import MAX_QP, MIN_QP, LowResDecoder, LowResEncoder
 
 ENHANCED_PRESET = "default"  # the motion's quantizer preset under the enhancement rungs
 TRANSPORT = (
-    "frame bundle v1, one data-channel message per frame: 0xB1, varint L, L bytes motion packet, u8 flags "
-    "(bit 0: AV1 key frame), varint M, M bytes enhancement; wire = data_channel_wire_bytes(1 + varint_len(L) + L "
-    "+ 1 + varint_len(M) + M); stream start: reference message + frame 0's key picture as one more message, "
-    "counted as a bundle with L = 0"
+    "frame bundle v1, one motion message per frame: 0xB1, varint L, L bytes motion packet, u8 flags "
+    "(bit 0: AV1 key frame), varint M, M bytes enhancement; wire = motion_wire_bytes(1 + varint_len(L) + L "
+    "+ 1 + varint_len(M) + M) (RTP, or the data channel for a bundle over 1200 B); stream start: reference message "
+    "+ frame 0's key picture as one data-channel message, counted as a bundle with L = 0"
 )
 
 
@@ -174,8 +176,8 @@ class OursEnhancedCodec(OursCodec):
             start_payload_bytes=reference.sent.payload_bytes + coded.sizes[0],
             start_wire_bytes=reference.sent.wire_bytes + data_channel_wire_bytes(start_message),
             payload_bytes=sum(motion_sizes) + sum(enhancement_sizes),
-            wire_bytes=sum(data_channel_wire_bytes(size) for size in messages),
-            packets=sum(data_channel_packets(size) for size in messages),
+            wire_bytes=sum(motion_wire_bytes(size) for size in messages),
+            packets=sum(motion_packets(size) for size in messages),
             encode_ms=encoded.encode_ms + stream.pack_ms + coded.encode_ms[1:],
             decode_ms=decode_ms,
         )
