@@ -42,9 +42,10 @@ changes, then revised at most every ``RERANK_S`` while K holds, when the ranking
 dimensions (a pinned frames per packet other than 1 leaves out the enhanced rungs); ``set_max_kbps``
 changes the cap (a viewer command).
 
-The data-channel packet overhead (93 bytes) dominates at these rates: at 25 fps one packet per frame
-costs 18.6 kbps before any payload, so an 8 kbps cap needs 4 frames per packet, which delays the first
-frame of each packet by 3 frame intervals (120 ms at 25 fps).
+The per-packet overhead dominates at these rates: at 25 fps one packet per frame costs 18.6 kbps before any
+payload on the data channel (93 bytes a packet), 10 kbps as RTP (50 bytes; ``signaling.rtp_motion``, the default
+between Python peers). With RTP an 8 kbps cap fits 3 frames per packet at K = 20 (the data channel needed 4);
+each extra frame in a packet delays the packet's first frame by one frame interval (40 ms at 25 fps).
 """
 
 from __future__ import annotations
