@@ -45,6 +45,7 @@ FORBIDDEN = "forbidden"  # a relay between roles that have no link (or a viewer 
 ROLE_TAKEN = "role_taken"  # the room's sender (receiver) holds the role; no credential lets this join take it
 REPLACED = "replaced"  # (to the old holder) a newer sender/receiver with a valid ticket took the role
 OVER_QUOTA = "over_quota"  # the client's address is at a per-IP quota
+UNAVAILABLE = "unavailable"  # the server cannot reach where its rooms are (Redis); try again shortly
 
 
 class ProtocolError(ValueError):

@@ -87,6 +87,7 @@ class RedisRoomStore(rs.RoomStore):
         self._pubsub: Any = None
         self._local: rs.LocalPeers | None = None
         self._members: set[tuple[str, str]] = set()  # (room, peer id) this instance holds
+        self._pending_leaves: dict[tuple[str, str], str] = {}  # (room, peer id) -> reason: leaves Redis did not take yet
         self._tasks: list[asyncio.Task[None]] = []
         self._errors = ThrottledLog(10.0)
         p = config.prefix
@@ -128,9 +129,16 @@ class RedisRoomStore(rs.RoomStore):
         await self._reap_dead()
 
     # -- rooms -------------------------------------------------------------------------------------
+    async def _script(self, script: Any, args: list[Any]) -> Any:
+        """Run a script; a Redis that cannot be reached is ``StoreUnavailable``."""
+        try:
+            return await script(args=args)
+        except (RedisError, OSError) as exc:
+            raise rs.StoreUnavailable(f"Redis at {self.config.url}: {exc}") from None
+
     async def join(self, room: str, member: rs.Member) -> None:
         limits = self.limits
-        result = await self._join_script(args=[
+        result = await self._script(self._join_script, [
             self.config.prefix, room, member.peer_id, _member_json(member, self.instance), limits.max_rooms,
             limits.max_peers_per_room, limits.max_rooms_per_ip, int(member.role in rs.EXCLUSIVE_ROLES),
         ])
@@ -149,12 +157,22 @@ class RedisRoomStore(rs.RoomStore):
         raise AssertionError(f"unexpected answer of the join script: {result!r}")
 
     async def leave(self, room: str, member: rs.Member, reason: str) -> None:
+        """Remove it; if Redis cannot be reached, the leave is kept and retried on every heartbeat (StoreUnavailable)."""
         self._members.discard((room, member.peer_id))
-        await self._leave_script(args=[self.config.prefix, room, member.peer_id, reason])
+        try:
+            await self._script(self._leave_script, [self.config.prefix, room, member.peer_id, reason])
+        except rs.StoreUnavailable:
+            self._pending_leaves[(room, member.peer_id)] = reason
+            raise
+
+    async def _retry_leaves(self) -> None:
+        for (room, peer_id), reason in list(self._pending_leaves.items()):
+            await self._leave_script(args=[self.config.prefix, room, peer_id, reason])
+            del self._pending_leaves[(room, peer_id)]
 
     async def relay(self, room: str, src: rs.Member, dst_peer_id: str, msg: m.SessionDescription | m.IceCandidate) -> None:
         text = m.encode_server_message(msg)
-        (outcome,) = await self._relay_script(args=[self.config.prefix, room, src.peer_id, dst_peer_id, text])
+        (outcome,) = await self._script(self._relay_script, [self.config.prefix, room, src.peer_id, dst_peer_id, text])
         if outcome == "ok":
             return
         if outcome == "not_joined":
@@ -168,11 +186,14 @@ class RedisRoomStore(rs.RoomStore):
 
     async def counts(self) -> rs.StoreCounts:
         p = self.config.prefix
-        rooms = await self.redis.smembers(f"{p}:rooms")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for room in rooms:
-                pipe.hlen(f"{p}:room:{room}")
-            sizes = await pipe.execute()
+        try:
+            rooms = await self.redis.smembers(f"{p}:rooms")
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for room in rooms:
+                    pipe.hlen(f"{p}:room:{room}")
+                sizes = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise rs.StoreUnavailable(f"Redis at {self.config.url}: {exc}") from None
         return rs.StoreCounts(len(rooms), sum(sizes))
 
     # -- delivery ----------------------------------------------------------------------------------
@@ -236,6 +257,7 @@ class RedisRoomStore(rs.RoomStore):
                 if self._local is not None:
                     self._local.evict(room, peer_id, "expired")
         await redis.sadd(self._instances_key, self.instance)
+        await self._retry_leaves()
         await self._reap_dead()
 
     async def _reap_dead(self) -> None:

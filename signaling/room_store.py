@@ -26,7 +26,9 @@ EXCLUSIVE_ROLES = ("sender", "receiver")  # one per room at a time
 
 
 class StoreUnavailable(RuntimeError):
-    """A store cannot reach what holds its rooms (Redis) at start; the message names where and what to check."""
+    """A store cannot reach what holds its rooms (Redis); the message names where and what to check.
+
+    At start it stops the server; later the request that met it is answered with ``unavailable``."""
 
 
 @dataclass(frozen=True)

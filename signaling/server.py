@@ -305,7 +305,10 @@ class SignalingServer:
 
     # -- HTTP ----------------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
-        counts = await self.store.counts()
+        try:
+            counts = await self.store.counts()
+        except rs.StoreUnavailable as exc:  # a load balancer's health check takes this instance out
+            return web.json_response({"status": "unavailable", "error": str(exc)}, status=503)
         body: dict[str, object] = {"status": "ok", "rooms": counts.rooms, "peers": counts.peers, "connections": len(self.connections)}
         instance = getattr(self.store, "instance", None)
         if instance is not None:
@@ -410,6 +413,9 @@ class SignalingServer:
             return
         try:
             await self._dispatch(conn, msg)
+        except rs.StoreUnavailable as exc:
+            logger.warning("%s: %s", conn.log_prefix(), exc)
+            conn.post(m.Error(m.UNAVAILABLE, f"the server cannot reach its rooms right now ({exc}): try again shortly", m.message_type_of(data)))
         except m.ProtocolError as exc:
             self._reject(conn, exc, m.message_type_of(data))
 
@@ -482,7 +488,10 @@ class SignalingServer:
             return
         conn.room, conn.member, conn.ticket = None, None, None
         logger.info("%s: left (%s)", f"peer {conn.peer_id} ({conn.remote}, room {room}, {member.role})", reason)
-        await self.store.leave(room, member, reason)
+        try:
+            await self.store.leave(room, member, reason)
+        except rs.StoreUnavailable as exc:  # the store retries it; the connection's own cleanup goes on
+            logger.warning("peer %s: its leave of room %s is pending: %s", conn.peer_id, room, exc)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close_all()

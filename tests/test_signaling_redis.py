@@ -288,3 +288,27 @@ async def test_the_relay_script_applies_the_same_rule_as_check_link(two: list[Ru
                 assert exc.code == m.FORBIDDEN, exc
                 relayed = False
             assert relayed == allowed, (src, dst)
+
+
+async def test_a_lost_redis_is_answered_in_band_and_healthz_says_so(tmp_path: Path, prefix: str) -> None:
+    if redis_server_missing():
+        pytest.skip(redis_server_missing() or "")
+    own = LocalRedis(tmp_path / "redis")
+    (server,) = await _instances(own.start(), prefix, 1)
+    try:
+        early = WebSocketSignaling(server.url, "x", "receiver")
+        await early.connect()
+        own.stop()  # Redis goes away under a running instance
+        late = WebSocketSignaling(server.url, "x", "sender")
+        with pytest.raises(SignalingError) as info:
+            await late.connect()
+        assert info.value.code == m.UNAVAILABLE and "try again shortly" in str(info.value)
+        async with aiohttp.ClientSession() as session, session.get(server.url + "/healthz") as resp:
+            assert resp.status == 503 and (await resp.json())["status"] == "unavailable"
+        await early.close()  # its leave is kept for when Redis is back; the socket closes as usual
+        await asyncio.sleep(0.2)
+        assert server.server.connections == set()
+        assert server.server.store._pending_leaves  # type: ignore[attr-defined]
+    finally:
+        own.stop()
+        await server.close()
