@@ -312,3 +312,17 @@ async def test_a_lost_redis_is_answered_in_band_and_healthz_says_so(tmp_path: Pa
     finally:
         own.stop()
         await server.close()
+
+
+async def test_a_webrtc_call_between_peers_on_two_instances(two: list[RunningServer]) -> None:
+    """Real aiortc peers (a data channel, 5 round trips) whose signaling goes through two instances and Redis."""
+    from tests.turn_peer import run
+
+    a, b = two
+    receiver = asyncio.ensure_future(run("receiver", b.url, "webrtc", 20.0, host_candidates="loopback"))
+    await asyncio.sleep(0.2)
+    sender = await run("sender", a.url, "webrtc", 20.0, host_candidates="loopback")
+    result = await receiver
+    assert sender["done"] and result["done"], (sender, result)
+    assert sender["messages"] == [f"pong {i}" for i in range(5)]
+    assert sender["local_type"] == "host" and sender["remote"].startswith("127.0.0.1:")

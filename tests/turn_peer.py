@@ -40,10 +40,10 @@ def nominated_pair(link: PeerLink) -> dict[str, Any]:
     return {}
 
 
-async def run(role: m.Role, url: str, room: str, timeout_s: float) -> dict[str, Any]:
+async def run(role: m.Role, url: str, room: str, timeout_s: float, host_candidates: str = "default") -> dict[str, Any]:
     signaling = WebSocketSignaling(url, room, role)
     joined = await signaling.connect()
-    rtc = RtcOptions(host_candidates="default")
+    rtc = RtcOptions(host_candidates=host_candidates)
     rtc.apply()
     done = asyncio.Event()
     replies: list[str] = []
