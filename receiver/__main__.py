@@ -19,6 +19,7 @@ from typing import Any
 from receiver.portrait_cache import DEFAULT_CACHE_MAX_BYTES
 from receiver.session import Receiver, ReceiverConfig
 from signaling.credentials import add_token_arguments, token_from_args
+from signaling.reconnect import add_reconnect_argument
 from signaling.rtc import add_rtc_arguments, create_rtc_options
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def add_receiver_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats-json", type=Path, default=None, help="write the call's statistics here at the end")
     add_model_arguments(parser)
     add_rtc_arguments(parser)
+    add_reconnect_argument(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
 
 
@@ -80,7 +82,7 @@ def create_receiver(args: argparse.Namespace) -> Receiver:
     config = ReceiverConfig(
         args.signaling, args.room, token_from_args(args), create_rtc_options(args), record=args.record, show=args.show, view=args.view,
         avatar=args.avatar, cache_dir=cache_dir, cache_max_bytes=max(1, int(args.cache_max_mb * 2**20)), max_frames=args.frames,
-        exit_when_sender_leaves=args.exit_when_sender_leaves,
+        exit_when_sender_leaves=args.exit_when_sender_leaves, reconnect=args.reconnect,
     )
     return Receiver(config, load_synthesizer(args.weights, args.device, cache_dir))
 

@@ -48,7 +48,8 @@ from receiver.sinks import FrameSink, Mp4Recorder, NullSink, WindowSink
 from receiver.video_track import LatestFrame, SynthesizedVideoTrack
 from signaling import control as c
 from signaling import messages as m
-from signaling.client import Signaling, WebSocketSignaling
+from signaling.client import Signaling, SignalingError, WebSocketSignaling
+from signaling.reconnect import DEPARTED_REASONS, PERMANENT_CODES, rejoin
 from signaling.rtc import PeerLink, RtcOptions, close_links
 from signaling.rtp_motion import MotionRtpChannel, prefer_srtp_profiles
 
@@ -56,6 +57,7 @@ logger = logging.getLogger(__name__)
 peer_log = RateLimitedLog(logger)  # what peers can repeat at will (bad packets, their errors): one line per kind per 10 s
 
 ERROR_REPLY_INTERVAL_S = 1.0
+SENDER_ALIVE_CHECK_S = 1.0  # a sender the server says left, whose motion still arrives within this, is kept
 VIEWER_ERRORS_PER_S = 5  # error replies a viewer may get per second (a page shows each; a flood gets fewer)
 MAX_AVATAR_PIXELS = 4096 * 4096
 RATE_WINDOW_S = 3.0  # the "recent" rates of the viewers' stats (payload, wire, rendered fps) span this long
@@ -77,6 +79,7 @@ class ReceiverConfig:
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # disk cap of that cache; the least recently used portraits go first
     max_frames: int | None = None  # stop after this many output frames
     exit_when_sender_leaves: bool = False  # end when the active sender leaves (default: wait for another)
+    reconnect: bool = True  # join the signaling server again when it goes away (the call carries on meanwhile)
     feedback_interval_ms: float = 1000.0  # acks at most this often (each costs the sender a 93-byte SACK on the wire)
     report_interval_s: float = 5.0  # delay reports to the sender (each costs it a SACK too)
     stats_interval_s: float = 1.0  # stats to viewers
@@ -258,6 +261,7 @@ class Receiver:
         self.active: _SenderLink | None = None
         self.viewers: dict[str, _ViewerLink] = {}
         self.peer_roles: dict[str, m.Role] = {}  # what the server says each peer of the room is (only "sender" may offer a call)
+        self._signaling_refusal: str | None = None  # a PERMANENT_CODES error the server sent: do not join again
         self.view: Any = None
         self.avatar_state: Any = None
         self.outputs: deque[OutputRecord] = deque(maxlen=200_000)
@@ -298,12 +302,7 @@ class Receiver:
             self._sinks = self._open_sinks() + self._extra_sinks
             if self.config.avatar is not None:
                 await self._load_avatar(self.config.avatar.read_bytes(), f"avatar {str(self.config.avatar)!r}")
-            joined = await self.signaling.connect()
-            self._event("joined", f"{joined.room} as {joined.peer_id}")
-            for peer in joined.peers:
-                self.peer_roles[peer.peer_id] = peer.role
-                if peer.role == "viewer":
-                    await self._add_viewer(peer)
+            await self._on_joined(await self.signaling.connect())
             self._tasks = [
                 asyncio.ensure_future(coro)
                 for coro in (self._signaling_loop(), self._playout_loop(), self._output_loop(), self._feedback_loop(), self._report_loop())
@@ -337,13 +336,33 @@ class Receiver:
         await self.signaling.close()
 
     # -- signaling ------------------------------------------------------------------------------
+    async def _on_joined(self, joined: m.Joined, again: bool = False) -> None:
+        self._event("rejoined" if again else "joined", f"{joined.room} as {joined.peer_id}")
+        self.peer_roles = {peer.peer_id: peer.role for peer in joined.peers}
+        for peer in joined.peers:
+            if peer.role == "viewer":
+                await self._add_viewer(peer)
+
     async def _signaling_loop(self) -> None:
         while True:
             msg = await self.signaling.receive()
             if msg is None:
-                self._event("signaling_closed")
-                self.stop("signaling_closed")
-                return
+                if not self.config.reconnect or self._signaling_refusal in PERMANENT_CODES:
+                    self._event("signaling_closed", self._signaling_refusal or "")
+                    self.stop("signaling_closed")
+                    return
+                self._event("signaling_lost", "the call carries on; joining again")
+                try:
+                    joined = await rejoin(self.signaling, self._stop)
+                except SignalingError as exc:
+                    self._event("signaling_closed", f"refused: {exc}")
+                    self.stop("signaling_closed")
+                    return
+                if joined is None:
+                    return
+                self._signaling_refusal = None
+                await self._on_joined(joined, again=True)
+                continue
             if isinstance(msg, m.PeerJoined):
                 self.peer_roles[msg.peer.peer_id] = msg.peer.role
             elif isinstance(msg, m.PeerLeft):
@@ -356,6 +375,8 @@ class Receiver:
                 await self._on_signal(msg)
             elif isinstance(msg, m.Error):
                 logger.warning("signaling server: %s (%s)", msg.message, msg.code)
+                if msg.code in PERMANENT_CODES:
+                    self._signaling_refusal = msg.code
 
     async def _on_signal(self, msg: m.SessionDescription | m.IceCandidate) -> None:
         sender = self.senders.get(msg.peer)
@@ -373,6 +394,10 @@ class Receiver:
                         self.peer_roles.get(msg.peer, "unknown"))
 
     async def _peer_left(self, msg: m.PeerLeft) -> None:
+        sender = self.senders.get(msg.peer.peer_id)
+        if sender is not None and msg.reason not in DEPARTED_REASONS and await sender.link.media_alive(SENDER_ALIVE_CHECK_S):
+            self._event("sender_signaling_lost", f"{msg.peer.peer_id} ({msg.reason}): its motion still arrives; the call goes on")
+            return
         sender = self.senders.pop(msg.peer.peer_id, None)
         if sender is not None:
             was_active = sender is self.active

@@ -24,6 +24,7 @@ from sender.portrait import default_portrait, make_reference, read_photo
 from sender.session import DEFAULT_MAX_KBPS, Sender, SenderConfig
 from sender.sources import DEFAULT_SOURCE, create_source
 from signaling.credentials import add_token_arguments, token_from_args
+from signaling.reconnect import add_reconnect_argument
 from signaling.rtc import add_rtc_arguments, create_rtc_options
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
     add_rtc_arguments(parser)
+    add_reconnect_argument(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
 
 
@@ -107,6 +109,7 @@ def create_sender(args: argparse.Namespace) -> Sender:
     config = SenderConfig(
         args.signaling, args.room, token_from_args(args), rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
         frames_per_packet=args.frames_per_packet, preset=args.preset, enhancement_qp=args.enhancement_qp,
+        reconnect=args.reconnect,
     )
     enhancement_size = int(getattr(getattr(getattr(encoder, "model", None), "config", None), "enhancement_size", 0) or 0)
     if args.enhancement_qp and not enhancement_size:

@@ -50,7 +50,8 @@ from sender.original import OriginalVideoTrack, PosedPortrait
 from sender.sources import MotionFrame, MotionSource, TraceSource
 from signaling import control as c
 from signaling import messages as m
-from signaling.client import Signaling, WebSocketSignaling
+from signaling.client import Signaling, SignalingError, WebSocketSignaling
+from signaling.reconnect import DEPARTED_REASONS, PERMANENT_CODES, rejoin
 from signaling.rtc import PeerLink, RtcOptions, TransportCounters, close_links
 from signaling.rtp_motion import MotionRtpChannel, fits, prefer_srtp_profiles, rtp_packet_overhead_bytes
 
@@ -63,6 +64,7 @@ END_OF_STREAM_DRAIN_S = 0.3  # after the source ends, before the connections clo
 # a packet for nothing). Each receiver has a fresh depacketizer per peer connection, so ids only need
 # to differ within one connection's lifetime; a random start keeps a restarted sender distinct anyway.
 STREAM_IDS = 128
+RECEIVER_ALIVE_CHECK_S = 2.5  # a receiver the server says left is kept if it sent anything within this (feedback: 1/s)
 MAX_ORIGINAL_VIEWERS = 4  # viewers of the original pictures at once (each costs a VP8 encoder)
 
 
@@ -81,6 +83,7 @@ class SenderConfig:
     key_interval_frames: int = DEFAULT_KEY_INTERVAL_FRAMES  # periodic KEY packets (0: never)
     wait_for_receiver: bool = True  # start the source once a receiver holds the reference
     ping_interval_s: float = 10.0  # round-trip probes on the control channel
+    reconnect: bool = True  # join the signaling server again when it goes away (the calls carry on meanwhile)
     enhancement_qp: int | None = None  # the enhancement layer's SVT-AV1 qp (1-63; higher = fewer bytes) when the model has the
     # branch, the receiver reads bundles and the rate allows (None: the controller chooses; 0: motion only)
 
@@ -264,6 +267,7 @@ class Sender:
         self.viewers: dict[str, _OriginalViewer] = {}  # viewers of the original pictures
         self.latest_frame: MotionFrame | None = None
         self._posed: PosedPortrait | None = None
+        self._signaling_refusal: str | None = None  # a PERMANENT_CODES error the server sent: do not join again
 
     def stop(self) -> None:
         self._stop.set()
@@ -273,16 +277,12 @@ class Sender:
         logger.info("event %s %s", name, detail)
 
     async def run(self) -> str:
-        """Stream until the source ends ("source_ended"), stop() ("stopped") or signaling ends ("signaling_closed")."""
+        """Stream until the source ends ("source_ended"), stop() ("stopped") or signaling ends for good
+        ("signaling_closed": reconnect off, or the server refused us in a way waiting cannot cure)."""
         self.config.rtc.apply()
         reason = "stopped"
         try:
-            joined = await self.signaling.connect()
-            self._event("joined", f"{joined.room} as {joined.peer_id}")
-            for peer in joined.peers:
-                self.peer_roles[peer.peer_id] = peer.role
-                if peer.role == "receiver":
-                    await self._add_receiver(peer)
+            await self._on_joined(await self.signaling.connect())
             signaling_task = asyncio.ensure_future(self._signaling_loop())
             motion_task = asyncio.ensure_future(self._motion_loop())
             ping_task = asyncio.ensure_future(self._ping_loop())
@@ -306,18 +306,41 @@ class Sender:
         return reason
 
     # -- signaling ------------------------------------------------------------------------------
+    async def _on_joined(self, joined: m.Joined, again: bool = False) -> None:
+        self._event("rejoined" if again else "joined", f"{joined.room} as {joined.peer_id}")
+        self.peer_roles = {peer.peer_id: peer.role for peer in joined.peers}
+        for peer in joined.peers:
+            if peer.role == "receiver":
+                await self._add_receiver(peer)
+
     async def _signaling_loop(self) -> None:
         while True:
             msg = await self.signaling.receive()
             if msg is None:
-                self._event("signaling_closed")
-                return
+                if not self.config.reconnect or self._signaling_refusal in PERMANENT_CODES:
+                    self._event("signaling_closed", self._signaling_refusal or "")
+                    return
+                self._event("signaling_lost", f"calls carry on; joining again ({len(self.links)} receiver link(s) up)")
+                try:
+                    joined = await rejoin(self.signaling, self._stop)
+                except SignalingError as exc:
+                    self._event("signaling_closed", f"refused: {exc}")
+                    return
+                if joined is None:
+                    return
+                self._signaling_refusal = None
+                await self._on_joined(joined, again=True)
+                continue
             if isinstance(msg, m.PeerJoined):
                 self.peer_roles[msg.peer.peer_id] = msg.peer.role
                 if msg.peer.role == "receiver":
                     await self._add_receiver(msg.peer)
             elif isinstance(msg, m.PeerLeft):
                 self.peer_roles.pop(msg.peer.peer_id, None)
+                link = self.links.get(msg.peer.peer_id)
+                if link is not None and msg.reason not in DEPARTED_REASONS and await link.link.media_alive(RECEIVER_ALIVE_CHECK_S):
+                    self._event("receiver_signaling_lost", f"{msg.peer.peer_id} ({msg.reason}): it still answers; the call goes on")
+                    continue
                 link = self.links.pop(msg.peer.peer_id, None)
                 if link is not None:
                     self._event("receiver_left", f"{msg.peer.peer_id} ({msg.reason})")
@@ -338,6 +361,8 @@ class Sender:
                     logger.info("ignoring %s from %s (not a receiver or viewer of ours)", type(msg).__name__, msg.peer)
             elif isinstance(msg, m.Error):
                 logger.warning("signaling server: %s (%s)", msg.message, msg.code)
+                if msg.code in PERMANENT_CODES:
+                    self._signaling_refusal = msg.code
 
     async def _add_receiver(self, peer: m.PeerInfo) -> None:
         if peer.peer_id in self.links:

@@ -222,6 +222,15 @@ class PeerLink:
     def counters(self) -> TransportCounters:
         return transport_counters(self.pc)
 
+    async def media_alive(self, within_s: float) -> bool:
+        """Whether the peer still sends on this connection: bytes arrive within ``within_s`` (the signaling server's
+        word that a peer left is about its WebSocket; a peer that lost only that still talks to us directly)."""
+        if self.closed.is_set() or self.pc.connectionState != "connected":
+            return False
+        before = self.counters().bytes_received
+        await asyncio.sleep(within_s)
+        return not self.closed.is_set() and self.counters().bytes_received > before
+
 
 async def close_links(links: Sequence[PeerLink]) -> None:
     await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
