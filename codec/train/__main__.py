@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from codec.face.regions import LEFT_EYE, MOUTH, RIGHT_EYE
 from codec.model import FaceVid2VidModel, ModelConfig, checkpoint
-from codec.model.loading import pick_precision
+from codec.model.loading import pick_device, pick_precision
 from codec.train import losses
 from codec.train import model_io
 from codec.train.config import (
@@ -300,15 +300,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return device
-
-
 class _Log:
     """Appends JSON lines to RUN/log.jsonl (flushed per line)."""
 
@@ -447,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         if not config.data:
             raise ValueError("--data is required for a new run (a prepared dataset folder)")
     run.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     precision = resolve_precision(args.precision, device)
     logger.info("device %s, %s forward passes", device, precision)
     trainer = Trainer(config, run, device, precision)
