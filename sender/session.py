@@ -38,14 +38,14 @@ from typing import Any
 import numpy as np
 from aiortc import RTCDataChannel
 
-from codec.bitstream import seq_newer, unpack_feedback, unpack_header
+from codec.bitstream import unpack_feedback, unpack_header
 from codec.enhancement.bundle import BUNDLE_MAGIC, pack_bundle
-from codec.enhancement.lowres_codec import LowResEncoder
 from codec.exceptions import BitstreamError
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionPacketizer
 from codec.quantize import get_preset
 from codec.reference_message import ReferenceMessage, chunk_message, decode_portrait, pack_reference_message
 from sender.controller import PACKET_OVERHEAD_BYTES, BandwidthController, Decision, Rung
+from sender.enhancement_sender import EnhancementSender
 from sender.original import OriginalVideoTrack, PosedPortrait
 from sender.sources import MotionFrame, MotionSource, TraceSource
 from signaling import control as c
@@ -117,7 +117,7 @@ class _ReceiverLink:
         self.last_motion: tuple[float, TransportCounters] | None = None  # ... at the last one
         self.decision_log: list[tuple[float, Decision]] = []  # (wall ms, decision)
         self.capabilities: c.Capabilities | None = None  # what the receiver said it reads (None: nothing optional)
-        self.enhancement = _EnhancementSender()
+        self.enhancement = EnhancementSender()
 
     @property
     def peer_id(self) -> str:
@@ -159,54 +159,6 @@ class _ReceiverLink:
         self.rung = rung
         self.decision_log.append((time.time() * 1000.0, decision))
         self.send_control(decision.message())
-
-
-class _EnhancementSender:
-    """The enhancement layer towards one receiver: its SVT-AV1 encoder, key requests and costs."""
-
-    def __init__(self) -> None:
-        self.encoder: LowResEncoder | None = None  # opened on the first picture
-        self.paused = True  # no picture went out for the previous frame: the next one must be a key frame
-        self.last_key_seq: int | None = None  # motion seq of the newest key picture sent
-        self.pictures = 0
-        self.key_pictures = 0
-        self.bytes = 0
-        self.key_requests = 0
-        self.key_requests_ignored = 0  # a key picture after the requested seq was already on its way
-        self.qp: int | None = None  # of the newest picture
-        self.encode_ms: deque[float] = deque(maxlen=500)
-
-    def encode(self, face: np.ndarray, size: int, qp: int, fps: float) -> tuple[bytes, bool]:
-        """This frame's picture at ``qp`` and whether it is a key frame."""
-        if self.encoder is None:
-            self.encoder = LowResEncoder(size, qp, fps)
-        self.encoder.set_qp(qp)
-        self.qp = qp
-        start = time.perf_counter()
-        data: bytes = self.encoder.encode(face, key=self.paused)
-        self.encode_ms.append((time.perf_counter() - start) * 1000.0)
-        self.paused = False
-        return data, self.encoder.last_was_key
-
-    def on_key_request(self, seq: int) -> None:
-        self.key_requests += 1
-        if self.last_key_seq is not None and seq_newer(self.last_key_seq, seq):
-            self.key_requests_ignored += 1
-            return
-        self.paused = True  # the next picture is a key frame
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "pictures": self.pictures, "key_pictures": self.key_pictures, "bytes": self.bytes,
-            "key_requests": self.key_requests, "key_requests_ignored": self.key_requests_ignored,
-            "encode_ms_median": round(float(np.median(self.encode_ms)), 3) if self.encode_ms else None,
-            "qp": self.qp,
-        }
-
-    def close(self) -> None:
-        if self.encoder is not None:
-            self.encoder.close()
-            self.encoder = None
 
 
 class _OriginalViewer:
