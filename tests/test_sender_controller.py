@@ -385,3 +385,18 @@ def test_heavy_loss_caps_a_rung_already_above_the_ceiling() -> None:
     # It continues from its own setting at the ceiling and steps down from there, not from the top of the ladder
     # (1 frame per packet: the most expensive rung, under loss).
     assert decision is not None and decision.rung == Rung(2, 20, PRESETS_BY_NAME["coarse"].preset_id), decision.rung
+
+
+def test_rtp_overhead_buys_fewer_frames_per_packet_under_the_same_cap() -> None:
+    """On RTP (50 B a packet instead of ~95) an 8 kbps cap fits fewer frames per packet: less bundling delay."""
+    from signaling.rtp_motion import rtp_packet_overhead_bytes
+
+    on_data_channel = BandwidthController(FPS, 20, max_kbps=8.0)
+    on_rtp = BandwidthController(FPS, 20, max_kbps=8.0)
+    on_rtp.set_packet_overhead(rtp_packet_overhead_bytes())
+    dc, rtp = on_data_channel.decide(0.0), on_rtp.decide(0.0)
+    assert dc is not None and rtp is not None
+    assert rtp.rung.frames_per_packet < dc.rung.frames_per_packet or rtp.rung.keypoints > dc.rung.keypoints
+    assert on_rtp.motion_kbps(Rung(1, 20, DEFAULT_PRESET_ID)) < on_data_channel.motion_kbps(Rung(1, 20, DEFAULT_PRESET_ID)) - 8
+    with pytest.raises(ValueError, match="not plausible"):
+        on_rtp.set_packet_overhead(0)
