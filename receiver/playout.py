@@ -115,6 +115,11 @@ class PlayoutBuffer:
         return self._next_seq is None
 
     @property
+    def offset_ms(self) -> float:
+        """The smallest arrival − capture seen recently (clock offset plus the fastest path; 0 before any frame)."""
+        return min(self._delays) if self._delays else 0.0
+
+    @property
     def jitter_ms(self) -> float:
         if not self._delays:
             return 0.0

@@ -37,6 +37,8 @@ from codec.exceptions import BitstreamError
 from codec.motion import MotionParams
 from codec.prediction import MotionDepacketizer
 from codec.reference_message import ChunkReassembler, ReferenceMessage, decode_portrait, unpack_reference_message
+from receiver.audio_playout import AudioPlayout
+from receiver.audio_track import PlayoutAudioTrack
 from receiver.bounded_state import MAX_EVENTS, MAX_REMOTE_ERRORS, CpuBudget, LinkTotals, RateLimitedLog, SenderHistory, SerialWorker
 from receiver.enhancement import EnhancementReceiver
 from receiver.playout import PlayoutBuffer, PlayoutFrame, unwrap_timestamp_ms
@@ -50,6 +52,7 @@ from signaling import messages as m
 from signaling.client import Signaling, SignalingError, WebSocketSignaling
 from signaling.reconnect import DEPARTED_REASONS, PERMANENT_CODES, rejoin
 from signaling.rtc import PeerLink, RtcOptions, close_links
+from signaling.rtp_audio import AudioRtpChannel, AudioRtpPacket
 from signaling.rtp_motion import MotionRtpChannel, prefer_srtp_profiles
 
 logger = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ class ReceiverConfig:
     report_interval_s: float = 5.0  # delay reports to the sender (each costs it a SACK too)
     stats_interval_s: float = 1.0  # stats to viewers
     max_delay_ms: float = 500.0  # jitter-buffer ceiling
+    audio: bool = True  # play the sender's audio in sync with the face, record and publish it (False: refuse it)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class _SenderLink:
         self.control: RTCDataChannel | None = None
         self.rtp: MotionRtpChannel | None = None  # motion as RTP when the sender's offer has it (signaling.rtp_motion)
         self.rtp_motion_seen = False  # an RTP motion packet arrived: the sender reads feedback as RTP too
+        self.audio_rtp: AudioRtpChannel | None = None  # its audio when the offer has it and we accept it (signaling.rtp_audio)
         self.depacketizer = MotionDepacketizer()
         self.reassembler = ChunkReassembler()
         self.hello: c.Hello | None = None
@@ -278,6 +283,7 @@ class Receiver:
         self._last_report = 0.0
         self._recent = _RecentRates(RATE_WINDOW_S)
         self.enhancement_size = int(getattr(synthesizer, "enhancement_size", 0) or 0)  # E of the model's branch (0: none)
+        self.audio = AudioPlayout(self.playout)  # the active sender's audio, in sync with the faces (receiver.audio_playout)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -314,7 +320,9 @@ class Receiver:
     def _open_sinks(self) -> list[FrameSink]:
         sinks: list[FrameSink] = []
         if self.config.record is not None:
-            sinks.append(Mp4Recorder(self.config.record, self.playout.fps))
+            recorder = Mp4Recorder(self.config.record, self.playout.fps, audio_expected=self._audio_expected if self.config.audio else None)
+            self.audio.record_to(recorder)
+            sinks.append(recorder)
         if self.config.show:
             sinks.append(WindowSink())
         return sinks or [NullSink()]
@@ -325,6 +333,7 @@ class Receiver:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(v.jobs.close() for v in self.viewers.values()), *(s.release() for s in self.senders.values()))
         await close_links([s.link for s in self.senders.values()] + [v.link for v in self.viewers.values()])
+        self.audio.close()
         if self._worker is not None:
             await self._worker.close()
         while not self._rendered.empty():  # frames finished during shutdown still reach the sinks
@@ -439,6 +448,11 @@ class Receiver:
             if self.config.rtc.motion_transport == "rtp":
                 sender.rtp = MotionRtpChannel.prepare_answer(link.pc, on_rtp_motion)
             prefer_srtp_profiles(link.pc, self.config.rtc.srtp_tag_bits)
+            sender.audio_rtp = AudioRtpChannel.prepare_answer(link.pc, on_audio, accept=self.config.audio)
+
+        def on_audio(packet: AudioRtpPacket) -> None:
+            if sender is self.active:
+                self.audio.on_packet(packet)
 
         link.before_answer = before_answer
 
@@ -716,6 +730,7 @@ class Receiver:
         frame = rendered.frame
         self.latest.update(frame.slot, rendered.image)
         self.renders.append(RenderRecord(frame.slot, frame.concealed, frame.capture_ms, rendered.rendered_ms, rendered.render_ms))
+        self.audio.on_video_rendered(frame, rendered.rendered_ms)
         for sink in self._sinks:
             try:
                 await asyncio.to_thread(sink.write, frame.slot, rendered.image)
@@ -857,6 +872,7 @@ class Receiver:
             "frames_rendered_enhanced": 0 if worker is None else worker.frames_enhanced,
             "motion_transport": links[-1].motion_transport if links else None,
             "rtp": asdict(links[-1].rtp.counters()) if links and links[-1].rtp is not None else None,
+            "audio": self.audio.report(),
         }
 
     # -- viewers --------------------------------------------------------------------------------
@@ -866,6 +882,8 @@ class Receiver:
         self.viewers[peer.peer_id] = viewer
         self._event("viewer_joined", peer.peer_id)
         link.pc.addTrack(SynthesizedVideoTrack(self.latest, self.playout.fps))
+        if self.config.audio:
+            link.pc.addTrack(PlayoutAudioTrack(self.audio))  # the sound in step with the faces (silent without a sender's)
         channel = link.pc.createDataChannel("control")
         viewer.control = channel
 
@@ -885,6 +903,10 @@ class Receiver:
 
         link.on_close(on_close)
         await link.offer()
+
+    def _audio_expected(self) -> bool:
+        """Whether the call has sound (asked by the recorder at its first frame): the active sender offered audio."""
+        return self.active is not None and self.active.audio_rtp is not None
 
     def _broadcast(self, msg: c.ControlMessage) -> None:
         for viewer in list(self.viewers.values()):

@@ -8,6 +8,11 @@ Recordings survive a crash: the MP4 is fragmented (an empty ``moov`` up front, t
 per key frame, a key frame every ``KEYFRAME_INTERVAL_S``) and each fragment is flushed to the file as it
 closes, so a SIGKILL loses at most the last second; the file plays as it is. A recording never replaces
 a file: when the path exists the recorder takes ``NAME-1.mp4``, ``NAME-2.mp4``, ... and logs which.
+
+Sound (``audio_expected``, asked at the first frame, says whether the call has any): an AAC track beside the video.
+``write_audio`` places each chunk by its position on the video's slot timeline (``receiver.audio_playout`` computes it
+from capture times), so the file is in sync by construction; gaps become silence and overlaps are cut, keeping the
+track continuous. Sound is queued and encoded on the video's writer thread, after each frame.
 """
 
 from __future__ import annotations
@@ -16,8 +21,12 @@ import abc
 import logging
 import os
 import threading
+from collections import deque
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 KEYFRAME_INTERVAL_S = 1.0  # a fragment per key frame: what a crash can lose at most
 MAX_RECORDING_NAMES = 10_000  # NAME-1 ... NAME-9999, then give up (say so)
+AUDIO_SAMPLE_RATE = 48_000
+AUDIO_BITRATE = 64_000  # AAC, mono
+AUDIO_TOLERANCE_SAMPLES = 480  # 10 ms: a chunk this close to where the track is goes on directly
 
 
 def claim_new_path(path: Path) -> Path:
@@ -65,7 +77,7 @@ class Mp4Recorder(FrameSink):
 
     ``path`` is where it was asked to record; ``self.path`` is where it does (a new name when that exists)."""
 
-    def __init__(self, path: Path, fps: float, crf: int = 18) -> None:
+    def __init__(self, path: Path, fps: float, crf: int = 18, audio_expected: Callable[[], bool] | None = None) -> None:
         import av  # imported here: only recording needs it
 
         self.requested_path = path
@@ -88,6 +100,13 @@ class Mp4Recorder(FrameSink):
         self.frames_written = 0
         self.frames_repeated = 0
         self._closed = False
+        self._audio_expected = audio_expected
+        self._audio_stream: Any = None
+        self._audio_pending: deque[tuple[np.ndarray, float]] = deque()  # (samples, at_slot) from the event loop
+        self._audio_buffer = np.zeros(0, np.float32)
+        self._audio_next = 0  # samples of sound placed in the track so far
+        self._audio_encoded = 0
+        self.audio_samples_written = 0
         logger.info("recording to %s (fragmented MP4: playable even if this process is killed)", self.path)
 
     def _encode(self, image: np.ndarray) -> None:
@@ -106,6 +125,9 @@ class Mp4Recorder(FrameSink):
             self._first_slot = slot
             height, width = image.shape[:2]
             self._stream.width, self._stream.height = width - width % 2, height - height % 2
+            if self._audio_expected is not None and self._audio_expected():
+                self._audio_stream = self._container.add_stream("aac", rate=AUDIO_SAMPLE_RATE, layout="mono")
+                self._audio_stream.bit_rate = AUDIO_BITRATE
         image = image[: self._stream.height, : self._stream.width]
         if self._last_slot is not None and self._last_image is not None:
             for _ in range(slot - self._last_slot - 1):
@@ -113,6 +135,43 @@ class Mp4Recorder(FrameSink):
                 self.frames_repeated += 1
         self._encode(image)
         self._last_slot, self._last_image = slot, image
+        self._drain_audio()
+
+    def write_audio(self, samples: np.ndarray, at_slot: float) -> None:
+        """Mono 48 kHz int16 ``samples`` whose first belongs at (fractional) video slot ``at_slot``; queued (any thread)."""
+        if not self._closed and self._audio_expected is not None:
+            self._audio_pending.append((samples, at_slot))
+
+    def _drain_audio(self, final: bool = False) -> None:
+        import av
+
+        if self._audio_stream is None or self._first_slot is None:
+            self._audio_pending.clear()
+            return
+        while self._audio_pending:
+            samples, at_slot = self._audio_pending.popleft()
+            start = int(round((at_slot - self._first_slot) / self.fps * AUDIO_SAMPLE_RATE))
+            pcm = samples.astype(np.float32) / 32768.0
+            if start > self._audio_next + AUDIO_TOLERANCE_SAMPLES:  # a gap: silence
+                pcm = np.concatenate([np.zeros(start - self._audio_next, np.float32), pcm])
+            elif start < self._audio_next - AUDIO_TOLERANCE_SAMPLES:  # an overlap (or before the first frame): cut
+                pcm = pcm[self._audio_next - start:]
+            self._audio_buffer = np.concatenate([self._audio_buffer, pcm])
+            self._audio_next += len(pcm)
+        frame_size = self._audio_stream.codec_context.frame_size or 1024
+        while len(self._audio_buffer) >= frame_size or (final and len(self._audio_buffer)):
+            part = self._audio_buffer[:frame_size]
+            if len(part) < frame_size:
+                part = np.concatenate([part, np.zeros(frame_size - len(part), np.float32)])
+            self._audio_buffer = self._audio_buffer[frame_size:]
+            frame = av.AudioFrame.from_ndarray(part.reshape(1, -1), format="fltp", layout="mono")
+            frame.sample_rate = AUDIO_SAMPLE_RATE
+            frame.pts = self._audio_encoded
+            frame.time_base = Fraction(1, AUDIO_SAMPLE_RATE)
+            self._audio_encoded += frame_size
+            self.audio_samples_written += frame_size
+            for packet in self._audio_stream.encode(frame):
+                self._container.mux(packet)
 
     def close(self) -> None:
         if self._closed:
@@ -121,6 +180,10 @@ class Mp4Recorder(FrameSink):
         if self._first_slot is not None:
             for packet in self._stream.encode():
                 self._container.mux(packet)
+            if self._audio_stream is not None:
+                self._drain_audio(final=True)
+                for packet in self._audio_stream.encode():
+                    self._container.mux(packet)
         self._container.close()
         logger.info("recorded %d frames (%d repeated) to %s", self.frames_written, self.frames_repeated, self.path)
 

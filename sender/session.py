@@ -43,6 +43,7 @@ from codec.exceptions import BitstreamError
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionPacketizer
 from codec.quantize import get_preset
 from codec.reference_message import ReferenceMessage, chunk_message, decode_portrait, pack_reference_message
+from sender.audio_sender import AudioSender
 from sender.controller import PACKET_OVERHEAD_BYTES, BandwidthController, Decision, Rung
 from sender.enhancement_sender import EnhancementSender
 from sender.original import OriginalVideoTrack, PosedPortrait
@@ -52,6 +53,7 @@ from signaling import messages as m
 from signaling.client import Signaling, SignalingError, WebSocketSignaling
 from signaling.reconnect import DEPARTED_REASONS, PERMANENT_CODES, rejoin
 from signaling.rtc import PeerLink, RtcOptions, TransportCounters, close_links
+from signaling.rtp_audio import AudioRtpChannel
 from signaling.rtp_motion import MotionRtpChannel, fits, prefer_srtp_profiles, rtp_packet_overhead_bytes
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class _ReceiverLink:
         self.motion: RTCDataChannel | None = None
         self.control: RTCDataChannel | None = None
         self.rtp: MotionRtpChannel | None = None  # motion as RTP, offered; active once the receiver asked for it
+        self.audio: AudioRtpChannel | None = None  # Opus RTP, offered with --audio; active once the receiver accepted it
         self.rung: Rung | None = None
         self.reference_sent = 0  # times the whole reference went out
         self.reference_skipped = 0  # times the receiver already held it
@@ -179,14 +182,15 @@ class Sender:
     def __init__(
         self, config: SenderConfig, source: MotionSource, reference: ReferenceMessage, signaling: Signaling | None = None,
         packet_filter: Callable[[bytes], bytes | None] | None = None, expression_baseline: np.ndarray | None = None,
-        enhancement_size: int = 0,
+        enhancement_size: int = 0, audio: AudioSender | None = None,
     ) -> None:
         """``packet_filter``: fault injection for tests and benchmarks; sees every motion packet and
         returns what to send instead (None: drop it). The packetizer still counts it as sent.
         ``expression_baseline``: (K, 3) the reference's own δ (``MotionEncoder.encode`` of the portrait as the receiver
         decodes it): at a low K the receiver keeps it for the keypoints not sent, so the controller sends those whose
         δ strays from it most.
-        ``enhancement_size``: E of the model's enhancement branch (0: none; no enhanced rungs then)."""
+        ``enhancement_size``: E of the model's enhancement branch (0: none; no enhanced rungs then).
+        ``audio``: the call's audio (``sender.audio_sender``; None: no audio transceiver is offered at all)."""
         self.config = config
         if config.enhancement_qp is not None and not 0 <= config.enhancement_qp <= 63:
             raise ValueError(f"enhancement_qp must be an SVT-AV1 qp in 1..63 (higher = fewer bytes), 0 for motion only or None "
@@ -195,6 +199,7 @@ class Sender:
         self._packet_filter = packet_filter
         self.packets_filtered_out = 0
         self.source = source
+        self.audio = audio
         self.reference = reference
         self._packed_reference = pack_reference_message(reference)
         self.signaling = signaling or WebSocketSignaling(config.signaling_url, config.room, "sender", config.token)
@@ -238,7 +243,7 @@ class Sender:
             motion_task = asyncio.ensure_future(self._motion_loop())
             ping_task = asyncio.ensure_future(self._ping_loop())
             stop_task = asyncio.ensure_future(self._stop.wait())
-            self._tasks = [signaling_task, motion_task, ping_task, stop_task]
+            self._tasks = [signaling_task, motion_task, ping_task, stop_task, asyncio.ensure_future(self._audio_loop())]
             done, _ = await asyncio.wait({signaling_task, motion_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             if motion_task in done:
                 motion_task.result()  # a source failure propagates
@@ -330,12 +335,16 @@ class Sender:
         if self.config.rtc.motion_transport == "rtp":
             rx.rtp = MotionRtpChannel.offer(link.pc, lambda data: self._on_feedback(rx, data))
             link.before_offer_sent = lambda: prefer_srtp_profiles(link.pc, self.config.rtc.srtp_tag_bits)
+        if self.audio is not None:
+            rx.audio = self.audio.offer(link.pc)
 
         @rx.control.on("open")
         def on_open() -> None:
             rx.started_ms = time.time() * 1000.0
             if rx.rtp is not None:
                 rx.rtp.quiet()  # aiortc's idle RTP sender of the transceiver would send RTCP reports every ~1 s
+            if rx.audio is not None and not rx.audio.start():  # the receiver answered inactive (--audio none)
+                rx.audio.quiet()
             rx.send_control(
                 c.Hello(
                     c.PROTOCOL_VERSION, stream_id, self.source.fps, self.reference.content_hash.hex(), self.reference.model_id,
@@ -539,6 +548,18 @@ class Sender:
                     rx.send_motion(packet)
         await asyncio.sleep(END_OF_STREAM_DRAIN_S)
 
+    async def _audio_loop(self) -> None:
+        """The audio (when there is any) from when the motion starts, to every link whose receiver takes it."""
+        if self.audio is None:
+            return
+        if self.config.wait_for_receiver:
+            await self._any_ready.wait()
+        try:
+            await self.audio.run(lambda: [rx.audio for rx in self.links.values()])
+        except Exception as exc:  # noqa: BLE001 - a failing microphone ends the audio, not the call
+            logger.error("audio stopped: %s", exc)
+            self._event("audio_failed", str(exc))
+
     def _push(self, rx: _ReceiverLink, frame: MotionFrame) -> None:
         if not rx.motion_open:
             return
@@ -633,6 +654,7 @@ class Sender:
                 "rung": None if rx.rung is None else _rung_dict(rx.rung),
                 "motion_transport": rx.motion_transport,
                 "rtp": None if rx.rtp is None else asdict(rx.rtp.counters()),
+                "audio_rtp": None if rx.audio is None else {"active": rx.audio.active, **asdict(rx.audio.counters())},
                 "enhancement": rx.enhancement.stats(),
                 "decisions": [
                     {"t_ms": t, **_rung_dict(d.rung), "estimated_kbps": round(d.estimated_kbps, 2), "reason": d.reason}

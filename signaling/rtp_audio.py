@@ -1,0 +1,188 @@
+"""Audio as Opus RTP on a sender->receiver link, stamped with the capture clock (the receiver syncs it to the face).
+
+How a link carries it (``AudioRtpChannel``), next to the motion transceiver of ``signaling.rtp_motion``:
+
+- negotiation: the offering sender adds one ``audio`` transceiver (``sendonly``, Opus the only codec) beside its
+  video (motion) transceiver and data channels, so the link still has exactly one video m-line. The answering
+  receiver turns it ``recvonly`` (it plays the audio) or ``inactive`` (``--audio none``: nothing is sent) before it
+  answers (``prepare_answer``). An older receiver answers ``recvonly`` on its own and ignores the track;
+- the sender encodes once (``sender.audio_sender``) and sends each Opus packet straight through the link's SRTP
+  session, as the motion channel does: aiortc's RTP sender of the transceiver is stopped once the link is up
+  (``quiet``; it would send RTCP reports for a stream it does not carry, and its own Opus encoder runs at 96 kbps
+  stereo with a random timestamp origin). On the receiving side the transceiver's packet handler is replaced:
+  payloads go to a callback with their timestamp (aiortc's jitter buffer and decoder are not used);
+- each packet: version 2, the negotiated Opus payload type, marker 0, sequence number +1 a packet, timestamp =
+  the first sample's **capture time on a 48 kHz clock** (``capture_ms · 48`` mod 2³², the sender's wall clock, like
+  the motion packets' 90 kHz timestamp), the transceiver's SSRC, no header extensions, one Opus packet (one frame of
+  20, 40 or 60 ms) as payload. Both media thus carry the capture clock; the receiver unwraps the timestamp against
+  its own clock (``unwrap_audio_timestamp``) and schedules playout from it (``receiver.audio_playout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtp import RtpPacket
+
+logger = logging.getLogger(__name__)
+
+AUDIO_RTP_KIND = "audio"
+AUDIO_RTP_CODEC = "audio/opus"
+AUDIO_CLOCK_HZ = 48_000  # Opus's RTP clock (RFC 7587), whatever the coded bandwidth
+SAMPLES_PER_MS = AUDIO_CLOCK_HZ // 1000
+TIMESTAMP_MODULUS = 1 << 32
+
+
+def capture_timestamp(capture_ms: float) -> int:
+    """A capture time (wall ms) as a 32-bit 48 kHz RTP timestamp."""
+    return int(round(capture_ms * SAMPLES_PER_MS)) % TIMESTAMP_MODULUS
+
+
+def unwrap_audio_timestamp(timestamp: int, near_ms: float) -> float:
+    """A 32-bit 48 kHz timestamp -> the capture time in wall ms closest to ``near_ms`` (clocks within ±12 h)."""
+    near = int(round(near_ms * SAMPLES_PER_MS))
+    diff = (near - timestamp + (TIMESTAMP_MODULUS >> 1)) % TIMESTAMP_MODULUS - (TIMESTAMP_MODULUS >> 1)
+    return (near - diff) / SAMPLES_PER_MS
+
+
+@dataclass(frozen=True)
+class AudioRtpPacket:
+    """One received audio packet: its Opus payload and where it belongs on the capture clock."""
+
+    ssrc: int  # a new SSRC is a new stream (a restarted sender)
+    sequence_number: int  # 16-bit
+    timestamp: int  # 32-bit, 48 kHz capture clock
+    payload: bytes
+    arrival_ms: float  # the receiver's wall clock
+
+
+@dataclass(frozen=True)
+class AudioRtpCounters:
+    packets_sent: int
+    bytes_sent: int  # RTP payload (Opus) bytes
+    packets_received: int
+    bytes_received: int
+    malformed: int  # empty payloads or another payload type
+    send_errors: int
+
+
+class AudioRtpChannel:
+    """One link's audio as Opus RTP on its audio transceiver (see the module docstring)."""
+
+    def __init__(self, transceiver: RTCRtpTransceiver, on_packet: Callable[[AudioRtpPacket], None] | None = None) -> None:
+        self.transceiver = transceiver
+        self.on_packet = on_packet
+        self.payload_type: int | None = None
+        self.active = False  # sending allowed (negotiated, link up); see start()
+        self._seq = 0
+        self._quieted = False
+        self._sends: set[asyncio.Task[None]] = set()
+        self.packets_sent = self.bytes_sent = self.send_errors = 0
+        self.packets_received = self.bytes_received = self.malformed = 0
+        transceiver.receiver._handle_rtp_packet = self._on_rtp  # type: ignore[method-assign]  # noqa: SLF001
+
+    # -- negotiation ------------------------------------------------------------------------------
+    @classmethod
+    def offer(cls, pc: RTCPeerConnection) -> AudioRtpChannel:
+        """The sender's side: add the audio transceiver to ``pc`` before its offer is created."""
+        transceiver = pc.addTransceiver(AUDIO_RTP_KIND, direction="sendonly")
+        transceiver.setCodecPreferences(
+            [codec for codec in RTCRtpSender.getCapabilities(AUDIO_RTP_KIND).codecs if codec.mimeType == AUDIO_RTP_CODEC]
+        )
+        return cls(transceiver)
+
+    @classmethod
+    def prepare_answer(
+        cls, pc: RTCPeerConnection, on_packet: Callable[[AudioRtpPacket], None], accept: bool = True,
+    ) -> AudioRtpChannel | None:
+        """The receiver's side, after the remote offer was applied and before the answer: the offer's audio transceiver
+        turned ``recvonly`` (``accept``) or ``inactive``. None when the offer has no audio (a sender with ``--audio
+        none`` or an older one) or when it is refused."""
+        audios = [t for t in pc.getTransceivers() if t.kind == AUDIO_RTP_KIND and not t.stopped]
+        if not audios:
+            return None
+        for extra in audios[1:]:  # one stream per sender; more is not ours to play
+            extra.direction = "inactive"
+        if not accept:
+            audios[0].direction = "inactive"
+            return None
+        audios[0].direction = "recvonly"
+        return cls(audios[0], on_packet)
+
+    def _negotiated_payload_type(self) -> int | None:
+        for codec in getattr(self.transceiver, "_codecs", None) or []:  # aiortc keeps the negotiated codecs there
+            if codec.mimeType.lower() == AUDIO_RTP_CODEC:
+                return int(codec.payloadType)
+        return None
+
+    def start(self) -> bool:
+        """Allow sending (the link is up and the receiver accepted the stream); False otherwise (it answered
+        ``inactive``: ``--audio none``, or the link is not connected yet)."""
+        pt = self._negotiated_payload_type()
+        if pt is None or self.transceiver.sender.transport is None or self.transceiver.currentDirection not in ("sendonly", "sendrecv"):
+            return False
+        self.payload_type = pt
+        self.quiet()
+        self.active = True
+        return True
+
+    def quiet(self) -> None:
+        """Stop aiortc's RTP sender of this transceiver (its RTCP reports; its own encoder never runs: no track). The
+        SRTP session stays. Call once the link is connected."""
+        if self._quieted:
+            return
+        self._quieted = True
+        task = asyncio.ensure_future(self.transceiver.sender.stop())
+        task.add_done_callback(_log_task_error)
+
+    # -- sending ----------------------------------------------------------------------------------
+    def send(self, payload: bytes, timestamp: int) -> None:
+        """One Opus packet whose first sample was captured at ``timestamp`` (48 kHz, see ``capture_timestamp``)."""
+        if not self.active or self.payload_type is None:
+            raise ConnectionError("the audio RTP channel is not started")
+        if not payload:
+            raise ValueError("an empty Opus packet")
+        packet = RtpPacket(
+            payload_type=self.payload_type, marker=0, sequence_number=self._seq, timestamp=timestamp % TIMESTAMP_MODULUS,
+            ssrc=self.transceiver.sender._ssrc, payload=payload,  # noqa: SLF001 - the SSRC the offer announced
+        )
+        self._seq = (self._seq + 1) & 0xFFFF
+        task = asyncio.ensure_future(self._send(packet.serialize(), len(payload)))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(self, data: bytes, payload_bytes: int) -> None:
+        try:
+            await self.transceiver.sender.transport._send_rtp(data)  # noqa: SLF001 - SRTP-protects and sends
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            self.send_errors += 1
+            if self.send_errors in (1, 10, 100) or self.send_errors % 1000 == 0:
+                logger.info("audio RTP packet not sent (%d so far): %s", self.send_errors, exc)
+            return
+        self.packets_sent += 1
+        self.bytes_sent += payload_bytes
+
+    # -- receiving --------------------------------------------------------------------------------
+    async def _on_rtp(self, packet: RtpPacket, arrival_time_ms: int = 0) -> None:
+        if self.payload_type is None:
+            self.payload_type = self._negotiated_payload_type()
+        if not packet.payload or (self.payload_type is not None and packet.payload_type != self.payload_type):
+            self.malformed += 1
+            return
+        self.packets_received += 1
+        self.bytes_received += len(packet.payload)
+        if self.on_packet is not None:
+            self.on_packet(AudioRtpPacket(packet.ssrc, packet.sequence_number, packet.timestamp, bytes(packet.payload), time.time() * 1000.0))
+
+    def counters(self) -> AudioRtpCounters:
+        return AudioRtpCounters(self.packets_sent, self.bytes_sent, self.packets_received, self.bytes_received, self.malformed, self.send_errors)
+
+
+def _log_task_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.info("stopping aiortc's RTP sender of the audio transceiver failed: %s", task.exception())
