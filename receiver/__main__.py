@@ -41,6 +41,9 @@ def add_receiver_arguments(parser: argparse.ArgumentParser) -> None:
                         help="disk cap of the portrait cache in MiB; the least recently used portraits go first (default %(default)g)")
     parser.add_argument("--frames", type=int, default=None, help="stop after this many output frames")
     parser.add_argument("--exit-when-sender-leaves", action="store_true", help="end when the sender leaves (default: wait)")
+    parser.add_argument("--audio", choices=("on", "none"), default="on",
+                        help="play the sender's audio in sync with the face, into --record and to viewers (on, default) or "
+                             "refuse it (none: the sender sends none)")
     parser.add_argument("--stats-json", type=Path, default=None, help="write the call's statistics here at the end")
     add_model_arguments(parser)
     add_rtc_arguments(parser)
@@ -82,7 +85,7 @@ def create_receiver(args: argparse.Namespace) -> Receiver:
     config = ReceiverConfig(
         args.signaling, args.room, token_from_args(args), create_rtc_options(args), record=args.record, show=args.show, view=args.view,
         avatar=args.avatar, cache_dir=cache_dir, cache_max_bytes=max(1, int(args.cache_max_mb * 2**20)), max_frames=args.frames,
-        exit_when_sender_leaves=args.exit_when_sender_leaves, reconnect=args.reconnect,
+        exit_when_sender_leaves=args.exit_when_sender_leaves, reconnect=args.reconnect, audio=args.audio == "on",
     )
     return Receiver(config, load_synthesizer(args.weights, args.device, cache_dir))
 

@@ -5,6 +5,7 @@
     python -m sender ... --max-kbps 8 [--keypoints 12] [--frames-per-packet 3] [--ice-server stun:host:3478]
     python -m sender ... --weights cpu-enh64.safetensors --max-kbps 0   # + the enhancement layer (a model with the branch)
     python -m sender ... --weights cpu-enh64.safetensors --max-kbps 0 --enhancement-qp 55   # ... at a pinned qp (off: none)
+    python -m sender ... --audio speech.wav [--audio-kbps 16]          # sound: none, generated, a file, alsa:NAME, pulse:NAME
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 
 from codec.quantize import PRESETS_BY_NAME
 from codec.reference_message import decode_portrait
+from sender.audio_sender import DEFAULT_AUDIO_KBPS, AudioConfig, AudioSender
+from sender.audio_sources import AUDIO_AUTO, DEFAULT_FRAME_MS, FRAME_MS_CHOICES, create_audio_source, default_audio_spec
 from sender.portrait import default_portrait, make_reference, read_photo
 from sender.session import DEFAULT_MAX_KBPS, Sender, SenderConfig
 from sender.sources import DEFAULT_SOURCE, create_source
@@ -71,6 +74,16 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
                              "when the model has the branch, the receiver reads it and the rate allows 1 frame per packet "
                              "plus the picture): pin its qp (1-63, higher = fewer bytes), 'off' for motion only (default: auto, the "
                              "controller picks qp 32, 40, 48, 55 or 63, or motion only)")
+    parser.add_argument("--audio", default=AUDIO_AUTO, metavar="auto|none|generated|FILE|DEVICE",
+                        help="the call's sound, Opus in sync with the face: 'generated' (a speech-like demo signal), an audio or "
+                             "video file, a device ('alsa:default', 'alsa:hw:1,0', 'pulse:default') or 'none' (default: auto = "
+                             "generated for the built-in trace, a video file's own sound track, none for a camera)")
+    parser.add_argument("--audio-kbps", type=float, default=DEFAULT_AUDIO_KBPS, help="Opus bitrate (default %(default)g)")
+    parser.add_argument("--audio-frame-ms", type=int, choices=FRAME_MS_CHOICES, default=DEFAULT_FRAME_MS,
+                        help="Opus frame per packet in ms: longer costs fewer packet headers, shorter less delay (default %(default)s)")
+    parser.add_argument("--sync-marks", type=float, default=0.0, metavar="SECONDS",
+                        help="every SECONDS the mouth snaps open and the audio clicks at the same capture time, so that a "
+                             "receiver measures the audio-video offset (its report's audio.sync); 0: none (default)")
     parser.add_argument("--weights", type=Path, default=None, help="model weights (default: the shipped ones)")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
     add_rtc_arguments(parser)
@@ -106,6 +119,16 @@ def create_sender(args: argparse.Namespace) -> Sender:
         encoder=encoder if args.source != DEFAULT_SOURCE else None, smooth=not args.no_smoothing,
         refiner=refiner if refiner is not None and refiner.active else None,
     )
+    marks = None
+    if args.sync_marks:
+        from sender.sync_marks import MarkedSource, SyncMarks
+
+        marks = SyncMarks(period_s=args.sync_marks)
+        source = MarkedSource(source, marks)
+    audio_spec = default_audio_spec(args.source) if args.audio == AUDIO_AUTO else args.audio
+    audio_source = create_audio_source(audio_spec, args.audio_frame_ms, marks)
+    audio = None if audio_source is None else AudioSender(audio_source, AudioConfig(args.audio_kbps, args.audio_frame_ms))
+    logger.info("audio: %s", "none" if audio_source is None else f"{audio_source.name}, Opus {args.audio_kbps:g} kbps")
     config = SenderConfig(
         args.signaling, args.room, token_from_args(args), rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
         frames_per_packet=args.frames_per_packet, preset=args.preset, enhancement_qp=args.enhancement_qp,
@@ -117,7 +140,7 @@ def create_sender(args: argparse.Namespace) -> Sender:
     baseline = None  # the reference's own δ, which the receiver keeps for keypoints not sent
     if hasattr(encoder, "encode"):
         baseline = np.asarray(encoder.encode(portrait).expression)
-    return Sender(config, source, reference, expression_baseline=baseline, enhancement_size=enhancement_size)
+    return Sender(config, source, reference, expression_baseline=baseline, enhancement_size=enhancement_size, audio=audio)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference", type=Path, default=None, help="portrait photo (default: the built-in astronaut)")
     parser.add_argument("--record", type=Path, default=None, help="also record the receiver's output to this MP4")
     parser.add_argument("--max-kbps", type=float, default=DEFAULT_MAX_KBPS, help="sender's wire cap, 0 for none (default %(default)s)")
+    parser.add_argument("--no-audio", action="store_true", help="no sound (default: the generated speech-like signal, in sync with the face)")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
     add_model_arguments(parser)  # --weights (any model file; its preset from the file), --device (auto: CUDA when present)
     parser.add_argument("--static-dir", type=Path, default=DEFAULT_STATIC_DIR, help="the browser page's files")
@@ -55,7 +56,11 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
     server = await start_server(ServerConfig(host=args.host, port=args.port, static_dir=args.static_dir))
     receiver = Receiver(ReceiverConfig(server.url, args.room, rtc=rtc, record=args.record, cache_dir=DEFAULT_CACHE_DIR), synthesizer)
     source = TraceSource(25.0, num_keypoints=synthesizer.num_keypoints)
-    sender = Sender(SenderConfig(server.url, args.room, rtc=rtc, max_kbps=args.max_kbps or None), source, reference)
+    from sender.audio_sender import AudioSender
+    from sender.audio_sources import GeneratedSpeech
+
+    audio = None if args.no_audio else AudioSender(GeneratedSpeech())
+    sender = Sender(SenderConfig(server.url, args.room, rtc=rtc, max_kbps=args.max_kbps or None), source, reference, audio=audio)
     tasks = [asyncio.ensure_future(receiver.run()), asyncio.ensure_future(sender.run())]
     stopper = asyncio.ensure_future(stop.wait() if args.seconds is None else asyncio.wait_for(stop.wait(), args.seconds))
     print(f"kpcall demo: open {server.url}/?room={args.room}  (Ctrl-C stops)", flush=True)

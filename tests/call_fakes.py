@@ -149,6 +149,7 @@ class PyViewer:
 
         self.signaling = WebSocketSignaling(url, room, "viewer")
         self.frames: list[np.ndarray] = []
+        self.audio_frames = 0
         self.messages: list[Any] = []
         self.channel: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -190,6 +191,9 @@ class PyViewer:
         try:
             while True:
                 frame = await track.recv()
+                if track.kind == "audio":  # the receiver's sound beside the faces
+                    self.audio_frames += 1
+                    continue
                 self.frames.append(frame.to_ndarray(format="rgb24"))
         except MediaStreamError:
             return
