@@ -35,7 +35,15 @@ synthesized image ready at the receiver (both processes read one wall clock), me
 decoded from motion, with the render time inside it reported separately; losses: frames lost in transit
 (receiver feedback), concealed, late, packets rejected.
 
-Targets (issue #6): wire ≤ 8 kbps at 25 fps output; latency p95 ≤ 120 ms.
+Audio (``--audio generated``, the default): the sender also sends the generated speech-like signal as Opus
+(``--audio-kbps``, 60 ms frames) on its audio transceiver, and its motion shows a sync mark every
+``SYNC_MARK_PERIOD_S`` (the mouth snaps open; the audio clicks at that capture time, ``sender.sync_marks``). The
+receiver plays the audio delayed to the face's latency and measures each mark's offset, audio − face
+(``receiver.av_sync``): ``av_offset_ms_median`` / ``av_offset_ms_p95_abs``. ``audio_wire_kbps`` counts the audio's
+datagrams (SRTP, by their Opus payload type) over the motion period; ``wire_kbps`` stays motion alone (audio
+subtracted), ``wire_kbps_with_audio`` is both.
+
+Targets (issue #6): wire ≤ 8 kbps at 25 fps output; latency p95 ≤ 120 ms. Issue #23: |audio − face| p95 ≤ 40 ms.
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ logger = logging.getLogger(__name__)
 ROOM = "bench"
 WIRE_TARGET_KBPS = 8.0
 LATENCY_TARGET_P95_MS = 120.0
+AV_OFFSET_TARGET_P95_MS = 40.0
+SYNC_MARK_PERIOD_S = 2.0
 COPY_MODEL_ID, COPY_MODEL_VERSION = "reference-copy", "0"
 DEFAULT_CLIPS = Path("../shared/data/clips")  # the clips folder for --source auto-clip
 DEFAULT_CALL_SECONDS = (20.0, 60.0)  # call lengths over which set-up and portrait are amortized
@@ -85,6 +95,8 @@ class CallBenchConfig:
     call_seconds: tuple[float, ...] = DEFAULT_CALL_SECONDS  # call lengths for the amortized rates
     motion_transport: str = "rtp"  # both ends' --motion-transport: "rtp" (the default) or "datachannel"
     srtp_tag_bits: int = 80  # both ends' --srtp-tag-bits
+    audio: str = "generated"  # "generated" (speech-like signal + sync marks) or "none"
+    audio_kbps: float = 16.0  # Opus bitrate
 
     def rtc(self) -> Any:
         from signaling.rtc import RtcOptions
@@ -239,6 +251,16 @@ def _sender_child(url: str, config: CallBenchConfig, stop: Any, out: Any) -> Non
                 return None
             return packet
 
+        audio = None
+        if config.audio == "generated":
+            from sender.audio_sender import AudioConfig, AudioSender
+            from sender.audio_sources import GeneratedSpeech
+            from sender.sync_marks import MarkedSource, SyncMarks
+
+            marks = SyncMarks(period_s=SYNC_MARK_PERIOD_S)
+            source = MarkedSource(source, marks)
+            audio = AudioSender(GeneratedSpeech(marks=marks, seed=config.seed), AudioConfig(config.audio_kbps))
+            info["audio"] = f"generated speech-like signal, Opus {config.audio_kbps:g} kbps mono, 60 ms frames; sync marks every {SYNC_MARK_PERIOD_S:g} s"
         signaling = CountingSignaling(url, ROOM, "sender")
         sender = Sender(
             SenderConfig(
@@ -246,6 +268,7 @@ def _sender_child(url: str, config: CallBenchConfig, stop: Any, out: Any) -> Non
                 frames_per_packet=config.frames_per_packet,
             ),
             source, reference, signaling=signaling, packet_filter=drop if config.drop else None, expression_baseline=baseline,
+            audio=audio,
         )
 
         async def run() -> str:
@@ -266,6 +289,7 @@ def _sender_child(url: str, config: CallBenchConfig, stop: Any, out: Any) -> Non
             "end": reason, "packets_dropped_by_fault_injection": dropped, "links": sender.link_stats(), "source": info,
             "reference_message_bytes": len(pack_reference_message(reference)), "marks": _sender_marks(sender, wire),
             "signaling": signaling.stats(), "datagrams": wire.datagrams, "udp_sockets": wire.sockets,
+            "audio": None if audio is None else audio.stats(),
         }))
     except Exception as exc:  # noqa: BLE001 - reported to the parent
         out.put(("sender", {"error": f"{type(exc).__name__}: {exc}"}))
@@ -358,10 +382,21 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
     forward, reverse = whole["sender_to_receiver"], whole["receiver_to_sender"]
     latency, render = receiver["latency_ms"], receiver["render_ms"]
     source_fps = round(link["frames"] / seconds, 2) if seconds and "frames" in link else None
+    motion_part = forward["parts"]["motion"]
+    audio_wire_kbps = round(motion_part.get("rtp_audio_bytes", 0) * 8 / 1000 / motion_part["seconds"], 3) if motion_part["seconds"] else None
+    wire_with_audio = motion_part["kbps"]
+    sync = (receiver.get("audio") or {}).get("sync") or {}
     summary = {
         "payload_kbps": payload_kbps,
         "source_fps": source_fps,
-        "wire_kbps": forward["parts"]["motion"]["kbps"],
+        "wire_kbps": None if wire_with_audio is None else round(wire_with_audio - (audio_wire_kbps or 0.0), 3),
+        "wire_kbps_with_audio": wire_with_audio,
+        "audio_wire_kbps": audio_wire_kbps if sender.get("audio") else None,
+        "audio_payload_kbps": (sender.get("audio") or {}).get("payload_kbps"),
+        "av_offset_ms_median": sync.get("offset_ms_median"),
+        "av_offset_ms_p95_abs": sync.get("offset_ms_p95_abs"),
+        "av_sync_pairs": sync.get("pairs"),
+        "audio_delay_ms": (receiver.get("audio") or {}).get("delay_ms"),
         "wire_kbps_reverse": reverse["parts"]["motion"]["kbps"],
         "wire_kbps_both_directions": _sum_or_none(forward["parts"]["motion"]["kbps"], reverse["parts"]["motion"]["kbps"]),
         "motion_transport": link.get("motion_transport"),
@@ -397,6 +432,8 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
     }
     summary["meets_wire_target"] = summary["wire_kbps"] is not None and summary["wire_kbps"] <= WIRE_TARGET_KBPS
     summary["meets_latency_target"] = latency["p95"] is not None and latency["p95"] <= LATENCY_TARGET_P95_MS
+    if sender.get("audio"):
+        summary["meets_av_offset_target"] = sync.get("offset_ms_p95_abs") is not None and sync["offset_ms_p95_abs"] <= AV_OFFSET_TARGET_P95_MS
     source = sender["source"]
     if source["kind"] == TRACE_SOURCE:
         source_text = "built-in scripted head-motion trace (codec.synthetic_trace) driving the default portrait"
@@ -426,7 +463,8 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
             "machine": platform.machine(),
             "python": platform.python_version(),
         },
-        "targets": {"wire_kbps_max": WIRE_TARGET_KBPS, "fps": 25.0, "latency_ms_p95_max": LATENCY_TARGET_P95_MS},
+        "targets": {"wire_kbps_max": WIRE_TARGET_KBPS, "fps": 25.0, "latency_ms_p95_max": LATENCY_TARGET_P95_MS,
+                    "av_offset_ms_p95_abs_max": AV_OFFSET_TARGET_P95_MS},
         "summary": summary,
         "whole_call": whole,
         "sender": sender,
@@ -469,6 +507,9 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--seed", type=int, default=0, help="trace and drop seed")
     p.add_argument("--motion-transport", choices=("rtp", "datachannel"), default=d.motion_transport,
                    help="how motion crosses the link, both ends (default %(default)s; see signaling.rtp_motion)")
+    p.add_argument("--audio", choices=("generated", "none"), default=d.audio,
+                   help="sound: the generated speech-like signal with sync marks, for the audio-video offset (default), or none")
+    p.add_argument("--audio-kbps", type=float, default=d.audio_kbps, help="Opus bitrate (default %(default)g)")
     p.add_argument("--srtp-tag-bits", type=int, choices=(80, 32), default=d.srtp_tag_bits,
                    help="SRTP tag both ends prefer for RTP motion (default %(default)s)")
 
@@ -490,7 +531,7 @@ def run_call_from_args(args: argparse.Namespace) -> int:
         seconds=args.seconds, fps=args.fps, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
         frames_per_packet=args.frames_per_packet, drop=args.drop, renderer=args.renderer, weights=args.weights,
         device=args.device, seed=args.seed, source=source, call_seconds=tuple(args.call_seconds),
-        motion_transport=args.motion_transport, srtp_tag_bits=args.srtp_tag_bits,
+        motion_transport=args.motion_transport, srtp_tag_bits=args.srtp_tag_bits, audio=args.audio, audio_kbps=args.audio_kbps,
     )
     try:
         result = run_call_bench(config)
@@ -511,5 +552,9 @@ def run_call_from_args(args: argparse.Namespace) -> int:
         f"p95 {s['latency_ms_p95']} ms (render median {s['render_ms_median']} ms), lost {s['frames_lost_in_transit']}, "
         f"concealed {s['frames_concealed']}, late {s['frames_late']}; setting {s['final_setting']}"
     )
+    if config.audio != "none":
+        print(f"audio: wire {s['audio_wire_kbps']} kbps (Opus payload {s['audio_payload_kbps']} kbps), delay {s['audio_delay_ms']} ms; "
+              f"audio - face offset median {s['av_offset_ms_median']} ms, p95 |offset| {s['av_offset_ms_p95_abs']} ms "
+              f"over {s['av_sync_pairs']} marks")
     print(format_whole_call(result))
     return 0

@@ -30,6 +30,16 @@ from signaling.rtc import UDP_IPV4_HEADER_BYTES
 TCP_IPV4_HEADER_BYTES = 52  # IPv4 20 + TCP 20 + the timestamps option 12 (Linux's default) per segment
 
 
+def _opus_payload_types() -> frozenset[int]:
+    """The payload type(s) aiortc offers Opus with (the sender offers, so both ends use them)."""
+    from aiortc.codecs import CODECS
+
+    return frozenset(c.payloadType for c in CODECS["audio"] if c.mimeType.lower() == "audio/opus" and c.payloadType is not None)
+
+
+OPUS_PAYLOAD_TYPES = _opus_payload_types()
+
+
 # -- counting the UDP datagrams ------------------------------------------------------------------
 Datagram = tuple[float, bool, str, int]  # (wall ms, outgoing, kind, IPv4 bytes)
 
@@ -48,6 +58,8 @@ def datagram_kind(data: bytes) -> str:
     if 24 <= first <= 63:
         return "dtls_other"  # DTLS 1.3 ciphertext records (not negotiated by aiortc today)
     if 128 <= first <= 191:
+        if len(data) > 1 and data[1] & 0x7F in OPUS_PAYLOAD_TYPES:  # the header is clear text under SRTP
+            return "rtp_audio"  # the call's sound (signaling.rtp_audio), counted apart from motion
         return "rtp"
     return "other"
 

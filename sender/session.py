@@ -548,6 +548,12 @@ class Sender:
                     rx.send_motion(packet)
         await asyncio.sleep(END_OF_STREAM_DRAIN_S)
 
+    def _audio_wire_bytes(self, rx: _ReceiverLink) -> int:
+        """What the link's audio put on the wire (Opus + RTP/SRTP/UDP/IPv4 headers): not motion's, so not under its cap."""
+        if rx.audio is None:
+            return 0
+        return rx.audio.bytes_sent + rx.audio.packets_sent * rtp_packet_overhead_bytes(self._srtp_tag_bits(rx))
+
     async def _audio_loop(self) -> None:
         """The audio (when there is any) from when the motion starts, to every link whose receiver takes it."""
         if self.audio is None:
@@ -566,7 +572,7 @@ class Sender:
         now_s = time.monotonic()
         controller = rx.controller
         controller.observe_motion(frame.motion)
-        controller.on_wire_bytes(now_s, rx.link.counters().wire_bytes_sent)
+        controller.on_wire_bytes(now_s, rx.link.counters().wire_bytes_sent - self._audio_wire_bytes(rx))  # the cap is motion's
         decision = controller.decide(now_s)
         if decision is not None:
             rx.apply(decision)
