@@ -65,6 +65,7 @@ END_OF_STREAM_DRAIN_S = 0.3  # after the source ends, before the connections clo
 # a packet for nothing). Each receiver has a fresh depacketizer per peer connection, so ids only need
 # to differ within one connection's lifetime; a random start keeps a restarted sender distinct anyway.
 STREAM_IDS = 128
+REOFFER_FIRST_S, REOFFER_MAX_S = 1.0, 30.0  # offering again to a receiver whose link dropped: 1 s doubling to 30 s
 RECEIVER_ALIVE_CHECK_S = 2.5  # a receiver the server says left is kept if it sent anything within this (feedback: 1/s)
 MAX_ORIGINAL_VIEWERS = 4  # viewers of the original pictures at once (each costs a VP8 encoder)
 
@@ -224,6 +225,8 @@ class Sender:
         self.latest_frame: MotionFrame | None = None
         self._posed: PosedPortrait | None = None
         self._signaling_refusal: str | None = None  # a PERMANENT_CODES error the server sent: do not join again
+        self._reoffers: dict[str, int] = {}  # receiver peer id -> offers made again since its link last worked
+        self._reoffer_tasks: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -251,9 +254,9 @@ class Sender:
             elif signaling_task in done:
                 reason = "signaling_closed"
         finally:
-            for task in self._tasks:
+            for task in [*self._tasks, *self._reoffer_tasks]:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks, *self._reoffer_tasks, return_exceptions=True)
             self.source.close()
             for rx in self.link_history:
                 rx.enhancement.close()
@@ -412,6 +415,21 @@ class Sender:
         if self.links.get(rx.peer_id) is rx:
             del self.links[rx.peer_id]
             self._event("receiver_lost", rx.peer_id)
+            if self.peer_roles.get(rx.peer_id) == "receiver" and not self._stop.is_set():
+                attempt = self._reoffers.get(rx.peer_id, 0)
+                self._reoffers[rx.peer_id] = attempt + 1
+                delay = min(REOFFER_MAX_S, REOFFER_FIRST_S * 2 ** attempt)
+                task = asyncio.ensure_future(self._reoffer(rx.link.peer, delay))
+                self._reoffer_tasks.add(task)
+                task.add_done_callback(self._reoffer_tasks.discard)
+
+    async def _reoffer(self, peer: m.PeerInfo, delay_s: float) -> None:
+        """The link to a receiver that is still in the room dropped (ICE failed, the receiver closed it): offer again."""
+        await asyncio.sleep(delay_s)
+        if self._stop.is_set() or peer.peer_id in self.links or self.peer_roles.get(peer.peer_id) != "receiver":
+            return
+        self._event("reoffer", f"{peer.peer_id} after {delay_s:g} s")
+        await self._add_receiver(peer)
 
     # -- control channel ------------------------------------------------------------------------
     def _error_reply(self, rx: _ReceiverLink, code: str, message: str) -> None:
@@ -441,6 +459,7 @@ class Sender:
                 self._send_reference(rx)
         elif isinstance(msg, c.ReferenceReady):
             rx.reference_ready.set()
+            self._reoffers.pop(rx.peer_id, None)  # the link works: a later drop starts the backoff afresh
             self._any_ready.set()
             self._event("reference_ready", f"{rx.peer_id} ({'cached' if msg.cached else 'sent'})")
         elif isinstance(msg, c.Pong):

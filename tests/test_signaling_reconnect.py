@@ -112,3 +112,26 @@ async def test_a_call_outlives_a_signaling_server_restart() -> None:
         for server in (first, second):
             if server is not None:
                 await server.close()
+
+
+async def test_the_sender_offers_again_when_its_receiver_link_drops() -> None:
+    """Both stay in the room, but the peer connection dies (here the receiver closes it): the sender offers again."""
+    server = await start_server(ServerConfig(port=0, static_dir=None))
+    receiver = Receiver(ReceiverConfig(server.url, "reoffer", rtc=LOOPBACK), FakeSynthesizer())
+    sender = Sender(SenderConfig(server.url, "reoffer", rtc=LOOPBACK, max_kbps=None), TraceSource(25.0, max_frames=100_000),
+                    fake_reference())
+    rtask, stask = asyncio.ensure_future(receiver.run()), asyncio.ensure_future(sender.run())
+    try:
+        await wait_until(lambda: receiver.playout.next_slot >= 25, 20, "the call to start")
+        first = receiver.active
+        assert first is not None
+        await first.link.pc.close()  # the link dies; nobody left the room
+        await wait_until(lambda: any(n == "reoffer" for _, n, _ in sender.events), 10, "the sender to offer again")
+        await wait_until(lambda: receiver.active is not None and receiver.active is not first and receiver.active.packets >= 25,
+                         15, "motion on the new link")
+        assert len(sender.link_history) == 2
+    finally:
+        receiver.stop()
+        sender.stop()
+        await asyncio.gather(rtask, stask, return_exceptions=True)
+        await server.close()
