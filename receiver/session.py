@@ -706,6 +706,8 @@ class Receiver:
                 self._emit(frame)
 
     def _emit(self, frame: PlayoutFrame) -> None:
+        if self.config.max_frames is not None and frame.slot >= self.config.max_frames:
+            return  # past the last frame asked for: the call is ending (stop() follows that frame's render)
         self.outputs.append(
             OutputRecord(frame.slot, frame.stream_id, frame.seq, frame.concealed, frame.capture_ms, frame.due_ms, frame.arrival_ms)
         )
