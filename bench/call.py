@@ -64,6 +64,7 @@ import numpy as np
 
 from bench.call_accounting import format_whole_call, whole_call
 from bench.call_source import AUTO_CLIP, TRACE_SOURCE, LoopedClip, clip_seconds, resolve_source
+from bench.impairment import Impairment, impaired
 from bench.wire_log import CountingSignaling, WireLog, install_wire_log
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,11 @@ class CallBenchConfig:
     motion_transport: str = "rtp"  # both ends' --motion-transport: "rtp" (the default) or "datachannel"
     srtp_tag_bits: int = 80  # both ends' --srtp-tag-bits
     audio: str = "generated"  # "generated" (speech-like signal + sync marks) or "none"
+    impair_loss: float = 0.0  # fraction of each process's outgoing media datagrams dropped (bench.impairment)
+    impair_jitter_ms: float = 0.0  # each outgoing media datagram delayed by 0..this ms (reorders them)
+
+    def impairment(self) -> Impairment:
+        return Impairment(self.impair_loss, self.impair_jitter_ms, self.seed)
     audio_kbps: float = 16.0  # Opus bitrate
 
     def rtc(self) -> Any:
@@ -153,10 +159,11 @@ def _receiver_child(url: str, config: CallBenchConfig, out: Any) -> None:
             ReceiverConfig(url, ROOM, rtc=config.rtc(), max_frames=frames, exit_when_sender_leaves=True),
             synthesizer, signaling=signaling,
         )
-        reason = asyncio.run(receiver.run())
+        with impaired(config.impairment()) as impairment:
+            reason = asyncio.run(receiver.run())
         out.put(("receiver", {
             "end": reason, "warmup_render_ms": [round(w, 2) for w in warm], **receiver.report(),
-            "signaling": signaling.stats(), "datagrams": wire.datagrams,
+            "signaling": signaling.stats(), "datagrams": wire.datagrams, "impairment": asdict(impairment) | {"delays_ms": None},
         }))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the benchmark
         out.put(("receiver", {"error": f"{type(exc).__name__}: {exc}"}))
@@ -278,7 +285,8 @@ def _sender_child(url: str, config: CallBenchConfig, stop: Any, out: Any) -> Non
             sender.stop()
             return await task
 
-        reason = asyncio.run(run())
+        with impaired(config.impairment()):
+            reason = asyncio.run(run())
         worker = getattr(source, "_thread", None)  # a video source's worker: let it finish its frame (killed inside
         if worker is not None:  # the face model's threads at exit, the process aborts)
             worker.join(10.0)
@@ -505,6 +513,10 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
                    help="where sender and receiver run the model: auto (CUDA when present, else CPU), cpu, cuda or cuda:N "
                         "(default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="trace and drop seed")
+    p.add_argument("--impair-loss", type=float, default=0.0,
+                   help="drop this fraction of every media datagram each peer sends (both directions; bench.impairment)")
+    p.add_argument("--impair-jitter-ms", type=float, default=0.0,
+                   help="delay each media datagram each peer sends by 0..this many ms (reorders them)")
     p.add_argument("--motion-transport", choices=("rtp", "datachannel"), default=d.motion_transport,
                    help="how motion crosses the link, both ends (default %(default)s; see signaling.rtp_motion)")
     p.add_argument("--audio", choices=("generated", "none"), default=d.audio,
@@ -517,6 +529,9 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
 def run_call_from_args(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or not 0.0 <= args.drop < 1.0:
         raise SystemExit(f"--seconds must be > 0 and --drop in [0, 1): got {args.seconds}, {args.drop}")
+    if not 0.0 <= args.impair_loss < 1.0 or not 0.0 <= args.impair_jitter_ms <= 10_000:
+        raise SystemExit(f"--impair-loss must be in [0, 1) and --impair-jitter-ms in [0, 10000]: got {args.impair_loss}, "
+                         f"{args.impair_jitter_ms}")
     if not all(s > 0 for s in args.call_seconds):
         raise SystemExit(f"--call-seconds must be positive, got {args.call_seconds}")
     try:
@@ -531,7 +546,8 @@ def run_call_from_args(args: argparse.Namespace) -> int:
         seconds=args.seconds, fps=args.fps, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
         frames_per_packet=args.frames_per_packet, drop=args.drop, renderer=args.renderer, weights=args.weights,
         device=args.device, seed=args.seed, source=source, call_seconds=tuple(args.call_seconds),
-        motion_transport=args.motion_transport, srtp_tag_bits=args.srtp_tag_bits, audio=args.audio, audio_kbps=args.audio_kbps,
+        motion_transport=args.motion_transport, srtp_tag_bits=args.srtp_tag_bits,
+        impair_loss=args.impair_loss, impair_jitter_ms=args.impair_jitter_ms, audio=args.audio, audio_kbps=args.audio_kbps,
     )
     try:
         result = run_call_bench(config)

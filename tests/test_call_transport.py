@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
 from codec.bitstream import unpack_header
@@ -159,3 +160,25 @@ async def test_a_malformed_rtp_packet_is_rejected_and_the_call_goes_on(server: R
     assert len(receiver.outputs) == frames
     (link,) = sender.link_history
     assert any(e.startswith("bad_packet") for e in link.remote_errors)  # the sender heard why
+
+
+async def test_thirty_percent_loss_and_fifty_ms_jitter_both_ways_keep_the_frame_rate(server: RunningServer) -> None:
+    """bench.impairment drops 30 % of every media datagram (motion, feedback, control, SACKs) and delays the rest by
+    0-50 ms (reordering them), both ways: the output keeps one frame per 40 ms slot and counts what it conceals."""
+    from bench.impairment import Impairment, impaired
+
+    frames = 100
+    with impaired(Impairment(loss=0.3, jitter_ms=50.0, seed=2)) as counts:
+        receiver, sender, _ = make_call(server, "impaired", frames)
+        assert (await run_call(receiver, sender, timeout_s=45))[0] == "max_frames"
+    assert counts.dropped > 0.2 * counts.media_datagrams and counts.delayed > 0
+    outputs = list(receiver.outputs)
+    first = outputs[0].seq
+    assert [o.slot for o in outputs] == list(range(frames))
+    assert [o.seq for o in outputs] == list(range(first, first + frames))  # one output per frame, in order
+    report = receiver.report()
+    assert 15 <= report["frames_concealed"] <= 60, report["frames_concealed"]  # ~30 % lost, all of it concealed
+    assert report["frames_concealed"] == sum(o.concealed for o in outputs)
+    rendered = np.array([r.rendered_ms for r in receiver.renders])
+    assert float(np.median(np.diff(rendered))) == pytest.approx(40.0, abs=4.0)  # full frame rate
+    assert report["playout_delay_ms"] > 20  # the playout made room for the jitter
