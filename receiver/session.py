@@ -177,7 +177,9 @@ class _SenderLink:
 
     @property
     def motion_transport(self) -> str:
-        return "rtp" if self.rtp is not None and self.rtp.active else "datachannel"
+        if self.rtp is None or not self.rtp.active:
+            return "datachannel"
+        return "rtp+audio" if self.audio_rtp is not None and self.audio_rtp.on_motion is not None else "rtp"
 
     def send_feedback(self, feedback: bytes) -> None:
         """Feedback goes back as RTP once motion arrives as RTP (no SACK for it, and a lost one is superseded by
@@ -445,7 +447,7 @@ class Receiver:
             self._on_motion(sender, data)
 
         def before_answer() -> None:
-            if self.config.rtc.motion_transport == "rtp":
+            if self.config.rtc.motion_transport in ("rtp", "rtp+audio"):
                 sender.rtp = MotionRtpChannel.prepare_answer(link.pc, on_rtp_motion)
             prefer_srtp_profiles(link.pc, self.config.rtc.srtp_tag_bits)
             sender.audio_rtp = AudioRtpChannel.prepare_answer(link.pc, on_audio, accept=self.config.audio)
@@ -573,6 +575,9 @@ class Receiver:
             self._broadcast(msg)
         elif isinstance(msg, c.ErrorReply):
             sender.remote_errors.append(f"{msg.code}: {msg.message}")
+            if sender.audio_rtp is not None and (msg.code == "no_audio_riding" or (msg.code == "bad_message" and "rtp+audio" in msg.message)):
+                sender.audio_rtp.on_motion = None  # the sender keeps motion out of its audio: plain RTP motion
+                self._event("motion_transport", f"{sender.peer_id}: rtp (the sender declined motion in the audio: {msg.code})")
             peer_log.log(logging.WARNING, "sender_error", f"{sender.link.prefix}: the sender reports {msg.code}: {msg.message}")
             if msg.code == "bad_command":  # the answer to a viewer's command: the viewers see it
                 for viewer in list(self.viewers.values()):
@@ -605,6 +610,8 @@ class Receiver:
             sender.send_control(c.Capabilities(BUNDLE_MAGIC & 0x0F, self.enhancement_size))
         if sender.rtp is not None and not sender.rtp.active and sender.rtp.start():
             sender.send_control(c.MotionTransport("rtp"))  # an older sender rejects it and keeps the data channel
+            if self.config.rtc.motion_transport == "rtp+audio" and sender.audio_rtp is not None:
+                self._ask_motion_in_audio(sender)
         sender.send_control(c.ReferenceStatus(hello.content_hash, have))
         self._event("hello", f"stream {hello.stream_id}, reference {hello.content_hash[:12]} {'cached' if have else 'needed'}")
         if have:
@@ -613,6 +620,27 @@ class Receiver:
                 sender.send_control(c.ReferenceStatus(hello.content_hash, False))
                 return
             await self._prepare(sender, key, msg, cached=True)
+
+    def _ask_motion_in_audio(self, sender: _SenderLink) -> None:
+        """We play this sender's audio: ask for its motion inside the audio packets (``signaling.audio_motion``) and
+        split the marked ones from now on. A sender that does not do it answers with an error (an older one rejects
+        the value, bad_message; one with --motion-transport rtp, no_audio_riding) and motion stays on plain RTP."""
+        audio = sender.audio_rtp
+        assert audio is not None
+
+        def on_motion(data: bytes) -> None:
+            sender.rtp_motion_seen = True
+            self._on_motion(sender, data)
+
+        def on_bad_motion(reason: str) -> None:
+            if sender is not self.active:
+                return
+            sender.bad_packets += 1
+            peer_log.log(logging.INFO, "bad_packet", f"{sender.link.prefix}: rejected audio packet with motion: {reason}")
+            self._error_reply(sender, "bad_packet", f"audio packet with motion: {reason} ({sender.bad_packets} rejected)")
+
+        audio.on_motion, audio.on_bad_motion = on_motion, on_bad_motion
+        sender.send_control(c.MotionTransport("rtp+audio"))
 
     def _queue_sender_job(self, sender: _SenderLink, job: Callable[[], Awaitable[None]]) -> None:
         if not sender.jobs.submit(job):
@@ -874,6 +902,7 @@ class Receiver:
             "frames_rendered_enhanced": 0 if worker is None else worker.frames_enhanced,
             "motion_transport": links[-1].motion_transport if links else None,
             "rtp": asdict(links[-1].rtp.counters()) if links and links[-1].rtp is not None else None,
+            "audio_rtp": asdict(links[-1].audio_rtp.counters()) if links and links[-1].audio_rtp is not None else None,
             "audio": self.audio.report(),
         }
 

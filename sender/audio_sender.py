@@ -13,7 +13,7 @@ import fractions
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,6 +35,16 @@ class AudioConfig:
     def __post_init__(self) -> None:
         if not 6.0 <= self.bitrate_kbps <= 128.0:
             raise ValueError(f"audio bitrate {self.bitrate_kbps:g} kbps is outside Opus's 6-128 kbps")
+
+
+class AudioOutlet(Protocol):
+    """Where one link's Opus packets go: its ``AudioRtpChannel``, or the ``sender.motion_rider.MotionRider`` that puts
+    motion inside them."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def send(self, payload: bytes, timestamp: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,7 @@ class AudioSender:
         """Add the audio transceiver to a receiver link's offer."""
         return AudioRtpChannel.offer(pc)
 
-    async def run(self, channels: Callable[[], Iterable[AudioRtpChannel | None]]) -> None:
+    async def run(self, channels: Callable[[], Iterable[AudioOutlet | None]]) -> None:
         """Until the source ends: every packet to each started channel ``channels()`` gives at that moment."""
         encoder = OpusEncoder(self.config)
         try:

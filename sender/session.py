@@ -5,7 +5,9 @@ retransmits: motion packets), a "control" channel (reliable: hello, reference ch
 commands, rate decisions) and a video transceiver for motion as RTP (``signaling.rtp_motion``): once the
 receiver asks for it (``motion_transport``), motion packets go as RTP (~50 bytes of headers instead of ~95,
 no SACKs back) and its feedback comes back the same way; messages too large for one RTP packet (a key
-picture's bundle) still take the data channel, as does everything for a receiver that never asks; its own MotionPacketizer (stream id random per sender run, below 128 so
+picture's bundle) still take the data channel, as does everything for a receiver that never asks. A receiver that
+plays the audio may ask ("rtp+audio") for the motion to ride inside the audio's RTP packets (``sender.motion_rider``,
+``signaling.audio_motion``): a message then costs its bytes plus one or two, not 50 of headers; its own MotionPacketizer (stream id random per sender run, below 128 so
 it costs one byte a packet) and BandwidthController. The reference portrait is announced in the hello
 and sent only when the receiver answers that it does not hold it.
 With a model that has the enhancement branch (``enhancement_size`` E > 0), a receiver that announced
@@ -46,6 +48,7 @@ from codec.reference_message import ReferenceMessage, chunk_message, decode_port
 from sender.audio_sender import AudioSender
 from sender.controller import PACKET_OVERHEAD_BYTES, BandwidthController, Decision, Rung
 from sender.enhancement_sender import EnhancementSender
+from sender.motion_rider import DEFAULT_HOLD_MS, MotionRider, default_wait_ms
 from sender.original import OriginalVideoTrack, PosedPortrait
 from sender.sources import MotionFrame, MotionSource, TraceSource
 from signaling import control as c
@@ -88,6 +91,9 @@ class SenderConfig:
     reconnect: bool = True  # join the signaling server again when it goes away (the calls carry on meanwhile)
     enhancement_qp: int | None = None  # the enhancement layer's SVT-AV1 qp (1-63; higher = fewer bytes) when the model has the
     # branch, the receiver reads bundles and the rate allows (None: the controller chooses; 0: motion only)
+    motion_audio_wait_ms: float | None = None  # with motion riding in the audio: how long a motion message may wait for the
+    # next audio packet before it goes on its own (None: one audio frame, at most 20 ms; see sender.motion_rider)
+    audio_hold_ms: float = DEFAULT_HOLD_MS  # ... and how long an audio packet may wait for the next motion message
 
 
 class _ReceiverLink:
@@ -106,6 +112,7 @@ class _ReceiverLink:
         self.control: RTCDataChannel | None = None
         self.rtp: MotionRtpChannel | None = None  # motion as RTP, offered; active once the receiver asked for it
         self.audio: AudioRtpChannel | None = None  # Opus RTP, offered with --audio; active once the receiver accepted it
+        self.rider: MotionRider | None = None  # motion inside the audio packets, once the receiver asked ("rtp+audio")
         self.rung: Rung | None = None
         self.reference_sent = 0  # times the whole reference went out
         self.reference_skipped = 0  # times the receiver already held it
@@ -132,12 +139,23 @@ class _ReceiverLink:
 
     @property
     def motion_transport(self) -> str:
-        return "rtp" if self.rtp is not None and self.rtp.active else "datachannel"
+        if self.rtp is None or not self.rtp.active:
+            return "datachannel"
+        return "rtp+audio" if self.rider is not None else "rtp"
+
+    @property
+    def audio_outlet(self) -> MotionRider | AudioRtpChannel | None:
+        """Where the audio sender hands this link's Opus packets: the rider when motion rides in them."""
+        return self.rider if self.rider is not None else self.audio
 
     def send_motion(self, message: bytes, capture_ts_ms: float | None = None) -> None:
-        """One motion packet or frame bundle: as RTP once the receiver reads it and it fits one packet, else on the
-        motion data channel. Raises what the channel raises (the caller counts it)."""
+        """One motion packet or frame bundle: inside the audio packets when the receiver asked and one comes in time
+        (``sender.motion_rider``), else as RTP once the receiver reads it and it fits one packet, else on the motion
+        data channel. Raises what the channel raises (the caller counts it)."""
         if self.rtp is not None and self.rtp.active and fits(message):
+            if self.rider is not None:
+                self.rider.send_motion(message, capture_ts_ms)
+                return
             self.rtp.send(message, capture_ts_ms)
         else:
             assert self.motion is not None
@@ -335,7 +353,7 @@ class Sender:
         self._event("receiver_joined", peer.peer_id)
         rx.motion = link.pc.createDataChannel("motion", ordered=False, maxRetransmits=0)
         rx.control = link.pc.createDataChannel("control")
-        if self.config.rtc.motion_transport == "rtp":
+        if self.config.rtc.motion_transport in ("rtp", "rtp+audio"):
             rx.rtp = MotionRtpChannel.offer(link.pc, lambda data: self._on_feedback(rx, data))
             link.before_offer_sent = lambda: prefer_srtp_profiles(link.pc, self.config.rtc.srtp_tag_bits)
         if self.audio is not None:
@@ -412,6 +430,8 @@ class Sender:
         return self._posed.render(None if frame is None else frame.motion)
 
     def _link_closed(self, rx: _ReceiverLink) -> None:
+        if rx.rider is not None:
+            rx.rider.close()
         if self.links.get(rx.peer_id) is rx:
             del self.links[rx.peer_id]
             self._event("receiver_lost", rx.peer_id)
@@ -500,15 +520,29 @@ class Sender:
             rx.controller.on_feedback(time.monotonic(), feedback)
 
     def _on_motion_transport(self, rx: _ReceiverLink, msg: c.MotionTransport) -> None:
+        if msg.transport != "rtp+audio" and rx.rider is not None:
+            rx.rider.close()
+            rx.rider = None
         if msg.transport == "datachannel":
             if rx.rtp is not None:
                 rx.rtp.active = False
             rx.controller.set_packet_overhead(PACKET_OVERHEAD_BYTES)
-        elif rx.rtp is None or not rx.rtp.start():
+        elif rx.rtp is None or not (rx.rtp.active or rx.rtp.start()):
             self._error_reply(rx, "no_rtp_motion", "this sender offered no motion RTP transceiver on this link "
                               "(--motion-transport datachannel, or it was not negotiated): motion stays on the data channel")
             return
-        else:
+        elif msg.transport == "rtp+audio" and rx.rider is None:
+            if self.config.rtc.motion_transport != "rtp+audio" or rx.audio is None or self.audio is None:
+                self._error_reply(rx, "no_audio_riding", "this sender does not put motion inside its audio packets on this link "
+                                  f"({'--motion-transport rtp' if rx.audio is not None else 'no audio'}): motion stays on plain RTP")
+                return
+            rtp, tag_bits = rx.rtp, self._srtp_tag_bits(rx)
+            wait_ms = self.config.motion_audio_wait_ms
+            rx.rider = MotionRider(rx.audio, rtp.send, default_wait_ms(self.audio.config.frame_ms) if wait_ms is None else wait_ms,
+                                   self.config.audio_hold_ms)
+            rx.rider.set_srtp_tag_bits(tag_bits)
+            rx.controller.set_packet_overhead(rx.rider.overhead_bytes())
+        elif rx.rider is None:
             rx.controller.set_packet_overhead(rtp_packet_overhead_bytes(self._srtp_tag_bits(rx)))
         self._event("motion_transport", f"{rx.peer_id}: {rx.motion_transport}")
 
@@ -580,7 +614,7 @@ class Sender:
         if self.config.wait_for_receiver:
             await self._any_ready.wait()
         try:
-            await self.audio.run(lambda: [rx.audio for rx in self.links.values()])
+            await self.audio.run(lambda: [rx.audio_outlet for rx in self.links.values()])
         except Exception as exc:  # noqa: BLE001 - a failing microphone ends the audio, not the call
             logger.error("audio stopped: %s", exc)
             self._event("audio_failed", str(exc))
@@ -591,6 +625,8 @@ class Sender:
         now_s = time.monotonic()
         controller = rx.controller
         controller.observe_motion(frame.motion)
+        if rx.rider is not None:  # what a message costs now: a prefix share when riding, RTP headers when alone
+            controller.set_packet_overhead(rx.rider.overhead_bytes())
         controller.on_wire_bytes(now_s, rx.link.counters().wire_bytes_sent - self._audio_wire_bytes(rx))  # the cap is motion's
         decision = controller.decide(now_s)
         if decision is not None:
@@ -680,6 +716,8 @@ class Sender:
                 "motion_transport": rx.motion_transport,
                 "rtp": None if rx.rtp is None else asdict(rx.rtp.counters()),
                 "audio_rtp": None if rx.audio is None else {"active": rx.audio.active, **asdict(rx.audio.counters())},
+                "motion_in_audio": None if rx.rider is None else {
+                    "wait_ms": rx.rider.wait_ms, "hold_ms": rx.rider.hold_ms, **asdict(rx.rider.counters())},
                 "enhancement": rx.enhancement.stats(),
                 "decisions": [
                     {"t_ms": t, **_rung_dict(d.rung), "estimated_kbps": round(d.estimated_kbps, 2), "reason": d.reason}

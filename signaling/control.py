@@ -113,14 +113,16 @@ class Capabilities:
     enhancement_size: int  # E of its model's enhancement branch (0: none)
 
 
-MOTION_TRANSPORTS = ("rtp", "datachannel")
+MOTION_TRANSPORTS = ("rtp", "datachannel", "rtp+audio")
 
 
 @dataclass(frozen=True)
 class MotionTransport:
     """receiver -> sender: carry this link's motion (and the receiver's feedback back) as RTP on the offer's video
     transceiver (``signaling.rtp_motion``), or back on the "motion" data channel. Sent only by a receiver that found
-    that transceiver in the offer; a sender that never hears it keeps the data channel."""
+    that transceiver in the offer; a sender that never hears it keeps the data channel. "rtp+audio" (sent after "rtp",
+    by a receiver that plays the sender's audio): motion may also ride inside the audio's RTP packets
+    (``signaling.audio_motion``); a sender that does not do that answers with an error and stays on plain RTP."""
 
     TYPE: ClassVar[str] = "motion_transport"
     transport: str  # one of MOTION_TRANSPORTS

@@ -15,7 +15,10 @@ How a link carries it (``AudioRtpChannel``), next to the motion transceiver of `
   the first sample's **capture time on a 48 kHz clock** (``capture_ms · 48`` mod 2³², the sender's wall clock, like
   the motion packets' 90 kHz timestamp), the transceiver's SSRC, no header extensions, one Opus packet (one frame of
   20, 40 or 60 ms) as payload. Both media thus carry the capture clock; the receiver unwraps the timestamp against
-  its own clock (``unwrap_audio_timestamp``) and schedules playout from it (``receiver.audio_playout``).
+  its own clock (``unwrap_audio_timestamp``) and schedules playout from it (``receiver.audio_playout``);
+- when the receiver asked for it (``motion_transport`` "rtp+audio"), a packet may carry motion messages before its
+  Opus packet, flagged by the marker bit (``signaling.audio_motion``): ``send(..., motion=[...])`` builds it, and a
+  receiving channel with ``on_motion`` set splits it (the messages to ``on_motion``, the Opus bytes to ``on_packet``).
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtp import RtpPacket
+
+from signaling.audio_motion import AudioMotionError, pack_riding, prefix_bytes, unpack_riding
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +69,18 @@ class AudioRtpPacket:
 @dataclass(frozen=True)
 class AudioRtpCounters:
     packets_sent: int
-    bytes_sent: int  # RTP payload (Opus) bytes
+    bytes_sent: int  # Opus bytes (a motion prefix is counted apart, below)
     packets_received: int
-    bytes_received: int
+    bytes_received: int  # Opus bytes
     malformed: int  # empty payloads or another payload type
     send_errors: int
+    motion_packets_sent: int = 0  # audio packets that carried motion (marker 1)
+    motion_messages_sent: int = 0
+    motion_bytes_sent: int = 0  # their prefixes: count, lengths and messages (what motion costs riding here)
+    motion_packets_received: int = 0
+    motion_messages_received: int = 0
+    motion_bytes_received: int = 0
+    motion_malformed: int = 0  # marker-1 payloads whose prefix did not parse (dropped whole)
 
 
 class AudioRtpChannel:
@@ -77,6 +89,10 @@ class AudioRtpChannel:
     def __init__(self, transceiver: RTCRtpTransceiver, on_packet: Callable[[AudioRtpPacket], None] | None = None) -> None:
         self.transceiver = transceiver
         self.on_packet = on_packet
+        # Set by a receiver that asked for motion inside the audio: marker-1 payloads are split, each motion message
+        # goes here, and a prefix that does not parse to ``on_bad_motion`` (with the reason). None: marker ignored.
+        self.on_motion: Callable[[bytes], None] | None = None
+        self.on_bad_motion: Callable[[str], None] | None = None
         self.payload_type: int | None = None
         self.active = False  # sending allowed (negotiated, link up); see start()
         self._seq = 0
@@ -84,6 +100,8 @@ class AudioRtpChannel:
         self._sends: set[asyncio.Task[None]] = set()
         self.packets_sent = self.bytes_sent = self.send_errors = 0
         self.packets_received = self.bytes_received = self.malformed = 0
+        self.motion_packets_sent = self.motion_messages_sent = self.motion_bytes_sent = 0
+        self.motion_packets_received = self.motion_messages_received = self.motion_bytes_received = self.motion_malformed = 0
         transceiver.receiver._handle_rtp_packet = self._on_rtp  # type: ignore[method-assign]  # noqa: SLF001
 
     # -- negotiation ------------------------------------------------------------------------------
@@ -141,22 +159,24 @@ class AudioRtpChannel:
         task.add_done_callback(_log_task_error)
 
     # -- sending ----------------------------------------------------------------------------------
-    def send(self, payload: bytes, timestamp: int) -> None:
-        """One Opus packet whose first sample was captured at ``timestamp`` (48 kHz, see ``capture_timestamp``)."""
+    def send(self, payload: bytes, timestamp: int, motion: Sequence[bytes] = ()) -> None:
+        """One Opus packet whose first sample was captured at ``timestamp`` (48 kHz, see ``capture_timestamp``), with
+        ``motion`` messages riding before it (marker 1; ``signaling.audio_motion``; ValueError when they do not fit)."""
         if not self.active or self.payload_type is None:
             raise ConnectionError("the audio RTP channel is not started")
         if not payload:
             raise ValueError("an empty Opus packet")
+        data = pack_riding(motion, payload) if motion else payload
         packet = RtpPacket(
-            payload_type=self.payload_type, marker=0, sequence_number=self._seq, timestamp=timestamp % TIMESTAMP_MODULUS,
-            ssrc=self.transceiver.sender._ssrc, payload=payload,  # noqa: SLF001 - the SSRC the offer announced
+            payload_type=self.payload_type, marker=1 if motion else 0, sequence_number=self._seq, timestamp=timestamp % TIMESTAMP_MODULUS,
+            ssrc=self.transceiver.sender._ssrc, payload=data,  # noqa: SLF001 - the SSRC the offer announced
         )
         self._seq = (self._seq + 1) & 0xFFFF
-        task = asyncio.ensure_future(self._send(packet.serialize(), len(payload)))
+        task = asyncio.ensure_future(self._send(packet.serialize(), len(payload), len(motion), len(data) - len(payload)))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _send(self, data: bytes, payload_bytes: int) -> None:
+    async def _send(self, data: bytes, payload_bytes: int, motion_messages: int = 0, motion_bytes: int = 0) -> None:
         try:
             await self.transceiver.sender.transport._send_rtp(data)  # noqa: SLF001 - SRTP-protects and sends
         except (ConnectionError, OSError, RuntimeError) as exc:
@@ -166,6 +186,10 @@ class AudioRtpChannel:
             return
         self.packets_sent += 1
         self.bytes_sent += payload_bytes
+        if motion_messages:
+            self.motion_packets_sent += 1
+            self.motion_messages_sent += motion_messages
+            self.motion_bytes_sent += motion_bytes
 
     # -- receiving --------------------------------------------------------------------------------
     async def _on_rtp(self, packet: RtpPacket, arrival_time_ms: int = 0) -> None:
@@ -174,13 +198,32 @@ class AudioRtpChannel:
         if not packet.payload or (self.payload_type is not None and packet.payload_type != self.payload_type):
             self.malformed += 1
             return
+        opus = bytes(packet.payload)
+        if packet.marker and self.on_motion is not None:
+            try:
+                riding = unpack_riding(opus)
+            except AudioMotionError as exc:
+                self.motion_malformed += 1
+                if self.on_bad_motion is not None:
+                    self.on_bad_motion(str(exc))
+                return
+            self.motion_packets_received += 1
+            self.motion_messages_received += len(riding.messages)
+            self.motion_bytes_received += prefix_bytes(riding.messages)
+            opus = riding.opus
+            for message in riding.messages:
+                self.on_motion(message)
         self.packets_received += 1
-        self.bytes_received += len(packet.payload)
+        self.bytes_received += len(opus)
         if self.on_packet is not None:
-            self.on_packet(AudioRtpPacket(packet.ssrc, packet.sequence_number, packet.timestamp, bytes(packet.payload), time.time() * 1000.0))
+            self.on_packet(AudioRtpPacket(packet.ssrc, packet.sequence_number, packet.timestamp, opus, time.time() * 1000.0))
 
     def counters(self) -> AudioRtpCounters:
-        return AudioRtpCounters(self.packets_sent, self.bytes_sent, self.packets_received, self.bytes_received, self.malformed, self.send_errors)
+        return AudioRtpCounters(
+            self.packets_sent, self.bytes_sent, self.packets_received, self.bytes_received, self.malformed, self.send_errors,
+            self.motion_packets_sent, self.motion_messages_sent, self.motion_bytes_sent, self.motion_packets_received,
+            self.motion_messages_received, self.motion_bytes_received, self.motion_malformed,
+        )
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:
