@@ -36,12 +36,17 @@ decoded from motion, with the render time inside it reported separately; losses:
 (receiver feedback), concealed, late, packets rejected.
 
 Audio (``--audio generated``, the default): the sender also sends the generated speech-like signal as Opus
-(``--audio-kbps``, 60 ms frames) on its audio transceiver, and its motion shows a sync mark every
+(``--audio-kbps``, ``--audio-frame-ms``, 60 by default) on its audio transceiver, and its motion shows a sync mark every
 ``SYNC_MARK_PERIOD_S`` (the mouth snaps open; the audio clicks at that capture time, ``sender.sync_marks``). The
 receiver plays the audio delayed to the face's latency and measures each mark's offset, audio − face
 (``receiver.av_sync``): ``av_offset_ms_median`` / ``av_offset_ms_p95_abs``. ``audio_wire_kbps`` counts the audio's
 datagrams (SRTP, by their Opus payload type) over the motion period; ``wire_kbps`` stays motion alone (audio
-subtracted), ``wire_kbps_with_audio`` is both.
+subtracted), ``wire_kbps_with_audio`` is both. With motion riding inside the audio packets (``--motion-transport
+rtp+audio``, the default; ``signaling.audio_motion``) the prefixes it adds to audio datagrams (counted by the sender:
+they are encrypted) are motion's: ``wire_kbps`` = motion's own datagrams + those prefixes (its marginal cost),
+``audio_wire_kbps`` = the audio datagrams without them, ``motion_in_audio_kbps`` the prefixes alone and
+``motion_messages_ridden`` of ``motion_messages`` how many rode. ``wire_kbps_both_directions`` is motion's both ways
+(``..._with_audio`` adds the audio).
 
 Targets (issue #6): wire ≤ 8 kbps at 25 fps output; latency p95 ≤ 120 ms. Issue #23: |audio − face| p95 ≤ 40 ms.
 """
@@ -94,7 +99,7 @@ class CallBenchConfig:
     seed: int = 0
     source: str = TRACE_SOURCE  # "trace" or a video file (played again from the start if shorter than the call)
     call_seconds: tuple[float, ...] = DEFAULT_CALL_SECONDS  # call lengths for the amortized rates
-    motion_transport: str = "rtp"  # both ends' --motion-transport: "rtp" (the default) or "datachannel"
+    motion_transport: str = "rtp+audio"  # both ends' --motion-transport: "rtp+audio" (the default), "rtp" or "datachannel"
     srtp_tag_bits: int = 80  # both ends' --srtp-tag-bits
     audio: str = "generated"  # "generated" (speech-like signal + sync marks) or "none"
     impair_loss: float = 0.0  # fraction of each process's outgoing media datagrams dropped (bench.impairment)
@@ -103,6 +108,9 @@ class CallBenchConfig:
     def impairment(self) -> Impairment:
         return Impairment(self.impair_loss, self.impair_jitter_ms, self.seed)
     audio_kbps: float = 16.0  # Opus bitrate
+    audio_frame_ms: int = 60  # Opus frame per packet: 20, 40 or 60 ms (the sender's default is 60)
+    motion_audio_wait_ms: float | None = None  # the sender's --motion-audio-wait-ms (None: its default)
+    audio_hold_ms: float = 20.0  # the sender's --audio-hold-ms
 
     def rtc(self) -> Any:
         from signaling.rtc import RtcOptions
@@ -266,13 +274,15 @@ def _sender_child(url: str, config: CallBenchConfig, stop: Any, out: Any) -> Non
 
             marks = SyncMarks(period_s=SYNC_MARK_PERIOD_S)
             source = MarkedSource(source, marks)
-            audio = AudioSender(GeneratedSpeech(marks=marks, seed=config.seed), AudioConfig(config.audio_kbps))
-            info["audio"] = f"generated speech-like signal, Opus {config.audio_kbps:g} kbps mono, 60 ms frames; sync marks every {SYNC_MARK_PERIOD_S:g} s"
+            audio = AudioSender(GeneratedSpeech(config.audio_frame_ms, marks=marks, seed=config.seed),
+                                AudioConfig(config.audio_kbps, config.audio_frame_ms))
+            info["audio"] = f"generated speech-like signal, Opus {config.audio_kbps:g} kbps mono, {config.audio_frame_ms} ms frames; sync marks every {SYNC_MARK_PERIOD_S:g} s"
         signaling = CountingSignaling(url, ROOM, "sender")
         sender = Sender(
             SenderConfig(
                 url, ROOM, rtc=config.rtc(), max_kbps=config.max_kbps, keypoints=config.keypoints,
-                frames_per_packet=config.frames_per_packet,
+                frames_per_packet=config.frames_per_packet, motion_audio_wait_ms=config.motion_audio_wait_ms,
+                audio_hold_ms=config.audio_hold_ms,
             ),
             source, reference, signaling=signaling, packet_filter=drop if config.drop else None, expression_baseline=baseline,
             audio=audio,
@@ -391,14 +401,24 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
     latency, render = receiver["latency_ms"], receiver["render_ms"]
     source_fps = round(link["frames"] / seconds, 2) if seconds and "frames" in link else None
     motion_part = forward["parts"]["motion"]
-    audio_wire_kbps = round(motion_part.get("rtp_audio_bytes", 0) * 8 / 1000 / motion_part["seconds"], 3) if motion_part["seconds"] else None
+    audio_datagram_kbps = motion_part.get("rtp_audio_bytes", 0) * 8 / 1000 / motion_part["seconds"] if motion_part["seconds"] else None
+    # Motion riding in the audio packets: its prefixes are inside the audio's datagrams (encrypted, so counted by the
+    # sender); they are motion's marginal cost, not the audio's.
+    riding = link.get("motion_in_audio")
+    ridden_bytes = (link.get("audio_rtp") or {}).get("motion_bytes_sent", 0) if riding else 0
+    riding_kbps = ridden_bytes * 8 / 1000 / seconds if seconds else 0.0
+    audio_wire_kbps = None if audio_datagram_kbps is None else round(audio_datagram_kbps - riding_kbps, 3)
     wire_with_audio = motion_part["kbps"]
+    wire_kbps = None if wire_with_audio is None else round(wire_with_audio - (audio_wire_kbps or 0.0), 3)
     sync = (receiver.get("audio") or {}).get("sync") or {}
     summary = {
         "payload_kbps": payload_kbps,
         "source_fps": source_fps,
-        "wire_kbps": None if wire_with_audio is None else round(wire_with_audio - (audio_wire_kbps or 0.0), 3),
+        "wire_kbps": wire_kbps,
         "wire_kbps_with_audio": wire_with_audio,
+        "motion_in_audio_kbps": round(riding_kbps, 3) if riding else None,
+        "motion_messages_ridden": None if not riding else riding["messages_ridden"],
+        "motion_messages": None if not riding else riding["messages"],
         "audio_wire_kbps": audio_wire_kbps if sender.get("audio") else None,
         "audio_payload_kbps": (sender.get("audio") or {}).get("payload_kbps"),
         "av_offset_ms_median": sync.get("offset_ms_median"),
@@ -406,7 +426,8 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
         "av_sync_pairs": sync.get("pairs"),
         "audio_delay_ms": (receiver.get("audio") or {}).get("delay_ms"),
         "wire_kbps_reverse": reverse["parts"]["motion"]["kbps"],
-        "wire_kbps_both_directions": _sum_or_none(forward["parts"]["motion"]["kbps"], reverse["parts"]["motion"]["kbps"]),
+        "wire_kbps_both_directions": _sum_or_none(wire_kbps, reverse["parts"]["motion"]["kbps"]),
+        "wire_kbps_both_directions_with_audio": _sum_or_none(forward["parts"]["motion"]["kbps"], reverse["parts"]["motion"]["kbps"]),
         "motion_transport": link.get("motion_transport"),
         "rtp_packets_lost": (receiver.get("rtp") or {}).get("packets_lost"),
         "wire_kbps_dtls_counters": link.get("wire_kbps"),
@@ -461,7 +482,7 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
         "config": asdict(config),
         "conditions": {
             "transport": (
-                f"motion as {'RTP (SRTP, ' + str(config.srtp_tag_bits) + '-bit tag preferred)' if config.motion_transport == 'rtp' else 'a data channel'}"
+                f"motion as {_transport_text(config)}"
                 f" (the link chose: {link.get('motion_transport')}), control on a data channel, aiortc over 127.0.0.1 (loopback host "
                 "candidates), sender and receiver in separate processes"
             ),
@@ -478,6 +499,16 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
         "sender": sender,
         "receiver": receiver,
     }
+
+
+def _transport_text(config: CallBenchConfig) -> str:
+    if config.motion_transport == "datachannel":
+        return "a data channel"
+    text = f"RTP (SRTP, {config.srtp_tag_bits}-bit tag preferred)"
+    if config.motion_transport == "rtp+audio":
+        wait = "one audio frame, at most 20 ms" if config.motion_audio_wait_ms is None else f"{config.motion_audio_wait_ms:g} ms"
+        text += f" riding inside the audio's RTP packets when the call has audio (wait {wait}, audio hold {config.audio_hold_ms:g} ms)"
+    return text
 
 
 def _sum_or_none(a: float | None, b: float | None) -> float | None:
@@ -517,8 +548,15 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
                    help="drop this fraction of every media datagram each peer sends (both directions; bench.impairment)")
     p.add_argument("--impair-jitter-ms", type=float, default=0.0,
                    help="delay each media datagram each peer sends by 0..this many ms (reorders them)")
-    p.add_argument("--motion-transport", choices=("rtp", "datachannel"), default=d.motion_transport,
-                   help="how motion crosses the link, both ends (default %(default)s; see signaling.rtp_motion)")
+    p.add_argument("--motion-transport", choices=("rtp+audio", "rtp", "datachannel"), default=d.motion_transport,
+                   help="how motion crosses the link, both ends (default %(default)s: inside the audio packets when there is "
+                        "audio; see signaling.rtp_motion, signaling.audio_motion)")
+    p.add_argument("--audio-frame-ms", type=int, choices=(20, 40, 60), default=d.audio_frame_ms,
+                   help="Opus frame per audio packet (default %(default)s)")
+    p.add_argument("--motion-audio-wait-ms", type=float, default=None,
+                   help="how long a motion message may wait for an audio packet to ride (default: one audio frame, at most 20)")
+    p.add_argument("--audio-hold-ms", type=float, default=d.audio_hold_ms,
+                   help="how long an audio packet may wait for a motion message (default %(default)g)")
     p.add_argument("--audio", choices=("generated", "none"), default=d.audio,
                    help="sound: the generated speech-like signal with sync marks, for the audio-video offset (default), or none")
     p.add_argument("--audio-kbps", type=float, default=d.audio_kbps, help="Opus bitrate (default %(default)g)")
@@ -548,6 +586,7 @@ def run_call_from_args(args: argparse.Namespace) -> int:
         device=args.device, seed=args.seed, source=source, call_seconds=tuple(args.call_seconds),
         motion_transport=args.motion_transport, srtp_tag_bits=args.srtp_tag_bits,
         impair_loss=args.impair_loss, impair_jitter_ms=args.impair_jitter_ms, audio=args.audio, audio_kbps=args.audio_kbps,
+        audio_frame_ms=args.audio_frame_ms, motion_audio_wait_ms=args.motion_audio_wait_ms, audio_hold_ms=args.audio_hold_ms,
     )
     try:
         result = run_call_bench(config)
@@ -569,6 +608,9 @@ def run_call_from_args(args: argparse.Namespace) -> int:
         f"concealed {s['frames_concealed']}, late {s['frames_late']}; setting {s['final_setting']}"
     )
     if config.audio != "none":
+        if s["motion_messages"]:
+            print(f"motion in the audio: {s['motion_messages_ridden']} of {s['motion_messages']} messages rode, "
+                  f"{s['motion_in_audio_kbps']} kbps of prefixes (counted in the motion's wire kbps, not the audio's)")
         print(f"audio: wire {s['audio_wire_kbps']} kbps (Opus payload {s['audio_payload_kbps']} kbps), delay {s['audio_delay_ms']} ms; "
               f"audio - face offset median {s['av_offset_ms_median']} ms, p95 |offset| {s['av_offset_ms_p95_abs']} ms "
               f"over {s['av_sync_pairs']} marks")

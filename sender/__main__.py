@@ -23,6 +23,7 @@ from codec.quantize import PRESETS_BY_NAME
 from codec.reference_message import decode_portrait
 from sender.audio_sender import DEFAULT_AUDIO_KBPS, AudioConfig, AudioSender
 from sender.audio_sources import AUDIO_AUTO, DEFAULT_FRAME_MS, FRAME_MS_CHOICES, create_audio_source, default_audio_spec
+from sender.motion_rider import DEFAULT_HOLD_MS
 from sender.portrait import default_portrait, make_reference, read_photo
 from sender.session import DEFAULT_MAX_KBPS, Sender, SenderConfig
 from sender.sources import DEFAULT_SOURCE, create_source
@@ -81,6 +82,13 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-kbps", type=float, default=DEFAULT_AUDIO_KBPS, help="Opus bitrate (default %(default)g)")
     parser.add_argument("--audio-frame-ms", type=int, choices=FRAME_MS_CHOICES, default=DEFAULT_FRAME_MS,
                         help="Opus frame per packet in ms: longer costs fewer packet headers, shorter less delay (default %(default)s)")
+    parser.add_argument("--motion-audio-wait-ms", type=float, default=None,
+                        help="with motion riding in the audio (--motion-transport rtp+audio, the default): how long a motion "
+                             "message may wait for the next audio packet before it goes as its own RTP packet (default: one "
+                             "audio frame, at most 20 ms; 0: only rides an audio packet already held for it)")
+    parser.add_argument("--audio-hold-ms", type=float, default=DEFAULT_HOLD_MS,
+                        help="... and how long an audio packet may wait for the next motion message (default %(default)g; costs "
+                             "the sound latency only where the receiver does not delay it to the face anyway)")
     parser.add_argument("--sync-marks", type=float, default=0.0, metavar="SECONDS",
                         help="every SECONDS the mouth snaps open and the audio clicks at the same capture time, so that a "
                              "receiver measures the audio-video offset (its report's audio.sync); 0: none (default)")
@@ -132,7 +140,7 @@ def create_sender(args: argparse.Namespace) -> Sender:
     config = SenderConfig(
         args.signaling, args.room, token_from_args(args), rtc, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
         frames_per_packet=args.frames_per_packet, preset=args.preset, enhancement_qp=args.enhancement_qp,
-        reconnect=args.reconnect,
+        reconnect=args.reconnect, motion_audio_wait_ms=args.motion_audio_wait_ms, audio_hold_ms=args.audio_hold_ms,
     )
     enhancement_size = int(getattr(getattr(getattr(encoder, "model", None), "config", None), "enhancement_size", 0) or 0)
     if args.enhancement_qp and not enhancement_size:
