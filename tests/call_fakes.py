@@ -116,7 +116,9 @@ async def _receiver_main(args: argparse.Namespace) -> int:
     from signaling.rtc import RtcOptions
 
     rtc = RtcOptions(host_candidates=args.host_candidates)
-    receiver = Receiver(ReceiverConfig(args.url, args.room, rtc=rtc, max_frames=args.frames, exit_when_sender_leaves=True), FakeSynthesizer())
+    cache = {} if args.cache_dir is None else {"cache_dir": Path(args.cache_dir)}
+    receiver = Receiver(ReceiverConfig(args.url, args.room, rtc=rtc, max_frames=args.frames, exit_when_sender_leaves=True, **cache),
+                        FakeSynthesizer())
     reason = await receiver.run()
     outputs = [o.__dict__ for o in receiver.outputs]
     Path(args.json).write_text(json.dumps({"end": reason, "outputs": outputs, "stats": receiver.stats(), "events": list(receiver.events)}))
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--json", default=None)
     parser.add_argument("--host-candidates", default="loopback")
+    parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return asyncio.run(_sender_main(args) if args.role == "sender" else _receiver_main(args))
