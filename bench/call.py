@@ -36,7 +36,7 @@ decoded from motion, with the render time inside it reported separately; losses:
 (receiver feedback), concealed, late, packets rejected.
 
 Audio (``--audio generated``, the default): the sender also sends the generated speech-like signal as Opus
-(``--audio-kbps``, ``--audio-frame-ms``, 60 by default) on its audio transceiver, and its motion shows a sync mark every
+(``--audio-kbps``, ``--audio-frame-ms``, 40 by default) on its audio transceiver, and its motion shows a sync mark every
 ``SYNC_MARK_PERIOD_S`` (the mouth snaps open; the audio clicks at that capture time, ``sender.sync_marks``). The
 receiver plays the audio delayed to the face's latency and measures each mark's offset, audio − face
 (``receiver.av_sync``): ``av_offset_ms_median`` / ``av_offset_ms_p95_abs``. ``audio_wire_kbps`` counts the audio's

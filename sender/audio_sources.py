@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48_000
 FRAME_MS_CHOICES = (20, 40, 60)  # Opus frame durations a chunk may have
-DEFAULT_FRAME_MS = 60
+DEFAULT_FRAME_MS = 40  # one Opus packet per motion frame at 25 fps: motion rides in every one (signaling.audio_motion)
 AUDIO_NONE, AUDIO_GENERATED, AUDIO_AUTO = "none", "generated", "auto"
 DEVICE_PREFIXES = ("alsa:", "pulse:")
 SPEECH_LOOP_S = 10.0
