@@ -155,7 +155,7 @@ def _enhancement_kbps(data: Path, clip_ids: list[str], size: int, qp: int) -> fl
 def enhanced_table(record: dict[str, Any], enhanced: dict[int, dict[str, Any]]) -> list[str]:
     """Markdown rows: motion only, then with the picture at each qp, on the same pairs."""
     head = ["| input | picture kbps (25 fps) | " + " | ".join(ENHANCED_KEYS) + " |", "|---|---:|" + "---:|" * len(ENHANCED_KEYS)]
-    rows = [f"| motion only | 0 | " + " | ".join(f"{record['overall'][k]:.3f}" for k in ENHANCED_KEYS) + " |"]
+    rows = ["| motion only | 0 | " + " | ".join(f"{record['overall'][k]:.3f}" for k in ENHANCED_KEYS) + " |"]
     for qp, r in sorted(enhanced.items()):
         rate = r.get("kbps_at_25fps", float("nan"))
         rows.append(f"| + picture at qp {qp} | {rate:.1f} | " + " | ".join(f"{r['overall'][k]:.3f}" for k in ENHANCED_KEYS) + " |")
