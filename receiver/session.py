@@ -49,8 +49,8 @@ from receiver.sinks import FrameSink, Mp4Recorder, NullSink, WindowSink
 from receiver.video_track import LatestFrame, SynthesizedVideoTrack
 from signaling import control as c
 from signaling import messages as m
-from signaling.client import Signaling, SignalingError, WebSocketSignaling
-from signaling.reconnect import DEPARTED_REASONS, PERMANENT_CODES, rejoin
+from signaling.client import Signaling, WebSocketSignaling
+from signaling.reconnect import DEPARTED_REASONS, PERMANENT_CODES, rejoin_after_loss
 from signaling.rtc import PeerLink, RtcOptions, close_links
 from signaling.rtp_audio import AudioRtpChannel, AudioRtpPacket
 from signaling.rtp_motion import MotionRtpChannel, prefer_srtp_profiles
@@ -357,18 +357,13 @@ class Receiver:
         while True:
             msg = await self.signaling.receive()
             if msg is None:
-                if not self.config.reconnect or self._signaling_refusal in PERMANENT_CODES:
-                    self._event("signaling_closed", self._signaling_refusal or "")
-                    self.stop("signaling_closed")
-                    return
-                self._event("signaling_lost", "the call carries on; joining again")
-                try:
-                    joined = await rejoin(self.signaling, self._stop)
-                except SignalingError as exc:
-                    self._event("signaling_closed", f"refused: {exc}")
-                    self.stop("signaling_closed")
-                    return
+                joined = await rejoin_after_loss(
+                    self.signaling, self._stop, self.config.reconnect, self._signaling_refusal, self._event,
+                    "the call carries on; joining again",
+                )
                 if joined is None:
+                    if not self._stop.is_set():
+                        self.stop("signaling_closed")
                     return
                 self._signaling_refusal = None
                 await self._on_joined(joined, again=True)

@@ -53,8 +53,8 @@ from sender.original import OriginalVideoTrack, PosedPortrait
 from sender.sources import MotionFrame, MotionSource, TraceSource
 from signaling import control as c
 from signaling import messages as m
-from signaling.client import Signaling, SignalingError, WebSocketSignaling
-from signaling.reconnect import DEPARTED_REASONS, PERMANENT_CODES, rejoin
+from signaling.client import Signaling, WebSocketSignaling
+from signaling.reconnect import DEPARTED_REASONS, PERMANENT_CODES, rejoin_after_loss
 from signaling.rtc import PeerLink, RtcOptions, TransportCounters, close_links
 from signaling.rtp_audio import AudioRtpChannel
 from signaling.rtp_motion import MotionRtpChannel, fits, prefer_srtp_profiles, rtp_packet_overhead_bytes
@@ -294,15 +294,10 @@ class Sender:
         while True:
             msg = await self.signaling.receive()
             if msg is None:
-                if not self.config.reconnect or self._signaling_refusal in PERMANENT_CODES:
-                    self._event("signaling_closed", self._signaling_refusal or "")
-                    return
-                self._event("signaling_lost", f"calls carry on; joining again ({len(self.links)} receiver link(s) up)")
-                try:
-                    joined = await rejoin(self.signaling, self._stop)
-                except SignalingError as exc:
-                    self._event("signaling_closed", f"refused: {exc}")
-                    return
+                joined = await rejoin_after_loss(
+                    self.signaling, self._stop, self.config.reconnect, self._signaling_refusal, self._event,
+                    f"calls carry on; joining again ({len(self.links)} receiver link(s) up)",
+                )
                 if joined is None:
                     return
                 self._signaling_refusal = None

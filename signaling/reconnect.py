@@ -84,6 +84,24 @@ async def rejoin(
     return None
 
 
+async def rejoin_after_loss(
+    signaling: Signaling, stopping: asyncio.Event, reconnect: bool, refusal: str | None,
+    event: Callable[[str, str], None], carrying_on: str,
+) -> m.Joined | None:
+    """The signaling connection of a participant ended: join again (``rejoin``), or None when it should end
+    (``reconnect`` off, the server's last error ``refusal`` was one waiting cannot cure, a refusal now, or stopped).
+    ``event(name, detail)`` gets "signaling_lost" (with ``carrying_on``) or "signaling_closed"."""
+    if not reconnect or refusal in PERMANENT_CODES:
+        event("signaling_closed", refusal or "")
+        return None
+    event("signaling_lost", carrying_on)
+    try:
+        return await rejoin(signaling, stopping)
+    except SignalingError as exc:
+        event("signaling_closed", f"refused: {exc}")
+        return None
+
+
 def add_reconnect_argument(parser: argparse.ArgumentParser) -> None:
     """``--no-reconnect`` for a participant (sender, receiver)."""
     parser.add_argument(
