@@ -23,16 +23,16 @@ How a link carries it (``AudioRtpChannel``), next to the motion transceiver of `
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtp import RtpPacket
 
 from signaling.audio_motion import AudioMotionError, pack_riding, prefix_bytes, unpack_riding
+from signaling.own_rtp import OwnRtpStream, add_transceiver
 
 logger = logging.getLogger(__name__)
 
@@ -83,36 +83,29 @@ class AudioRtpCounters:
     motion_malformed: int = 0  # marker-1 payloads whose prefix did not parse (dropped whole)
 
 
-class AudioRtpChannel:
+class AudioRtpChannel(OwnRtpStream):
     """One link's audio as Opus RTP on its audio transceiver (see the module docstring)."""
 
     def __init__(self, transceiver: RTCRtpTransceiver, on_packet: Callable[[AudioRtpPacket], None] | None = None) -> None:
-        self.transceiver = transceiver
+        super().__init__(transceiver, AUDIO_RTP_CODEC, "audio")
         self.on_packet = on_packet
         # Set by a receiver that asked for motion inside the audio: marker-1 payloads are split, each motion message
         # goes here, and a prefix that does not parse to ``on_bad_motion`` (with the reason). None: marker ignored.
         self.on_motion: Callable[[bytes], None] | None = None
         self.on_bad_motion: Callable[[str], None] | None = None
-        self.payload_type: int | None = None
         self.active = False  # sending allowed (negotiated, link up); see start()
         self._seq = 0
-        self._quieted = False
-        self._sends: set[asyncio.Task[None]] = set()
-        self.packets_sent = self.bytes_sent = self.send_errors = 0
+        self.packets_sent = self.bytes_sent = 0
         self.packets_received = self.bytes_received = self.malformed = 0
         self.motion_packets_sent = self.motion_messages_sent = self.motion_bytes_sent = 0
         self.motion_packets_received = self.motion_messages_received = self.motion_bytes_received = self.motion_malformed = 0
-        transceiver.receiver._handle_rtp_packet = self._on_rtp  # type: ignore[method-assign]  # noqa: SLF001
+        self.handle(self._on_rtp)
 
     # -- negotiation ------------------------------------------------------------------------------
     @classmethod
     def offer(cls, pc: RTCPeerConnection) -> AudioRtpChannel:
         """The sender's side: add the audio transceiver to ``pc`` before its offer is created."""
-        transceiver = pc.addTransceiver(AUDIO_RTP_KIND, direction="sendonly")
-        transceiver.setCodecPreferences(
-            [codec for codec in RTCRtpSender.getCapabilities(AUDIO_RTP_KIND).codecs if codec.mimeType == AUDIO_RTP_CODEC]
-        )
-        return cls(transceiver)
+        return cls(add_transceiver(pc, AUDIO_RTP_KIND, AUDIO_RTP_CODEC, "sendonly"))
 
     @classmethod
     def prepare_answer(
@@ -132,31 +125,16 @@ class AudioRtpChannel:
         audios[0].direction = "recvonly"
         return cls(audios[0], on_packet)
 
-    def _negotiated_payload_type(self) -> int | None:
-        for codec in getattr(self.transceiver, "_codecs", None) or []:  # aiortc keeps the negotiated codecs there
-            if codec.mimeType.lower() == AUDIO_RTP_CODEC:
-                return int(codec.payloadType)
-        return None
-
     def start(self) -> bool:
         """Allow sending (the link is up and the receiver accepted the stream); False otherwise (it answered
         ``inactive``: ``--audio none``, or the link is not connected yet)."""
-        pt = self._negotiated_payload_type()
+        pt = self.negotiated_payload_type()
         if pt is None or self.transceiver.sender.transport is None or self.transceiver.currentDirection not in ("sendonly", "sendrecv"):
             return False
         self.payload_type = pt
         self.quiet()
         self.active = True
         return True
-
-    def quiet(self) -> None:
-        """Stop aiortc's RTP sender of this transceiver (its RTCP reports; its own encoder never runs: no track). The
-        SRTP session stays. Call once the link is connected."""
-        if self._quieted:
-            return
-        self._quieted = True
-        task = asyncio.ensure_future(self.transceiver.sender.stop())
-        task.add_done_callback(_log_task_error)
 
     # -- sending ----------------------------------------------------------------------------------
     def send(self, payload: bytes, timestamp: int, motion: Sequence[bytes] = ()) -> None:
@@ -169,21 +147,13 @@ class AudioRtpChannel:
         data = pack_riding(motion, payload) if motion else payload
         packet = RtpPacket(
             payload_type=self.payload_type, marker=1 if motion else 0, sequence_number=self._seq, timestamp=timestamp % TIMESTAMP_MODULUS,
-            ssrc=self.transceiver.sender._ssrc, payload=data,  # noqa: SLF001 - the SSRC the offer announced
+            ssrc=self.ssrc, payload=data,
         )
         self._seq = (self._seq + 1) & 0xFFFF
-        task = asyncio.ensure_future(self._send(packet.serialize(), len(payload), len(motion), len(data) - len(payload)))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
+        sizes = (len(payload), len(motion), len(data) - len(payload))
+        self.send_soon(packet.serialize(), lambda: self._sent(*sizes))
 
-    async def _send(self, data: bytes, payload_bytes: int, motion_messages: int = 0, motion_bytes: int = 0) -> None:
-        try:
-            await self.transceiver.sender.transport._send_rtp(data)  # noqa: SLF001 - SRTP-protects and sends
-        except (ConnectionError, OSError, RuntimeError) as exc:
-            self.send_errors += 1
-            if self.send_errors in (1, 10, 100) or self.send_errors % 1000 == 0:
-                logger.info("audio RTP packet not sent (%d so far): %s", self.send_errors, exc)
-            return
+    def _sent(self, payload_bytes: int, motion_messages: int, motion_bytes: int) -> None:
         self.packets_sent += 1
         self.bytes_sent += payload_bytes
         if motion_messages:
@@ -194,7 +164,7 @@ class AudioRtpChannel:
     # -- receiving --------------------------------------------------------------------------------
     async def _on_rtp(self, packet: RtpPacket, arrival_time_ms: int = 0) -> None:
         if self.payload_type is None:
-            self.payload_type = self._negotiated_payload_type()
+            self.payload_type = self.negotiated_payload_type()
         if not packet.payload or (self.payload_type is not None and packet.payload_type != self.payload_type):
             self.malformed += 1
             return
@@ -224,8 +194,3 @@ class AudioRtpChannel:
             self.motion_packets_sent, self.motion_messages_sent, self.motion_bytes_sent, self.motion_packets_received,
             self.motion_messages_received, self.motion_bytes_received, self.motion_malformed,
         )
-
-
-def _log_task_error(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.info("stopping aiortc's RTP sender of the audio transceiver failed: %s", task.exception())

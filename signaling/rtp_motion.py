@@ -32,16 +32,17 @@ the handshake: the shorter tag is what makes one frame per packet affordable.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import SRTP_AEAD_AES_128_GCM, SRTP_AEAD_AES_256_GCM, SRTP_AES128_CM_SHA1_80, SRTPProtectionProfile
 from aiortc.rtp import RtpPacket
 from pylibsrtp import Policy
+
+from signaling.own_rtp import OwnRtpStream, add_transceiver
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class RtpCounters:
     send_errors: int
 
 
-class MotionRtpChannel:
+class MotionRtpChannel(OwnRtpStream):
     """One link's motion stream as RTP on its video transceiver (see the module docstring).
 
     ``on_message(payload)`` gets every received payload, in arrival order. ``send`` queues a payload (after
@@ -110,30 +111,23 @@ class MotionRtpChannel:
     """
 
     def __init__(self, transceiver: RTCRtpTransceiver, on_message: Callable[[bytes], None] | None = None) -> None:
-        self.transceiver = transceiver
+        super().__init__(transceiver, MOTION_RTP_CODEC, "motion")
         self.on_message = on_message
-        self.payload_type: int | None = None
         self.active = False  # sending allowed (the peer reads RTP); see start()
         self._seq = 0
-        self._quieted = False
         self._last_seq: int | None = None  # highest (extended) sequence number received
         self._seen: set[int] = set()  # recent extended sequence numbers (duplicates / reorder), bounded
-        self._sends: set[asyncio.Task[None]] = set()
-        self.packets_sent = self.bytes_sent = self.send_errors = 0
+        self.packets_sent = self.bytes_sent = 0
         self.packets_received = self.bytes_received = 0
         self.packets_reordered = self.packets_duplicate = self.malformed = 0
         self._expected_first: int | None = None
-        transceiver.receiver._handle_rtp_packet = self._on_rtp  # type: ignore[method-assign]  # noqa: SLF001
+        self.handle(self._on_rtp)
 
     # -- negotiation ------------------------------------------------------------------------------
     @classmethod
     def offer(cls, pc: RTCPeerConnection, on_message: Callable[[bytes], None] | None = None) -> MotionRtpChannel:
         """The sender's side: add the motion transceiver to ``pc`` before its offer is created."""
-        transceiver = pc.addTransceiver(MOTION_RTP_KIND, direction="sendrecv")
-        transceiver.setCodecPreferences(
-            [codec for codec in RTCRtpSender.getCapabilities(MOTION_RTP_KIND).codecs if codec.mimeType == MOTION_RTP_CODEC]
-        )
-        return cls(transceiver, on_message)
+        return cls(add_transceiver(pc, MOTION_RTP_KIND, MOTION_RTP_CODEC, "sendrecv"), on_message)
 
     @classmethod
     def prepare_answer(cls, pc: RTCPeerConnection, on_message: Callable[[bytes], None] | None = None) -> MotionRtpChannel | None:
@@ -148,32 +142,16 @@ class MotionRtpChannel:
         videos[0].direction = "sendrecv"
         return cls(videos[0], on_message)
 
-    def _negotiated_payload_type(self) -> int | None:
-        codecs = getattr(self.transceiver, "_codecs", None) or []  # aiortc keeps the negotiated codecs there
-        for codec in codecs:
-            if codec.mimeType.lower() == MOTION_RTP_CODEC.lower():
-                return codec.payloadType
-        return None
-
     def start(self) -> bool:
         """Allow sending (the link is connected and the peer reads RTP); False when the transceiver was not
         negotiated (the peer rejected the m-line, or the link is not up yet)."""
-        pt = self._negotiated_payload_type()
+        pt = self.negotiated_payload_type()
         if pt is None or self.transceiver.sender.transport is None or self.transceiver.currentDirection != "sendrecv":
             return False
         self.payload_type = pt
         self.quiet()
         self.active = True
         return True
-
-    def quiet(self) -> None:
-        """Stop aiortc's RTP sender of this transceiver (its RTCP reports for a stream it never sends); the SRTP
-        session stays. Call once the link is connected (aiortc starts that sender as it connects)."""
-        if self._quieted:
-            return
-        self._quieted = True
-        task = asyncio.ensure_future(self.transceiver.sender.stop())
-        task.add_done_callback(_log_task_error)
 
     # -- sending ----------------------------------------------------------------------------------
     def send(self, payload: bytes, capture_ts_ms: float | None = None) -> None:
@@ -184,23 +162,12 @@ class MotionRtpChannel:
         ms = time.time() * 1000.0 if capture_ts_ms is None else capture_ts_ms
         packet = RtpPacket(
             payload_type=self.payload_type, marker=1, sequence_number=self._seq, timestamp=int(ms * (RTP_CLOCK_HZ // 1000)) & 0xFFFFFFFF,
-            ssrc=self.transceiver.sender._ssrc, payload=payload,  # noqa: SLF001 - the SSRC the offer/answer announced
+            ssrc=self.ssrc, payload=payload,
         )
         self._seq = (self._seq + 1) & 0xFFFF
-        data = packet.serialize()
-        task = asyncio.ensure_future(self._send(data, len(payload)))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
+        self.send_soon(packet.serialize(), lambda size=len(payload): self._sent(size))
 
-    async def _send(self, data: bytes, payload_bytes: int) -> None:
-        transport = self.transceiver.sender.transport
-        try:
-            await transport._send_rtp(data)  # noqa: SLF001 - SRTP-protects with the link's session and sends
-        except (ConnectionError, OSError, RuntimeError) as exc:
-            self.send_errors += 1
-            if self.send_errors in (1, 10, 100) or self.send_errors % 1000 == 0:
-                logger.info("motion RTP packet not sent (%d so far): %s", self.send_errors, exc)
-            return
+    def _sent(self, payload_bytes: int) -> None:
         self.packets_sent += 1
         self.bytes_sent += payload_bytes
 
@@ -253,8 +220,3 @@ class MotionRtpChannel:
 def fits(payload: bytes) -> bool:
     """Whether ``payload`` fits one RTP packet of this channel."""
     return 0 < len(payload) <= MAX_RTP_PAYLOAD_BYTES
-
-
-def _log_task_error(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.info("stopping aiortc's RTP sender of the motion transceiver failed: %s", task.exception())
