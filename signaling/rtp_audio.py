@@ -23,7 +23,6 @@ How a link carries it (``AudioRtpChannel``), next to the motion transceiver of `
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ from aiortc.rtp import RtpPacket
 from signaling.audio_motion import AudioMotionError, pack_riding, prefix_bytes, unpack_riding
 from signaling.own_rtp import OwnRtpStream, add_transceiver
 
-logger = logging.getLogger(__name__)
 
 AUDIO_RTP_KIND = "audio"
 AUDIO_RTP_CODEC = "audio/opus"
