@@ -107,7 +107,10 @@ async def test_rtp_motion_under_thirty_percent_loss_keeps_the_frame_rate(server:
     assert [o.seq for o in outputs] == list(range(first, first + frames))
     lost_here = len(dropped & set(range(first, first + frames)))
     concealed = {o.seq for o in outputs if o.concealed}
-    assert concealed >= dropped & set(range(first, first + frames)) and len(concealed) <= lost_here + 3
+    assert concealed >= dropped & set(range(first, first + frames))
+    # nothing else concealed but frames that arrived after their slot (a busy 2-core machine: counted as late) and
+    # a few hiccups: a loss breaks no later packet
+    assert len(concealed) <= lost_here + receiver.playout.frames_late + 3, (len(concealed), lost_here, receiver.playout.frames_late)
     assert sender.link_stats()[0]["motion_transport"] == "rtp"
 
 
