@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from signaling.local_redis import stop_process
+
 TURNSERVER = "turnserver"
 
 
@@ -63,14 +65,7 @@ class LocalCoturn:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
     def __enter__(self) -> LocalCoturn:
         self.start()

@@ -30,6 +30,7 @@ from signaling.rtc import RtcOptions
 from signaling.rtp_audio import AudioRtpPacket, capture_timestamp, unwrap_audio_timestamp
 from signaling.server import RunningServer, ServerConfig, start_server
 from tests.call_fakes import FakeSynthesizer, fake_reference
+from tests.test_call import run_call
 
 LOOPBACK = RtcOptions(host_candidates="loopback")
 FPS = 25.0
@@ -41,17 +42,6 @@ async def server() -> AsyncIterator[RunningServer]:
     running = await start_server(ServerConfig(port=0, static_dir=None))
     yield running
     await running.close()
-
-
-async def run_call(receiver: Receiver, sender: Sender, timeout_s: float = 30.0) -> tuple[str, str]:
-    rtask = asyncio.ensure_future(receiver.run())
-    stask = asyncio.ensure_future(sender.run())
-    try:
-        rreason = await asyncio.wait_for(rtask, timeout_s)
-    finally:
-        sender.stop()
-        sreason = await asyncio.wait_for(stask, 10)
-    return rreason, sreason
 
 
 def audio_sender(marks: SyncMarks | None) -> AudioSender:
