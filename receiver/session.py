@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 peer_log = RateLimitedLog(logger)  # what peers can repeat at will (bad packets, their errors): one line per kind per 10 s
 
 ERROR_REPLY_INTERVAL_S = 1.0
+CALL_RECORDS = 15_000  # per-frame output and render records kept for report() (the last 10 min at 25 fps)
 SENDER_ALIVE_CHECK_S = 1.0  # a sender the server says left, whose motion still arrives within this, is kept
 VIEWER_ERRORS_PER_S = 5  # error replies a viewer may get per second (a page shows each; a flood gets fewer)
 MAX_AVATAR_PIXELS = 4096 * 4096
@@ -89,7 +90,7 @@ class ReceiverConfig:
     audio: bool = True  # play the sender's audio in sync with the face, record and publish it (False: refuse it)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutputRecord:
     """One output frame, for tests and the benchmark (times are wall-clock ms)."""
 
@@ -102,7 +103,7 @@ class OutputRecord:
     arrival_ms: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderRecord:
     slot: int
     concealed: bool
@@ -270,8 +271,9 @@ class Receiver:
         self._signaling_refusal: str | None = None  # a PERMANENT_CODES error the server sent: do not join again
         self.view: Any = None
         self.avatar_state: Any = None
-        self.outputs: deque[OutputRecord] = deque(maxlen=200_000)
-        self.renders: deque[RenderRecord] = deque(maxlen=200_000)
+        # per-frame records for report() and tests: the last 10 minutes at 25 fps (a few MB at most, both together)
+        self.outputs: deque[OutputRecord] = deque(maxlen=CALL_RECORDS)
+        self.renders: deque[RenderRecord] = deque(maxlen=CALL_RECORDS)
         self.events: deque[tuple[float, str, str]] = deque(maxlen=MAX_EVENTS)  # (wall ms, event, detail), for tests and logs
         self.frames_without_reference = 0
         self.sink_errors = 0

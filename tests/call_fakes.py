@@ -17,8 +17,9 @@ import logging
 import random
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ class FakeSynthesizer:
         self.image_size = image_size
         self.render_ms = render_ms
         self.prepared = 0
-        self.rendered: list[MotionParams] = []
+        self.rendered: deque[MotionParams] = deque(maxlen=1000)  # the newest renders (bounded: the soak test runs 30 min)
 
     def prepare(self, reference_rgb: np.ndarray) -> FakeState:
         if reference_rgb.shape != (self.image_size, self.image_size, 3):
@@ -120,7 +121,7 @@ async def _receiver_main(args: argparse.Namespace) -> int:
     receiver = Receiver(ReceiverConfig(args.url, args.room, rtc=rtc, max_frames=args.frames, exit_when_sender_leaves=True, **cache),
                         FakeSynthesizer())
     reason = await receiver.run()
-    outputs = [o.__dict__ for o in receiver.outputs]
+    outputs = [asdict(o) for o in receiver.outputs]
     Path(args.json).write_text(json.dumps({"end": reason, "outputs": outputs, "stats": receiver.stats(), "events": list(receiver.events)}))
     return 0
 

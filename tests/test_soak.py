@@ -6,9 +6,11 @@ thread count and open fds from /proc, and the receiver's cache directory size. F
 0.5 MB a minute from the second fifth of the call (the first is warm-up) to the end, the last fifth's threads and
 fds within 2 of the second fifth's, the cache size unchanged.
 
-Measured 2026-12-06 (30 min, Intel Xeon, training beside it): threads, fds and cache flat, the server's RSS flat
-(38.2 MB), but the receiver's RSS grew 286 -> 365 MB (~2.6 MB a minute, linear) and the sender's 363 -> 376 MB
-(~0.45 MB a minute): a leak not found yet, hence the strict xfail (remove it once fixed).
+Measured 2026-12-06 (30 min, Intel Xeon, training beside it), before the fix: the receiver's RSS grew ~2.6 MB a
+minute. Not the receiver's: this test's renderer double (tests.call_fakes.FakeSynthesizer) kept every motion it
+rendered (now its last 1000), and the receiver's per-frame records were capped at 200,000 each (~90 MB; now 15,000,
+10 minutes, with slots). After: 5 min, receiver +0.66 MB a minute while its records fill (they stop at 10 min),
+sender +0.36, server, threads, fds and cache flat.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-@pytest.mark.xfail(strict=True, reason="the receiver's RSS grows ~2.6 MB a minute in a long call (found 2026-12-06, not fixed)")
 def test_a_long_call_keeps_memory_files_and_threads_flat(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
