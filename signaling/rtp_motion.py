@@ -42,6 +42,7 @@ from aiortc.rtcdtlstransport import SRTP_AEAD_AES_128_GCM, SRTP_AEAD_AES_256_GCM
 from aiortc.rtp import RtpPacket
 from pylibsrtp import Policy
 
+from codec.bitstream import unwrap_seq
 from signaling.own_rtp import OwnRtpStream, add_transceiver
 
 logger = logging.getLogger(__name__)
@@ -183,14 +184,11 @@ class MotionRtpChannel(OwnRtpStream):
             self.on_message(bytes(packet.payload))
 
     def _count(self, seq16: int) -> None:
+        extended = unwrap_seq(seq16, self._last_seq)  # RTP's sequence number is 16 bits, as the motion packets'
         if self._last_seq is None:
-            self._last_seq = self._expected_first = seq16
-            self._seen.add(seq16)
+            self._last_seq = self._expected_first = extended
+            self._seen.add(extended)
             return
-        # extend to the candidate nearest the highest seen (RFC 3550 A.1 style)
-        base = self._last_seq - (self._last_seq & 0xFFFF)
-        candidates = (base - 0x10000 + seq16, base + seq16, base + 0x10000 + seq16)
-        extended = min(candidates, key=lambda s: abs(s - self._last_seq))  # type: ignore[operator]
         if extended in self._seen:
             self.packets_duplicate += 1
             return
