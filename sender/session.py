@@ -111,6 +111,7 @@ class _ReceiverLink:
         self.motion: RTCDataChannel | None = None
         self.control: RTCDataChannel | None = None
         self.rtp: MotionRtpChannel | None = None  # motion as RTP, offered; active once the receiver asked for it
+        self.srtp_tag_bits: int | None = None  # the SRTP tag the handshake chose (Sender._srtp_tag_bits)
         self.audio: AudioRtpChannel | None = None  # Opus RTP, offered with --audio; active once the receiver accepted it
         self.rider: MotionRider | None = None  # motion inside the audio packets, once the receiver asked ("rtp+audio")
         self.rung: Rung | None = None
@@ -542,12 +543,15 @@ class Sender:
         self._event("motion_transport", f"{rx.peer_id}: {rx.motion_transport}")
 
     def _srtp_tag_bits(self, rx: _ReceiverLink) -> int:
-        """The SRTP tag the link's DTLS handshake chose (the preference is only that)."""
-        try:
-            profile = rx.link.pc.sctp.transport._ssl.get_selected_srtp_profile()  # noqa: SLF001
-        except Exception:  # noqa: BLE001 - no transport, no handshake: assume the common profile
-            return 80
-        return 32 if profile == b"SRTP_AES128_CM_SHA1_32" else 80
+        """The SRTP tag the link's DTLS handshake chose (the preference is only that); read once the handshake is
+        done, then kept (the per-frame audio accounting asks for it)."""
+        if rx.srtp_tag_bits is None:
+            try:
+                profile = rx.link.pc.sctp.transport._ssl.get_selected_srtp_profile()  # noqa: SLF001
+            except Exception:  # noqa: BLE001 - no transport, no handshake yet: assume the common profile, ask again later
+                return 80
+            rx.srtp_tag_bits = 32 if profile == b"SRTP_AES128_CM_SHA1_32" else 80
+        return rx.srtp_tag_bits
 
     def _send_reference(self, rx: _ReceiverLink) -> None:
         chunks = chunk_message(self._packed_reference)
