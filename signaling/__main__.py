@@ -1,9 +1,9 @@
-"""python -m signaling: run the signaling server, issue join tickets, or run the whole local demo.
+"""python -m signaling: run the signaling server or issue join tickets (the local demo is python -m participant demo).
 
     python -m signaling --host 127.0.0.1 --port 8080 [--token-file F] [--room-token ROOM=SECRET] [--allow-origin URL]
     KPCALL_TICKET_SECRET=... python -m signaling --host 0.0.0.0          # every join needs a ticket (roles bound)
     KPCALL_TICKET_SECRET=... python -m signaling ticket --room r1 --role sender --ttl 12h   # prints a ticket
-    python -m signaling demo [--port 8080] [--room demo]     # server + sender + receiver, Ctrl-C stops
+    python -m participant demo [--port 8080] [--room demo]   # server + sender + receiver, Ctrl-C stops
     python -m signaling --port 8081 --redis redis://127.0.0.1:6379/0    # one of several instances sharing rooms
     KPCALL_TURN_SECRET=... python -m signaling --turn-url turn:turn.example.org:3478   # peers get TURN credentials
 
@@ -223,14 +223,13 @@ async def serve(config: ServerConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["demo"]:
-        from signaling.demo import main as demo_main
-
-        return demo_main(argv[1:])
+    if argv[:1] == ["demo"]:  # the demo composes sender and receiver, which use signaling: it lives above them
+        print("the local demo is 'python -m participant demo' (or make demo)", file=sys.stderr)
+        return 2
     if argv[:1] == ["ticket"]:
         return ticket_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m signaling", description="Signaling server (rooms, SDP/ICE relay). 'python -m signaling ticket' issues join tickets; 'python -m signaling demo' runs the local demo."
+        prog="python -m signaling", description="Signaling server (rooms, SDP/ICE relay). 'python -m signaling ticket' issues join tickets; 'python -m participant demo' runs the local demo."
     )
     add_server_arguments(parser)
     args = parser.parse_args(argv)

@@ -32,6 +32,8 @@ class MemoryRoomStore(rs.RoomStore):
                 raise rs.over_quota(member.remote, present)
         if members is not None and len(members) >= limits.max_peers_per_room:
             raise rs.room_full(room, limits.max_peers_per_room)
+        if members is not None:
+            rs.check_participants(room, member.role, [p.role for p in members.values()])
         holder = None
         if members is not None and member.role in rs.EXCLUSIVE_ROLES:
             holder = next((p for p in members.values() if p.role == member.role), None)
@@ -64,7 +66,7 @@ class MemoryRoomStore(rs.RoomStore):
         dst = self.rooms.get(room, {}).get(dst_peer_id)
         if dst is None or dst.peer_id == src.peer_id:
             raise rs.unknown_peer(room, dst_peer_id)
-        rs.check_link(src, dst)
+        rs.check_link(src, dst, msg.stream)
         self._deliver(room, dst_peer_id, msg)
 
     async def counts(self) -> rs.StoreCounts:

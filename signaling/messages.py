@@ -25,8 +25,8 @@ MAX_ICE_SERVERS = 8
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # whole string (fullmatch): no dots, no newline
 ROOM_RULE = "1-64 characters of A-Z a-z 0-9 _ -"
 PEER_ID_PATTERN = re.compile(r"[a-z0-9]{1,32}")  # whole string (fullmatch)
-ROLES = ("sender", "receiver", "viewer")
-Role = Literal["sender", "receiver", "viewer"]
+ROLES = ("sender", "receiver", "viewer", "participant")
+Role = Literal["sender", "receiver", "viewer", "participant"]
 RELAY_TYPES = ("offer", "answer", "candidate")
 
 # Error codes (the ``code`` field of an ``error`` message).
@@ -103,11 +103,15 @@ class Ping:
 
 @dataclass(frozen=True)
 class SessionDescription:
-    """An SDP offer or answer: sent with ``peer`` = the recipient, received with ``peer`` = the sender."""
+    """An SDP offer or answer: sent with ``peer`` = the recipient, received with ``peer`` = the sender.
+
+    ``stream`` (calls of participants only): the peer id of the participant whose motion the connection
+    carries, so that a participant can tell the connection it sends on from those it receives on (PROTOCOL.md §1)."""
 
     kind: Literal["offer", "answer"]
     peer: str
     sdp: str
+    stream: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class IceCandidate:
     candidate: str | None
     sdp_mid: str | None = None
     sdp_mline_index: int | None = None
+    stream: str | None = None  # as SessionDescription.stream
 
 
 ClientMessage: TypeAlias = Join | Leave | Ping | SessionDescription | IceCandidate
@@ -204,7 +209,7 @@ def encode_client_message(msg: ClientMessage) -> str:
     elif isinstance(msg, Ping):
         obj = {"type": "ping", "nonce": msg.nonce}
     elif isinstance(msg, SessionDescription):
-        obj = {"type": msg.kind, "to": msg.peer, "sdp": msg.sdp}
+        obj = _with_stream({"type": msg.kind, "to": msg.peer, "sdp": msg.sdp}, msg.stream)
     elif isinstance(msg, IceCandidate):
         obj = _candidate_obj(msg, "to")
     else:
@@ -231,7 +236,7 @@ def encode_server_message(msg: ServerMessage) -> str:
         if msg.ref is not None:
             obj["ref"] = msg.ref
     elif isinstance(msg, SessionDescription):
-        obj = {"type": msg.kind, "from": msg.peer, "sdp": msg.sdp}
+        obj = _with_stream({"type": msg.kind, "from": msg.peer, "sdp": msg.sdp}, msg.stream)
     elif isinstance(msg, IceCandidate):
         obj = _candidate_obj(msg, "from")
     elif isinstance(msg, IceServers):
@@ -251,10 +256,16 @@ def _ice_server_obj(server: IceServer) -> dict[str, Any]:
 
 
 def _candidate_obj(msg: IceCandidate, peer_key: str) -> dict[str, Any]:
-    return {
+    return _with_stream({
         "type": "candidate", peer_key: msg.peer, "candidate": msg.candidate,
         "sdpMid": msg.sdp_mid, "sdpMLineIndex": msg.sdp_mline_index,
-    }
+    }, msg.stream)
+
+
+def _with_stream(obj: dict[str, Any], stream: str | None) -> dict[str, Any]:
+    if stream is not None:
+        obj["stream"] = stream
+    return obj
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -362,19 +373,22 @@ def _role(obj: dict[str, Any], kind: str) -> Role:
 
 
 def _relay(obj: dict[str, Any], kind: str, peer_key: str) -> SessionDescription | IceCandidate:
+    stream = None if obj.get("stream") is None else _str(obj, "stream", kind, 32, PEER_ID_PATTERN)
     if kind == "candidate":
-        _fields(obj, kind, {peer_key}, {"candidate", "sdpMid", "sdpMLineIndex"})
+        _fields(obj, kind, {peer_key}, {"candidate", "sdpMid", "sdpMLineIndex", "stream"})
         return IceCandidate(
             _str(obj, peer_key, kind, 32, PEER_ID_PATTERN),
             _opt_str(obj, "candidate", kind, MAX_CANDIDATE_CHARS),
             _opt_str(obj, "sdpMid", kind, 64),
             _int(obj, "sdpMLineIndex", kind, 0, 255, optional=True),
+            stream,
         )
-    _fields(obj, kind, {peer_key, "sdp"})
+    _fields(obj, kind, {peer_key, "sdp"}, {"stream"})
     return SessionDescription(
         "offer" if kind == "offer" else "answer",
         _str(obj, peer_key, kind, 32, PEER_ID_PATTERN),
         _str(obj, "sdp", kind, MAX_SDP_CHARS),
+        stream,
     )
 
 

@@ -140,7 +140,7 @@ class RedisRoomStore(rs.RoomStore):
         limits = self.limits
         result = await self._script(self._join_script, [
             self.config.prefix, room, member.peer_id, _member_json(member, self.instance), limits.max_rooms,
-            limits.max_peers_per_room, limits.max_rooms_per_ip, int(member.role in rs.EXCLUSIVE_ROLES),
+            limits.max_peers_per_room, limits.max_rooms_per_ip, int(member.role in rs.EXCLUSIVE_ROLES), rs.MAX_PARTICIPANTS,
         ])
         outcome = result[0]
         if outcome == "ok":
@@ -152,6 +152,8 @@ class RedisRoomStore(rs.RoomStore):
             raise rs.over_quota(member.remote, int(result[1]))
         if outcome == "room_full":
             raise rs.room_full(room, limits.max_peers_per_room)
+        if outcome == "call_full":
+            raise rs.call_full(room)
         if outcome == "role_taken":
             raise rs.role_taken(room, member.role, result[1])
         raise AssertionError(f"unexpected answer of the join script: {result!r}")
@@ -172,7 +174,7 @@ class RedisRoomStore(rs.RoomStore):
 
     async def relay(self, room: str, src: rs.Member, dst_peer_id: str, msg: m.SessionDescription | m.IceCandidate) -> None:
         text = m.encode_server_message(msg)
-        (outcome,) = await self._script(self._relay_script, [self.config.prefix, room, src.peer_id, dst_peer_id, text])
+        (outcome,) = await self._script(self._relay_script, [self.config.prefix, room, src.peer_id, dst_peer_id, text, msg.stream or ""])
         if outcome == "ok":
             return
         if outcome == "not_joined":
@@ -181,7 +183,7 @@ class RedisRoomStore(rs.RoomStore):
             raise rs.unknown_peer(room, dst_peer_id)
         dst_json = await self.redis.hget(f"{self.config.prefix}:room:{room}", dst_peer_id)  # the refusal's text names the roles
         if dst_json is not None:
-            rs.check_link(src, _member_from_json(dst_peer_id, dst_json))
+            rs.check_link(src, _member_from_json(dst_peer_id, dst_json), msg.stream)
         raise m.ProtocolError(m.FORBIDDEN, f"no link between you and {dst_peer_id!r} in room {room!r}: nothing relayed")
 
     async def counts(self) -> rs.StoreCounts:

@@ -43,8 +43,10 @@ local function remove(room, peer, mm, reason)
 end
 """
 
-# ARGV: prefix, room, peer id, member JSON, max rooms, max peers per room, max rooms per address, exclusive role (1/0).
-# Returns {'ok'} or a refusal: {'server_full'}, {'over_quota', rooms present}, {'room_full'}, {'role_taken', holder id}.
+# ARGV: prefix, room, peer id, member JSON, max rooms, max peers per room, max rooms per address, exclusive role (1/0),
+# max participants of a call (room_store.MAX_PARTICIPANTS).
+# Returns {'ok'} or a refusal: {'server_full'}, {'over_quota', rooms present}, {'room_full'}, {'call_full'},
+# {'role_taken', holder id}.
 JOIN = _COMMON + r"""
 local room, peer, mjson = ARGV[2], ARGV[3], ARGV[4]
 local max_rooms, max_peers, max_ip = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -58,6 +60,13 @@ if redis.call('HEXISTS', ipkey, room) == 0 then
   if present >= max_ip then return {'over_quota', tostring(present)} end
 end
 if #members / 2 >= max_peers then return {'room_full'} end
+if me.role == 'participant' then
+  local n = 0
+  for j = 2, #members, 2 do
+    if cjson.decode(members[j]).role == 'participant' then n = n + 1 end
+  end
+  if n >= tonumber(ARGV[9]) then return {'call_full'} end
+end
 local holder, holder_m = nil, nil
 if ARGV[8] == '1' then
   for j = 1, #members, 2 do
@@ -86,7 +95,8 @@ redis.call('HINCRBY', ipkey, room, 1)
 return {'ok'}
 """
 
-# ARGV: prefix, room, source peer id, destination peer id, the encoded message. One round trip per relay: looks both up,
+# ARGV: prefix, room, source peer id, destination peer id, the encoded message, the message's stream ('' for none).
+# One round trip per relay: looks both up,
 # applies the relay rule (room_store.check_link, the same table; tests/test_signaling_redis.py checks they agree) and
 # publishes to the destination's instance. Returns {'ok'}, {'not_joined'}, {'unknown_peer'} or {'forbidden'}.
 RELAY = _COMMON + r"""
@@ -100,6 +110,8 @@ if (src.role == 'sender' and dst.role == 'receiver') or (src.role == 'receiver' 
 elseif (src.role == 'receiver' and dst.role == 'viewer') or (src.role == 'viewer' and dst.role == 'receiver') then linked = true
 elseif src.role == 'sender' and dst.role == 'viewer' then linked = dst.o == true
 elseif src.role == 'viewer' and dst.role == 'sender' then linked = src.o == true
+elseif (src.role == 'participant' and dst.role == 'viewer') or (src.role == 'viewer' and dst.role == 'participant') then linked = true
+elseif src.role == 'participant' and dst.role == 'participant' then linked = ARGV[6] == src_id or ARGV[6] == dst_id
 end
 if not linked then return {'forbidden'} end
 redis.call('PUBLISH', P .. ':inst:' .. dst.i, 'm\n' .. room .. '\n' .. dst_id .. '\n' .. ARGV[5])

@@ -23,6 +23,7 @@ from typing import Protocol
 from signaling import messages as m
 
 EXCLUSIVE_ROLES = ("sender", "receiver")  # one per room at a time
+MAX_PARTICIPANTS = 4  # participants of one call (full mesh: each sends its motion to every other)
 
 
 class StoreUnavailable(RuntimeError):
@@ -106,11 +107,20 @@ class RoomStore(abc.ABC):
 
 
 # -- the rules, one copy for every store -------------------------------------------------------------
-def check_link(src: Member, dst: Member) -> None:
-    """ProtocolError(FORBIDDEN) unless the two roles have a link in the protocol (PROTOCOL.md §1, "Roles")."""
+def check_link(src: Member, dst: Member, stream: str | None = None) -> None:
+    """ProtocolError(FORBIDDEN) unless the two roles have a link in the protocol (PROTOCOL.md §1, "Roles").
+
+    Between two participants ``stream`` must name one of them (the one whose motion that connection carries)."""
     roles = {src.role, dst.role}
-    if roles in ({"sender", "receiver"}, {"receiver", "viewer"}):
+    if roles in ({"sender", "receiver"}, {"receiver", "viewer"}, {"participant", "viewer"}):
         return
+    if roles == {"participant"}:
+        if stream in (src.peer_id, dst.peer_id):
+            return
+        raise m.ProtocolError(
+            m.FORBIDDEN, f"a relay between participants must name in 'stream' the one whose motion it carries"
+            f" ({src.peer_id} or {dst.peer_id}), got {stream!r:.40}",
+        )
     if roles == {"sender", "viewer"}:
         viewer = src if src.role == "viewer" else dst
         if viewer.original:
@@ -130,6 +140,16 @@ def over_quota(remote: str, present: int) -> m.ProtocolError:
     return m.ProtocolError(
         m.OVER_QUOTA, f"{remote} is already in {present} rooms, the most one address may be in (--max-rooms-per-ip)"
     )
+
+
+def call_full(room: str) -> m.ProtocolError:
+    return m.ProtocolError(m.ROOM_FULL, f"room {room!r} already has {MAX_PARTICIPANTS} participants, the most one call holds")
+
+
+def check_participants(room: str, role: str, roles_present: list[str]) -> None:
+    """ROOM_FULL for a participant joining a call that has ``MAX_PARTICIPANTS`` already."""
+    if role == "participant" and roles_present.count("participant") >= MAX_PARTICIPANTS:
+        raise call_full(room)
 
 
 def room_full(room: str, max_peers: int) -> m.ProtocolError:

@@ -433,9 +433,9 @@ class SignalingServer:
                 raise m.ProtocolError(m.NOT_JOINED, f"join a room before sending {type(msg).__name__}")
             relayed: m.SessionDescription | m.IceCandidate
             if isinstance(msg, m.SessionDescription):
-                relayed = m.SessionDescription(msg.kind, conn.peer_id, msg.sdp)
+                relayed = m.SessionDescription(msg.kind, conn.peer_id, msg.sdp, msg.stream)
             else:
-                relayed = m.IceCandidate(conn.peer_id, msg.candidate, msg.sdp_mid, msg.sdp_mline_index)
+                relayed = m.IceCandidate(conn.peer_id, msg.candidate, msg.sdp_mid, msg.sdp_mline_index, msg.stream)
             await self.store.relay(conn.room, conn.member, msg.peer, relayed)
 
     def _admit(self, conn: _Connection, msg: m.Join) -> Ticket | None:

@@ -68,7 +68,7 @@ def test_receiver_with_cuda_where_there_is_none_exits_2_with_the_reason(
 
 def test_receiver_and_demo_take_a_model_file_of_any_preset(tiny_weights: Path) -> None:
     from receiver.__main__ import add_receiver_arguments, load_synthesizer
-    from signaling.demo import build_parser
+    from participant.demo import build_parser
 
     receiver_parser = argparse.ArgumentParser()
     add_receiver_arguments(receiver_parser)
@@ -82,7 +82,7 @@ def test_receiver_and_demo_take_a_model_file_of_any_preset(tiny_weights: Path) -
 
 def test_demo_with_cuda_where_there_is_none_fails_with_the_reason(
         no_cuda: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import signaling.demo as demo
+    import participant.demo as demo
 
     monkeypatch.setattr(demo, "DEFAULT_CACHE_DIR", tmp_path / "cache")
     with caplog.at_level(logging.ERROR):
@@ -93,7 +93,7 @@ def test_demo_with_cuda_where_there_is_none_fails_with_the_reason(
 def test_demo_runs_a_call_on_a_model_file_of_another_preset(
         tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The whole demo (server, receiver, sender) for a few seconds on the tiny file, on the CPU."""
-    import signaling.demo as demo
+    import participant.demo as demo
 
     monkeypatch.setattr(demo, "DEFAULT_CACHE_DIR", tmp_path / "cache")
     argv = ["--weights", str(tiny_weights), "--device", "cpu", "--port", "0", "--seconds", "6", "--host-candidates", "loopback"]

@@ -1,6 +1,6 @@
 """The browser demo page in a real browser: headless Chromium (Playwright) views a demo call.
 
-``python -m signaling demo`` (server + receiver + sender on the scripted trace, the real model with
+``python -m participant demo`` (server + receiver + sender on the scripted trace, the real model with
 whatever weights are shipped) runs in network namespace A, Chromium in namespace B: Chromium gathers
 no 127.0.0.1 ICE candidates, so the browser needs a real interface, and the namespaces made here give
 it one without touching the machine's network. Playwright talks to Chromium over a pipe, which
@@ -126,7 +126,7 @@ def test_demo_page_in_chromium(browser_ok: None, tmp_path: Path) -> None:
     log = tmp_path / "demo.log"
     with namespace_pair("10.233.0") as ns, open(log, "wb") as log_file:
         demo = subprocess.Popen(
-            [*ns.exec_prefix(ns.a), sys.executable, "-m", "signaling", "demo", "--host", ns.addr_a, "--port", str(PORT),
+            [*ns.exec_prefix(ns.a), sys.executable, "-m", "participant", "demo", "--host", ns.addr_a, "--port", str(PORT),
              "--room", ROOM, "--seconds", "900", "-v"],
             cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )

@@ -266,6 +266,7 @@ async def test_the_relay_script_applies_the_same_rule_as_check_link(two: list[Ru
     members = [
         Member("aa01", "sender", "10.0.0.1"), Member("aa02", "receiver", "10.0.0.1"),
         Member("aa03", "viewer", "10.0.0.1", original=True), Member("aa04", "viewer", "10.0.0.1", original=False),
+        Member("aa05", "participant", "10.0.0.1"), Member("aa06", "participant", "10.0.0.1"),
     ]
     redis = store.redis  # type: ignore[attr-defined]
     from signaling.redis_rooms import _member_json
@@ -276,18 +277,19 @@ async def test_the_relay_script_applies_the_same_rule_as_check_link(two: list[Ru
         for dst in members:
             if src is dst:
                 continue
-            try:
-                check_link(src, dst)
-                allowed = True
-            except m.ProtocolError:
-                allowed = False
-            try:
-                await store.relay("rule", src, dst.peer_id, m.SessionDescription("offer", src.peer_id, "v=0"))
-                relayed = True
-            except m.ProtocolError as exc:
-                assert exc.code == m.FORBIDDEN, exc
-                relayed = False
-            assert relayed == allowed, (src, dst)
+            for stream in (None, src.peer_id, dst.peer_id, "aa99"):  # participants must name one of them as the stream
+                try:
+                    check_link(src, dst, stream)
+                    allowed = True
+                except m.ProtocolError:
+                    allowed = False
+                try:
+                    await store.relay("rule", src, dst.peer_id, m.SessionDescription("offer", src.peer_id, "v=0", stream))
+                    relayed = True
+                except m.ProtocolError as exc:
+                    assert exc.code == m.FORBIDDEN, exc
+                    relayed = False
+                assert relayed == allowed, (src, dst, stream)
 
 
 async def test_a_lost_redis_is_answered_in_band_and_healthz_says_so(tmp_path: Path, prefix: str) -> None:

@@ -1,11 +1,11 @@
-"""python -m signaling demo (what ``make demo`` runs): a whole call on this machine, in one process.
+"""python -m participant demo (what ``make demo`` runs): a whole call on this machine, in one process.
 
 Starts the signaling server, a receiver and a sender on the built-in default source (the scripted
 head-motion trace driving the default portrait) in one room, prints the page URL and runs until
 Ctrl-C, then shuts everything down. Sender and receiver reach each other over 127.0.0.1 (host
 candidates "all": loopback plus this machine's interface addresses, which a browser viewer uses).
 
-    python -m signaling demo [--port 8080] [--room demo] [--record demo.mp4] [--max-kbps 8]
+    python -m participant demo [--port 8080] [--room demo] [--record demo.mp4] [--max-kbps 8]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m signaling demo", description="Local demo call: server + sender + receiver.")
+    parser = argparse.ArgumentParser(prog="python -m participant demo", description="Local demo call: server + sender + receiver.")
     parser.add_argument("--host", default="127.0.0.1", help="signaling/page address (default %(default)s)")
     parser.add_argument("--port", type=int, default=8080, help="signaling/page port (default %(default)s)")
     parser.add_argument("--room", default="demo", help="room name (default %(default)s)")
