@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeAlias
 PROTOCOL_VERSION = 1
 MAX_CONTROL_BYTES = 64 * 1024
 MAX_STATS_FIELDS = 64
+MAX_STATS_NUMBER = 2**53  # a stats value beyond this is not exact in JavaScript (the page reads them)
 MAX_AVATAR_BYTES = 4 * 1024 * 1024
 MAX_AVATAR_CHUNK_BYTES = 32 * 1024  # decoded bytes per avatar chunk (base64 makes it ~43 KiB of text)
 HEX_HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -235,11 +236,17 @@ def encode_control(msg: ControlMessage) -> str:
     return text
 
 
+def _finite(value: object) -> bool:
+    """A JSON number that is not NaN or infinite. An int of any size qualifies (``math.isfinite`` would raise
+    OverflowError for one above ~1e308, which JSON text can carry: ``1`` and 400 zeros); the callers bound it."""
+    return type(value) is int or (type(value) is float and math.isfinite(value))
+
+
 def _number(obj: dict[str, Any], key: str, low: float, high: float, optional: bool = False) -> float | None:
     value = obj.get(key)
     if value is None and optional:
         return None
-    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+    if not _finite(value) or not low <= value <= high:
         raise ControlError(f"control field {key!r} must be a number in [{low:g}, {high:g}], got {value!r:.40}")
     return float(value)
 
@@ -364,10 +371,10 @@ def decode_control(data: str | bytes) -> ControlMessage:
             if not STAT_KEY.match(key):
                 raise ControlError(f"stats key {key!r:.40} must match {STAT_KEY.pattern}")
             ok = value is None or (isinstance(value, str) and len(value) <= 256) or (
-                type(value) in (int, float) and math.isfinite(value)
+                _finite(value) and abs(value) <= MAX_STATS_NUMBER
             )
             if not ok:
-                raise ControlError(f"stats value of {key!r} must be a finite number, a short string or null, got {value!r:.40}")
+                raise ControlError(f"stats value of {key!r} must be a finite number of magnitude ≤ 2**53, a short string or null, got {value!r:.40}")
         return Stats(source, values)  # type: ignore[arg-type]
     if cls is Status:
         return Status(_text(obj, "state", 64), _text(obj, "detail", 512, optional=True) or "")  # type: ignore[arg-type]

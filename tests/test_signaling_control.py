@@ -59,6 +59,11 @@ def test_round_trip(msg: c.ControlMessage) -> None:
         ('{"type": "avatar_chunk", "upload_id": 1, "index": 0, "count": 1, "data": "@@@"}', "not valid base64"),
         ('{"type": "stats", "source": "r", "values": {"Bad Key": 1}}', "stats key 'Bad Key'"),
         ('{"type": "stats", "source": "r", "values": {"a": [1]}}', "stats value of 'a'"),
+        # an int beyond a float's range is valid JSON: it used to raise OverflowError from math.isfinite (bench.fuzz)
+        ('{"type": "ping", "t_ms": 1' + "0" * 400 + "}", "'t_ms' must be a number in [0, 1e+15]"),
+        ('{"type": "command", "max_kbps": -1' + "0" * 400 + "}", "'max_kbps' must be a number"),
+        ('{"type": "stats", "source": "r", "values": {"a": 1' + "0" * 400 + "}}", "stats value of 'a' must be a finite number"),
+        ('{"type": "stats", "source": "r", "values": {"a": 9007199254740993}}', "of magnitude ≤ 2**53"),
         ('{"type": "hello", "version": 2, "stream_id": 1, "fps": 25, "content_hash": "' + HASH + '", "model_id": "m", '
          '"model_version": "1", "reference_bytes": 5}', "unsupported control protocol version 2"),
         ('{"type": "hello", "version": 1, "stream_id": 1, "fps": 0.5, "content_hash": "' + HASH + '", "model_id": "m", '
