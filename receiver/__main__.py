@@ -39,6 +39,9 @@ def add_receiver_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="keep no portraits on disk")
     parser.add_argument("--cache-max-mb", type=float, default=DEFAULT_CACHE_MAX_BYTES / 2**20,
                         help="disk cap of the portrait cache in MiB; the least recently used portraits go first (default %(default)g)")
+    parser.add_argument("--state-cache-max-mb", type=float, default=None,
+                        help="disk cap of the model's prepared portraits (CACHE_DIR/states, ~3 MB each) in MiB; the least recently "
+                             "used go first (default: codec.model.wrappers.DEFAULT_STATE_CACHE_MAX_BYTES, 256)")
     parser.add_argument("--frames", type=int, default=None, help="stop after this many output frames")
     parser.add_argument("--exit-when-sender-leaves", action="store_true", help="end when the sender leaves (default: wait)")
     parser.add_argument("--audio", choices=("on", "none"), default="on",
@@ -60,15 +63,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the model runs: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (default %(default)s)")
 
 
-def load_synthesizer(weights: Path | None, device: str | None, cache_dir: Path | None) -> Any:
+def load_synthesizer(weights: Path | None, device: str | None, cache_dir: Path | None, state_cache_max_bytes: int | None = None) -> Any:
     """The FrameSynthesizer for ``weights`` (None: the shipped ones) on ``device`` (None or 'auto': CUDA when present);
-    ValueError when the device cannot be used (e.g. cuda without CUDA) or the file is not a model."""
+    ValueError when the device cannot be used (e.g. cuda without CUDA) or the file is not a model.
+    ``state_cache_max_bytes``: cap of its prepared-state cache (None: the synthesizer's default)."""
     try:
         from codec.model import FrameSynthesizer
     except ImportError as exc:
         raise RuntimeError(f"the synthesis model (codec.model) is not available: {exc}") from None
     # The synthesizer caches prepared reference states (safetensors) beside our portrait cache.
-    synth = FrameSynthesizer(weights, device=device, cache_dir=None if cache_dir is None else cache_dir / "states")
+    cap = {} if state_cache_max_bytes is None else {"cache_max_bytes": state_cache_max_bytes}
+    synth = FrameSynthesizer(weights, device=device, cache_dir=None if cache_dir is None else cache_dir / "states", **cap)
     logger.info("model %s (preset %s, %d², K = %d) from %s on %s, rendering in %s", synth.model_id, synth.info.preset,
                 synth.image_size, synth.num_keypoints, synth.info.weights, synth.device, synth.precision)
     return synth
@@ -81,13 +86,16 @@ def create_receiver(args: argparse.Namespace) -> Receiver:
         raise ValueError(f"--avatar {str(args.avatar)!r} is not a file")
     if not args.cache_max_mb > 0:
         raise ValueError(f"--cache-max-mb must be > 0, got {args.cache_max_mb:g}: use --no-cache to keep no portraits")
+    if args.state_cache_max_mb is not None and not args.state_cache_max_mb > 0:
+        raise ValueError(f"--state-cache-max-mb must be > 0, got {args.state_cache_max_mb:g}: use --no-cache to keep no portraits")
+    state_cap = None if args.state_cache_max_mb is None else max(1, int(args.state_cache_max_mb * 2**20))
     cache_dir = None if args.no_cache else args.cache_dir
     config = ReceiverConfig(
         args.signaling, args.room, token_from_args(args), create_rtc_options(args), record=args.record, show=args.show, view=args.view,
         avatar=args.avatar, cache_dir=cache_dir, cache_max_bytes=max(1, int(args.cache_max_mb * 2**20)), max_frames=args.frames,
         exit_when_sender_leaves=args.exit_when_sender_leaves, reconnect=args.reconnect, audio=args.audio == "on",
     )
-    return Receiver(config, load_synthesizer(args.weights, args.device, cache_dir))
+    return Receiver(config, load_synthesizer(args.weights, args.device, cache_dir, state_cap))
 
 
 def main(argv: list[str] | None = None) -> int:

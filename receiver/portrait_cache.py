@@ -7,7 +7,7 @@
 Only messages the receiver has decoded and prepared are written (``Receiver`` validates first), so a
 sender cannot fill the disk with junk; a sender can still announce many valid portraits, hence the cap.
 Recency is the file's mtime, so it survives restarts; a file bigger than the whole cap is not kept.
-Safe to call from worker threads (one lock).
+Safe to call from worker threads (one lock). Eviction: ``codec.lru_files``.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from pathlib import Path
+
+from codec.lru_files import LruFiles
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_MAX_BYTES = 64 * 1024 * 1024  # ~2,000 typical portraits (20-40 KB), or 16 of the largest (4 MiB)
 SUFFIX = ".kpref"
-STALE_TEMP_S = 3600.0  # a temp file this old is a crashed write: removed on the next eviction
 
 
 class PortraitCache:
@@ -35,7 +35,7 @@ class PortraitCache:
             raise ValueError(f"the portrait cache size must be ≥ 1 byte, got {max_bytes}: use --no-cache to keep none")
         self.dir = directory
         self.max_bytes = max_bytes
-        self.evicted = 0
+        self._files = LruFiles(directory, SUFFIX, max_bytes, "portrait cache")
         self._lock = threading.Lock()
 
     def path(self, key: str) -> Path:
@@ -52,7 +52,7 @@ class PortraitCache:
                 data = path.read_bytes()
             except FileNotFoundError:
                 return None
-            os.utime(path)
+            self._files.touch(path)
         return data
 
     def remove(self, key: str) -> None:
@@ -75,40 +75,11 @@ class PortraitCache:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            self._evict(keep=path)
+            self._files.evict(keep=path)
 
     def size_bytes(self) -> int:
-        return sum(size for _, size, _ in self._entries())
+        return self._files.size_bytes()
 
-    def _entries(self) -> list[tuple[float, int, Path]]:
-        """(mtime, size, path) of every cached file, oldest first; stale temp files removed on the way."""
-        out: list[tuple[float, int, Path]] = []
-        now = time.time()
-        try:
-            names = list(self.dir.iterdir())
-        except FileNotFoundError:
-            return out
-        for path in names:
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            if path.suffix == SUFFIX:
-                out.append((st.st_mtime, st.st_size, path))
-            elif path.suffix == ".tmp" and now - st.st_mtime > STALE_TEMP_S:
-                path.unlink(missing_ok=True)
-        out.sort()
-        return out
-
-    def _evict(self, keep: Path) -> None:
-        entries = self._entries()
-        total = sum(size for _, size, _ in entries)
-        for _, size, path in entries:
-            if total <= self.max_bytes:
-                break
-            if path == keep:
-                continue
-            path.unlink(missing_ok=True)
-            total -= size
-            self.evicted += 1
-            logger.info("portrait cache over %d bytes: evicted the least recently used %s", self.max_bytes, path.name)
+    @property
+    def evicted(self) -> int:
+        return self._files.evicted

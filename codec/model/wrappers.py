@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from codec.lru_files import LruFiles
 from codec.model.face_model import FaceVid2VidModel, ReferenceFeatures
 from codec.model.landmark_refinement import LandmarkRefiner
 from codec.model.loading import ModelInfo, configure_cpu_threads, load_model_for_inference, pick_precision
@@ -35,6 +37,8 @@ from codec.model.view import ViewControl
 from codec.motion import MotionParams, angles_to_rotation_torch, transform_keypoints_torch
 
 log = logging.getLogger(__name__)
+
+DEFAULT_STATE_CACHE_MAX_BYTES = 256 * 1024 * 1024  # ~90 prepared states of the shipped model (~2.9 MB each)
 
 
 def _resolve(model: FaceVid2VidModel | str | Path | None, device: str | torch.device | None, preset: str | None,
@@ -167,9 +171,9 @@ class FrameSynthesizer(_Wrapper):
 
     def __init__(self, model: FaceVid2VidModel | str | Path | None = None, device: str | torch.device | None = None,
                  cache_dir: Path | None = None, preset: str | None = None, info: ModelInfo | None = None,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", cache_max_bytes: int = DEFAULT_STATE_CACHE_MAX_BYTES) -> None:
         super().__init__(model, device, preset, info, precision)
-        self.cache = ReferenceCache(cache_dir) if cache_dir is not None else None
+        self.cache = ReferenceCache(cache_dir, cache_max_bytes) if cache_dir is not None else None
 
     def prepare(self, reference_rgb: np.ndarray) -> ReferenceState:
         """reference_rgb: (S, S, 3) uint8 face crop -> ReferenceState (from the disk cache when there)."""
@@ -235,26 +239,38 @@ def _detach(value: object) -> object:
 
 
 class ReferenceCache:
-    """ReferenceStates on disk (safetensors), keyed by image hash + model id; corrupt entries are ignored."""
+    """ReferenceStates on disk (safetensors), keyed by image hash + model id; corrupt entries are ignored.
+    At most ``max_bytes`` in all: after each write the least recently prepared or loaded states go first
+    (``codec.lru_files``), so a peer sending ever new portraits cannot fill the disk."""
 
-    def __init__(self, directory: Path) -> None:
+    SUFFIX = ".safetensors"
+
+    def __init__(self, directory: Path, max_bytes: int = DEFAULT_STATE_CACHE_MAX_BYTES) -> None:
         self.directory = Path(directory).expanduser()
+        self.files = LruFiles(self.directory, self.SUFFIX, max_bytes, "prepared-state cache")
+        self._lock = threading.Lock()
 
     def path(self, digest: str, model_id: str) -> Path:
-        return self.directory / f"{digest[:32]}-{model_id}.safetensors"
+        return self.directory / f"{digest[:32]}-{model_id}{self.SUFFIX}"
 
     def save(self, state: ReferenceState) -> None:
         tensors = {k: v.contiguous().cpu() for k, v in state.features.__dict__.items() if isinstance(v, torch.Tensor)}
         tensors.update({f"motion.{k}": v.contiguous().cpu() for k, v in state.features.motion.items()})
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        if size > self.files.max_bytes:
+            log.warning("not caching a %d-byte prepared state: the cache holds at most %d bytes", size, self.files.max_bytes)
+            return
         meta = {"image_hash": state.image_hash, "model_id": state.model_id}
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            target = self.path(state.image_hash, state.model_id)
-            tmp = target.with_name(target.name + ".tmp")
-            save_file(tensors, str(tmp), metadata=meta)
-            tmp.replace(target)
-        except OSError as exc:
-            log.warning("could not write the reference cache in %s: %s", self.directory, exc)
+        with self._lock:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                target = self.path(state.image_hash, state.model_id)
+                tmp = target.with_name(target.name + ".tmp")
+                save_file(tensors, str(tmp), metadata=meta)
+                tmp.replace(target)
+                self.files.evict(keep=target)
+            except OSError as exc:
+                log.warning("could not write the reference cache in %s: %s", self.directory, exc)
 
     def load(self, digest: str, model_id: str, device: torch.device) -> ReferenceState | None:
         path = self.path(digest, model_id)
@@ -268,4 +284,8 @@ class ReferenceCache:
         except (SafetensorError, OSError, TypeError, json.JSONDecodeError) as exc:
             log.warning("ignoring corrupt reference cache entry %s: %s", path, exc)
             return None
+        try:
+            self.files.touch(path)  # recently used: evicted last
+        except OSError:
+            pass  # evicted meanwhile: the state in hand is still good
         return ReferenceState(features, _motion_from_outputs(motion), digest, model_id)
