@@ -30,7 +30,7 @@ def test_every_target_once_fast() -> None:
     assert sum(r.inputs for r in results) == pytest.approx(6000, abs=15)
     _check(results)
     by_name = {r.name: r for r in results}
-    for name in ("motion_packet", "motion_body", "audio_motion", "rtp_motion", "images", "signaling_loopback"):
+    for name in ("motion_packet", "motion_body", "audio_motion", "rtp_motion", "images", "control"):
         assert by_name[name].accepted > 0, f"{name}: nothing parsed: the seeds or the mutations are wrong"
 
 
