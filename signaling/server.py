@@ -328,7 +328,9 @@ class SignalingServer:
         if not path.is_file():
             hint = " (the browser page is not installed in this build)" if rel == "index.html" else ""
             raise web.HTTPNotFound(text=f"no such file: {rel!r}{hint}\n")
-        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+        # cross-origin isolated (COOP/COEP): receive.html's onnxruntime-web may then run WASM threads
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache", "Cross-Origin-Opener-Policy": "same-origin",
+                                               "Cross-Origin-Embedder-Policy": "require-corp"})
 
     # -- WebSocket -----------------------------------------------------------------------------
     def on_connection_refused(self, ip: str) -> None:

@@ -75,7 +75,7 @@ CONTROL_ERRORS = [
     '{"type": "avatar_chunk", "upload_id": 1, "index": 3, "count": 2, "data": ""}',
     '{"type": "avatar_chunk", "upload_id": 1, "index": 0, "count": 1, "data": "abc"}',
     '{"type": "stats", "source": "receiver", "values": []}', '{"type": "stats", "source": "receiver", "values": {"Bad": 1}}',
-    '{"type": "stats", "source": "receiver", "values": {"ok": [1]}}', '{"type": "status", "state": 5}',
+    '{"type": "stats", "source": "receiver", "values": {"ok": [1]}}', '{"type": "stats", "source": "r", "values": {"big": 2e16}}', '{"type": "status", "state": 5}',
     '{"type": "error", "code": "x", "message": "' + "m" * 600 + '"}', '{"type": "ack", "command": "' + "c" * 40 + '"}',
     '{"type": "hello", "version": "one"}', '"just a string"', '{"type": "reference_ready", "content_hash": "' + "c" * 64 + '"}',
 ]

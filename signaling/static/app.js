@@ -895,6 +895,19 @@
     $("orig-hide").hidden = !(orig || state.wantOriginal);
   }
 
+  /** receive.html handed over to this page (it could not render fast enough, or the room has a receiver): say why. */
+  function showFallback(reason) {
+    if (!reason) return;
+    const note = $("fallback-note");
+    const again = document.createElement("a");
+    again.href = `receive.html?room=${encodeURIComponent(state.room)}`;
+    again.textContent = "render in this browser again";
+    note.textContent = `Showing the receiver's VP8: rendering the face in this browser handed over because ${reason.slice(0, 300)}. `;
+    note.append(again);
+    note.hidden = false;
+    log("info", `rendering in this browser handed over to the receiver's VP8: ${reason.slice(0, 300)}`);
+  }
+
   // -- wiring ----------------------------------------------------------------------------------
   function chooseRoom() {
     const requested = params.get("room");
@@ -983,6 +996,7 @@
   }
 
   state.room = chooseRoom();
+  showFallback(params.get("fallback"));
   $("room-input").value = state.room;
   document.title = `kpcall — room ${state.room}`;
   wire();

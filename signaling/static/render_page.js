@@ -31,7 +31,7 @@ async function main() {
   const repeat = Math.max(1, Number(params.get("repeat") ?? 5));
   const threads = params.has("threads") ? Number(params.get("threads")) : undefined;
   let t0 = performance.now();
-  const renderer = await NeuralRenderer.load(params.get("models") ?? "models/", { backend: params.get("backend") ?? "auto", threads });
+  const renderer = await NeuralRenderer.load(params.get("models") ?? "models/", { backend: params.get("backend") ?? "auto", threads, proxy: params.get("proxy") === "1" });
   const loadMs = performance.now() - t0;
   const size = renderer.size;
   canvas.width = canvas.height = size;
@@ -53,7 +53,7 @@ async function main() {
   const sorted = [...renderMs].sort((a, b) => a - b);
   const median = sorted[Math.floor(sorted.length / 2)];
   window.kpcallRender = {
-    status: "done", backend: renderer.backend, threads: renderer.threads, crossOriginIsolated: window.crossOriginIsolated,
+    status: "done", backend: renderer.backend, threads: renderer.threads, proxy: renderer.proxy, crossOriginIsolated: window.crossOriginIsolated,
     loadMs, prepareMs, renderMs, medianMs: median, frames: frames.length, seq: last.seq,
   };
   statusBox.textContent = `frame ${last.seq} of ${frames.length} decoded; ${renderer.backend}, ${renderer.threads} thread(s): ` +

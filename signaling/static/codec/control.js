@@ -11,6 +11,7 @@
 export const PROTOCOL_VERSION = 1;
 export const MAX_CONTROL_BYTES = 64 * 1024;
 export const MAX_STATS_FIELDS = 64;
+export const MAX_STATS_NUMBER = 2 ** 53; // a stats value beyond this is not exact in JavaScript
 export const MAX_AVATAR_BYTES = 4 * 1024 * 1024;
 export const MAX_AVATAR_CHUNK_BYTES = 32 * 1024;
 export const MOTION_TRANSPORTS = ["rtp", "datachannel", "rtp+audio"];
@@ -247,8 +248,11 @@ export function decodeControl(data) {
       }
       for (const [key, value] of Object.entries(values)) {
         if (!STAT_KEY.test(key)) throw new ControlError(`stats key ${repr40(key)} must match ${STAT_KEY.source}`);
-        const ok = value === null || (typeof value === "string" && codePoints(value) <= 256) || (isNumber(value) && Number.isFinite(value));
-        if (!ok) throw new ControlError(`stats value of ${pyRepr(key)} must be a finite number, a short string or null, got ${repr40(value)}`);
+        const ok = value === null || (typeof value === "string" && codePoints(value) <= 256) ||
+          (isNumber(value) && Number.isFinite(value) && Math.abs(value) <= MAX_STATS_NUMBER);
+        if (!ok) {
+          throw new ControlError(`stats value of ${pyRepr(key)} must be a finite number of magnitude ≤ 2**53, a short string or null, got ${repr40(value)}`);
+        }
       }
       return { type: kind, source, values };
     }

@@ -42,7 +42,7 @@ export class NeuralRenderer {
   /**
    * Load onnxruntime-web and the exported networks under ``modelsUrl`` (manifest.json names the files).
    * options: {backend: "auto" | "wasm" | "webgpu", threads: WASM threads (default: 1, or up to 4 when
-   * crossOriginIsolated)}.
+   * crossOriginIsolated), proxy: run WASM inference in a web worker (default false)}.
    */
   static async load(modelsUrl, options = {}) {
     const base = new URL(modelsUrl, location.href);
@@ -56,6 +56,9 @@ export class NeuralRenderer {
     const isolated = typeof crossOriginIsolated !== "undefined" && crossOriginIsolated;
     const threads = options.threads ?? (isolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
     ort.env.wasm.numThreads = isolated ? threads : 1;
+    // proxy: WASM inference in a worker, so that the page's own thread stays free during a render (a receiving page
+    // timestamps the motion as it arrives; a render that blocks it for 300 ms looks like network jitter)
+    ort.env.wasm.proxy = backend === "wasm" && Boolean(options.proxy);
     const sessionOptions = { executionProviders: [backend], graphOptimizationLevel: "all" };
     const create = async (file) => {
       const bytes = await (await fetch(new URL(file, base))).arrayBuffer();
@@ -63,7 +66,9 @@ export class NeuralRenderer {
     };
     const reference = await create(manifest.reference.file);
     const render = await create(manifest.render.file);
-    return new NeuralRenderer(ort, manifest, reference, render, backend, ort.env.wasm.numThreads);
+    const renderer = new NeuralRenderer(ort, manifest, reference, render, backend, ort.env.wasm.numThreads);
+    renderer.proxy = ort.env.wasm.proxy;
+    return renderer;
   }
 
   /** Prepare a portrait: ``imageData`` S x S RGBA (ImageData or {data, width, height}). */
@@ -80,7 +85,7 @@ export class NeuralRenderer {
       planar[2 * s * s + i] = rgba[4 * i + 2] / 255;
     }
     const image = new this.ort.Tensor("float32", planar, [1, 3, s, s]);
-    const out = await this.referenceSession.run({ image });
+    const out = await this.referenceSession.run({ image: this.proxy ? new this.ort.Tensor("float32", planar.slice(), [1, 3, s, s]) : image });
     this.state = { image, expressionRef: out.expression_ref.data };
     for (const name of STATE_NAMES) this.state[name] = out[name];
     return this.state;
@@ -98,13 +103,15 @@ export class NeuralRenderer {
       }
     }
     const { Tensor } = this.ort;
+    // in proxy mode each run hands its inputs' buffers to the worker (they come back detached): send copies
+    const keep = (t) => (this.proxy ? new Tensor(t.type, t.data.slice(), t.dims) : t);
     const feeds = {
-      image: this.state.image,
+      image: keep(this.state.image),
       angles: new Tensor("float32", Float32Array.of(motion.yaw, motion.pitch, motion.roll), [1, 3]),
       translation: new Tensor("float32", Float32Array.from(motion.translation), [1, 3]),
       expression: new Tensor("float32", expression, [1, k, 3]),
     };
-    for (const name of STATE_NAMES) feeds[name] = this.state[name];
+    for (const name of STATE_NAMES) feeds[name] = keep(this.state[name]);
     const out = await this.renderSession.run(feeds);
     return out.rendered.data;
   }

@@ -7,6 +7,7 @@
 //   setInterval(() => link.tick(Date.now()), 50);              // feedback (acks, KEY requests) and delay reports
 //   for (const frame of link.popDue(Date.now())) render(frame); // the playout: one frame per sender frame, concealed gaps
 //
+// ``modelVersion`` null accepts any version of ``modelId`` (the exported manifest names no version).
 // ``prepare(msg)`` (async) decodes and prepares the portrait of an unpacked reference message and returns the
 // prepared state; ``store`` (a Map) keeps prepared states by cache key, so a sender that returns with the same
 // portrait (the page's own re-join) is answered "have" and sends nothing. Feedback goes on the control channel
@@ -134,9 +135,9 @@ export class SenderLink {
 
   async _onHello(hello) {
     this.hello = hello;
-    if (hello.model_id !== this.modelId || hello.model_version !== this.modelVersion) {
+    if (hello.model_id !== this.modelId || (this.modelVersion !== null && hello.model_version !== this.modelVersion)) {
       const text = `the sender's motion is for model ${hello.model_id} ${hello.model_version}, this receiver runs ` +
-        `${this.modelId} ${this.modelVersion}: use the same weights on both sides`;
+        `${this.modelId} ${this.modelVersion ?? ""}: use the same weights on both sides`;
       this.sendControl({ type: "error", code: "model_mismatch", message: text });
       this.onEvent("error", text);
       return;
