@@ -240,7 +240,7 @@ class TargetResult:
     max_ms: float = 0.0
     total_s: float = 0.0
     retimed: int = 0  # inputs over HANG_S once, timed again
-    slowest_again_ms: float = 0.0  # the slowest input timed again after the run (best of 3): max_ms without the noise
+    slowest_again_ms: float | None = None  # the slowest input timed again after the run (best of 3): max_ms without the noise
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -914,10 +914,11 @@ def report(results: Sequence[TargetResult]) -> str:
     lines = [head]
     for r in results:
         mean_us = 1e6 * r.total_s / max(1, r.inputs)
-        lines.append(f"{r.name:<20} {r.inputs:>9} {r.accepted:>9} {r.rejected:>9} {r.max_ms:>8.1f} {r.slowest_again_ms:>8.1f} "
+        again = "-" if r.slowest_again_ms is None else f"{r.slowest_again_ms:.1f}"  # the loopback's round trips: not re-run
+        lines.append(f"{r.name:<20} {r.inputs:>9} {r.accepted:>9} {r.rejected:>9} {r.max_ms:>8.1f} {again:>8} "
                      f"{mean_us:>8.0f} {r.undocumented:>6} {r.hangs:>6}")
     lines.append(f"{'total':<20} {sum(r.inputs for r in results):>9} {'':>9} {'':>9} {max(r.max_ms for r in results):>8.1f} "
-                 f"{max(r.slowest_again_ms for r in results):>8.1f} {'':>8} {sum(r.undocumented for r in results):>6} "
+                 f"{max(r.slowest_again_ms or 0.0 for r in results):>8.1f} {'':>8} {sum(r.undocumented for r in results):>6} "
                  f"{sum(r.hangs for r in results):>6}")
     lines.append("max ms: the slowest input as it ran (noisy on a shared machine); again ms: that input timed again, best of 3")
     for r in results:
