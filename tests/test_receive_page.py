@@ -9,7 +9,8 @@ portrait message (every motion packet it sends recorded), and Chromium with loop
 1. ``receive.html?room=R&min_fps=0``: the page joins as the room's receiver, the sender offers to it, the page takes
    the portrait and the motion data channel, renders on a canvas; the canvas must change between frames (the face
    moves), the page's fps, render times and incoming bytes (getStats) are read for ~``KPCALL_RECEIVE_S`` seconds
-   (default 20), and the sender's own count of what it sent that link.
+   (default 20), and the sender's own count of what it sent that link (its cap: ``KPCALL_RECEIVE_MAX_KBPS``, 0 = none;
+   default the sender's 8 kbps).
 2. A frame on the canvas against the Python receiver's render of the same motion (``FrameSynthesizer``, fp32, the
    portrait decoded by Python from the same message; the motion decoded by Python from the recorded packets): PSNR.
 3. ``receive.html?room=R&min_fps=100``: the page cannot keep up, leaves the receiver role and opens the viewer page
@@ -121,7 +122,9 @@ class _Call:
             self.packets.append(message.hex())
             return message
 
-        self.sender = Sender(SenderConfig(self.url, ROOM, rtc=RtcOptions(host_candidates="loopback")),
+        max_kbps = json.loads((self.work / "config.json").read_text())["max_kbps"]
+        caps = {} if max_kbps is None else {"max_kbps": max_kbps or None}  # 0: no cap
+        self.sender = Sender(SenderConfig(self.url, ROOM, rtc=RtcOptions(host_candidates="loopback"), **caps),
                              TraceSource(25.0, num_keypoints=info.num_keypoints), reference, packet_filter=record)
         self.sender_task = asyncio.ensure_future(self.sender.run())
 
@@ -257,7 +260,9 @@ def test_browser_receiver_renders_the_call(tmp_path: Path) -> None:
         pytest.skip(f"no shipped weights at {default_weights_path()}")
     static = _static_copy(tmp_path)
     seconds = float(os.environ.get("KPCALL_RECEIVE_S", "20"))
-    (tmp_path / "config.json").write_text(json.dumps({"static": str(static), "seconds": seconds}))
+    max_kbps = os.environ.get("KPCALL_RECEIVE_MAX_KBPS")  # the sender's cap (default: its own, 8; 0: none)
+    (tmp_path / "config.json").write_text(json.dumps({"static": str(static), "seconds": seconds,
+                                                      "max_kbps": None if max_kbps is None else float(max_kbps)}))
     env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
     child = subprocess.Popen([sys.executable, "-m", "tests.test_receive_page", str(tmp_path)], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -299,7 +304,7 @@ def test_browser_receiver_renders_the_call(tmp_path: Path) -> None:
     link = result["sender_after_phase_1"][0]
     fallback = result["fallback"]
     summary = {
-        "measured": time.strftime("%Y-%m-%d %H:%M"), "model_id": info.model_id, "seconds": seconds,
+        "measured": time.strftime("%Y-%m-%d %H:%M"), "model_id": info.model_id, "seconds": seconds, "sender_max_kbps": max_kbps,
         "load_average": os.getloadavg(), "cpus": os.cpu_count(), "page_vs_python_psnr_db": page_vs_python,
         "page": {k: page.get(k) for k in ("backend", "threads", "crossOriginIsolated", "fps", "dueFps", "renderMsMedian", "renderMs",
                                            "proxy", "framesRendered", "framesDue", "framesSkipped", "framesConcealed", "framesLost",

@@ -932,6 +932,7 @@
     closeOriginal(state.wantOriginal);
     Object.assign(state, { room, joined: false, receiverId: null, senderId: null, receiverStatus: null, history: [] });
     document.title = `kpcall — room ${room}`;
+    $("receive-link").href = `receive.html?room=${encodeURIComponent(room)}`;
     log("info", `switching to room "${room}"`);
     connect();
     updateView();
@@ -997,6 +998,7 @@
 
   state.room = chooseRoom();
   showFallback(params.get("fallback"));
+  $("receive-link").href = `receive.html?room=${encodeURIComponent(state.room)}`;
   $("room-input").value = state.room;
   document.title = `kpcall — room ${state.room}`;
   wire();

@@ -13,12 +13,11 @@
 // window.kpcallReceiveSnapshot() (the canvas as base64 RGB with the frame it shows).
 
 import { NeuralRenderer } from "./codec/renderer.js";
-import { SenderLink } from "./receiver/session.js";
+import { SenderLink, cannotKeepUp } from "./receiver/session.js";
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const DEFAULT_MIN_FPS = 15; // the issue's goal; below it the receiver's VP8 looks better
 const JUDGE_WINDOW_MS = 5000; // rendered fps is measured over this long before the page may hand over
-const MIN_DUE_FPS = 5; // judged only while the call plays at least this many frames a second (not in a stall)
 const RATE_WINDOW_MS = 3000; // the page's "recent" rates
 const ICE_GATHER_TIMEOUT_MS = 2000;
 const TICK_MS = 10;
@@ -290,6 +289,8 @@ function onLinkEvent(holder, name, detail) {
     state.rate = detail;
   } else if (name === "sender_error") {
     log("error", `sender: ${detail.code}: ${detail.message}`);
+  } else if (name === "model_mismatch") {
+    fallback(`this page's networks are not the sender's model (${detail})`);
   } else if (name === "error") {
     log("error", detail);
     setStatus("error", ["bad", "Error"], ["error", detail]);
@@ -415,7 +416,7 @@ function judge(now) {
   if (!(minFps > 0) || state.fallback !== null || firstRenderAt === null || now - firstRenderAt < JUDGE_WINDOW_MS) return;
   const rendered = (countSince(renderedAt, now - JUDGE_WINDOW_MS) * 1000) / JUDGE_WINDOW_MS;
   const due = (countSince(dueAt, now - JUDGE_WINDOW_MS) * 1000) / JUDGE_WINDOW_MS;
-  if (due >= MIN_DUE_FPS && rendered < Math.min(minFps, 0.9 * due)) {
+  if (cannotKeepUp(rendered, due, minFps)) {
     fallback(`this browser renders ${rendered.toFixed(1)} fps (${fmt(state.renderMsMedian, 0)} ms a frame on ${state.backend}, ` +
       `${state.threads} thread${state.threads === 1 ? "" : "s"}), below the ${minFps} fps it needs`);
   }

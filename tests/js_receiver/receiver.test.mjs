@@ -12,7 +12,7 @@ import { test } from "node:test";
 import { ControlError, decodeControl, encodeControl } from "../../signaling/static/codec/control.js";
 import { ChunkReassembler, unpackReferenceMessage } from "../../signaling/static/codec/reference_message.js";
 import { sha256 } from "../../signaling/static/codec/sha256.js";
-import { SenderLink } from "../../signaling/static/receiver/session.js";
+import { SenderLink, cannotKeepUp } from "../../signaling/static/receiver/session.js";
 
 const vectors = JSON.parse(readFileSync(process.env.KPCALL_CONTROL_VECTORS, "utf8"));
 const OUT = process.env.KPCALL_CONTROL_OUT;
@@ -145,6 +145,15 @@ test("a sender link: hello, the portrait once, motion, feedback, delay reports",
   assert.equal(JSON.parse(other[0]).code, "model_mismatch");
   assert.equal(other.length, 1);
   outbox.session = sent;
+});
+
+test("the hand-over rule: below min fps and the frames due, only while the call plays", () => {
+  assert.equal(cannotKeepUp(4, 25, 15), true); // the shipped model in WASM on a 2-core machine
+  assert.equal(cannotKeepUp(16, 25, 15), false);
+  assert.equal(cannotKeepUp(9, 10, 15), false); // a 10 fps call rendered at 9: keeps up with what comes due
+  assert.equal(cannotKeepUp(8, 10, 15), true);
+  assert.equal(cannotKeepUp(0, 2, 15), false); // a stall or a paused sender is no verdict
+  assert.equal(cannotKeepUp(1, 25, 0), false); // min_fps=0: never
 });
 
 test("write what the JS side sent", () => {

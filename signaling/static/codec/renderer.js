@@ -46,7 +46,11 @@ export class NeuralRenderer {
    */
   static async load(modelsUrl, options = {}) {
     const base = new URL(modelsUrl, location.href);
-    const manifest = await (await fetch(new URL("manifest.json", base))).json();
+    const response = await fetch(new URL("manifest.json", base));
+    if (!response.ok) {
+      throw new Error(`no exported networks at ${base} (HTTP ${response.status}): python -m codec.export --out signaling/static/models`);
+    }
+    const manifest = await response.json();
     if (manifest.format !== "kpcall-onnx" || manifest.version !== 1) {
       throw new Error(`${base}manifest.json is not a kpcall ONNX manifest (format ${manifest.format}, version ${manifest.version})`);
     }

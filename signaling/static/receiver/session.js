@@ -22,6 +22,7 @@ import { PlayoutBuffer, percentile, unwrapTimestampMs } from "../codec/playout.j
 import { ChunkReassembler, cacheKey, unpackReferenceMessage } from "../codec/reference_message.js";
 
 export const ERROR_REPLY_INTERVAL_MS = 1000;
+export const MIN_DUE_FPS = 5; // the hand-over is judged only while the call plays at least this many frames a second
 export const PACKET_DELAY_WINDOW = 100;
 const FORCED_FEEDBACK_REPEAT_MS = 100;
 
@@ -139,7 +140,7 @@ export class SenderLink {
       const text = `the sender's motion is for model ${hello.model_id} ${hello.model_version}, this receiver runs ` +
         `${this.modelId} ${this.modelVersion ?? ""}: use the same weights on both sides`;
       this.sendControl({ type: "error", code: "model_mismatch", message: text });
-      this.onEvent("error", text);
+      this.onEvent("model_mismatch", text);
       return;
     }
     try {
@@ -268,4 +269,13 @@ export class SenderLink {
     }
     return frames;
   }
+}
+
+/**
+ * Whether a page that rendered ``renderedFps`` while ``dueFps`` frames a second came due should hand over to the
+ * receiver's VP8: it renders below ``minFps`` and below 90 % of the frames due, while the call plays (not in a stall
+ * or a sender's pause). ``minFps`` 0 never hands over.
+ */
+export function cannotKeepUp(renderedFps, dueFps, minFps) {
+  return minFps > 0 && dueFps >= MIN_DUE_FPS && renderedFps < Math.min(minFps, 0.9 * dueFps);
 }
