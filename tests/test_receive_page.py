@@ -99,7 +99,6 @@ class _Call:
         self.sender: Any = None
         self.receiver: Any = None
         self.receiver_tries = 0
-        self._started = threading.Event()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def start(self) -> None:
@@ -250,6 +249,8 @@ def test_browser_receiver_renders_the_call(tmp_path: Path) -> None:
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     if not (ORT_DIST / "ort.wasm.min.mjs").is_file():
         pytest.skip("onnxruntime-web is not installed: make web-deps (npm ci in signaling/static/vendor)")
+    from PIL import Image
+
     from codec.export.verify import psnr_db
     from codec.model.loading import default_weights_path, load_model_for_inference
     from codec.model.wrappers import FrameSynthesizer
@@ -295,8 +296,6 @@ def test_browser_receiver_renders_the_call(tmp_path: Path) -> None:
     compared = result["compared_frame"]
     assert compared is not None and not compared["concealed"], compared
     want = synth.render(state, motions[compared["seq"] % 65536])
-    from PIL import Image
-
     got = np.asarray(Image.open(tmp_path / "page_frame.png").convert("RGB"))
     page_vs_python = psnr_db(got, want)
     Image.fromarray(np.concatenate([got, want], axis=1)).save(ARTIFACTS / "receive_page_vs_python.png")
