@@ -36,7 +36,7 @@ web-deps:
 	else echo "npm missing: the browser renderer's test will be skipped (apt-get install npm)"; fi
 
 demo: $(STAMP)
-	$(PY) -m signaling demo
+	$(PY) -m participant demo $(DEMO)
 
 test: $(STAMP) system-deps web-deps
 	$(PY) -m pytest -q

@@ -501,6 +501,25 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
     }
 
 
+def _run_participants_from_args(args: argparse.Namespace) -> int:
+    from bench.participants import ParticipantsBenchConfig, format_summary, run_participants_bench
+
+    config = ParticipantsBenchConfig(
+        participants=args.participants, seconds=args.seconds, kill_after_s=args.kill_after, others_fps=args.others_fps,
+        max_kbps=args.max_kbps or None, weights=args.weights, device=args.device, audio_frame_ms=args.audio_frame_ms,
+    )
+    try:
+        result = run_participants_bench(config)
+    except RuntimeError as exc:
+        logger.error("bench call --participants failed: %s", exc)
+        return 1
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    print(format_summary(result))
+    return 0
+
+
 def _transport_text(config: CallBenchConfig) -> str:
     if config.motion_transport == "datachannel":
         return "a data channel"
@@ -562,9 +581,17 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--audio-kbps", type=float, default=d.audio_kbps, help="Opus bitrate (default %(default)g)")
     p.add_argument("--srtp-tag-bits", type=int, choices=(80, 32), default=d.srtp_tag_bits,
                    help="SRTP tag both ends prefer for RTP motion (default %(default)s)")
+    p.add_argument("--participants", type=int, default=0,
+                   help="a two-way call of this many 'python -m participant' processes (2-4) instead of one sender and one "
+                        "receiver (bench.participants); takes --seconds, --max-kbps, --weights, --device, --audio-frame-ms")
+    p.add_argument("--kill-after", type=float, default=None, metavar="SECONDS",
+                   help="with --participants: kill -9 the last participant this far into the call and start it again")
+    p.add_argument("--others-fps", default="auto", help="with --participants: their --others-fps (default %(default)s)")
 
 
 def run_call_from_args(args: argparse.Namespace) -> int:
+    if args.participants:
+        return _run_participants_from_args(args)
     if args.seconds <= 0 or not 0.0 <= args.drop < 1.0:
         raise SystemExit(f"--seconds must be > 0 and --drop in [0, 1): got {args.seconds}, {args.drop}")
     if not 0.0 <= args.impair_loss < 1.0 or not 0.0 <= args.impair_jitter_ms <= 10_000:

@@ -27,6 +27,7 @@ from sender.motion_rider import DEFAULT_HOLD_MS
 from sender.portrait import default_portrait, make_reference, read_photo
 from sender.session import DEFAULT_MAX_KBPS, Sender, SenderConfig
 from sender.sources import DEFAULT_SOURCE, create_source
+from signaling.client import Signaling
 from signaling.credentials import add_token_arguments, token_from_args
 from signaling.reconnect import add_reconnect_argument
 from signaling.rtc import add_rtc_arguments, create_rtc_options
@@ -107,8 +108,9 @@ def load_motion_encoder(weights: Path | None, device: str | None) -> Any:
     return MotionEncoder(weights, device=device)
 
 
-def create_sender(args: argparse.Namespace) -> Sender:
-    """Build the sender from parsed flags (ValueError/RuntimeError with a clear message when unusable)."""
+def create_sender(args: argparse.Namespace, signaling: Signaling | None = None) -> Sender:
+    """Build the sender from parsed flags (ValueError/RuntimeError with a clear message when unusable); ``signaling``:
+    what it talks to the room through (default: its own WebSocket as ``sender``; a participant passes its call's)."""
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be ≥ 1, got {args.frames}")
     rtc = create_rtc_options(args)
@@ -148,7 +150,7 @@ def create_sender(args: argparse.Namespace) -> Sender:
     baseline = None  # the reference's own δ, which the receiver keeps for keypoints not sent
     if hasattr(encoder, "encode"):
         baseline = np.asarray(encoder.encode(portrait).expression)
-    return Sender(config, source, reference, expression_baseline=baseline, enhancement_size=enhancement_size, audio=audio)
+    return Sender(config, source, reference, signaling, expression_baseline=baseline, enhancement_size=enhancement_size, audio=audio)
 
 
 def main(argv: list[str] | None = None) -> int:

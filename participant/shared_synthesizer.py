@@ -1,0 +1,42 @@
+"""One model for every remote face of a participant: renders take turns on it, and each render's time is reported.
+
+Each of a participant's receivers (one per other participant) renders on its own thread; two renders at once on two
+cores would each run at half speed and both be late, so ``SharedSynthesizer`` lets one run at a time (the model's own
+intra-op threads use the cores) and tells the speaker schedule how long each took (its CPU budget).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from codec.motion import MotionParams
+
+
+class SharedSynthesizer:
+    """A ``receiver.render_worker.Synthesizer`` over ``inner``, one call at a time; other attributes pass through."""
+
+    def __init__(self, inner: Any, on_render_ms: Callable[[float], None] | None = None) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._on_render_ms = on_render_ms
+
+    def __getattr__(self, name: str) -> Any:  # model_id, image_size, enhancement_size, num_keypoints, ...
+        return getattr(self.inner, name)
+
+    def prepare(self, reference_rgb: np.ndarray) -> Any:
+        with self._lock:
+            return self.inner.prepare(reference_rgb)
+
+    def render(self, state: Any, motion: MotionParams, view: Any = None, **kwargs: Any) -> np.ndarray:
+        with self._lock:
+            start = time.perf_counter()
+            image = self.inner.render(state, motion, view=view, **kwargs)
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
+        if self._on_render_ms is not None:
+            self._on_render_ms(elapsed_ms)
+        return image
