@@ -5,7 +5,9 @@
 
 Encoder: MotionEncoder.encode on a 256² face crop (the sender's per-frame work). Render:
 FrameSynthesizer.render with the reference's state prepared once (the receiver's per-frame work).
-For a preset with the enhancement branch, also the render with the enhancement picture. Medians after
+For a preset with the enhancement branch, also the render with the enhancement picture, and the sender's
+whole per-frame work with the layer: MotionEncoder.encode plus the enhancement layer's encode (area downscale
+to E×E, SVT-AV1 at the default qp; inter frames of a moving picture, the first key frame in the warm-up). Medians after
 warm-up; peak resident memory of this process (CPU) or peak CUDA memory. --presets: random weights (the cost
 does not depend on the weights' values); --weights: model files, each with the preset its metadata names.
 """
@@ -22,9 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
+from codec.enhancement import lowres_codec
 from codec.model import PRESETS, FaceVid2VidModel, FrameSynthesizer, MotionEncoder, ModelConfig, checkpoint
 from codec.model.loading import pick_device
 from codec.motion import MotionParams
@@ -83,10 +87,37 @@ def measure_model(model: FaceVid2VidModel, device: torch.device, runs: int, warm
         e = model.config.enhancement_size
         picture = rng.integers(0, 256, (e, e, 3), dtype=np.uint8)
         result["render_enhanced_ms"] = _median_ms(lambda: synth.render(state, motion, enhancement=picture), runs, warmup, sync)
+        if lowres_codec.codecs_available():
+            result.update(_measure_sender_with_layer(encoder, e, runs, warmup, sync))
     result["render_fps"] = 1000.0 / result["render_ms"]
     result["peak_memory_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if sync
                                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
+
+
+def _moving_faces(size: int, count: int) -> list[np.ndarray]:
+    """count (size, size, 3) uint8 frames of a smooth random picture drifting a pixel a frame (SVT-AV1's cost
+    depends on the content: white noise would be its worst case, a still picture its best)."""
+    rng = np.random.default_rng(1)
+    canvas = cv2.GaussianBlur(rng.integers(0, 256, (size + count, size + count, 3), dtype=np.uint8), (0, 0), 3)
+    return [np.ascontiguousarray(canvas[i:i + size, i:i + size]) for i in range(count)]
+
+
+def _measure_sender_with_layer(encoder: MotionEncoder, picture_size: int, runs: int, warmup: int,
+                               sync: bool) -> dict[str, float]:
+    """The sender's per-frame work with the enhancement layer: motion, then the picture (its first frame, a key
+    frame, in the warm-up)."""
+    faces = iter(_moving_faces(encoder.image_size, 2 * (runs + warmup) + 2))
+    with lowres_codec.LowResEncoder(size=picture_size) as layer:
+        picture_ms = _median_ms(lambda: layer.encode(next(faces)), runs, warmup, sync=False)
+
+        def both() -> None:
+            face = next(faces)
+            encoder.encode(face)
+            layer.encode(face)
+
+        both_ms = _median_ms(both, runs, warmup, sync)
+    return {"enhancement_encode_ms": picture_ms, "encode_enhanced_ms": both_ms, "enhancement_qp": float(lowres_codec.DEFAULT_QP)}
 
 
 def _cpu_name() -> str:
@@ -125,7 +156,9 @@ def _print(name: str, r: dict[str, Any]) -> dict[str, Any]:
     print(f"{name:10s} {r['image_size']}² on {r['device']} ({r['threads']} threads): encode {r['encode_ms']:.1f} ms, "
           f"render {r['render_ms']:.1f} ms ({r['render_fps']:.1f} fps, {r['render_precision']}), prepare {r['prepare_ms']:.0f} ms, "
           f"{r['params'] / 1e6:.2f} M params, peak {r['peak_memory_mb']:.0f} MB"
-          + (f"; with the enhancement picture {r['render_enhanced_ms']:.1f} ms" if "render_enhanced_ms" in r else ""), flush=True)
+          + (f"; with the enhancement picture {r['render_enhanced_ms']:.1f} ms" if "render_enhanced_ms" in r else "")
+          + (f"; sender with the layer {r['encode_enhanced_ms']:.1f} ms (picture alone {r['enhancement_encode_ms']:.1f} ms)"
+             if "encode_enhanced_ms" in r else ""), flush=True)
     return r
 
 
@@ -151,7 +184,10 @@ def run_speed_from_args(args: argparse.Namespace) -> int:
            "method": ("median ms over --runs calls after --warmup calls, one 256² frame per call, random weights for "
                       "--presets (cost does not depend on them), the file's own for --weights: encode = MotionEncoder.encode, "
                       "render = FrameSynthesizer.render with the "
-                      "reference prepared once, render_enhanced = the same with the model's enhancement picture (64² for cpu-enh64)"),
+                      "reference prepared once, render_enhanced = the same with the model's enhancement picture (64² for cpu-enh64), "
+                      "encode_enhanced = MotionEncoder.encode + the enhancement layer's encode (downscale + SVT-AV1 at "
+                      "enhancement_qp) of one frame, inter frames of a smooth picture drifting 1 px a frame; "
+                      "enhancement_encode = the layer's encode alone"),
            "presets": results,
            "encode_ms": {k: v["encode_ms"] for k, v in results.items()},
            "render_ms": {k: v["render_ms"] for k, v in results.items()},

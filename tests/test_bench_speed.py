@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from bench.speed import add_speed_parser, run_speed_from_args
+from codec.enhancement import lowres_codec
 
 
 def test_speed_json_fields(tmp_path: Path) -> None:
@@ -21,3 +22,7 @@ def test_speed_json_fields(tmp_path: Path) -> None:
     assert data["presets"]["tiny"]["image_size"] == 64
     assert data["presets"]["tiny-enh"]["render_enhanced_ms"] > 0 and "render_enhanced_ms" not in data["presets"]["tiny"]
     assert "median" in data["method"] and data["machine"]["cpu"]
+    if lowres_codec.codecs_available():  # the sender's work with the enhancement layer (motion + SVT-AV1)
+        enhanced = data["presets"]["tiny-enh"]
+        assert enhanced["encode_enhanced_ms"] > 0 and enhanced["enhancement_encode_ms"] > 0
+        assert "encode_enhanced_ms" not in data["presets"]["tiny"]

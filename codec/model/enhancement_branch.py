@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.model.blocks import ResBlock
+from codec.model.blocks import ResBlock, conv_layout
 from codec.model.config import ModelConfig
 
 
@@ -45,6 +45,14 @@ def area_matrix(size_in: int, size_out: int) -> torch.Tensor:
     return matrix.float()
 
 
+def bicubic_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """(size_out, size_in) float32 U with U @ x the 1-D upsampling of x that ``F.interpolate(mode="bicubic",
+    align_corners=False)`` applies along each axis (that interpolation is separable: the 2-D one is U X Uᵀ)."""
+    basis = torch.eye(size_in, dtype=torch.float64).view(size_in, 1, size_in, 1)  # one impulse per sample
+    columns = F.interpolate(basis, size=(size_out, 1), mode="bicubic", align_corners=False)  # (in, 1, out, 1)
+    return columns[:, 0, :, 0].t().float().contiguous()  # (out, in)
+
+
 class PictureCorrection(nn.Module):
     """G's output pulled towards the decoded picture where the picture is trusted, at the picture's scale."""
 
@@ -58,15 +66,33 @@ class PictureCorrection(nn.Module):
         )
         nn.init.zeros_(self.net[-1].weight)  # gate 0, residual 0: untrained, the picture changes nothing
         nn.init.zeros_(self.net[-1].bias)
-        self._areas: dict[int, torch.Tensor] = {}
+        self._matrices: dict[tuple[str, int, torch.device], torch.Tensor] = {}
+
+    def _matrix(self, kind: str, size: int, device: torch.device) -> torch.Tensor:
+        key = (kind, size, device)
+        if key not in self._matrices:
+            e = self.picture_size
+            matrix = area_matrix(size, e) if kind == "area" else bicubic_matrix(e, size)
+            self._matrices[key] = matrix.to(device)
+        return self._matrices[key]
 
     def downscale(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) -> (B, C, E, E), area-averaged like the sender's cv2.INTER_AREA."""
-        size = image.shape[-1]
-        area = self._areas.get(size)
-        if area is None or area.device != image.device:
-            area = self._areas[size] = area_matrix(size, self.picture_size).to(image.device)
-        return torch.einsum("es,bcst,ft->bcef", area, image.float(), area)
+        """(B, C, S, S) -> (B, C, E, E) float32, area-averaged like the sender's cv2.INTER_AREA (in fp32 under
+        any autocast: at an integer ratio the mean of each block, else the area matrix on both axes)."""
+        size, e = image.shape[-1], self.picture_size
+        image = image.float()
+        if size % e == 0:
+            return F.avg_pool2d(image, size // e)
+        area = self._matrix("area", size, image.device)  # (E, S)
+        with torch.autocast(image.device.type, enabled=False):
+            return area @ image @ area.t()
+
+    def upscale(self, correction: torch.Tensor, size: int) -> torch.Tensor:
+        """(B, C, E, E) -> (B, C, size, size) float32, what ``F.interpolate(mode="bicubic", align_corners=False)``
+        gives, as two small matmuls (U X Uᵀ, U precomputed; the interpolation itself is ~8x slower on a CPU)."""
+        up = self._matrix("bicubic", size, correction.device)  # (size, E)
+        with torch.autocast(correction.device.type, enabled=False):
+            return up @ correction.float() @ up.t()
 
     def forward(self, image: torch.Tensor, picture: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
         """image (B, 3, S, S) G's output in [0, 1]; picture (B, 3, E, E) in [0, 1]; present (B,) 1/0 or None
@@ -75,11 +101,11 @@ class PictureCorrection(nn.Module):
         picture = picture.float()
         down = self.downscale(image)  # (B, 3, E, E)
         difference = picture - down
-        out = self.net(torch.cat([picture, down, difference], dim=1)).float()  # (B, 4, E, E)
+        out = self.net(conv_layout(torch.cat([picture, down, difference], dim=1))).float()  # (B, 4, E, E)
         correction = torch.tanh(out[:, :1]) * difference + out[:, 1:]  # (B, 3, E, E); tanh: gate 0 still learns
         if present is not None:
             correction = correction * present.to(correction.dtype).view(-1, 1, 1, 1)
-        up = F.interpolate(correction, size=(size, size), mode="bicubic", align_corners=False)  # (B, 3, S, S)
+        up = self.upscale(correction, size)  # (B, 3, S, S)
         return (image.float() + up).clamp(0.0, 1.0).to(image.dtype)
 
 
@@ -103,11 +129,19 @@ class EnhancementBranch(nn.Module):
         """picture (B, 3, E, E) in [0, 1]; warped_reference (B, 3, S, S); present (B,) 1/0 or None (all present)
         -> residuals (B, C, S/4, S/4) and (B, C2, S/2, S/2), zero where the picture is absent."""
         size = (feature_size, feature_size)
-        picture = F.interpolate(picture.float(), size=size, mode="bilinear", align_corners=False)
-        warped = F.interpolate(warped_reference.float(), size=size, mode="area")
-        h = self.body(torch.cat([picture, warped], dim=1))  # (B, c, S/4, S/4)
+        picture = picture.float()
+        if picture.shape[-1] != feature_size:  # at the same size the bilinear resize is the identity
+            picture = F.interpolate(picture, size=size, mode="bilinear", align_corners=False)
+        warped = warped_reference.float()
+        if warped.shape[-1] % feature_size == 0:  # "area" at an integer ratio: the mean of each block
+            warped = F.avg_pool2d(warped, warped.shape[-1] // feature_size)
+        else:
+            warped = F.interpolate(warped, size=size, mode="area")
+        h = self.body(conv_layout(torch.cat([picture, warped], dim=1)))  # (B, c, S/4, S/4)
         features = self.to_features(h)
-        skip = self.to_skip(F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False))
+        # to_skip (1×1) before the bilinear ×2 rather than after: both are linear and the resize's weights sum
+        # to 1, so they commute (the bias too), and the conv runs on a quarter of the pixels
+        skip = F.interpolate(self.to_skip(h), scale_factor=2, mode="bilinear", align_corners=False)
         if present is not None:
             gate = present.to(features.dtype).view(-1, 1, 1, 1)
             features, skip = features * gate, skip * gate
