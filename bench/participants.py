@@ -16,9 +16,10 @@ direction = the link's outgoing IPv4 rate over its motion period (DTLS transport
 DTLS, and the audio) less the audio's own datagrams (Opus bytes + 50 bytes of RTP/SRTP/UDP/IPv4 headers a packet, at
 the audio's packet rate); motion riding inside audio packets counts as motion.
 
-With ``--kill-after S`` the last participant is killed (SIGKILL) S seconds into the call and started again
+With ``--kill-after S`` the last participant is killed (SIGKILL) S seconds after all have joined and started again
 ``RESTART_AFTER_S`` later (a new process, a new peer id): reported are when each other participant saw it leave
-(its ``participant_left`` event − the kill) and when they first rendered the new one.
+(its ``participant_left`` event − the kill), how long the new process took to join (model loading), and when each
+other participant saw it join (− the moment the server had it in the room again).
 
 On one 2-core machine N participants share 2 cores (each would have its own machine in a real call): the figures
 say what this machine holds, stated with its CPU count.
@@ -62,9 +63,9 @@ class ParticipantsBenchConfig:
     audio_frame_ms: int = 40
 
 
-def _command(url: str, config: ParticipantsBenchConfig, index: int, seconds: float, stats: Path, cache: Path) -> list[str]:
+def _command(url: str, config: ParticipantsBenchConfig, stats: Path) -> list[str]:
     cmd = [
-        sys.executable, "-m", "participant", "--signaling", url, "--room", ROOM, "--seconds", f"{seconds:.1f}",
+        sys.executable, "-m", "participant", "--signaling", url, "--room", ROOM,
         "--stats-json", str(stats), "--host-candidates", "loopback", "--no-cache", "--others-fps", config.others_fps,
         "--sync-marks", str(SYNC_MARK_PERIOD_S), "--audio", "generated",
         "--audio-frame-ms", str(config.audio_frame_ms), "--max-kbps", str(config.max_kbps or 0), "--device", config.device,
@@ -89,32 +90,55 @@ def run_participants_bench(config: ParticipantsBenchConfig) -> dict[str, Any]:
     pump = threading.Thread(target=loop.run_forever, daemon=True)  # the server answers while this thread waits on processes
     pump.start()
     procs: list[tuple[int, subprocess.Popen[bytes], Path]] = []
-    kill: dict[str, float | None] = {"killed_ms": None, "restarted_ms": None}
+    kill: dict[str, float | None] = {"killed_ms": None, "restarted_ms": None, "rejoined_ms": None}
+
+    def peers_in_call() -> int:
+        counts = asyncio.run_coroutine_threadsafe(server.server.store.counts(), loop).result(5)
+        return counts.peers
+
+    def wait_for_peers(n: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if peers_in_call() >= n:
+                return True
+            dead = [i for i, proc, _ in procs if proc.poll() is not None and proc.returncode != -signal.SIGKILL]
+            if dead:
+                raise RuntimeError(f"participant {dead[0]} exited before the call began; its log: {work}/p{dead[0]}.log")
+            time.sleep(0.1)
+        return False
+
     try:
-        started = time.monotonic()
         for index in range(config.participants):
             stats = work / f"p{index}.json"
             log = (work / f"p{index}.log").open("wb")
-            procs.append((index, subprocess.Popen(_command(server.url, config, index, config.seconds, stats, work), cwd=REPO, env=env,
+            procs.append((index, subprocess.Popen(_command(server.url, config, stats), cwd=REPO, env=env,
                                                   stdout=log, stderr=subprocess.STDOUT), stats))
             time.sleep(0.5)
+        if not wait_for_peers(config.participants, 180):  # each process loads its models first (many seconds on a busy machine)
+            raise RuntimeError(f"the {config.participants} participants did not all join within 180 s (logs in {work})")
+        started = time.monotonic()  # the call: everyone is in
         if config.kill_after_s is not None:
             time.sleep(max(0.0, started + config.kill_after_s - time.monotonic()))
             index, victim, _ = procs[-1]
+            kill["killed_ms"] = time.time() * 1000.0  # (before the signal: the others may hear of it within milliseconds)
             victim.send_signal(signal.SIGKILL)
             victim.wait(10)
-            kill["killed_ms"] = time.time() * 1000.0
             time.sleep(RESTART_AFTER_S)
-            left = max(5.0, config.seconds - (time.monotonic() - started))
             stats = work / f"p{index}-again.json"
             log = (work / f"p{index}-again.log").open("wb")
             kill["restarted_ms"] = time.time() * 1000.0
-            procs.append((index, subprocess.Popen(_command(server.url, config, index, left, stats, work), cwd=REPO, env=env,
+            procs.append((index, subprocess.Popen(_command(server.url, config, stats), cwd=REPO, env=env,
                                                   stdout=log, stderr=subprocess.STDOUT), stats))
+            if wait_for_peers(config.participants, 180):
+                kill["rejoined_ms"] = time.time() * 1000.0
+        time.sleep(max(0.0, started + config.seconds - time.monotonic()))
+        for _, proc, _ in procs:  # the end of the call: each leaves as on Ctrl-C and writes its statistics
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for _, proc, _ in procs:
             if proc.poll() is None:
                 try:
-                    proc.wait(config.seconds + 120)
+                    proc.wait(60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
     finally:
@@ -197,8 +221,12 @@ def summarize(config: ParticipantsBenchConfig, reports: list[tuple[int, dict[str
             lefts = [t for t, detail in _events(report, "participant_left") if t >= kill["killed_ms"]]
             seen_leave.append(round((min(lefts) - kill["killed_ms"]) / 1000.0, 2) if lefts else None)
             joins = [t for t, detail in _events(report, "participant_joined") if detail in victim_ids]
-            seen_back.append(round((min(joins) - (kill["restarted_ms"] or 0)) / 1000.0, 2) if joins else None)
-        leave = {"leave_seen_s": seen_leave, "rejoin_seen_s_after_restart": seen_back, "restart_after_s": RESTART_AFTER_S}
+            seen_back.append(round(max(0.0, min(joins) - (kill["rejoined_ms"] or kill["restarted_ms"] or 0)) / 1000.0, 2) if joins else None)
+        leave = {
+            "leave_seen_s": seen_leave, "rejoin_seen_s_after_its_join": seen_back,  # (the server's count is polled every 0.1 s: ~0 means at once) "restart_after_s": RESTART_AFTER_S,
+            "restarted_process_joined_after_s": None if kill["rejoined_ms"] is None or kill["restarted_ms"] is None
+            else round((kill["rejoined_ms"] - kill["restarted_ms"]) / 1000.0, 2),
+        }
     summary = {
         "speaker_rendered_fps_min": min(speaker_fps, default=None),
         "others_rendered_fps_min": min(others_fps, default=None),
@@ -241,6 +269,7 @@ def format_summary(result: dict[str, Any]) -> str:
                 f"{r['render_ms_median']} ms, A/V p95 {r['av_offset_ms_p95_abs']} ms{'' if r['ended'] is None else ' [ended: ' + str(r['ended']) + ']'}"
             )
     if s["kill"] is not None:
-        lines.append(f"  kill -9 of the last participant: seen to leave after {s['kill']['leave_seen_s']} s; back, seen "
-                     f"{s['kill']['rejoin_seen_s_after_restart']} s after its restart")
+        lines.append(f"  kill -9 of the last participant: seen to leave after {s['kill']['leave_seen_s']} s; started again, it "
+                     f"joined {s['kill']['restarted_process_joined_after_s']} s later and was seen "
+                     f"{s['kill']['rejoin_seen_s_after_its_join']} s after that")
     return "\n".join(lines)

@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         reason = asyncio.run(run_until_signal(run_participant(participant, args.seconds), participant.stop))
-    except Exception as exc:  # noqa: BLE001 - report a failed call in one line, not a traceback
-        logger.error("the call failed: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - a failed call: its reason, and where (a bug to report)
+        logger.error("the call failed: %s: %s", type(exc).__name__, exc, exc_info=True)
         return 1
     if args.stats_json is not None:
         args.stats_json.write_text(json.dumps({"end": reason, **participant.report()}, indent=2, default=str))

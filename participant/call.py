@@ -162,8 +162,10 @@ class Participant:
     def _remote_report(self, participant: str, receiver: Receiver, end: str | None) -> dict[str, Any]:
         report = receiver.report()
         rendered = [r.rendered_ms for r in receiver.renders]
-        end_ms = rendered[-1] + 1.0 if rendered else time.time() * 1000.0
-        by_role = render_fps_by_role(rendered, list(self.schedule.timeline), participant, end_ms)
+        outputs = list(receiver.outputs)
+        start_ms = outputs[0].due_ms if outputs else time.time() * 1000.0  # its first frame due: its time in the call
+        end_ms = max(rendered[-1] + 1.0 if rendered else 0.0, outputs[-1].due_ms if outputs else 0.0) or time.time() * 1000.0
+        by_role = render_fps_by_role(rendered, list(self.schedule.timeline), participant, start_ms, end_ms)
         return {"peer_id": participant, "end": end, **report, **by_role}
 
     # -- what happened --------------------------------------------------------------------------

@@ -99,7 +99,7 @@ class CallSignaling:
         self.peer_id = ""
         self.room = ""
         self.participants: list[str] = []  # the others, in the order they came
-        self.viewers: list[str] = []
+        self.viewers: dict[str, m.PeerInfo] = {}  # peer id -> as the server announced it (a viewer's grants included)
         self._sender = PartSignaling(self, None)
         self._receivers: dict[str, PartSignaling] = {}
         self._joined = asyncio.Event()
@@ -133,7 +133,7 @@ class CallSignaling:
             return m.Joined(self.peer_id, self.room, "sender", peers)
         peers = tuple(m.PeerInfo(p, "sender") for p in self.participants if p == part.stream)
         if self.serves(part.stream):
-            peers += tuple(m.PeerInfo(v, "viewer") for v in self.viewers)
+            peers += tuple(self.viewers.values())
         return m.Joined(self.peer_id, self.room, "receiver", peers)
 
     # -- the WebSocket --------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class CallSignaling:
     def _on_joined(self, joined: m.Joined) -> None:
         self.peer_id, self.room = joined.peer_id, joined.room
         self.participants = [p.peer_id for p in joined.peers if p.role == "participant"]
-        self.viewers = [p.peer_id for p in joined.peers if p.role == "viewer"]
+        self.viewers = {p.peer_id: p for p in joined.peers if p.role == "viewer"}
         self._joined.set()
         for participant in self.participants:
             self._on_roster(participant, True)
@@ -192,7 +192,7 @@ class CallSignaling:
     async def _lost(self) -> None:
         """The WebSocket went away: every part hears it; rejoin with backoff (a new peer id, a new roster)."""
         self._joined.clear()
-        gone, self.participants, self.viewers = self.participants, [], []
+        gone, self.participants, self.viewers = self.participants, [], {}
         self._sender.deliver(None)
         for participant in gone:
             self._on_roster(participant, False)
@@ -250,7 +250,7 @@ class CallSignaling:
             for participant in served_before - self._serving():
                 self._viewers_change(participant, joined=False)
         elif peer.role == "viewer":
-            self.viewers.append(peer.peer_id)
+            self.viewers[peer.peer_id] = peer
             for participant in self._serving():
                 part = self._receivers.get(participant)
                 if part is not None and part.connected:
@@ -268,7 +268,7 @@ class CallSignaling:
             for participant in self._serving() - served_before:
                 self._viewers_change(participant, joined=True)
         elif peer.role == "viewer" and peer.peer_id in self.viewers:
-            self.viewers.remove(peer.peer_id)
+            del self.viewers[peer.peer_id]
             for participant in self._serving():
                 part = self._receivers.get(participant)
                 if part is not None and part.connected:
@@ -279,8 +279,8 @@ class CallSignaling:
         part = self._receivers.get(participant)
         if part is None or not part.connected:
             return
-        for viewer in self.viewers:
-            part.deliver(m.PeerJoined(m.PeerInfo(viewer, "viewer")) if joined else m.PeerLeft(m.PeerInfo(viewer, "viewer"), "left"))
+        for viewer in self.viewers.values():
+            part.deliver(m.PeerJoined(viewer) if joined else m.PeerLeft(viewer, "left"))
 
 
 def _drain(queue: asyncio.Queue[m.ServerMessage | None]) -> list[m.ServerMessage | None]:

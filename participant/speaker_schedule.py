@@ -32,13 +32,17 @@ SILENCE_DBFS = -100.0
 TIMELINE_KEPT = 10_000  # changes of the active speaker kept for the report
 
 
-def render_fps_by_role(rendered_ms: list[float], timeline: list[tuple[float, str | None]], remote: str, end_ms: float) -> dict[str, float | None]:
-    """Frames per second rendered of ``remote`` while it was the active speaker and while it was not: ``rendered_ms``
-    its renders' wall times, ``timeline`` the (wall ms, active speaker) changes, up to ``end_ms``."""
+def render_fps_by_role(
+    rendered_ms: list[float], timeline: list[tuple[float, str | None]], remote: str, start_ms: float, end_ms: float,
+) -> dict[str, float | None]:
+    """Frames per second rendered of ``remote`` while it was the active speaker and while it was not, between
+    ``start_ms`` and ``end_ms`` (its time in the call): ``rendered_ms`` its renders' wall times, ``timeline`` the
+    (wall ms, active speaker) changes."""
     spans: list[tuple[float, float, bool]] = []
     for (start, active), nxt in zip(timeline, [*timeline[1:], (end_ms, None)]):
-        if nxt[0] > start:
-            spans.append((start, nxt[0], active == remote))
+        a, b = max(start, start_ms), min(nxt[0], end_ms)
+        if b > a:
+            spans.append((a, b, active == remote))
     out: dict[str, float | None] = {}
     for role, flag in (("as_speaker", True), ("as_other", False)):
         seconds = sum(b - a for a, b, f in spans if f == flag) / 1000.0

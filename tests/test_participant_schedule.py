@@ -89,7 +89,45 @@ def test_a_fixed_rate_must_be_possible() -> None:
 def test_render_rates_are_split_by_who_was_speaking() -> None:
     timeline = [(0.0, "a"), (2000.0, "b"), (4000.0, "a")]
     rendered = [t * 40.0 for t in range(50)] + [2000.0 + t * 100.0 for t in range(20)] + [4000.0 + t * 40.0 for t in range(25)]
-    rates = render_fps_by_role(rendered, timeline, "a", 5000.0)
+    rates = render_fps_by_role(rendered, timeline, "a", 0.0, 5000.0)
     assert rates["rendered_fps_as_speaker"] == pytest.approx(75 / 3.0) and rates["seconds_as_speaker"] == 3.0
     assert rates["rendered_fps_as_other"] == pytest.approx(10.0) and rates["seconds_as_other"] == 2.0
-    assert render_fps_by_role([], [(0.0, "a")], "b", 500.0)["rendered_fps_as_other"] is None  # under a second: no rate
+    assert render_fps_by_role([], [(0.0, "a")], "b", 0.0, 500.0)["rendered_fps_as_other"] is None  # under a second: no rate
+    late = render_fps_by_role(rendered, timeline, "a", 4000.0, 5000.0)  # a remote that came at 4 s: only its own time
+    assert late["seconds_as_speaker"] == 1.0 and late["seconds_as_other"] == 0.0
+
+
+def test_the_shared_model_takes_renders_in_the_order_they_came() -> None:
+    import threading
+    import time
+
+    from participant.shared_synthesizer import SharedSynthesizer
+
+    order: list[str] = []
+
+    class Slow:
+        def render(self, state: str, motion: object, view: object = None) -> str:
+            order.append(state)
+            time.sleep(0.01)
+            return state
+
+    shared = SharedSynthesizer(Slow())
+    stop = time.monotonic() + 0.6
+
+    def busy(name: str) -> None:  # a receiver that always has a frame waiting (the active speaker's)
+        while time.monotonic() < stop:
+            shared.render(name, None)
+
+    def sometimes(name: str) -> None:  # one that renders now and then
+        while time.monotonic() < stop:
+            shared.render(name, None)
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=busy, args=("speaker",)), threading.Thread(target=sometimes, args=("other",))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert order.count("other") >= 6, order.count("other")  # ~every 60 ms, not starved by the busy one
+    runs = "".join("s" if name == "speaker" else "o" for name in order).split("o")
+    assert max(len(run) for run in runs[1:-1]) <= 7, runs  # an asking render waits for one render at most (+ its 50 ms nap)
