@@ -2,7 +2,7 @@
 
     python -m participant --signaling http://127.0.0.1:8080 --room team                      # built-in trace + portrait
     python -m participant --signaling URL --room team --reference me.jpg --source webcam --audio alsa:default
-    python -m participant ... --others-fps 10 --stats-json call.json --seconds 60
+    python -m participant ... --others-fps 10 --stats-json call.json --seconds 60 --speaker pulse:default
     python -m participant demo [--two-way]       # the local demo: server + sender + receiver (or two participants)
 
 Everyone in the call runs the same command with the same --room; a browser page opened at
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from participant.call import Participant, ParticipantConfig
+from participant.loudspeaker import LoudspeakerError
 from receiver.__main__ import DEFAULT_CACHE_DIR, load_synthesizer
 from sender.__main__ import add_sender_arguments, create_sender
 from signaling.credentials import token_from_args
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="portrait cache (default %(default)s)")
     parser.add_argument("--no-cache", action="store_true", help="keep no portraits on disk")
     parser.add_argument("--no-playout-audio", action="store_true", help="ask the others for no sound")
+    parser.add_argument("--speaker", default=None, metavar="alsa:NAME|pulse:NAME|FILE.wav",
+                        help="play the others' mixed sound here, each in sync with its face (default: nowhere; e.g. pulse:default)")
     parser.add_argument("--seconds", type=float, default=None, help="leave the call after this long (default: until Ctrl-C)")
     parser.add_argument("--stats-json", type=Path, default=None, help="write the call's statistics here at the end")
     return parser
@@ -61,7 +64,7 @@ def create_participant(args: argparse.Namespace) -> Participant:
     synthesizer = load_synthesizer(args.weights, args.device, cache_dir)
     config = ParticipantConfig(
         args.signaling, args.room, token_from_args(args), create_rtc_options(args), max_kbps=args.max_kbps or None,
-        others_fps=args.others_fps, cache_dir=cache_dir, audio=not args.no_playout_audio,
+        others_fps=args.others_fps, cache_dir=cache_dir, audio=not args.no_playout_audio, speaker=args.speaker,
     )
     return Participant(config, synthesizer, source=None, reference=None,  # type: ignore[arg-type]
                        sender_factory=lambda _config, signaling: create_sender(args, signaling))
@@ -95,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         reason = asyncio.run(run_until_signal(run_participant(participant, args.seconds), participant.stop))
+    except LoudspeakerError as exc:
+        logger.error("%s", exc)
+        return 2
     except Exception as exc:  # noqa: BLE001 - a failed call: its reason, and where (a bug to report)
         logger.error("the call failed: %s: %s", type(exc).__name__, exc, exc_info=True)
         return 1

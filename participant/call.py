@@ -27,6 +27,7 @@ from typing import Any
 
 from codec.reference_message import ReferenceMessage
 from participant.call_signaling import CallSignaling
+from participant.loudspeaker import Loudspeaker, Mixer
 from participant.shared_synthesizer import SharedSynthesizer
 from participant.speaker_schedule import SpeakerSchedule, render_fps_by_role
 from receiver.audio_playout import PlayedAudio
@@ -54,6 +55,7 @@ class ParticipantConfig:
     others_fps: float | None = None  # render rate of the faces that are not the active speaker (None: what the CPU leaves)
     cache_dir: Path | None = None  # received portraits kept here (no re-send on the next call)
     audio: bool = True  # play the others' sound in sync with their faces (False: ask them for none)
+    speaker: str | None = None  # where their mixed sound goes: alsa:NAME, pulse:NAME or FILE.wav (None: nowhere)
     fps: float = 25.0
 
 
@@ -85,6 +87,7 @@ class Participant:
         self._stop = asyncio.Event()
         self._stopped_reason = ""
         self._final_schedule: dict[str, Any] | None = None  # the schedule as the call ended (before the receivers stop)
+        self.mixer: Mixer | None = None
 
     def stop(self, reason: str = "stopped") -> None:
         if not self._stop.is_set():
@@ -102,7 +105,15 @@ class Participant:
     async def run(self) -> str:
         """The call, until the source ends ("source_ended"), stop() or the server refuses us for good ("signaling_closed")."""
         self.config.rtc.apply()
-        joined = await self.call.connect()
+        if self.config.speaker is not None:  # LoudspeakerError (a clear message) before joining anyone
+            self.mixer = Mixer(await asyncio.to_thread(Loudspeaker.open, self.config.speaker))
+            self.mixer.start()
+        try:
+            joined = await self.call.connect()
+        except BaseException:
+            if self.mixer is not None:
+                await self.mixer.close()
+            raise
         self._event("joined", f"{joined.room} as {joined.peer_id} with {len(self.call.participants)} other participant(s)")
         sender_task = asyncio.ensure_future(self.sender.run())
         stopper = asyncio.ensure_future(self._stop.wait())
@@ -118,6 +129,8 @@ class Participant:
                 receiver.stop("stopped")
             await asyncio.gather(sender_task, *self._receiver_tasks.values(), return_exceptions=True)
             await self.call.close()
+            if self.mixer is not None:
+                await self.mixer.close()
         return self._stopped_reason or "stopped"
 
     # -- the others -----------------------------------------------------------------------------
@@ -141,6 +154,8 @@ class Participant:
 
         def on_audio(played: PlayedAudio) -> None:
             self.schedule.on_audio(participant, played.samples)
+            if self.mixer is not None:
+                self.mixer.feed(participant, played.samples)
 
         receiver.audio.add_output(on_audio)
         self.receivers[participant] = receiver
@@ -155,6 +170,8 @@ class Participant:
             del self.receivers[participant]
             self._receiver_tasks.pop(participant, None)
             self.schedule.remove(participant)
+            if self.mixer is not None:
+                self.mixer.forget(participant)
         reason = "cancelled" if task.cancelled() else repr(task.exception()) if task.exception() else task.result()
         self._event("receiver_ended", f"{participant} ({reason})")
         self.departed.append(self._remote_report(participant, receiver, reason))
@@ -183,5 +200,6 @@ class Participant:
             "sent": self.sender.link_stats(),
             "remotes": {p: self._remote_report(p, r, None) for p, r in self.receivers.items()},
             "departed": list(self.departed),
+            "speaker": None if self.mixer is None else self.mixer.stats(),
             "events": list(self.events),
         }

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from participant.call import Participant, ParticipantConfig
@@ -34,10 +36,20 @@ async def server() -> AsyncIterator[RunningServer]:
         await running.close()
 
 
-def _participant(server: RunningServer, seed: int, speaks: bool, tmp_path: object) -> Participant:
-    config = ParticipantConfig(server.url, "team", rtc=LOOPBACK, others_fps=OTHERS_FPS, max_kbps=None)
+def _participant(server: RunningServer, seed: int, speaks: bool, tmp_path: Path, speaker: bool = False) -> Participant:
+    config = ParticipantConfig(server.url, "team", rtc=LOOPBACK, others_fps=OTHERS_FPS, max_kbps=None,
+                               speaker=str(tmp_path / f"heard-{seed}.wav") if speaker else None)
     audio = AudioSender(GeneratedSpeech(seed=seed)) if speaks else None
     return Participant(config, FakeSynthesizer(), TraceSource(25.0, seed=seed), fake_reference(seed=seed), audio=audio)
+
+
+def _heard_rms(path: Path) -> tuple[float, float]:
+    """(seconds, RMS in [0, 1]) of a WAV the loudspeaker wrote."""
+    import av
+
+    with av.open(str(path)) as container:
+        samples = np.concatenate([frame.to_ndarray().ravel() for frame in container.decode(audio=0)])
+    return samples.size / 48000.0, float(np.sqrt(np.mean(np.square(samples.astype(np.float64) / 32768.0))))
 
 
 def _rendered(participant: Participant, remote: str) -> int:
@@ -45,9 +57,9 @@ def _rendered(participant: Participant, remote: str) -> int:
     return 0 if receiver is None else len(receiver.renders)
 
 
-async def test_three_participants_see_each_other_and_the_speaker_gets_the_frames(server: RunningServer, tmp_path: object) -> None:
+async def test_three_participants_see_each_other_and_the_speaker_gets_the_frames(server: RunningServer, tmp_path: Path) -> None:
     talker = _participant(server, 1, speaks=True, tmp_path=tmp_path)
-    quiet = [_participant(server, seed, speaks=False, tmp_path=tmp_path) for seed in (2, 3)]
+    quiet = [_participant(server, seed, speaks=False, tmp_path=tmp_path, speaker=seed == 2) for seed in (2, 3)]
     everyone = [talker, *quiet]
     tasks = []
     try:
@@ -94,3 +106,7 @@ async def test_three_participants_see_each_other_and_the_speaker_gets_the_frames
         for participant in everyone:
             participant.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
+    # the listener heard the talker through its loudspeaker (a WAV here): the whole call long, not silence
+    seconds, rms = _heard_rms(tmp_path / "heard-2.wav")
+    assert seconds > 8 and rms > 0.01, (seconds, rms)
+    assert listener.mixer is not None and listener.mixer.stats()["blocks_dropped"] == 0
