@@ -66,8 +66,7 @@ def create_participant(args: argparse.Namespace) -> Participant:
         args.signaling, args.room, token_from_args(args), create_rtc_options(args), max_kbps=args.max_kbps or None,
         others_fps=args.others_fps, cache_dir=cache_dir, audio=not args.no_playout_audio, speaker=args.speaker,
     )
-    return Participant(config, synthesizer, source=None, reference=None,  # type: ignore[arg-type]
-                       sender_factory=lambda _config, signaling: create_sender(args, signaling))
+    return Participant(config, synthesizer, sender_factory=lambda _config, signaling: create_sender(args, signaling))
 
 
 async def run_participant(participant: Participant, seconds: float | None) -> str:

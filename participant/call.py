@@ -63,12 +63,14 @@ class Participant:
     """See the module docstring."""
 
     def __init__(
-        self, config: ParticipantConfig, synthesizer: Any, source: MotionSource, reference: ReferenceMessage,
-        audio: AudioSender | None = None, signaling: Signaling | None = None, enhancement_size: int = 0,
-        sender_factory: Callable[[SenderConfig, Signaling], Sender] | None = None,
+        self, config: ParticipantConfig, synthesizer: Any, source: MotionSource | None = None,
+        reference: ReferenceMessage | None = None, audio: AudioSender | None = None, signaling: Signaling | None = None,
+        enhancement_size: int = 0, sender_factory: Callable[[SenderConfig, Signaling], Sender] | None = None,
     ) -> None:
-        """``sender_factory(config, signaling)``: builds the Sender (the CLI passes one with the motion encoder's
-        expression baseline); default: ``Sender(config, source, reference, signaling, audio=audio)``."""
+        """What this participant sends: ``source`` + ``reference`` (+ ``audio``), or ``sender_factory(config, signaling)``
+        building the Sender itself (the CLI's, with the motion encoder's expression baseline)."""
+        if sender_factory is None and (source is None or reference is None):
+            raise ValueError("a participant needs a motion source and a reference portrait (or a sender_factory)")
         self.config = config
         self.schedule = SpeakerSchedule(config.fps, config.others_fps)
         self.synthesizer = SharedSynthesizer(synthesizer, self.schedule.on_render_ms)
@@ -79,6 +81,7 @@ class Participant:
         if sender_factory is not None:
             self.sender = sender_factory(sender_config, self.call.sender_side())
         else:
+            assert source is not None and reference is not None
             self.sender = Sender(sender_config, source, reference, self.call.sender_side(), enhancement_size=enhancement_size, audio=audio)
         self.receivers: dict[str, Receiver] = {}
         self.departed: deque[dict[str, Any]] = deque(maxlen=DEPARTED_KEPT)
