@@ -3,7 +3,8 @@
 // Joins a room as a "viewer" over the signaling WebSocket (/ws), answers the receiver's offer (the
 // synthesized video track and a "control" data channel: stats, status, rate decisions, acks and
 // errors in; commands and avatar uploads out) and, on request, offers the sender a receive-only
-// VP8 connection for its original pictures. Protocol: signaling/PROTOCOL.md.
+// VP8 connection for its original pictures. A call room (peers with role "participant") shows the call grid
+// instead (call_grid.js: one tile per participant's face). Protocol: signaling/PROTOCOL.md.
 "use strict";
 
 (() => {
@@ -159,6 +160,7 @@
       closeSynth();
       closeOriginal(true);
       state.receiverId = state.senderId = null;
+      grid.closeAll();
       const seconds = Math.round(state.reconnectMs / 1000);
       setPill("bad", "Offline");
       setBanner("error", `Lost the signaling server${event.reason ? ` (${event.reason})` : ""}; reconnecting in ${seconds} s…`);
@@ -171,6 +173,7 @@
   function notePeer(peer) {
     if (peer.role === "receiver") state.receiverId = peer.peer_id;
     if (peer.role === "sender") state.senderId = peer.peer_id;
+    if (peer.role === "participant") grid.participantJoined(peer.peer_id);
   }
 
   async function onSignal(msg) {
@@ -192,12 +195,14 @@
       case "peer_joined":
         notePeer(msg);
         if (msg.role === "receiver") log("info", "the receiver joined; it is calling this page");
+        if (msg.role === "participant") log("info", `participant ${msg.peer_id} joined the call`);
         if (msg.role === "sender") {
           log("info", "a sender joined");
           if (state.wantOriginal) startOriginal();
         }
         break;
       case "peer_left":
+        grid.peerLeft(msg.peer_id, msg.reason);
         if (msg.peer_id === state.receiverId) {
           state.receiverId = null;
           state.receiverStatus = null;
@@ -214,7 +219,8 @@
         }
         break;
       case "offer":
-        if (msg.from === state.receiverId || !state.receiverId) await answerReceiver(msg);
+        if (grid.takes(msg)) await grid.onOffer(msg);
+        else if (msg.from === state.receiverId || !state.receiverId) await answerReceiver(msg);
         break;
       case "answer":
         if (state.orig && msg.from === state.orig.peer) {
@@ -222,6 +228,10 @@
         }
         break;
       case "candidate": {
+        if (grid.takes(msg)) {
+          await grid.onCandidate(msg);
+          break;
+        }
         const target = state.synth && msg.from === state.synth.peer ? state.synth : state.orig && msg.from === state.orig.peer ? state.orig : null;
         if (target && msg.candidate) {
           await target.pc.addIceCandidate({ candidate: msg.candidate, sdpMid: msg.sdpMid, sdpMLineIndex: msg.sdpMLineIndex });
@@ -850,6 +860,11 @@
 
   // -- call state on the page ------------------------------------------------------------------
   function updateView() {
+    document.body.classList.toggle("call-mode", grid.active);
+    if (grid.active) {
+      if (state.ws) grid.update(); // the tiles and the banner
+      return;
+    }
     const synth = state.synth;
     const video = $("synth-video");
     const playing = Boolean(synth && video.videoWidth > 0 && !video.paused);
@@ -930,6 +945,7 @@
     if (ws) ws.close(1000, "changing rooms");
     closeSynth();
     closeOriginal(state.wantOriginal);
+    grid.reset();
     Object.assign(state, { room, joined: false, receiverId: null, senderId: null, receiverStatus: null, history: [] });
     document.title = `kpcall — room ${room}`;
     $("receive-link").href = `receive.html?room=${encodeURIComponent(room)}`;
@@ -995,6 +1011,16 @@
     }
     window.addEventListener("resize", drawChart);
   }
+
+  const grid = window.createCallGrid({
+    send: wsSend,
+    iceServers: () => state.iceServers,
+    log,
+    gathered,
+    setBanner,
+    room: () => state.room,
+  });
+  state.grid = grid;
 
   state.room = chooseRoom();
   showFallback(params.get("fallback"));
