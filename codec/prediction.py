@@ -235,8 +235,9 @@ class MotionPacketizer:
             out = self.flush()
         self._pending.append((values, int(capture_ts_ms)))
         self._pending_layout = layout
-        if len(self._pending) >= self.frames_per_packet:
-            assert out is None
+        if len(self._pending) >= self.frames_per_packet and out is None:
+            # (a layout change that came with a smaller frames_per_packet already flushed a packet: push returns
+            # one, so this frame goes out with the next push)
             out = self.flush()
         return out
 

@@ -329,7 +329,10 @@ class Receiver:
                 self._wake.clear()
                 timeout = 0.5 if due is None else (due - now) / 1000.0
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    # (not wait_for: on Python 3.11 it swallows a cancel that comes as the wake-up does, and this loop
+                    # then outlived _shutdown's cancel: a stopped participant hung there and never left the room)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
                 continue
             for frame in self.playout.pop_due(now):
                 self._emit(frame)

@@ -280,6 +280,21 @@ def test_preset_change_sends_a_key_and_layout_change_flushes_a_short_packet() ->
     assert sender.flush() is None
 
 
+def test_layout_change_with_fewer_frames_per_packet_flushes_then_sends_the_rest_next() -> None:
+    # the rate controller changes K and frames per packet in one decision while frames wait (it once failed an assert)
+    sender = MotionPacketizer(1, 2, 4, key_interval_frames=0)
+    receiver = MotionDepacketizer()
+    assert sender.push(TRACE[0], STAMPS[0]) is None and sender.push(TRACE[1], STAMPS[1]) is None
+    sender.set_num_keypoints(10)
+    sender.frames_per_packet = 1
+    flushed = sender.push(TRACE[2], STAMPS[2])  # the two old-layout frames; the new one waits for the next push
+    assert flushed is not None and unpack_header(flushed).num_frames == 2
+    rest = sender.push(TRACE[3], STAMPS[3])
+    assert rest is not None and unpack_header(rest).num_frames == 2
+    assert [f.seq for f in receiver.receive(flushed) + receiver.receive(rest)] == [0, 1, 2, 3]
+    assert sender.flush() is None
+
+
 def test_streams_are_kept_apart() -> None:
     a, b = MotionPacketizer(1), MotionPacketizer(2)
     receiver = MotionDepacketizer(max_streams=2)
