@@ -13,7 +13,8 @@ The rest lives beside it, one concern a file:
   prepared on the render thread;
 * ``receiver.viewers`` (``ViewerHub``): per viewer an offering RTCPeerConnection carrying the
   synthesized video track and a "control" channel (stats, status and rate decisions out; commands and
-  avatar uploads in);
+  avatar uploads in, carried out only for a viewer the server granted control: ``PeerInfo.grants`` of its
+  ``joined``/``peer_joined`` entry, which the signaling loop hands over as it came);
 * ``receiver.scene_control``: the view and the avatar (what is drawn);
 * ``receiver.call_report``: the per-frame records, ``stats()`` and ``report()``.
 

@@ -4,6 +4,8 @@ Per viewer: an offering RTCPeerConnection carrying the synthesized video track (
 and a "control" channel: status, stats and the sender's rate decisions go out; commands (view, avatar
 reset, and keypoints/frames per packet/max kbps passed on to the sender), avatar uploads and pings come
 in, each carried out in order on the viewer's ``SerialWorker`` and acknowledged or answered with an error.
+Commands and avatar uploads are carried out only for a viewer the signaling server granted control
+(``PeerInfo.control``: its ticket, or an open room's default); the others get ``forbidden``.
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ logger = logging.getLogger(__name__)
 peer_log = RateLimitedLog(logger)  # what peers can repeat at will: one line per kind per 10 s
 
 VIEWER_ERRORS_PER_S = 5  # error replies a viewer may get per second (a page shows each; a flood gets fewer)
+FORBIDDEN = "forbidden"  # the error code for a command or upload from a viewer not granted control
 
 
 class ViewerLink:
-    """The sending side of one viewer."""
+    """The sending side of one viewer; ``may_control``: the server granted it commands and avatar uploads."""
 
-    def __init__(self, link: PeerLink) -> None:
+    def __init__(self, link: PeerLink, control: bool = False) -> None:
         self.link = link
+        self.may_control = control
         self.control: RTCDataChannel | None = None
         self.avatar = c.AvatarAssembler()
         self.error_times: deque[float] = deque(maxlen=VIEWER_ERRORS_PER_S)
@@ -87,7 +91,7 @@ class ViewerHub:
     async def add(self, peer: m.PeerInfo) -> None:
         """A viewer joined: offered the video (and sound) and a control channel."""
         link = PeerLink(peer, self.signaling, self.config.rtc, "receiver")
-        viewer = ViewerLink(link)
+        viewer = ViewerLink(link, control=peer.control)
         self.links[peer.peer_id] = viewer
         self._event("viewer_joined", peer.peer_id)
         link.pc.addTrack(SynthesizedVideoTrack(self.latest, self.playout.fps))
@@ -100,7 +104,7 @@ class ViewerHub:
         def on_open() -> None:
             active = self._active()
             state = "receiving" if active is not None else "waiting"
-            viewer.send(c.Status(state, "receiving the sender's motion" if active else "waiting for a sender"))
+            viewer.send(c.Status(state, "receiving the sender's motion" if active else "waiting for a sender", viewer.may_control))
             if active is not None and active.rate is not None:
                 viewer.send(active.rate)
 
@@ -144,6 +148,12 @@ class ViewerHub:
                 msg = c.decode_control(data)
             except c.ControlError as exc:
                 raise ViewerError("bad_message", str(exc)) from None
+            if isinstance(msg, (c.Command, c.AvatarChunk)) and not viewer.may_control:
+                what = "commands" if isinstance(msg, c.Command) else "avatar uploads"
+                raise ViewerError(
+                    FORBIDDEN, f"this viewer is not granted control of the call, so its {what} are refused: watch only, or join"
+                    " with a viewer ticket issued with --control (python -m signaling ticket --role viewer --control)",
+                )
             if isinstance(msg, c.Command):
                 await self._on_command(viewer, msg)
             elif isinstance(msg, c.AvatarChunk):

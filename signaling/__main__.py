@@ -3,6 +3,7 @@
     python -m signaling --host 127.0.0.1 --port 8080 [--token-file F] [--room-token ROOM=SECRET] [--allow-origin URL]
     KPCALL_TICKET_SECRET=... python -m signaling --host 0.0.0.0          # every join needs a ticket (roles bound)
     KPCALL_TICKET_SECRET=... python -m signaling ticket --room r1 --role sender --ttl 12h   # prints a ticket
+    KPCALL_TICKET_SECRET=... python -m signaling ticket --room r1 --role viewer --original --control   # a viewer who may steer
     python -m participant demo [--port 8080] [--room demo]   # server + sender + receiver, Ctrl-C stops
     python -m signaling --port 8081 --redis redis://127.0.0.1:6379/0    # one of several instances sharing rooms
     KPCALL_TURN_SECRET=... python -m signaling --turn-url turn:turn.example.org:3478   # peers get TURN credentials
@@ -60,6 +61,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-open-original", action="store_true",
         help="without tickets, do not let viewers ask the sender for its original pictures (with tickets: only viewer tickets with --original)",
+    )
+    parser.add_argument(
+        "--no-open-control", action="store_true",
+        help="without tickets, do not let viewers send commands (K, max kbps, view) or avatars to the receiver"
+        " (with tickets: only viewer tickets with --control)",
     )
     parser.add_argument(
         "--allow-origin", action="append", default=[], metavar="URL",
@@ -126,7 +132,7 @@ def create_server_config(args: argparse.Namespace) -> ServerConfig:
         redis=_redis_config(args), turn=_turn_config(args),
         host=args.host, port=args.port, token=token, room_tokens=room_tokens,
         ticket_secret=None if ticket_secret is None else ticket_secret.encode("utf-8"),
-        open_original=not args.no_open_original, allow_origins=tuple(args.allow_origin),
+        open_original=not args.no_open_original, open_control=not args.no_open_control, allow_origins=tuple(args.allow_origin),
         static_dir=args.static_dir, max_peers_per_room=args.max_peers_per_room, max_connections=args.max_connections, max_rooms=args.max_rooms,
         limits=ClientLimits(max_connections_per_ip=args.max_connections_per_ip, max_rooms_per_ip=args.max_rooms_per_ip),
     )
@@ -161,13 +167,16 @@ def ticket_main(argv: list[str]) -> int:
     parser.add_argument("--role", required=True, choices=ROLES, help="the role it binds")
     parser.add_argument("--ttl", default="12h", help="valid for (90s, 15m, 12h, 7d; default %(default)s)")
     parser.add_argument("--original", action="store_true", help="(viewer) may ask the sender for its original pictures")
+    parser.add_argument(
+        "--control", action="store_true", help="(viewer) may send commands (K, max kbps, view) and avatar uploads to the receiver",
+    )
     parser.add_argument("--ticket-secret-file", type=Path, default=None, help="read the secret from the first line of this file")
     args = parser.parse_args(argv)
     try:
         secret = read_secret(None, args.ticket_secret_file, TICKET_SECRET_ENV, "--ticket-secret")
         if secret is None:
             raise ValueError(f"no ticket secret: set ${TICKET_SECRET_ENV} or give --ticket-secret-file (the server's secret)")
-        ticket = Ticket(args.room, args.role, int(time.time()) + parse_ttl(args.ttl), original=args.original)
+        ticket = Ticket(args.room, args.role, int(time.time()) + parse_ttl(args.ttl), original=args.original, control=args.control)
         print(issue_ticket(secret.encode("utf-8"), ticket))
     except ValueError as exc:
         parser.error(str(exc))

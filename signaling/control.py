@@ -191,6 +191,7 @@ class Status:
     TYPE: ClassVar[str] = "status"
     state: str
     detail: str = ""
+    control: bool | None = None  # (receiver -> viewer, on open) whether this viewer may send commands and avatars; absent: unsaid
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,8 @@ def decode_control(data: str | bytes) -> ControlMessage:
                 raise ControlError(f"stats value of {key!r} must be a finite number of magnitude ≤ 2**53, a short string or null, got {value!r:.40}")
         return Stats(source, values)  # type: ignore[arg-type]
     if cls is Status:
-        return Status(_text(obj, "state", 64), _text(obj, "detail", 512, optional=True) or "")  # type: ignore[arg-type]
+        control = None if obj.get("control") is None else _flag(obj, "control")
+        return Status(_text(obj, "state", 64), _text(obj, "detail", 512, optional=True) or "", control)  # type: ignore[arg-type]
     if cls is Ack:
         return Ack(_text(obj, "command", 32), _text(obj, "detail", 512, optional=True) or "")  # type: ignore[arg-type]
     assert cls is ErrorReply

@@ -5,7 +5,11 @@ ticket secret. It names the room, the role, when it expires and what it grants, 
 HMAC-SHA256 under the server's secret, so the server checks it without any state::
 
     kpt1.<room>.<role>.<expires unix s>.<grants>.<signature>
-    kpt1.demo.sender.1798761600.-.3q2-7w...      grants: "-" none, "o" a viewer may receive the original
+    kpt1.demo.sender.1798761600.-.3q2-7w...      grants: "-" none, or a viewer's letters in this order:
+    kpt1.demo.viewer.1798761600.oc.9Xk...        "o" it may receive the original, "c" it may control the call
+
+The grants are ``-``, ``o``, ``c`` or ``oc`` (one spelling per set, so a ticket has one text); tickets issued
+before ``c`` existed (``-``, ``o``) stay valid and grant no control.
 
 The room is ``[A-Za-z0-9_-]{1,64}`` (no dots), so the fields split unambiguously; the signature is the
 first 32 bytes of the MAC in unpadded base64url (43 characters). A ticket is at most 140 characters.
@@ -33,7 +37,9 @@ from signaling import messages as m
 TICKET_PREFIX = "kpt1"
 SIGNATURE_CHARS = 43  # 32 bytes of HMAC-SHA256, unpadded base64url
 GRANT_ORIGINAL = "o"
+GRANT_CONTROL = "c"  # a viewer may send commands and avatar uploads to the receiver (PROTOCOL.md §4)
 NO_GRANTS = "-"
+GRANT_TEXTS = (NO_GRANTS, GRANT_ORIGINAL, GRANT_CONTROL, GRANT_ORIGINAL + GRANT_CONTROL)  # the spellings a ticket may carry
 MIN_SECRET_BYTES = 16
 MAX_TTL_S = 366 * 24 * 3600
 TICKET_SECRET_ENV = "KPCALL_TICKET_SECRET"  # the server's (and the ticket issuer's) ticket secret
@@ -52,6 +58,7 @@ class Ticket:
     role: m.Role
     expires_s: int
     original: bool = False  # a viewer may ask the sender for its original pictures (PROTOCOL.md §5)
+    control: bool = False  # a viewer may send commands and avatar uploads to the receiver (PROTOCOL.md §4)
 
     def __post_init__(self) -> None:
         m.check_room_name(self.room, "ticket room")
@@ -59,6 +66,8 @@ class Ticket:
             raise ValueError(f"ticket role {self.role!r} is not one of {list(m.ROLES)}")
         if self.original and self.role != "viewer":
             raise ValueError(f"only a viewer ticket grants the original pictures, not a {self.role} ticket")
+        if self.control and self.role != "viewer":
+            raise ValueError(f"only a viewer ticket grants control of the call, not a {self.role} ticket")
 
 
 def looks_like_ticket(token: str | None) -> bool:
@@ -71,7 +80,7 @@ def _signature(secret: bytes, body: str) -> str:
 
 
 def _body(ticket: Ticket) -> str:
-    grants = GRANT_ORIGINAL if ticket.original else NO_GRANTS
+    grants = (GRANT_ORIGINAL if ticket.original else "") + (GRANT_CONTROL if ticket.control else "") or NO_GRANTS
     return f"{TICKET_PREFIX}.{ticket.room}.{ticket.role}.{ticket.expires_s}.{grants}"
 
 
@@ -95,13 +104,16 @@ def verify_ticket(secret: bytes, text: str, room: str, role: m.Role, now_s: floa
     _, t_room, t_role, t_expires, t_grants = parts[:5]
     if t_room != room or t_role != role:
         raise TicketError(f"the ticket is for room {t_room!r} as {t_role}, not room {room!r} as {role}")
-    if not t_expires.isdigit() or t_grants not in (NO_GRANTS, GRANT_ORIGINAL):
+    if not t_expires.isdigit() or t_grants not in GRANT_TEXTS:
         raise TicketError("the ticket's fields are malformed: ask for a new one")
     expires_s = int(t_expires)
     now = time.time() if now_s is None else now_s
     if expires_s <= now:
         raise TicketError(f"the ticket expired {now - expires_s:.0f} s ago: ask for a new one")
-    return Ticket(t_room, role, expires_s, original=t_grants == GRANT_ORIGINAL)
+    try:
+        return Ticket(t_room, role, expires_s, original=GRANT_ORIGINAL in t_grants, control=GRANT_CONTROL in t_grants)
+    except ValueError as exc:  # e.g. grants on a sender ticket (only issued with the secret, but not ours to admit)
+        raise TicketError(f"the ticket's grants do not fit it: {exc}") from None
 
 
 # -- secrets ---------------------------------------------------------------------------------------

@@ -28,6 +28,10 @@ PEER_ID_PATTERN = re.compile(r"[a-z0-9]{1,32}")  # whole string (fullmatch)
 ROLES = ("sender", "receiver", "viewer", "participant")
 Role = Literal["sender", "receiver", "viewer", "participant"]
 RELAY_TYPES = ("offer", "answer", "candidate")
+# What a viewer may do besides watching the synthesized video (the ``grants`` of its peer entry, PROTOCOL.md §1).
+GRANT_ORIGINAL = "original"  # ask the sender for its original pictures (§5)
+GRANT_CONTROL = "control"  # send commands and avatar uploads to the receiver (§4)
+GRANTS = (GRANT_ORIGINAL, GRANT_CONTROL)  # also the order grants are written in
 
 # Error codes (the ``code`` field of an ``error`` message).
 BAD_JSON = "bad_json"
@@ -131,10 +135,26 @@ ClientMessage: TypeAlias = Join | Leave | Ping | SessionDescription | IceCandida
 # -- server -> client ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PeerInfo:
-    """A participant of a room."""
+    """A participant of a room; ``grants`` (a viewer's only, in ``GRANTS`` order) is what the server lets it do."""
 
     peer_id: str
     role: Role
+    grants: tuple[str, ...] = ()
+
+    @property
+    def control(self) -> bool:
+        """(A viewer) may send commands and avatar uploads to the receiver that serves it."""
+        return GRANT_CONTROL in self.grants
+
+    @property
+    def original(self) -> bool:
+        """(A viewer) may ask the sender for its original pictures."""
+        return GRANT_ORIGINAL in self.grants
+
+
+def grants_of(original: bool = False, control: bool = False) -> tuple[str, ...]:
+    """The ``PeerInfo.grants`` of a viewer granted these, in ``GRANTS`` order."""
+    return tuple(g for g, on in ((GRANT_ORIGINAL, original), (GRANT_CONTROL, control)) if on)
 
 
 @dataclass(frozen=True)
@@ -223,10 +243,10 @@ def encode_server_message(msg: ServerMessage) -> str:
     if isinstance(msg, Joined):
         obj = {
             "type": "joined", "peer_id": msg.peer_id, "room": msg.room, "role": msg.role,
-            "peers": [{"peer_id": p.peer_id, "role": p.role} for p in msg.peers],
+            "peers": [_with_grants({"peer_id": p.peer_id, "role": p.role}, p) for p in msg.peers],
         }
     elif isinstance(msg, PeerJoined):
-        obj = {"type": "peer_joined", "peer_id": msg.peer.peer_id, "role": msg.peer.role}
+        obj = _with_grants({"type": "peer_joined", "peer_id": msg.peer.peer_id, "role": msg.peer.role}, msg.peer)
     elif isinstance(msg, PeerLeft):
         obj = {"type": "peer_left", "peer_id": msg.peer.peer_id, "role": msg.peer.role, "reason": msg.reason}
     elif isinstance(msg, Pong):
@@ -244,6 +264,12 @@ def encode_server_message(msg: ServerMessage) -> str:
     else:
         raise TypeError(f"not a server message: {type(msg).__name__}")
     return _dumps(obj)
+
+
+def _with_grants(obj: dict[str, Any], peer: PeerInfo) -> dict[str, Any]:
+    if peer.grants:  # absent: none granted (what every server before grants sent)
+        obj["grants"] = list(peer.grants)
+    return obj
 
 
 def _ice_server_obj(server: IceServer) -> dict[str, Any]:
@@ -372,6 +398,22 @@ def _role(obj: dict[str, Any], kind: str) -> Role:
     return value  # type: ignore[no-any-return]
 
 
+def _peer_info(obj: dict[str, Any], kind: str) -> PeerInfo:
+    """A ``joined`` peer entry or a ``peer_joined`` message: ``peer_id``, ``role`` and a viewer's optional ``grants``."""
+    peer_id, role = _str(obj, "peer_id", kind, 32, PEER_ID_PATTERN), _role(obj, kind)
+    if "grants" not in obj:
+        return PeerInfo(peer_id, role)
+    grants = obj["grants"]
+    if not isinstance(grants, list) or not all(isinstance(g, str) for g in grants) or len(set(grants)) != len(grants):
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} field 'grants' must be a list of distinct strings, got {grants!r:.60}")
+    unknown = [g for g in grants if g not in GRANTS]
+    if unknown:
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} field 'grants' has {unknown[0]!r:.40}, not one of {list(GRANTS)}")
+    if grants and role != "viewer":
+        raise ProtocolError(BAD_MESSAGE, f"{kind!r} field 'grants' is for viewers only, not a {role}")
+    return PeerInfo(peer_id, role, tuple(g for g in GRANTS if g in grants))
+
+
 def _relay(obj: dict[str, Any], kind: str, peer_key: str) -> SessionDescription | IceCandidate:
     stream = None if obj.get("stream") is None else _str(obj, "stream", kind, 32, PEER_ID_PATTERN)
     if kind == "candidate":
@@ -421,14 +463,15 @@ def decode_server_message(data: str | bytes | bytearray) -> ServerMessage:
         for p in peers:
             if not isinstance(p, dict):
                 raise ProtocolError(BAD_MESSAGE, f"'joined' peer entry must be an object, got {p!r:.40}")
-            infos.append(PeerInfo(_str(p, "peer_id", kind, 32, PEER_ID_PATTERN), _role(p, kind)))
+            _fields(p, "joined peer", {"peer_id", "role"}, {"grants"})
+            infos.append(_peer_info(p, kind))
         return Joined(
             _str(obj, "peer_id", kind, 32, PEER_ID_PATTERN), _room(obj, kind),
             _role(obj, kind), tuple(infos),
         )
     if kind == "peer_joined":
-        _fields(obj, kind, {"peer_id", "role"})
-        return PeerJoined(PeerInfo(_str(obj, "peer_id", kind, 32, PEER_ID_PATTERN), _role(obj, kind)))
+        _fields(obj, kind, {"peer_id", "role"}, {"grants"})
+        return PeerJoined(_peer_info(obj, kind))
     if kind == "peer_left":
         _fields(obj, kind, {"peer_id", "role"}, {"reason"})
         reason = _opt_str(obj, "reason", kind, 64) or "left"

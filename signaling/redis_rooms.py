@@ -68,12 +68,21 @@ class RedisConfig:
 
 
 def _member_json(member: rs.Member, instance: str) -> str:
-    return json.dumps({"i": instance, "role": member.role, "ip": member.remote, "o": member.original, "t": member.ticketed})
+    return json.dumps({
+        "i": instance, "role": member.role, "ip": member.remote, "o": member.original, "t": member.ticketed, "c": member.control,
+    })
 
 
 def _member_from_json(peer_id: str, text: str) -> rs.Member:
-    obj = json.loads(text)
-    return rs.Member(peer_id, obj["role"], obj["ip"], bool(obj["o"]), bool(obj["t"]))
+    obj = json.loads(text)  # "c" is absent from members an instance without grants wrote: no control
+    return rs.Member(peer_id, obj["role"], obj["ip"], bool(obj["o"]), bool(obj["t"]), bool(obj.get("c", False)))
+
+
+def _peer_info(peer_id: str, role: m.Role, original: object = False, control: object = False) -> m.PeerInfo:
+    """A peer of a Lua envelope; a viewer's ``o``/``c`` flags become its grants (absent, from an older script: none)."""
+    if role != "viewer":
+        return m.PeerInfo(peer_id, role)
+    return m.PeerInfo(peer_id, role, m.grants_of(original is True, control is True))
 
 
 class RedisRoomStore(rs.RoomStore):
@@ -222,10 +231,11 @@ class RedisRoomStore(rs.RoomStore):
             kind, room, to = env["k"], env["r"], env["to"]
             if kind == "joined":
                 peers = env["peers"] or []  # Lua's cjson writes an empty list as {}
-                infos = tuple(m.PeerInfo(p[0], p[1]) for p in peers)
+                infos = tuple(_peer_info(*p[:4]) for p in peers)  # [id, role, original, control]
                 local.joined(room, m.Joined(to, room, env["role"], infos))
             elif kind == "joined_peer":
-                local.deliver(room, to, m.encode_server_message(m.PeerJoined(m.PeerInfo(env["id"], env["role"]))))
+                peer = _peer_info(env["id"], env["role"], env.get("o", False), env.get("c", False))
+                local.deliver(room, to, m.encode_server_message(m.PeerJoined(peer)))
             elif kind == "left":
                 local.deliver(room, to, m.encode_server_message(m.PeerLeft(m.PeerInfo(env["id"], env["role"]), env["why"])))
             elif kind == "evict":

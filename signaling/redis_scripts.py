@@ -4,7 +4,7 @@ Each runs as one Redis command, so two instances joining the same room at once s
 notifications a script publishes leave in the order the room changed. Keys (``P`` is the prefix,
 ``kpcall`` by default)::
 
-    P:room:<room>         hash   peer id -> member JSON {"i": instance, "role", "ip", "o": original, "t": ticketed}
+    P:room:<room>         hash   peer id -> member JSON {"i": instance, "role", "ip", "o": original, "t": ticketed, "c": control}
     P:rooms               set    rooms that have members
     P:ip:<address>        hash   room -> members of that client address in it (rooms per address)
     P:members:<instance>  set    "<room>\\n<peer id>" of the members an instance holds (to reap it)
@@ -13,8 +13,10 @@ notifications a script publishes leave in the order the room changed. Keys (``P`
 
 and one pub/sub channel per instance, ``P:inst:<instance>``, carrying envelopes to its members: a relayed
 message as ``m\\n<room>\\n<peer id>\\n<encoded server message>`` (the hot path: no JSON around it), and room
-events as JSON objects: ``k`` = "joined" (``role``, ``peers`` [[id, role], ...]), "joined_peer" / "left"
-(``id``, ``role``, ``why``) or "evict" (``why``), each with ``r`` (room) and ``to`` (peer id). Room names
+events as JSON objects: ``k`` = "joined" (``role``, ``peers`` [[id, role, o, c], ...]), "joined_peer" (``id``,
+``role``, ``o``, ``c``), "left" (``id``, ``role``, ``why``) or "evict" (``why``), each with ``r`` (room) and ``to``
+(peer id). ``o`` and ``c`` are the member's grants (original, control; true/false), which the instance turns into
+a viewer's ``grants``; a member written without ``c`` (by an instance from before it) has no control. Room names
 and peer ids never hold a newline (``messages.ROOM_PATTERN``, ``PEER_ID_PATTERN``).
 
 Every script takes the prefix as ARGV[1]; keys are built inside the script, so this needs a single Redis
@@ -82,11 +84,13 @@ if holder then
 end
 local peers = {}
 for j = 1, #members, 2 do
-  peers[#peers + 1] = {members[j], cjson.decode(members[j + 1]).role}
+  local mm = cjson.decode(members[j + 1])
+  peers[#peers + 1] = {members[j], mm.role, mm.o == true, mm.c == true}
 end
 send(me.i, {k = 'joined', r = room, to = peer, role = me.role, peers = peers})
 for j = 1, #members, 2 do
-  send(cjson.decode(members[j + 1]).i, {k = 'joined_peer', r = room, to = members[j], id = peer, role = me.role})
+  send(cjson.decode(members[j + 1]).i, {k = 'joined_peer', r = room, to = members[j], id = peer, role = me.role,
+                                        o = me.o == true, c = me.c == true})
 end
 redis.call('HSET', rkey, peer, mjson)
 redis.call('SADD', P .. ':rooms', room)

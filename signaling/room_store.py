@@ -41,10 +41,14 @@ class Member:
     remote: str  # the client's IP address (rooms per address are limited)
     original: bool = False  # (a viewer) may exchange signaling with the sender for its original pictures
     ticketed: bool = False  # joined with a valid ticket: it may replace the holder of its role, and be replaced
+    control: bool = False  # (a viewer) may send commands and avatars to the receiver (the receiver enforces it)
 
     @property
     def info(self) -> m.PeerInfo:
-        return m.PeerInfo(self.peer_id, self.role)
+        """As the others are told of it (``joined``, ``peer_joined``): a viewer's grants included."""
+        if self.role != "viewer":
+            return m.PeerInfo(self.peer_id, self.role)
+        return m.PeerInfo(self.peer_id, self.role, m.grants_of(self.original, self.control))
 
 
 @dataclass(frozen=True)

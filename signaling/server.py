@@ -23,7 +23,9 @@ signed ticket naming its room and role (``signaling.credentials``), and a second
 receiver) with a valid ticket replaces the first; without one (shared tokens or open rooms) the first
 sender and the first receiver of a room hold their roles while connected, and a second is refused.
 Relays run only between roles that talk to each other (sender-receiver, receiver-viewer, and
-viewer-sender for a viewer granted the original pictures). WebSockets from a browser page of another
+viewer-sender for a viewer granted the original pictures). What a viewer is granted (the original, control of
+the call) comes from its ticket, or from ``open_original``/``open_control`` without tickets, and travels in its
+peer entry (``PeerInfo.grants``) to the peers that serve it: the receiver enforces control. WebSockets from a browser page of another
 origin are refused (``allow_origins`` adds some). Per-IP limits (``signaling.limits``) bound TCP
 connections, rooms, joins and failed joins; HTTP connections that send no complete request within
 ``http_idle_timeout_s`` are closed; fd exhaustion is logged once per 10 s, not once per accept.
@@ -88,6 +90,7 @@ class ServerConfig:
     heartbeat_s: float = 15.0  # WebSocket ping interval (dead peers are noticed within ~2 intervals)
     ticket_secret: bytes | None = field(default=None, repr=False)  # every join needs a ticket signed with it
     open_original: bool = True  # without tickets, viewers may ask the sender for its original pictures
+    open_control: bool = True  # without tickets, viewers may send commands and avatars to the receiver
     allow_origins: tuple[str, ...] = ()  # page origins allowed besides the server's own ("*": any)
     limits: ClientLimits = ClientLimits()  # per-IP quotas and join rates
     http_idle_timeout_s: float = 10.0  # an HTTP connection with no complete request for this long is closed
@@ -472,8 +475,10 @@ class SignalingServer:
             conn.failed_joins += 1
             self.quotas.failed_join(conn.remote)
             raise
-        original = msg.role == "viewer" and (ticket.original if ticket is not None else self.config.open_original)
-        member = rs.Member(conn.peer_id, msg.role, conn.remote, original, ticketed=ticket is not None)
+        viewer = msg.role == "viewer"
+        original = viewer and (ticket.original if ticket is not None else self.config.open_original)
+        control = viewer and (ticket.control if ticket is not None else self.config.open_control)
+        member = rs.Member(conn.peer_id, msg.role, conn.remote, original, ticketed=ticket is not None, control=control)
         # In the room from here on, so that what the store delivers for it (joined first) reaches it.
         conn.room, conn.member, conn.ticket = msg.room, member, ticket
         try:

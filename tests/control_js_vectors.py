@@ -46,7 +46,7 @@ def control_messages() -> list[c.ControlMessage]:
         c.Capabilities(1, 64), c.MotionTransport("rtp+audio"), c.EnhancementKey(65535),
         c.Command(keypoints="auto", max_kbps=12.5), c.Command(frames_per_packet=3, view="yaw=10,pitch=0,roll=0", avatar="reset"),
         c.AvatarChunk(5, 0, 2, "aGVsbG8="), c.Stats("receiver", {"fps": 25.0, "keypoints": 12, "preset": "fine", "latency_ms_median": None}),
-        c.Status("receiving", "reference ready"), c.Ack("view", "view set to frontal"), c.ErrorReply("bad_packet", "truncated header"),
+        c.Status("receiving", "reference ready"), c.Status("waiting", "waiting for a sender", False), c.Ack("view", "view set to frontal"), c.ErrorReply("bad_packet", "truncated header"),
     ]
 
 
@@ -75,7 +75,7 @@ CONTROL_ERRORS = [
     '{"type": "avatar_chunk", "upload_id": 1, "index": 3, "count": 2, "data": ""}',
     '{"type": "avatar_chunk", "upload_id": 1, "index": 0, "count": 1, "data": "abc"}',
     '{"type": "stats", "source": "receiver", "values": []}', '{"type": "stats", "source": "receiver", "values": {"Bad": 1}}',
-    '{"type": "stats", "source": "receiver", "values": {"ok": [1]}}', '{"type": "stats", "source": "r", "values": {"big": 2e16}}', '{"type": "status", "state": 5}',
+    '{"type": "stats", "source": "receiver", "values": {"ok": [1]}}', '{"type": "stats", "source": "r", "values": {"big": 2e16}}', '{"type": "status", "state": 5}', '{"type": "status", "state": "x", "control": 1}',
     '{"type": "error", "code": "x", "message": "' + "m" * 600 + '"}', '{"type": "ack", "command": "' + "c" * 40 + '"}',
     '{"type": "hello", "version": "one"}', '"just a string"', '{"type": "reference_ready", "content_hash": "' + "c" * 64 + '"}',
 ]

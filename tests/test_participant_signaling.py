@@ -96,7 +96,8 @@ async def test_each_face_is_served_to_viewers_by_one_participant(server: Running
         face = next(p for p in ids if p != lowest.peer_id)
         part = lowest.receiver_side(face)
         joined = await part.connect()
-        assert m.PeerInfo(viewer.joined.peer_id, "viewer") in joined.peers  # type: ignore[union-attr]
+        # the viewer as the server announced it, grants included (an open room's: both), so the receiver enforces them
+        assert m.PeerInfo(viewer.joined.peer_id, "viewer", (m.GRANT_ORIGINAL, m.GRANT_CONTROL)) in joined.peers  # type: ignore[union-attr]
         # the viewer's answer for that face reaches that receiver part; one naming a face we do not serve goes nowhere
         await viewer.send(m.SessionDescription("answer", lowest.peer_id, "v=0", stream=face))
         msg = await _next(part)
@@ -153,3 +154,29 @@ async def test_the_sender_part_waits_for_a_rejoin_and_receivers_end(server: Runn
     finally:
         await a.close()
         await b.close()
+
+
+async def test_receiver_parts_see_each_viewer_with_its_grants() -> None:
+    """The viewers a participant's receiver parts serve keep the grants the server announced (here: no control), also
+    when a participant leaves and another starts serving a face, so the participant's receivers enforce them."""
+    running = await start_server(ServerConfig(host="127.0.0.1", port=0, static_dir=None, open_control=False))
+    calls = [await _join(running) for _ in range(3)]
+    viewer = WebSocketSignaling(running.url, "team", "viewer")
+    try:
+        await viewer.connect()
+        await asyncio.sleep(0.2)
+        watching = m.PeerInfo(viewer.joined.peer_id, "viewer", (m.GRANT_ORIGINAL,))  # type: ignore[union-attr]
+        p0, p1, p2 = sorted((c for c, _ in calls), key=lambda c: c.peer_id)
+        joined = await p0.receiver_side(p2.peer_id).connect()  # p0 serves p2's face
+        assert watching in joined.peers and not next(p for p in joined.peers if p.role == "viewer").control
+        p1_of_p2 = p1.receiver_side(p2.peer_id)
+        joined = await p1_of_p2.connect()  # p0 serves it, not p1: no viewers yet
+        assert [p.role for p in joined.peers] == ["sender"]
+        await p0.close()  # p1 is now the lowest other than p2: its receiver of p2 offers to the viewer
+        msg = await _next(p1_of_p2)
+        assert msg == m.PeerJoined(watching), msg
+    finally:
+        await viewer.close()
+        for call, _ in calls:
+            await call.close()
+        await running.close()

@@ -328,3 +328,48 @@ async def test_a_webrtc_call_between_peers_on_two_instances(two: list[RunningSer
     assert sender["done"] and result["done"], (sender, result)
     assert sender["messages"] == [f"pong {i}" for i in range(5)]
     assert sender["local_type"] == "host" and sender["remote"].startswith("127.0.0.1:")
+
+
+async def _announced_grants(receiver_url: str, viewer_url: str, sender_url: str, room: str) -> tuple[object, object]:
+    """A viewer's grants as the room's receiver is told (``peer_joined``) and as a later sender finds them (``joined``)."""
+    receiver, viewer, sender = (WebSocketSignaling(receiver_url, room, "receiver"), WebSocketSignaling(viewer_url, room, "viewer"),
+                                WebSocketSignaling(sender_url, room, "sender"))
+    await receiver.connect()
+    viewer_id = (await viewer.connect()).peer_id
+    announced = await next_of(receiver, m.PeerJoined, skip=())
+    assert isinstance(announced, m.PeerJoined) and announced.peer.peer_id == viewer_id
+    found = next(p for p in (await sender.connect()).peers if p.peer_id == viewer_id)
+    await asyncio.gather(receiver.close(), viewer.close(), sender.close())
+    return announced.peer.grants, found.grants
+
+
+async def test_a_viewer_s_grants_reach_the_others_as_in_one_process(redis_url: str, prefix: str) -> None:
+    """The join script's ``joined``/``peer_joined`` carry each viewer's grants (original, control) exactly as the memory
+    store announces them; a member written by an instance from before control grants (no "c") has none."""
+    cases: list[tuple[dict[str, bool], tuple[str, ...]]] = [
+        ({}, (m.GRANT_ORIGINAL, m.GRANT_CONTROL)), ({"open_control": False}, (m.GRANT_ORIGINAL,)),
+        ({"open_original": False}, (m.GRANT_CONTROL,)), ({"open_original": False, "open_control": False}, ()),
+    ]
+    for n, (config, grants) in enumerate(cases):
+        memory = await start_server(ServerConfig(port=0, static_dir=None, **config))  # type: ignore[arg-type]
+        servers = await _instances(redis_url, f"{prefix}c{n}", 2, **config)
+        try:
+            assert await _announced_grants(memory.url, memory.url, memory.url, "g") == (grants, grants), config
+            assert await _announced_grants(servers[0].url, servers[1].url, servers[0].url, "g") == (grants, grants), config
+        finally:
+            await asyncio.gather(memory.close(), *(s.close() for s in servers))
+    # a viewer another (older) instance wrote without "c": announced without control, read back without it
+    servers = await _instances(redis_url, prefix, 1)
+    try:
+        from signaling.redis_rooms import _member_from_json
+
+        store = servers[0].server.store
+        old = '{"i": "nowhere", "role": "viewer", "ip": "10.0.0.9", "o": true, "t": false}'
+        await store.redis.hset(f"{prefix}:room:old", "ab0001", old)  # type: ignore[attr-defined]
+        receiver = WebSocketSignaling(servers[0].url, "old", "receiver")
+        joined = await receiver.connect()
+        await receiver.close()
+        assert joined.peers == (m.PeerInfo("ab0001", "viewer", (m.GRANT_ORIGINAL,)),)
+        assert not _member_from_json("ab0001", old).control and _member_from_json("ab0001", old).original
+    finally:
+        await servers[0].close()

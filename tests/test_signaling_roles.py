@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,8 +27,8 @@ SECRET = b"0123456789abcdef-test-secret"
 FAR = 4_000_000_000  # expiry far in the future (unix s)
 
 
-def ticket(room: str, role: m.Role, original: bool = False, expires_s: int = FAR, secret: bytes = SECRET) -> str:
-    return issue_ticket(secret, Ticket(room, role, expires_s, original))
+def ticket(room: str, role: m.Role, original: bool = False, expires_s: int = FAR, secret: bytes = SECRET, control: bool = False) -> str:
+    return issue_ticket(secret, Ticket(room, role, expires_s, original, control))
 
 
 # -- tickets ---------------------------------------------------------------------------------------
@@ -55,6 +56,57 @@ def test_a_ticket_admits_its_room_and_role_only() -> None:
     assert parse_ttl("12h") == 43200 and parse_ttl("90") == 90
     with pytest.raises(ValueError, match="whole number"):
         parse_ttl("1.5h")
+
+
+def test_a_viewer_ticket_may_grant_control_and_old_tickets_grant_none() -> None:
+    both, control_only = ticket("r1", "viewer", original=True, control=True), ticket("r1", "viewer", control=True)
+    assert both.startswith("kpt1.r1.viewer.4000000000.oc.") and control_only.startswith("kpt1.r1.viewer.4000000000.c.")
+    assert verify_ticket(SECRET, both, "r1", "viewer", now_s=0) == Ticket("r1", "viewer", FAR, original=True, control=True)
+    assert verify_ticket(SECRET, control_only, "r1", "viewer", now_s=0).control
+    for old in (ticket("r1", "viewer"), ticket("r1", "viewer", original=True)):  # "-" and "o": as issued before "c" existed
+        assert not verify_ticket(SECRET, old, "r1", "viewer", now_s=0).control
+    assert verify_ticket(SECRET, "kpt1.r1.viewer.4000000000.o._sHoMqdKhgBtDsnKuVvXBxB9q3Tk_XBeylaCJrX-ZYk", "r1", "viewer", now_s=0) \
+        == Ticket("r1", "viewer", FAR, original=True)  # a ticket issued by the code before grants of control
+    with pytest.raises(TicketError, match="signature is not valid"):  # granting oneself control is an alteration
+        verify_ticket(SECRET, both.replace(".oc.", ".o."), "r1", "viewer", now_s=0)
+    body = "kpt1.r1.viewer.4000000000.co"  # one spelling per set of grants: "co" or an unknown letter is malformed
+    from signaling.credentials import _signature
+    for grants in ("co", "x", "occ", ""):
+        text = body.replace(".co", f".{grants}")
+        with pytest.raises(TicketError, match="malformed"):
+            verify_ticket(SECRET, f"{text}.{_signature(SECRET, text)}", "r1", "viewer", now_s=0)
+    with pytest.raises(ValueError, match="only a viewer ticket grants control"):
+        Ticket("r1", "receiver", FAR, control=True)
+    sender_c = "kpt1.r1.sender.4000000000.c"  # signed with the secret, but never issued: refused as a ticket, not a crash
+    with pytest.raises(TicketError, match="grants do not fit"):
+        verify_ticket(SECRET, f"{sender_c}.{_signature(SECRET, sender_c)}", "r1", "sender", now_s=0)
+
+
+def test_peer_entries_carry_a_viewer_s_grants_and_are_decoded_strictly() -> None:
+    viewer = m.PeerInfo("ab12", "viewer", (m.GRANT_ORIGINAL, m.GRANT_CONTROL))
+    text = m.encode_server_message(m.PeerJoined(viewer))
+    assert text == '{"type":"peer_joined","peer_id":"ab12","role":"viewer","grants":["original","control"]}'
+    assert m.decode_server_message(text) == m.PeerJoined(viewer) and viewer.control and viewer.original
+    joined = m.Joined("cd34", "r", "receiver", (m.PeerInfo("ef56", "sender"), viewer, m.PeerInfo("ab13", "viewer")))
+    assert m.decode_server_message(m.encode_server_message(joined)) == joined
+    assert '"grants"' not in m.encode_server_message(m.PeerJoined(m.PeerInfo("ab13", "viewer")))  # none granted: absent
+    # absent (a server from before grants): none; any order on the wire, one order in PeerInfo
+    assert m.decode_server_message('{"type":"peer_joined","peer_id":"ab12","role":"viewer"}') == m.PeerJoined(m.PeerInfo("ab12", "viewer"))
+    reordered = m.decode_server_message('{"type":"peer_joined","peer_id":"ab12","role":"viewer","grants":["control","original"]}')
+    assert reordered == m.PeerJoined(viewer)
+    for grants, needle in (
+        ('"control"', "must be a list of distinct strings"), ('["control","control"]', "must be a list of distinct strings"),
+        ('[1]', "must be a list of distinct strings"), ('["admin"]', "has 'admin', not one of ['original', 'control']"),
+    ):
+        with pytest.raises(m.ProtocolError, match=re.escape(needle)):
+            m.decode_server_message(f'{{"type":"peer_joined","peer_id":"ab12","role":"viewer","grants":{grants}}}')
+    with pytest.raises(m.ProtocolError, match="is for viewers only, not a sender"):
+        m.decode_server_message('{"type":"peer_joined","peer_id":"ab12","role":"sender","grants":["control"]}')
+    with pytest.raises(m.ProtocolError, match="unknown fields"):
+        m.decode_server_message('{"type":"joined","peer_id":"ab12","room":"r","role":"sender","peers":[{"peer_id":"cd34","role":"viewer","x":1}]}')
+    assert m.decode_server_message(
+        '{"type":"joined","peer_id":"ab12","room":"r","role":"receiver","peers":[{"peer_id":"cd34","role":"viewer","grants":["control"]}]}'
+    ) == m.Joined("ab12", "r", "receiver", (m.PeerInfo("cd34", "viewer", (m.GRANT_CONTROL,)),))
 
 
 # -- open rooms: the first sender and receiver hold their roles -------------------------------------------
@@ -105,6 +157,60 @@ async def test_relays_run_only_between_roles_that_have_a_link() -> None:
         await receiver.send({"type": "offer", "to": v1_id, "sdp": "v=0 video"})
         assert await v1.recv() == {"type": "offer", "from": r_id, "sdp": "v=0 video"}
         await asyncio.gather(*(c.close() for c in (sender, receiver, v1, v2)))
+    finally:
+        await running.close()
+
+
+async def _viewer_grants(running: RunningServer, token: str | None = None, original: bool = False) -> list[str] | None:
+    """The ``grants`` of a viewer's entry as the room's receiver is told (``peer_joined``) and a later one (``joined``)."""
+    receiver_token = None if token is None else ticket("g", "receiver")
+    receiver = await RawClient.open(running)
+    await receiver.send({"type": "join", "room": "g", "role": "receiver", **({} if receiver_token is None else {"token": receiver_token})})
+    assert (await receiver.recv())["type"] == "joined"
+    viewer = await RawClient.open(running)
+    await viewer.send({"type": "join", "room": "g", "role": "viewer", **({} if token is None else {"token": token})})
+    viewer_id = (await viewer.recv())["peer_id"]
+    announced = await receiver.recv()
+    assert announced["type"] == "peer_joined" and announced["peer_id"] == viewer_id, announced
+    await receiver.close()
+    await asyncio.sleep(0.05)
+    later = await RawClient.open(running)  # a receiver that joins after the viewer finds it in `joined`
+    await later.send({"type": "join", "room": "g", "role": "receiver", **({} if receiver_token is None else {"token": receiver_token})})
+    entry = next(p for p in (await later.recv())["peers"] if p["peer_id"] == viewer_id)
+    assert entry.get("grants") == announced.get("grants"), (entry, announced)
+    await asyncio.gather(later.close(), viewer.close())
+    await asyncio.sleep(0.05)
+    return announced.get("grants")
+
+
+async def test_the_receiver_is_told_what_each_viewer_may_do() -> None:
+    """Open rooms grant viewers control (and the original) unless the server says otherwise; tickets grant what they carry."""
+    for config, grants in (
+        ({}, ["original", "control"]),
+        ({"open_control": False}, ["original"]),
+        ({"open_control": False, "open_original": False}, None),  # none granted: the field is absent
+        ({"token": "a-shared-room-token"}, ["original", "control"]),
+    ):
+        running = await start_server(ServerConfig(port=0, static_dir=None, **config))  # type: ignore[arg-type]
+        try:
+            if "token" in config:
+                raw = await RawClient.open(running)
+                await raw.send({"type": "join", "room": "g", "role": "receiver", "token": "a-shared-room-token"})
+                assert (await raw.recv())["type"] == "joined"
+                viewer = await RawClient.open(running)
+                await viewer.send({"type": "join", "room": "g", "role": "viewer", "token": "a-shared-room-token"})
+                await viewer.recv()
+                assert (await raw.recv()).get("grants") == grants
+                await asyncio.gather(raw.close(), viewer.close())
+            else:
+                assert await _viewer_grants(running) == grants, config
+        finally:
+            await running.close()
+    running = await start_server(ServerConfig(port=0, static_dir=None, ticket_secret=SECRET, open_control=True))
+    try:  # with tickets the open defaults do not apply: a ticket without "c" grants no control
+        assert await _viewer_grants(running, ticket("g", "viewer")) is None
+        assert await _viewer_grants(running, ticket("g", "viewer", control=True)) == ["control"]
+        assert await _viewer_grants(running, ticket("g", "viewer", original=True, control=True)) == ["original", "control"]
     finally:
         await running.close()
 
@@ -223,6 +329,8 @@ def test_secrets_come_from_a_file_or_the_environment(tmp_path: Path, monkeypatch
     assert config.token == "from-a-file" and dict(config.room_tokens) == {"r1": "one", "r2": "two"}
     config = create_server_config(_server_args(["--ticket-secret-file", str(tmp_path / "ticket")]))
     assert config.ticket_secret == SECRET and config.token is None
+    assert create_server_config(_server_args([])).open_control  # the demo: viewers steer
+    assert not create_server_config(_server_args(["--no-open-control"])).open_control
     monkeypatch.setenv(TOKEN_ENV, "from-the-env")
     assert create_server_config(_server_args([])).token == "from-the-env"
     with pytest.raises(ValueError, match="not both"):
@@ -243,7 +351,13 @@ def test_the_ticket_command_prints_a_ticket_the_server_accepts(
     monkeypatch.setenv(TICKET_SECRET_ENV, SECRET.decode())
     assert signaling_main(["ticket", "--room", "r1", "--role", "viewer", "--original", "--ttl", "1h"]) == 0
     text = capsys.readouterr().out.strip()
-    assert verify_ticket(SECRET, text, "r1", "viewer").original
+    assert verify_ticket(SECRET, text, "r1", "viewer").original and not verify_ticket(SECRET, text, "r1", "viewer").control
+    assert signaling_main(["ticket", "--room", "r1", "--role", "viewer", "--control"]) == 0
+    granted = verify_ticket(SECRET, capsys.readouterr().out.strip(), "r1", "viewer")
+    assert granted.control and not granted.original
+    with pytest.raises(SystemExit):
+        signaling_main(["ticket", "--room", "r1", "--role", "sender", "--control"])
+    assert "only a viewer ticket grants control" in capsys.readouterr().err
     monkeypatch.delenv(TICKET_SECRET_ENV)
     with pytest.raises(SystemExit):
         signaling_main(["ticket", "--room", "r1", "--role", "sender"])

@@ -24,6 +24,7 @@ from sender.sources import TraceSource
 from signaling import control as c
 from signaling import messages as m
 from signaling.client import WebSocketSignaling
+from signaling.credentials import Ticket, issue_ticket
 from signaling.rtc import RtcOptions
 from signaling.server import RunningServer, ServerConfig, start_server
 from tests.call_fakes import FakeSynthesizer, PyViewer, fake_reference, wait_until
@@ -76,6 +77,8 @@ async def test_viewer_commands_are_acknowledged_or_refused_with_a_reason(server:
         def replies(kind: type) -> list[Any]:
             return [x for x in viewer.messages if isinstance(x, kind)]
 
+        await wait_until(lambda: bool(replies(c.Status)), 5, "the status on open")
+        assert replies(c.Status)[0].control is True  # an open room: viewers steer the call (the demo)
         viewer.send(c.Command(keypoints=5))  # no sender yet
         await wait_until(lambda: any(e.code == "no_sender" for e in replies(c.ErrorReply)), 5, "no_sender")
         viewer.send(c.Command(view="yaw=10,pitch=0,roll=0"))
@@ -108,6 +111,52 @@ async def test_viewer_commands_are_acknowledged_or_refused_with_a_reason(server:
         if sender is not None:
             sender.stop()
         await asyncio.wait_for(asyncio.gather(rtask, *([stask] if stask else [])), 15)
+
+
+async def test_only_a_viewer_granted_control_may_command_or_upload() -> None:
+    """With tickets, a viewer whose ticket lacks --control watches: its commands and avatar chunks are refused with
+    ``forbidden`` (saying how to get control) and change nothing; one whose ticket has it steers as before."""
+    secret = b"0123456789abcdef-test-secret"
+
+    def ticket(role: m.Role, control: bool = False) -> str:
+        return issue_ticket(secret, Ticket("grants", role, 4_000_000_000, control=control))
+
+    running = await start_server(ServerConfig(port=0, static_dir=None, ticket_secret=secret))
+    config = ReceiverConfig(running.url, "grants", rtc=LOOPBACK, token=ticket("receiver"), stats_interval_s=5.0)
+    receiver = Receiver(config, FakeSynthesizer(), view_parser=_parse_view)
+    rtask = asyncio.ensure_future(receiver.run())
+    watcher, steerer = PyViewer(running.url, "grants"), PyViewer(running.url, "grants")
+    watcher.signaling = WebSocketSignaling(running.url, "grants", "viewer", token=ticket("viewer"))
+    steerer.signaling = WebSocketSignaling(running.url, "grants", "viewer", token=ticket("viewer", control=True))
+    try:
+        for viewer in (watcher, steerer):
+            await viewer.start()
+            await wait_until(lambda v=viewer: v.channel is not None and v.channel.readyState == "open", 20, "a viewer's control channel")
+            await wait_until(lambda v=viewer: any(isinstance(x, c.Status) for x in v.messages), 5, "the status on open")
+        assert [x.control for x in watcher.messages if isinstance(x, c.Status)][0] is False
+        assert [x.control for x in steerer.messages if isinstance(x, c.Status)][0] is True
+
+        def errors() -> list[c.ErrorReply]:
+            return [x for x in watcher.messages if isinstance(x, c.ErrorReply)]
+
+        watcher.send(c.Command(view="yaw=10,pitch=0,roll=0"))
+        watcher.send(c.Command(max_kbps=50.0))
+        for chunk in c.avatar_chunks(b"an image it may not upload", upload_id=3):
+            watcher.send(chunk)
+        watcher.send(c.Ping(7))
+        await wait_until(lambda: any(isinstance(x, c.Pong) for x in watcher.messages), 5, "the watcher's pong")
+        assert [e.code for e in errors()] == ["forbidden"] * 3, errors()
+        assert "its commands are refused" in errors()[0].message and "avatar uploads are refused" in errors()[2].message
+        assert all("viewer ticket issued with --control" in e.message for e in errors())
+        assert receiver.view is None and not any(isinstance(x, c.Ack) for x in watcher.messages)
+        steerer.send(c.Command(view="yaw=10,pitch=0,roll=0"))
+        await wait_until(lambda: any(isinstance(x, c.Ack) and x.command == "view" for x in steerer.messages), 5, "the steerer's ack")
+        assert receiver.view == "yaw=10,pitch=0,roll=0"
+    finally:
+        await asyncio.gather(watcher.close(), steerer.close())
+        receiver.stop()
+        await asyncio.wait_for(rtask, 15)
+        await running.close()
 
 
 def _parse_view(text: str) -> str:

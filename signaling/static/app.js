@@ -315,6 +315,7 @@
     for (const control of ["keypoints", "max_kbps", "view", "avatar"]) {
       if (state.pending[control]) settle(control, "error", "the receiver went away before confirming");
     }
+    setControlGranted(true); // the next receiver's status says again
   }
 
   function onControl(data) {
@@ -337,6 +338,7 @@
         break;
       case "status":
         state.receiverStatus = msg;
+        if (typeof msg.control === "boolean") setControlGranted(msg.control);
         if (msg.state === "error") log("error", `receiver: ${msg.detail}`);
         else log("info", `receiver: ${msg.detail || msg.state}`);
         break;
@@ -408,6 +410,10 @@
 
   function onControlError(msg) {
     let controls = ERROR_CONTROL[msg.code] ? [ERROR_CONTROL[msg.code]] : [];
+    if (msg.code === "forbidden") { // this viewer may watch, not steer: every pending control hears why
+      controls = ["keypoints", "max_kbps", "view", "avatar"].filter((c) => state.pending[c]);
+      setControlGranted(false, msg.message);
+    }
     if (msg.code === "no_sender" || msg.code === "bad_command") controls = ["keypoints", "max_kbps"].filter((c) => state.pending[c]);
     if (!controls.length && state.lastControl && state.pending[state.lastControl]) controls = [state.lastControl];
     if (!controls.length) {
@@ -419,6 +425,19 @@
   }
 
   // -- commands --------------------------------------------------------------------------------
+  // The receiver tells (status.control, or a "forbidden" error) whether this viewer may send commands and avatars;
+  // without the grant the controls are disabled and say how to get it (a viewer ticket issued with --control).
+  function setControlGranted(granted, why) {
+    const card = $("controls-title").closest("section");
+    const note = card.querySelector(".card-head .muted");
+    if (note && note.dataset.granted === undefined) note.dataset.granted = note.textContent;
+    if (note) note.textContent = granted ? note.dataset.granted : "watch only: control not granted";
+    card.title = granted ? "" : why || "This viewer may watch, not steer the call: join with a viewer ticket issued with --control.";
+    for (const el of card.querySelectorAll("input, button, select")) el.disabled = !granted;
+    if (!granted && state.controlGranted !== false && !why) log("info", card.title); // an error (why) is logged where it is settled
+    state.controlGranted = granted;
+  }
+
   function controlChannel() {
     const channel = state.synth && state.synth.channel;
     return channel && channel.readyState === "open" ? channel : null;

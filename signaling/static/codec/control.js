@@ -35,7 +35,7 @@ export const FIELDS = Object.freeze({
   command: ["keypoints", "frames_per_packet", "max_kbps", "view", "avatar"],
   avatar_chunk: ["upload_id", "index", "count", "data"],
   stats: ["source", "values"],
-  status: ["state", "detail"],
+  status: ["state", "detail", "control"],
   ack: ["command", "detail"],
   error: ["code", "message"],
 });
@@ -257,7 +257,10 @@ export function decodeControl(data) {
       return { type: kind, source, values };
     }
     case "status":
-      return { type: kind, state: text(obj, "state", 64), detail: text(obj, "detail", 512, null, true) || "" };
+      return {
+        type: kind, state: text(obj, "state", 64), detail: text(obj, "detail", 512, null, true) || "",
+        control: obj.control === null || obj.control === undefined ? null : flag(obj, "control"),
+      };
     case "ack":
       return { type: kind, command: text(obj, "command", 32), detail: text(obj, "detail", 512, null, true) || "" };
     default:
