@@ -94,7 +94,7 @@ def test_shipped_weights_export_matches_pytorch(tmp_path: Path, caplog: pytest.L
     assert main(["--weights", str(weights), "--out", str(tmp_path)]) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     model, info = load_model_for_inference(weights, device="cpu")
-    assert manifest["model_id"] == info.model_id
+    assert manifest["model_id"] == info.model_id and manifest["model_version"] == info.model_version
     assert manifest["render"]["bytes"] < 5_000_000  # fp16-stored weights (8 MB in fp32)
     files = ExportedFiles(tmp_path / "reference.onnx", tmp_path / "render.onnx", tmp_path / "manifest.json")
     reference = np.asarray(Image.open(FIXTURE_REFERENCE).convert("RGB").resize((256, 256)))

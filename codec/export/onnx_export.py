@@ -6,8 +6,9 @@ TorchScript exporter (``dynamo=False``), opset 17, static shapes (batch 1). Ever
 is exactly an fp16 number (all of them for the shipped model, which is stored in fp16) is stored as fp16
 and cast to fp32 when the session is built (``store_weights_fp16``): half the bytes, bit-identical results.
 
-manifest.json: format, model_id, preset, image_size, num_keypoints, opset, and per network its file, byte
-size, sha256 and the name, shape and dtype of every input and output in order.
+manifest.json: format, model_id, model_version (a browser receiver refuses motion for another version), preset,
+image_size, num_keypoints, opset, and per network its file, byte size, sha256 and the name, shape and dtype of
+every input and output in order.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def export_onnx(model: FaceVid2VidModel, info: ModelInfo, out_dir: Path, fp16_we
         "render": (RenderNetwork(model), render_args, RENDER_FILE, RENDER_INPUTS, RENDER_OUTPUTS, (rendered,)),
     }
     manifest: dict[str, object] = {
-        "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "model_id": info.model_id, "preset": info.preset,
+        "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "model_id": info.model_id,
+        "model_version": info.model_version, "preset": info.preset,
         "image_size": model.config.image_size, "num_keypoints": model.config.num_keypoints, "opset": OPSET,
         "weights": "fp16 stored, fp32 compute" if fp16_weights else "fp32",
     }

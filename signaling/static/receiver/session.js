@@ -7,7 +7,7 @@
 //   setInterval(() => link.tick(Date.now()), 50);              // feedback (acks, KEY requests) and delay reports
 //   for (const frame of link.popDue(Date.now())) render(frame); // the playout: one frame per sender frame, concealed gaps
 //
-// ``modelVersion`` null accepts any version of ``modelId`` (the exported manifest names no version).
+// ``modelVersion`` null accepts any version of ``modelId`` (a manifest exported before it named its version).
 // ``prepare(msg)`` (async) decodes and prepares the portrait of an unpacked reference message and returns the
 // prepared state; ``store`` (a Map) keeps prepared states by cache key, so a sender that returns with the same
 // portrait (the page's own re-join) is answered "have" and sends nothing. Feedback goes on the control channel
