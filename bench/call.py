@@ -108,7 +108,7 @@ class CallBenchConfig:
     def impairment(self) -> Impairment:
         return Impairment(self.impair_loss, self.impair_jitter_ms, self.seed)
     audio_kbps: float = 16.0  # Opus bitrate
-    audio_frame_ms: int = 60  # Opus frame per packet: 20, 40 or 60 ms (the sender's default is 60)
+    audio_frame_ms: int = 40  # Opus frame per packet: 20, 40 or 60 ms (the sender's default, sender.audio_sources.DEFAULT_FRAME_MS)
     motion_audio_wait_ms: float | None = None  # the sender's --motion-audio-wait-ms (None: its default)
     audio_hold_ms: float = 20.0  # the sender's --audio-hold-ms
 

@@ -24,6 +24,7 @@ from bench.rd import (
     validate_config,
     write_outputs,
 )
+from bench.report import results_markdown
 from bench.synthetic_clip import synthetic_talking_head
 from codec.metrics import psnr, ssim
 from codec.model.loading import default_weights_path
@@ -87,6 +88,25 @@ def test_headline_compares_ours_with_each_video_codec(result: dict[str, Any]) ->
     assert set(headline["comparisons"]) == {"h264", "vp8"}
     entry = headline["comparisons"]["h264"]["psnr"]
     assert entry["method"] in ("bd-rate", "nearest-points") and entry["rate_ratio"] > 0
+
+
+def test_in_a_call_with_sound_only_ours_rides_the_audio(result: dict[str, Any]) -> None:
+    """Ours' messages ride the audio's packets (payload + ~2 B each); a video codec's rate stays what it was."""
+    for point in result["points"]:
+        with_audio, alone = point["wire_kbps_call_audio"], point["wire_kbps_call"]
+        if point["codec"] in ("ours", "ours+enh"):
+            start = point["start_wire_bytes"] * 8 / 60 / 1000
+            prefix = (with_audio - start - point["payload_kbps"]) * 1000 / 8 / point["packets_per_s"]
+            if point["codec"] == "ours":  # count byte + 1-byte length for every motion message (< 128 B)
+                assert prefix == pytest.approx(2.0), point["setting"]
+            else:  # frame bundles with a picture: also a frame bundle's own framing, and 2-byte lengths from 128 B
+                assert 2.0 <= prefix < 8.0, point["setting"]
+            assert with_audio < alone
+        else:
+            assert with_audio == alone, point["setting"]
+    assert result["headline_with_audio"]["rate"] == "wire_kbps_call_audio"
+    assert set(result["headline_with_audio"]["comparisons"]) == {"h264", "vp8"}
+    assert "### The same in a call with sound" in results_markdown(result)
 
 
 def test_no_motion_floor_is_exactly_the_decoded_reference() -> None:

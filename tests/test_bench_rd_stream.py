@@ -96,3 +96,17 @@ def test_motion_messages_cost_rtp_overhead_and_large_ones_the_data_channel() -> 
     assert motion_wire_bytes(MAX_RTP_PAYLOAD_BYTES) == MAX_RTP_PAYLOAD_BYTES + 50 and motion_packets(MAX_RTP_PAYLOAD_BYTES) == 1
     big = MAX_RTP_PAYLOAD_BYTES + 1  # a key picture's bundle: the sender puts it on the data channel
     assert motion_wire_bytes(big) == data_channel_wire_bytes(big) and motion_packets(big) == data_channel_packets(big) == 2
+
+
+def test_riding_messages_cost_their_prefix_and_too_large_ones_go_alone() -> None:
+    from bench.codecs.motion_transport import RIDING_OPUS_BYTES, motion_wire_bytes, riding_wire_bytes
+    from signaling.audio_motion import MAX_RIDE_BYTES, pack_riding
+
+    assert riding_wire_bytes(0) == 0
+    for size in (19, 127, 128, 600):  # the count byte, the varint length (1 B below 128, 2 from 128) and the message
+        assert riding_wire_bytes(size) == len(pack_riding([bytes(size)], bytes(RIDING_OPUS_BYTES))) - RIDING_OPUS_BYTES
+    biggest = MAX_RIDE_BYTES - RIDING_OPUS_BYTES - 3  # count + 2-byte length + message + Opus = MAX_RIDE_BYTES
+    assert riding_wire_bytes(biggest) == biggest + 3
+    assert riding_wire_bytes(biggest + 1) == motion_wire_bytes(biggest + 1)  # cannot ride: its own packet
+    with pytest.raises(ValueError):
+        riding_wire_bytes(-1)

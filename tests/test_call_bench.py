@@ -224,3 +224,10 @@ def test_bench_call_runs_and_reports(tmp_path: Path) -> None:
     for peer in ("sender", "receiver"):
         signaling = whole["signaling"][peer]
         assert signaling["messages_sent"] >= 2 and signaling["payload_bytes_sent"] > 500  # join, and the SDP offer or answer
+
+
+def test_the_bench_calls_with_the_senders_default_audio_frame() -> None:
+    """bench call measures the call a user gets: the sender's Opus frame (one audio packet per motion frame)."""
+    from sender.audio_sources import DEFAULT_FRAME_MS
+
+    assert CallBenchConfig().audio_frame_ms == DEFAULT_FRAME_MS

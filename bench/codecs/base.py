@@ -63,6 +63,8 @@ class StreamInfo:
 
     start_*: the bytes that open the stream (frame 0), payload and on the wire.
     payload_bytes / wire_bytes / packets: everything sent for the driving frames 1..N-1.
+    riding_wire_bytes: ours only: the driving frames' bytes in a call with sound, the messages riding the audio's
+        packets (``bench.codecs.motion_transport.riding_wire_bytes``); None: as ``wire_bytes`` (video codecs).
     encode_ms: (N-1,) per driving frame, after a warm-up on frame 0.
     decode_ms: per driving frame decoded to a picture (all of them for the video codecs, the
         requested ones for ours), after a warm-up.
@@ -75,6 +77,7 @@ class StreamInfo:
     packets: int
     encode_ms: np.ndarray = field(repr=False)
     decode_ms: np.ndarray = field(repr=False)
+    riding_wire_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.wire_bytes < self.payload_bytes or self.start_wire_bytes < self.start_payload_bytes:
@@ -82,6 +85,9 @@ class StreamInfo:
                 f"wire bytes must include the payload: wire {self.wire_bytes} < payload {self.payload_bytes} "
                 f"or start wire {self.start_wire_bytes} < start payload {self.start_payload_bytes}"
             )
+        if self.riding_wire_bytes is not None and not self.payload_bytes <= self.riding_wire_bytes <= self.wire_bytes:
+            raise ValueError(f"riding wire bytes {self.riding_wire_bytes} must lie between the payload {self.payload_bytes}"
+                             f" and the wire bytes {self.wire_bytes}")
 
 
 class Codec(ABC):

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from bench.codecs.base import BenchClip, Codec, StreamInfo
-from bench.codecs.motion_transport import motion_wire_bytes
+from bench.codecs.motion_transport import motion_wire_bytes, riding_wire_bytes
 from bench.codecs.motion_stream import StreamResult, stream_motion
 from bench.codecs.reference import MODEL_ID, MODEL_VERSION, SentReference, send_reference
 from codec.motion import MotionParams
@@ -278,6 +278,7 @@ class OursCodec(Codec):
             start_wire_bytes=reference.sent.wire_bytes,
             payload_bytes=sum(stream.packets),
             wire_bytes=sum(motion_wire_bytes(size) for size in stream.packets),
+            riding_wire_bytes=sum(riding_wire_bytes(size) for size in stream.packets),
             packets=len(stream.packets),
             encode_ms=encoded.encode_ms + stream.pack_ms,
             decode_ms=decode_ms,

@@ -46,7 +46,7 @@ import numpy as np
 
 from bench.codecs.base import BenchClip, StreamInfo
 from bench.codecs.datachannel import data_channel_wire_bytes
-from bench.codecs.motion_transport import motion_packets, motion_wire_bytes
+from bench.codecs.motion_transport import motion_packets, motion_wire_bytes, riding_wire_bytes
 from bench.codecs.ours import OursCodec, OursFactory
 from codec.enhancement.lowres_codec import MAX_QP, MIN_QP, LowResDecoder, LowResEncoder
 
@@ -177,6 +177,7 @@ class OursEnhancedCodec(OursCodec):
             start_wire_bytes=reference.sent.wire_bytes + data_channel_wire_bytes(start_message),
             payload_bytes=sum(motion_sizes) + sum(enhancement_sizes),
             wire_bytes=sum(motion_wire_bytes(size) for size in messages),
+            riding_wire_bytes=sum(riding_wire_bytes(size) for size in messages),
             packets=sum(motion_packets(size) for size in messages),
             encode_ms=encoded.encode_ms + stream.pack_ms + coded.encode_ms[1:],
             decode_ms=decode_ms,
