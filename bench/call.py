@@ -507,6 +507,7 @@ def _run_participants_from_args(args: argparse.Namespace) -> int:
     config = ParticipantsBenchConfig(
         participants=args.participants, seconds=args.seconds, kill_after_s=args.kill_after, others_fps=args.others_fps,
         max_kbps=args.max_kbps or None, weights=args.weights, device=args.device, audio_frame_ms=args.audio_frame_ms,
+        measure_first=args.measure_first,
     )
     try:
         result = run_participants_bench(config)
@@ -587,6 +588,9 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--kill-after", type=float, default=None, metavar="SECONDS",
                    help="with --participants: kill -9 the last participant this far into the call and start it again")
     p.add_argument("--others-fps", default="auto", help="with --participants: their --others-fps (default %(default)s)")
+    p.add_argument("--measure-first", action="store_true",
+                   help="with --participants: the first as if on its own machine (the others at nice 19, rendering ≤ 2 fps, "
+                        "still sending at full rate); the summary is the first's")
 
 
 def run_call_from_args(args: argparse.Namespace) -> int:

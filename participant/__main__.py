@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(room="call")
     parser.add_argument("--others-fps", type=others_fps_argument, default=None, metavar="FPS|auto",
                         help="render rate of the faces that are not the active speaker's (default: auto, what the CPU leaves)")
+    parser.add_argument("--speaker-fps", type=others_fps_argument, default=None, metavar="FPS",
+                        help="render even the active speaker's face at most this often, and the others no faster (default: "
+                             "the call's rate; lower spends less CPU, e.g. on battery)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="portrait cache (default %(default)s)")
     parser.add_argument("--no-cache", action="store_true", help="keep no portraits on disk")
     parser.add_argument("--no-playout-audio", action="store_true", help="ask the others for no sound")
@@ -64,7 +67,7 @@ def create_participant(args: argparse.Namespace) -> Participant:
     synthesizer = load_synthesizer(args.weights, args.device, cache_dir)
     config = ParticipantConfig(
         args.signaling, args.room, token_from_args(args), create_rtc_options(args), max_kbps=args.max_kbps or None,
-        others_fps=args.others_fps, cache_dir=cache_dir, audio=not args.no_playout_audio, speaker=args.speaker,
+        others_fps=args.others_fps, speaker_fps=args.speaker_fps, cache_dir=cache_dir, audio=not args.no_playout_audio, speaker=args.speaker,
     )
     return Participant(config, synthesizer, sender_factory=lambda _config, signaling: create_sender(args, signaling))
 

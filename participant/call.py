@@ -53,6 +53,7 @@ class ParticipantConfig:
     rtc: RtcOptions = RtcOptions()
     max_kbps: float | None = DEFAULT_MAX_KBPS  # on-the-wire cap of each outgoing link (None: none)
     others_fps: float | None = None  # render rate of the faces that are not the active speaker (None: what the CPU leaves)
+    speaker_fps: float | None = None  # render rate cap of the active speaker's face too (None: the call's rate)
     cache_dir: Path | None = None  # received portraits kept here (no re-send on the next call)
     audio: bool = True  # play the others' sound in sync with their faces (False: ask them for none)
     speaker: str | None = None  # where their mixed sound goes: alsa:NAME, pulse:NAME or FILE.wav (None: nowhere)
@@ -72,7 +73,7 @@ class Participant:
         if sender_factory is None and (source is None or reference is None):
             raise ValueError("a participant needs a motion source and a reference portrait (or a sender_factory)")
         self.config = config
-        self.schedule = SpeakerSchedule(config.fps, config.others_fps)
+        self.schedule = SpeakerSchedule(config.fps, config.others_fps, speaker_fps=config.speaker_fps)
         self.synthesizer = SharedSynthesizer(synthesizer, self.schedule.on_render_ms)
         self.call = CallSignaling(
             signaling or WebSocketSignaling(config.signaling_url, config.room, "participant", config.token), self._on_roster

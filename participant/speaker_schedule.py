@@ -10,6 +10,9 @@ Every playout frame of a remote passes ``gate(remote)(frame)``: the active speak
 ``others_fps`` (a fixed rate, or ``auto``: what the render budget leaves, measured from the recent render times:
 ``budget = RENDER_SHARE`` of one second of rendering, less the active face's frames, shared by the others and clamped to
 ``[MIN_FPS, fps]``). A frame not admitted is not rendered (the last picture stays); admitted frames are spread evenly.
+``speaker_fps`` (default: the call's fps) caps the active speaker too, for a machine that should spend less on
+rendering (a laptop on battery, or several participants sharing one machine in a benchmark); nobody then renders
+faster than it.
 """
 
 from __future__ import annotations
@@ -68,11 +71,14 @@ class SpeakerSchedule:
 
     def __init__(
         self, fps: float = 25.0, others_fps: float | None = None, clock: Callable[[], float] = time.monotonic,
-        wall_ms: Callable[[], float] = lambda: time.time() * 1000.0,
+        wall_ms: Callable[[], float] = lambda: time.time() * 1000.0, speaker_fps: float | None = None,
     ) -> None:
         if others_fps is not None and not 0 < others_fps <= fps:
             raise ValueError(f"others_fps must be in (0, {fps}] (or None for auto), got {others_fps}")
+        if speaker_fps is not None and not 0 < speaker_fps <= fps:
+            raise ValueError(f"speaker_fps must be in (0, {fps}] (or None for the call's rate), got {speaker_fps}")
         self.fps = fps
+        self.speaker_fps = fps if speaker_fps is None else speaker_fps
         self.fixed_others_fps = others_fps
         self._clock = clock
         self._wall_ms = wall_ms
@@ -137,24 +143,26 @@ class SpeakerSchedule:
     def others_fps(self) -> float:
         others = len(self._remotes) - 1
         if others <= 0:
-            return self.fps
+            return self.speaker_fps
         if self.fixed_others_fps is not None:
-            return self.fixed_others_fps
+            return min(self.fixed_others_fps, self.speaker_fps)
         if not self.render_ms:
-            return self.fps
+            return self.speaker_fps
         render_s = float(np.median(self.render_ms)) / 1000.0
-        left_s = RENDER_SHARE - self.fps * render_s  # what the active speaker's frames leave of each second
-        return min(self.fps, max(MIN_FPS, left_s / render_s / others))
+        left_s = RENDER_SHARE - self.speaker_fps * render_s  # what the active speaker's frames leave of each second
+        return min(self.speaker_fps, max(min(MIN_FPS, self.speaker_fps), left_s / render_s / others))
 
     def gate(self, remote: str) -> Callable[[object], bool]:
         def admit(frame: object) -> bool:
             state = self._remotes.get(remote)
             if state is None:
                 return True
-            if remote == self.active or len(self._remotes) == 1:
+            speaking = remote == self.active or len(self._remotes) == 1
+            if speaking and self.speaker_fps >= self.fps:
                 ok = True
             else:
-                state.credit += self.others_fps() / self.fps  # < 1 after each admit: no bursts
+                rate = self.speaker_fps if speaking else self.others_fps()
+                state.credit += rate / self.fps  # < 1 after each admit: no bursts
                 ok = state.credit >= 1.0 - 1e-9
                 if ok:
                     state.credit -= 1.0

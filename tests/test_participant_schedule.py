@@ -86,6 +86,25 @@ def test_a_fixed_rate_must_be_possible() -> None:
         SpeakerSchedule(25.0, others_fps=30.0)
 
 
+def test_a_speaker_cap_holds_everyone_to_it() -> None:
+    """--speaker-fps: the active face at that rate (spread evenly), the others never faster, auto budgets from it."""
+    schedule = SpeakerSchedule(25.0, others_fps=20.0, speaker_fps=5.0)
+    schedule.add("a")
+    schedule.add("b")
+    assert _admitted(schedule, "a", 100) == 20 and _admitted(schedule, "b", 100) == 20  # 5 fps each, 4 s of frames
+    auto = SpeakerSchedule(25.0, speaker_fps=10.0)
+    for remote in ("a", "b"):
+        auto.add(remote)
+    for _ in range(50):
+        auto.on_render_ms(20.0)  # the speaker takes 10 × 20 ms = 0.2 s of each second
+    assert auto.others_fps() == 10.0  # the budget would allow (0.85 - 0.2) / 0.02 = 32.5: capped at the speaker's
+    solo = SpeakerSchedule(25.0, speaker_fps=2.0)
+    solo.add("only")
+    assert _admitted(solo, "only", 25) == 2  # one remote: at the cap too
+    with pytest.raises(ValueError, match="speaker_fps"):
+        SpeakerSchedule(25.0, speaker_fps=0.0)
+
+
 def test_render_rates_are_split_by_who_was_speaking() -> None:
     timeline = [(0.0, "a"), (2000.0, "b"), (4000.0, "a")]
     rendered = [t * 40.0 for t in range(50)] + [2000.0 + t * 100.0 for t in range(20)] + [4000.0 + t * 40.0 for t in range(25)]
