@@ -53,6 +53,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -213,7 +214,6 @@ class BandwidthController:
         self._last_packet_rung: Rung | None = None
         self._skip_until = 0.0
         self._wire: deque[tuple[float, int]] = deque()  # (time s, cumulative wire bytes sent)
-        self._motion_wire: deque[tuple[float, int]] = deque()  # (time s, cumulative motion wire bytes)
         self._motion_wire_total = 0
         self._other: deque[tuple[float, int]] = deque()  # (time s, cumulative wire bytes that were not motion packets)
         self._loss: deque[tuple[float, int, int]] = deque()  # (time, received, lost) cumulative
@@ -292,7 +292,6 @@ class BandwidthController:
                 pictures.append(enhancement_bytes)
                 self._enhancement_qp_seen = rung.enhancement_qp
         self._motion_wire_total += size_bytes + enhancement_bytes + self.packet_overhead_bytes
-        self._motion_wire.append((now_s, self._motion_wire_total))
 
     def set_packet_overhead(self, overhead_bytes: int) -> None:
         """Bytes each motion packet costs on the wire beyond its payload: ``PACKET_OVERHEAD_BYTES`` on the data
@@ -305,9 +304,12 @@ class BandwidthController:
         """Cumulative IPv4 bytes the transport sent (motion, control, SACKs, everything)."""
         self._wire.append((now_s, total_bytes_sent))
         self._other.append((now_s, total_bytes_sent - self._motion_wire_total))
+        self._trim(self._wire, now_s)  # (also trimmed where read; here so that they stay bounded unread)
+        self._trim(self._other, now_s)
 
     def on_feedback(self, now_s: float, feedback: Feedback) -> None:
         self._loss.append((now_s, feedback.frames_received, feedback.frames_lost))
+        self._trim(self._loss, now_s)
 
     def on_delay_report(self, report: DelayReport) -> None:
         """Jitter counts as congestion only when two reports in a row say so (a CPU stall is one)."""
@@ -319,17 +321,21 @@ class BandwidthController:
 
     # -- estimates -------------------------------------------------------------------------------
     @staticmethod
-    def _rate_kbps(samples: deque[tuple[float, int]], now_s: float) -> float | None:
+    def _trim(samples: deque[Any], now_s: float) -> None:
+        """Drop samples older than the window, keeping the newest one before it (the rates' left edge)."""
         while len(samples) > 2 and samples[1][0] < now_s - WINDOW_S:
             samples.popleft()
+
+    @staticmethod
+    def _rate_kbps(samples: deque[tuple[float, int]], now_s: float) -> float | None:
+        BandwidthController._trim(samples, now_s)
         if len(samples) < 2 or samples[-1][0] - samples[0][0] < MIN_MEASURE_S:
             return None
         (t0, b0), (t1, b1) = samples[0], samples[-1]
         return (b1 - b0) * 8 / 1000 / (t1 - t0)
 
     def loss_fraction(self, now_s: float) -> float:
-        while len(self._loss) > 2 and self._loss[1][0] < now_s - WINDOW_S:
-            self._loss.popleft()
+        self._trim(self._loss, now_s)
         if len(self._loss) < 2:
             return 0.0
         (_, r0, l0), (_, r1, l1) = self._loss[0], self._loss[-1]

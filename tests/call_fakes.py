@@ -102,7 +102,7 @@ async def _sender_main(args: argparse.Namespace) -> int:
     from sender.sources import TraceSource
     from signaling.rtc import RtcOptions
 
-    rtc = RtcOptions(host_candidates=args.host_candidates)
+    rtc = RtcOptions(host_candidates=args.host_candidates, motion_transport=args.motion_transport)
     sender = Sender(
         SenderConfig(args.url, args.room, rtc=rtc, max_kbps=None), TraceSource(25.0, max_frames=args.frames), fake_reference()
     )
@@ -116,7 +116,7 @@ async def _receiver_main(args: argparse.Namespace) -> int:
     from receiver.session import Receiver, ReceiverConfig
     from signaling.rtc import RtcOptions
 
-    rtc = RtcOptions(host_candidates=args.host_candidates)
+    rtc = RtcOptions(host_candidates=args.host_candidates, motion_transport=args.motion_transport)
     cache = {} if args.cache_dir is None else {"cache_dir": Path(args.cache_dir)}
     receiver = Receiver(ReceiverConfig(args.url, args.room, rtc=rtc, max_frames=args.frames, exit_when_sender_leaves=True, **cache),
                         FakeSynthesizer())
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     parser.add_argument("--host-candidates", default="loopback")
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--motion-transport", default="rtp+audio", choices=("rtp+audio", "rtp", "datachannel"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return asyncio.run(_sender_main(args) if args.role == "sender" else _receiver_main(args))

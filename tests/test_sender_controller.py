@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 
@@ -400,3 +402,23 @@ def test_rtp_overhead_buys_fewer_frames_per_packet_under_the_same_cap() -> None:
     assert on_rtp.motion_kbps(Rung(1, 20, DEFAULT_PRESET_ID)) < on_data_channel.motion_kbps(Rung(1, 20, DEFAULT_PRESET_ID)) - 8
     with pytest.raises(ValueError, match="not plausible"):
         on_rtp.set_packet_overhead(0)
+
+
+def test_what_the_controller_keeps_stays_bounded_over_a_long_call() -> None:
+    """An hour of packets, wire counts and feedback: its sample windows hold seconds, not the call (the soak test saw
+    the sender's memory grow while a never-read deque of every packet's wire total did)."""
+    controller = BandwidthController(FPS, 20, max_kbps=8.0)
+    controller.decide(0.0)
+    wire = 0
+    for i in range(int(3600 * FPS)):
+        now = i / FPS
+        assert controller.current is not None
+        rung = controller.current.rung
+        controller.on_packet(now, 20, 1, rung)
+        wire += 70
+        if i % 5 == 0:
+            controller.on_wire_bytes(now, wire)
+        if i % 25 == 0:
+            controller.on_feedback(now, Feedback(1, None, frames_received=i, frames_lost=0))
+    kept = [value for value in vars(controller).values() if isinstance(value, deque)]
+    assert kept and max(len(d) for d in kept) < 1000, {len(d) for d in kept}
