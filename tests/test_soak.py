@@ -10,7 +10,8 @@ Measured 2026-12-06 (30 min, Intel Xeon, training beside it), before the fix: th
 minute. Not the receiver's: this test's renderer double (tests.call_fakes.FakeSynthesizer) kept every motion it
 rendered (now its last 1000), and the receiver's per-frame records were capped at 200,000 each (~90 MB; now 15,000,
 10 minutes, with slots). After: 5 min, receiver +0.66 MB a minute while its records fill (they stop at 10 min),
-sender +0.36, server, threads, fds and cache flat.
+sender +0.36, server, threads, fds and cache flat. The full 30 minutes then passed (sender +0.36 MB a minute, the rest
+flat); the sender's creep was its rate controller keeping every packet's wire total (fixed: flat over 7 minutes).
 """
 
 from __future__ import annotations
