@@ -218,7 +218,7 @@ def summarize(config: ParticipantsBenchConfig, reports: list[tuple[int, dict[str
         links = [{"to": link["peer_id"], "wire_kbps": link.get("wire_kbps"), "motion_wire_kbps": _motion_wire_kbps(link, config.audio_frame_ms),
                   "payload_bytes": link["payload_bytes"], "rung": link.get("rung"), "motion_transport": link.get("motion_transport")}
                  for link in report["sent"]]
-        wires += [link["motion_wire_kbps"] for link in links if link["motion_wire_kbps"] is not None]  # every sender's
+        wires += [link["motion_wire_kbps"] for link in links if link["motion_wire_kbps"] is not None]  # every sender's links, background ones too
         per_participant.append({"index": index, "peer_id": report["peer_id"], "end": report.get("end"), "remotes": remotes,
                                 "links": links, "schedule": report["schedule"]})
     leave = None

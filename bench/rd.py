@@ -411,6 +411,7 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
             crossed = cross_identity(ours, clips, make_identity_embedder(), every=config.score_every * config.identity_every)
     finally:
         bar.close()
+    latency = report.LatencyRule(config.latency_budget_ms, config.unbundled_p95_ms)
     machine["load_average_end"] = os.getloadavg()
     machine["wall_seconds"] = time.perf_counter() - started
     return {
@@ -427,11 +428,10 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
             "video_codecs": f"RTP packetization as libwebrtc's, {rtp.PER_PACKET_HEADER_BYTES} B a packet (bench.rtp)",
         },
         "points": points,
-        "headline": report.headline(points, latency=report.LatencyRule(config.latency_budget_ms, config.unbundled_p95_ms)),
+        "headline": report.headline(points, latency=latency),
         "headline_all_points": report.headline(points),
         "headline_with_audio": report.headline(points, report.WITH_AUDIO_RATE,
-                                               report.LatencyRule(config.latency_budget_ms, config.unbundled_p95_ms,
-                                                                  config.riding_p95_ms)),
+                                               dataclasses.replace(latency, riding_p95_ms=config.riding_p95_ms)),
         "cross_identity": crossed,
     }
 

@@ -67,7 +67,8 @@ def create_participant(args: argparse.Namespace) -> Participant:
     synthesizer = load_synthesizer(args.weights, args.device, cache_dir)
     config = ParticipantConfig(
         args.signaling, args.room, token_from_args(args), create_rtc_options(args), max_kbps=args.max_kbps or None,
-        others_fps=args.others_fps, speaker_fps=args.speaker_fps, cache_dir=cache_dir, audio=not args.no_playout_audio, speaker=args.speaker,
+        others_fps=args.others_fps, speaker_fps=args.speaker_fps, cache_dir=cache_dir, audio=not args.no_playout_audio,
+        speaker=args.speaker,
     )
     return Participant(config, synthesizer, sender_factory=lambda _config, signaling: create_sender(args, signaling))
 

@@ -152,9 +152,12 @@ class PeerInfo:
         return GRANT_ORIGINAL in self.grants
 
 
-def grants_of(original: bool = False, control: bool = False) -> tuple[str, ...]:
-    """The ``PeerInfo.grants`` of a viewer granted these, in ``GRANTS`` order."""
-    return tuple(g for g, on in ((GRANT_ORIGINAL, original), (GRANT_CONTROL, control)) if on)
+def granted_peer(peer_id: str, role: Role, original: bool = False, control: bool = False) -> PeerInfo:
+    """A room member as the others are told of it: a viewer with the grants it has (in ``GRANTS`` order), any
+    other role with none (the store's flags of a sender or receiver are not grants)."""
+    if role != "viewer":
+        return PeerInfo(peer_id, role)
+    return PeerInfo(peer_id, role, tuple(g for g, on in ((GRANT_ORIGINAL, original), (GRANT_CONTROL, control)) if on))
 
 
 @dataclass(frozen=True)

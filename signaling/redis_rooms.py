@@ -79,10 +79,8 @@ def _member_from_json(peer_id: str, text: str) -> rs.Member:
 
 
 def _peer_info(peer_id: str, role: m.Role, original: object = False, control: object = False) -> m.PeerInfo:
-    """A peer of a Lua envelope; a viewer's ``o``/``c`` flags become its grants (absent, from an older script: none)."""
-    if role != "viewer":
-        return m.PeerInfo(peer_id, role)
-    return m.PeerInfo(peer_id, role, m.grants_of(original is True, control is True))
+    """A peer of a Lua envelope: its ``o``/``c`` flags are JSON true/false (absent, from an older script: none)."""
+    return m.granted_peer(peer_id, role, original is True, control is True)
 
 
 class RedisRoomStore(rs.RoomStore):

@@ -46,9 +46,7 @@ class Member:
     @property
     def info(self) -> m.PeerInfo:
         """As the others are told of it (``joined``, ``peer_joined``): a viewer's grants included."""
-        if self.role != "viewer":
-            return m.PeerInfo(self.peer_id, self.role)
-        return m.PeerInfo(self.peer_id, self.role, m.grants_of(self.original, self.control))
+        return m.granted_peer(self.peer_id, self.role, self.original, self.control)
 
 
 @dataclass(frozen=True)

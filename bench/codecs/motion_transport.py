@@ -38,6 +38,7 @@ def motion_wire_bytes(message_bytes: int, srtp_tag_bits: int = 80) -> int:
         return message_bytes + rtp_packet_overhead_bytes(srtp_tag_bits)
     return data_channel_wire_bytes(message_bytes)
 
+
 RIDING_OPUS_BYTES = 80  # an Opus packet at the sender's default 16 kbps and 40 ms frames
 RIDING_TRANSPORT = (
     "riding the audio's SRTP packets (a call with sound, one message per 40 ms Opus packet): payload + 1 B count + "
