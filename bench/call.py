@@ -190,7 +190,7 @@ def _trace_inputs(config: CallBenchConfig) -> tuple[Any, Any, dict[str, Any]]:
         from codec.model import MotionEncoder
 
         encoder = MotionEncoder(None if config.weights is None else Path(config.weights), device=config.device)
-        ids, size, keypoints = (encoder.model_id, str(encoder.model_version)), encoder.image_size, encoder.num_keypoints
+        ids, size, keypoints = (encoder.motion_model_id, str(encoder.model_version)), encoder.image_size, encoder.num_keypoints
     photo = default_portrait()
     if config.renderer == "reference-copy":  # no face crop needed: the whole photo, resized
         from PIL import Image
@@ -216,7 +216,7 @@ def _clip_inputs(config: CallBenchConfig) -> tuple[Any, Any, np.ndarray | None, 
     path = Path(config.source)
     encoder = load_motion_encoder(None if config.weights is None else Path(config.weights), config.device)
     ids = (COPY_MODEL_ID, COPY_MODEL_VERSION) if config.renderer == "reference-copy" else (
-        encoder.model_id, str(getattr(encoder, "model_version", "1")))
+        getattr(encoder, "motion_model_id", encoder.model_id), str(getattr(encoder, "model_version", "1")))
     reference = None
     for index, frame in enumerate(iter_clip_frames(path)):
         if index >= FIRST_FACE_SEARCH_FRAMES:

@@ -66,7 +66,7 @@ async def run_two_way(args: argparse.Namespace, stop: asyncio.Event, synthesizer
     server = await start_server(ServerConfig(host=args.host, port=args.port, static_dir=args.static_dir))
     people = []
     for seed, portrait in ((0, photo), (1, np.ascontiguousarray(photo[:, ::-1]))):
-        reference = await asyncio.to_thread(make_reference, portrait, synthesizer.image_size, synthesizer.model_id, str(synthesizer.model_version))
+        reference = await asyncio.to_thread(make_reference, portrait, synthesizer.image_size, synthesizer.motion_model_id, str(synthesizer.model_version))
         audio = None if args.no_audio else AudioSender(GeneratedSpeech(seed=seed))
         config = ParticipantConfig(server.url, room, rtc=rtc, max_kbps=args.max_kbps or None, cache_dir=DEFAULT_CACHE_DIR)
         people.append(Participant(config, shared, TraceSource(25.0, num_keypoints=synthesizer.num_keypoints, seed=seed), reference, audio))
@@ -100,7 +100,7 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
     if args.two_way:
         return await run_two_way(args, stop, synthesizer, photo)
     reference = await asyncio.to_thread(
-        make_reference, photo, synthesizer.image_size, synthesizer.model_id, str(synthesizer.model_version)
+        make_reference, photo, synthesizer.image_size, synthesizer.motion_model_id, str(synthesizer.model_version)
     )
     server = await start_server(ServerConfig(host=args.host, port=args.port, static_dir=args.static_dir))
     receiver = Receiver(ReceiverConfig(server.url, args.room, rtc=rtc, record=args.record, cache_dir=DEFAULT_CACHE_DIR), synthesizer)

@@ -271,10 +271,12 @@ class SenderHub:
     async def _on_hello(self, sender: SenderLink, hello: c.Hello) -> None:
         synth = self.synthesizer
         sender.hello = hello
-        if (hello.model_id, hello.model_version) != (synth.model_id, synth.model_version):
+        motion_model_id = getattr(synth, "motion_model_id", synth.model_id)  # a distilled model reads its teacher's
+        if (hello.model_id, hello.model_version) != (motion_model_id, synth.model_version):
+            reads = "" if motion_model_id == synth.model_id else f" (reading the motion of {motion_model_id})"
             text = (
                 f"the sender's motion is for model {hello.model_id} {hello.model_version}, this receiver runs "
-                f"{synth.model_id} {synth.model_version}: use the same weights on both sides"
+                f"{synth.model_id} {synth.model_version}{reads}: use the same weights on both sides"
             )
             logger.error("%s: %s", sender.link.prefix, text)
             sender.send_control(c.ErrorReply("model_mismatch", text))

@@ -101,3 +101,35 @@ def test_shipped_weights_export_matches_pytorch(tmp_path: Path, caplog: pytest.L
     check = verify_export(files, model, reference, check_motions(model.config.num_keypoints, 4))
     assert check.min_psnr_db >= MIN_PSNR_DB, check
     assert check.max_abs_error <= MAX_ABS_ERROR, check
+
+
+def test_variants_export_to_folders_listed_best_first_and_must_read_one_motion(tmp_path: Path) -> None:
+    import dataclasses
+
+    from codec.model import checkpoint
+    from codec.train.distill import student_from_teacher, student_metadata
+
+    torch.manual_seed(0)
+    teacher = FaceVid2VidModel(ModelConfig.preset("tiny")).eval()
+    teacher_id = checkpoint.save(teacher, tmp_path / "teacher.safetensors")
+    student = student_from_teacher(teacher, dataclasses.replace(ModelConfig.preset("tiny"), name="tiny-narrow",
+                                                                feature_channels=8, motion_width=8, upsample_channels=8))
+    checkpoint.save(student, tmp_path / "student.safetensors", metadata=student_metadata(teacher_id, teacher_id, 1))
+    out = tmp_path / "models"
+    assert main(["--weights", str(tmp_path / "teacher.safetensors"), "--weights", str(tmp_path / "student.safetensors"),
+                 "--out", str(out)]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["format"] == "kpcall-onnx-variants" and index["motion_model_id"] == teacher_id
+    assert [v["folder"] for v in index["variants"]] == ["tiny/", "tiny-narrow/"]
+    for variant in index["variants"]:
+        manifest = json.loads((out / variant["folder"] / "manifest.json").read_text())
+        assert manifest["motion_model_id"] == teacher_id and manifest["model_id"] == variant["model_id"]
+        assert variant["render_bytes"] == (out / variant["folder"] / "render.onnx").stat().st_size
+    narrow = json.loads((out / "tiny-narrow" / "manifest.json").read_text())
+    assert narrow["render"]["inputs"][0]["shape"] == [1, 8, 16, 16]  # the student's own narrower features
+    torch.manual_seed(1)
+    stranger = FaceVid2VidModel(dataclasses.replace(ModelConfig.preset("tiny"), name="tiny-other")).eval()
+    checkpoint.save(stranger, tmp_path / "stranger.safetensors")
+    with pytest.raises(ValueError, match="must read the same"):
+        main(["--weights", str(tmp_path / "teacher.safetensors"), "--weights", str(tmp_path / "stranger.safetensors"),
+              "--out", str(tmp_path / "bad")])

@@ -1,6 +1,11 @@
 """python -m codec.export: write the receiver's networks as ONNX (reference.onnx, render.onnx, manifest.json).
 
     python -m codec.export --weights codec/weights/cpu.safetensors --out /tmp/kpcall-onnx
+    python -m codec.export --weights codec/weights/cpu.safetensors --weights codec/weights/web.safetensors --out DIR
+
+With several ``--weights`` (best picture first) each model goes to DIR/<preset>/ and DIR/index.json lists them in
+that order; a browser receiver (receive.html) measures them and renders with the best one it can run in time.
+All must read the same motion (one motion_model_id: a distilled model and its teacher).
     python -m codec.export --out /tmp/kpcall-onnx --check [--reference portrait.png] [--frames 8]
 
 ``--check`` then renders ``--frames`` frames of the seeded synthetic trace with onnxruntime and with PyTorch
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.export.onnx_export import ExportedFiles, export_onnx
+from codec.export.onnx_export import ExportedFiles, export_onnx, export_variants
 from codec.model.loading import default_weights_path, load_model_for_inference
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,8 @@ def check_motions(num_keypoints: int, frames: int) -> list:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codec.export", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=default_weights_path(), help="model file (default: shipped)")
+    parser.add_argument("--weights", type=Path, action="append", default=None,
+                        help="model file (default: shipped); repeat for a variant list, best picture first")
     parser.add_argument("--out", type=Path, required=True, help="folder for the ONNX files (created)")
     parser.add_argument("--fp32-weights", action="store_true", help="store weights as fp32 (default: fp16 where exact)")
     parser.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch afterwards")
@@ -56,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=8, help="frames for --check")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model, info = load_model_for_inference(args.weights, device="cpu")
+    weights = args.weights or [default_weights_path()]
+    if len(weights) > 1:
+        index = export_variants(weights, args.out, fp16_weights=not args.fp32_weights)
+        log.info("%s: %s", index, ", ".join(v["folder"] for v in json.loads(index.read_text())["variants"]))
+        return 0
+    model, info = load_model_for_inference(weights[0], device="cpu")
     files: ExportedFiles = export_onnx(model, info, args.out, fp16_weights=not args.fp32_weights)
     manifest = json.loads(files.manifest.read_text())
     for key in ("reference", "render"):

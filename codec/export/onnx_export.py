@@ -6,7 +6,7 @@ TorchScript exporter (``dynamo=False``), opset 17, static shapes (batch 1). Ever
 is exactly an fp16 number (all of them for the shipped model, which is stored in fp16) is stored as fp16
 and cast to fp32 when the session is built (``store_weights_fp16``): half the bytes, bit-identical results.
 
-manifest.json: format, model_id, model_version (a browser receiver refuses motion for another version), preset,
+manifest.json: format, model_id, motion_model_id (the sender's model whose motion it reads), model_version (a browser receiver refuses motion for another version), preset,
 image_size, num_keypoints, opset, and per network its file, byte size, sha256 and the name, shape and dtype of
 every input and output in order.
 """
@@ -42,6 +42,8 @@ MANIFEST_VERSION = 1
 REFERENCE_FILE = "reference.onnx"
 RENDER_FILE = "render.onnx"
 MANIFEST_FILE = "manifest.json"
+INDEX_FILE = "index.json"
+INDEX_FORMAT = "kpcall-onnx-variants"
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def export_onnx(model: FaceVid2VidModel, info: ModelInfo, out_dir: Path, fp16_we
     }
     manifest: dict[str, object] = {
         "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "model_id": info.model_id,
-        "model_version": info.model_version, "preset": info.preset,
+        "motion_model_id": info.motion_model_id, "model_version": info.model_version, "preset": info.preset,
         "image_size": model.config.image_size, "num_keypoints": model.config.num_keypoints, "opset": OPSET,
         "weights": "fp16 stored, fp32 compute" if fp16_weights else "fp32",
     }
@@ -151,3 +153,29 @@ def export_onnx(model: FaceVid2VidModel, info: ModelInfo, out_dir: Path, fp16_we
     manifest_path = out_dir / MANIFEST_FILE
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return ExportedFiles(out_dir / REFERENCE_FILE, out_dir / RENDER_FILE, manifest_path)
+
+
+def export_variants(weights: list[Path], out_dir: Path, fp16_weights: bool = True) -> Path:
+    """Export each model of ``weights`` (best picture first) to out_dir/<preset>/ and write out_dir/index.json:
+    {"format", "version", "motion_model_id", "variants": [{"folder", "preset", "model_id", "render_bytes"}, ...]}
+    in the given order. Raises ValueError when two presets repeat or the models read different motion."""
+    from codec.model.loading import load_model_for_inference
+
+    out_dir = Path(out_dir)
+    variants: list[dict[str, object]] = []
+    motion_ids: set[str] = set()
+    for path in weights:
+        model, info = load_model_for_inference(path, device="cpu")
+        if any(v["preset"] == info.preset for v in variants):
+            raise ValueError(f"{path}: preset {info.preset!r} is listed twice; each variant needs its own preset")
+        motion_ids.add(info.motion_model_id)
+        if len(motion_ids) > 1:
+            raise ValueError(f"{path} reads the motion of {info.motion_model_id}, the models before it {sorted(motion_ids - {info.motion_model_id})}: "
+                             "a browser renders one sender's motion, so every variant must read the same (a distilled model and its teacher)")
+        files = export_onnx(model, info, out_dir / info.preset, fp16_weights=fp16_weights)
+        variants.append({"folder": f"{info.preset}/", "preset": info.preset, "model_id": info.model_id,
+                         "render_bytes": files.render.stat().st_size})
+    index = {"format": INDEX_FORMAT, "version": 1, "motion_model_id": motion_ids.pop(), "variants": variants}
+    path = out_dir / INDEX_FILE
+    path.write_text(json.dumps(index, indent=2))
+    return path

@@ -36,6 +36,7 @@ class ModelConfig:
     motion_size: int = 32  # M predicts masks and occlusion at this resolution
     motion_width: int = 64  # M's hourglass base width
     decoder_blocks: int = 4  # G's residual blocks at image_size/4
+    upsample_channels: int = 0  # G's width at image_size/2 (0: max(32, 2 · skip_channels), the shipped models')
     depthwise: bool = False  # depthwise-separable convs or dense 3x3. Measured here (2 threads): depthwise
     # renders 29 ms vs 40 ms at 256², but its backward pass is ~6x slower on CPU (7.4 s vs 1.2 s per
     # batch-8 training step), which a CPU training budget cannot afford; so dense by default.
@@ -80,6 +81,12 @@ PRESETS: dict[str, ModelConfig] = {
     # 64² rather than 48²: on the validation people, upscaled SVT-AV1 pictures at 64² give more face PSNR per bit
     # at every rate from 4 to 13 kbps (26.0 dB at 5.4 kbps against 25.4 interpolated at 48²).
     "cpu-enh64": ModelConfig(name="cpu-enh64", expression_spatial_channels=16, enhancement_size=64),
+    # Browser-class receiver networks (issue 24): the cpu preset's L and H (the same motion: a sender with the cpu
+    # model drives it), with F, M and G narrower (features 32, skip 8, M 16 wide, 2 decoder blocks, 16 at S/2),
+    # distilled from the shipped model (python -m codec.train.distill). In onnxruntime-web WASM (2 threads, this
+    # machine) its render measured 43-55 ms against 185-197 ms for the cpu preset's (same harness, random inputs).
+    "web": ModelConfig(name="web", expression_spatial_channels=16, feature_channels=32, skip_channels=8, motion_width=16,
+                       decoder_blocks=2, upsample_channels=16),
     # Tiny, for tests only.
     "tiny": ModelConfig(name="tiny", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
                         skip_channels=8, motion_size=16, motion_width=16, decoder_blocks=1,

@@ -38,7 +38,7 @@ class Generator(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         c, cs, dw = config.feature_channels, config.skip_channels, config.depthwise
-        up = max(32, cs * 2)
+        up = config.upsample_channels or max(32, cs * 2)
         if config.volume_depth:
             self.project = nn.Sequential(nn.Conv2d(config.volume_channels * config.volume_depth, c, 1), nn.SiLU())
         self.blocks = nn.Sequential(*[ResBlock(c, dw) for _ in range(config.decoder_blocks)])

@@ -33,6 +33,13 @@ class ModelInfo:
     num_keypoints: int
     weights: str  # path, or "random-init (seed 0)"
     is_trained: bool
+    motion_model_id: str = ""  # the model whose motion this one reads and makes (its L and H): the id a sender
+    # announces and a receiver checks. A distilled receiver (codec.train.distill) keeps its teacher's L and H, so its
+    # motion model is the teacher's; "" (a model trained whole): model_id.
+
+    def __post_init__(self) -> None:
+        if not self.motion_model_id:
+            object.__setattr__(self, "motion_model_id", self.model_id)
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -110,7 +117,9 @@ def load_model_for_inference(
     path = Path(weights) if weights is not None else default_weights_path(preset)
     if weights is not None or path.is_file():
         model, model_id = checkpoint.load(path, device=dev)
-        info = ModelInfo(model_id, MODEL_VERSION, model.config.name, model.config.image_size, model.config.num_keypoints, str(path), True)
+        motion_model_id = checkpoint.read_metadata(path).get("motion_model_id", "")
+        info = ModelInfo(model_id, MODEL_VERSION, model.config.name, model.config.image_size, model.config.num_keypoints, str(path), True,
+                         motion_model_id)
         return model, info
     log.warning("no trained weights at %s: using RANDOM weights (the picture will not look like a face)", path)
     with torch.random.fork_rng(devices=[]):

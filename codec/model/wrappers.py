@@ -88,6 +88,11 @@ class _Wrapper:
         return self.info.model_id
 
     @property
+    def motion_model_id(self) -> str:
+        """The id senders announce and receivers check (ModelInfo.motion_model_id)."""
+        return self.info.motion_model_id
+
+    @property
     def model_version(self) -> str:
         return self.info.model_version
 

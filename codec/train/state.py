@@ -34,7 +34,7 @@ class Counters:
     wall_seconds: float
 
 
-def _flatten_optimizer(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+def flatten_optimizer(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     for index, entry in state["state"].items():
@@ -44,7 +44,7 @@ def _flatten_optimizer(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[d
     return tensors, json.dumps(state["param_groups"])
 
 
-def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], param_groups_json: str) -> dict[str, Any]:
+def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], param_groups_json: str) -> dict[str, Any]:
     state: dict[int, dict[str, torch.Tensor]] = {}
     head = prefix + ".state."
     for key, value in tensors.items():
@@ -74,8 +74,8 @@ def save_state(
     for prefix, module in modules:
         for key, value in module.state_dict().items():
             tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
-    opt_g_tensors, opt_g_groups = _flatten_optimizer("opt_g", opt_g)
-    opt_d_tensors, opt_d_groups = _flatten_optimizer("opt_d", opt_d)
+    opt_g_tensors, opt_g_groups = flatten_optimizer("opt_g", opt_g)
+    opt_d_tensors, opt_d_groups = flatten_optimizer("opt_d", opt_d)
     tensors.update(opt_g_tensors)
     tensors.update(opt_d_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -128,8 +128,8 @@ def load_state(
     if ema is not None:
         saved_ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
         ema.load_state_dict(saved_ema or generator.state_dict(), strict=True)
-    opt_g.load_state_dict(_unflatten_optimizer("opt_g", tensors, metadata["opt_g.param_groups"]))
-    opt_d.load_state_dict(_unflatten_optimizer("opt_d", tensors, metadata["opt_d.param_groups"]))
+    opt_g.load_state_dict(unflatten_optimizer("opt_g", tensors, metadata["opt_g.param_groups"]))
+    opt_d.load_state_dict(unflatten_optimizer("opt_d", tensors, metadata["opt_d.param_groups"]))
     torch.set_rng_state(tensors["rng.torch"])
     rng.bit_generator.state = json.loads(metadata["rng.numpy"])
     return Counters(int(metadata["step"]), float(metadata["cpu_seconds"]), float(metadata["wall_seconds"]))
@@ -188,7 +188,7 @@ def grow_from(
     # Adam state is indexed by parameter position; the state's positions are this model's parameters
     # without the new ones (adding a module does not reorder the others).
     named = [(name, p) for name, p in generator.named_parameters() if name in saved]
-    old_state = _unflatten_optimizer("opt_g", tensors, metadata["opt_g.param_groups"])["state"]
+    old_state = unflatten_optimizer("opt_g", tensors, metadata["opt_g.param_groups"])["state"]
     if old_state and max(old_state) >= len(named):
         raise ValueError(f"{path}: its generator optimizer has state for {max(old_state) + 1} parameters, "
                          f"this model shares {len(named)} with it")
@@ -200,6 +200,6 @@ def grow_from(
         opt_g.state[param] = {key: value.to(param.device) if key != "step" else value for key, value in entry.items()}
     discriminator.load_state_dict({k[len("discriminator."):]: v for k, v in tensors.items()
                                    if k.startswith("discriminator.")}, strict=True)
-    opt_d.load_state_dict(_unflatten_optimizer("opt_d", tensors, metadata["opt_d.param_groups"]))
+    opt_d.load_state_dict(unflatten_optimizer("opt_d", tensors, metadata["opt_d.param_groups"]))
     counters = Counters(int(metadata["step"]), float(metadata["cpu_seconds"]), float(metadata["wall_seconds"]))
     return counters, new

@@ -17,6 +17,7 @@ import { SenderLink, cannotKeepUp } from "./receiver/session.js";
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const DEFAULT_MIN_FPS = 15; // the issue's goal; below it the receiver's VP8 looks better
+const CALL_FPS = 25; // a sender's default rate: the frame period a variant should render within
 const JUDGE_WINDOW_MS = 5000; // rendered fps is measured over this long before the page may hand over
 const RATE_WINDOW_MS = 3000; // the page's "recent" rates
 const ICE_GATHER_TIMEOUT_MS = 2000;
@@ -35,6 +36,7 @@ const state = {
   peerId: null, senderId: null, fps: null, dueFps: null, renderMsMedian: null, renderMs: [], framesRendered: 0,
   framesDue: 0, framesSkipped: 0, renderErrors: 0, bytesReceived: null, inKbps: null, inKbpsMotion: null, payloadKbps: null,
   packets: 0, lastRendered: null, rate: null, latencyMsMedian: null, errors: [],
+  variant: null, variants: [], variantReason: null, // the model rendering, each one timed at load, why this one
 };
 window.kpcallReceive = state;
 
@@ -226,7 +228,7 @@ async function answerSender(offer) {
     if (holder.control && holder.control.readyState === "open") holder.control.send(data);
   };
   holder.session = new SenderLink({
-    modelId: renderer.manifest.model_id, modelVersion: renderer.manifest.model_version ?? null, send, store: portraits,
+    modelId: renderer.manifest.motion_model_id ?? renderer.manifest.model_id, modelVersion: renderer.manifest.model_version ?? null, send, store: portraits,
     prepare: (msg) => preparePortrait(msg), onEvent: (name, detail) => onLinkEvent(holder, name, detail),
   });
   link = holder;
@@ -418,7 +420,7 @@ function judge(now) {
   const due = (countSince(dueAt, now - JUDGE_WINDOW_MS) * 1000) / JUDGE_WINDOW_MS;
   if (cannotKeepUp(rendered, due, minFps)) {
     fallback(`this browser renders ${rendered.toFixed(1)} fps (${fmt(state.renderMsMedian, 0)} ms a frame on ${state.backend}, ` +
-      `${state.threads} thread${state.threads === 1 ? "" : "s"}), below the ${minFps} fps it needs`);
+      `${state.threads} thread${state.threads === 1 ? "" : "s"}, model ${state.variant}), below the ${minFps} fps it needs`);
   }
 }
 
@@ -459,9 +461,15 @@ async function main() {
   try {
     const threads = params.has("threads") ? Number(params.get("threads")) : undefined;
     // proxy: WASM inference in a worker, so that this thread stamps motion packets as they arrive (?proxy=0: here)
-    renderer = await NeuralRenderer.load(params.get("models") ?? "models/", {
+    // the call's frame period, then the slowest render still worth it (min_fps), with 10 % kept for the page's own work
+    const budgets = [0.9 * 1000 / CALL_FPS, minFps > 0 ? 0.9 * 1000 / minFps : Infinity];
+    const best = await NeuralRenderer.loadBest(params.get("models") ?? "models/", {
       backend: params.get("backend") ?? "auto", threads, proxy: params.get("proxy") !== "0",
-    });
+    }, budgets);
+    renderer = best.renderer;
+    state.variants = best.trials;
+    state.variant = renderer.manifest.preset;
+    state.variantReason = best.reason;
   } catch (exc) {
     fallback(`this browser cannot run the networks here (${exc.message || exc})`);
     return;
@@ -473,7 +481,9 @@ async function main() {
   canvas.width = canvas.height = renderer.size;
   $("backend").textContent = renderer.backend === "webgpu" ? "WebGPU (untested here)"
     : `WASM, ${renderer.threads} thread${renderer.threads === 1 ? "" : "s"}${renderer.proxy ? " in a worker" : ""}`;
-  log("info", `networks loaded in ${fmt(state.loadMs, 0)} ms: ${renderer.manifest.model_id}, ${renderer.size}², ${$("backend").textContent}`);
+  log("info", `networks loaded and timed in ${fmt(state.loadMs, 0)} ms: ${state.variants.map((t) => `${t.preset} ${fmt(t.renderMs, 0)} ms`).join(", ")}`);
+  log("info", `rendering with ${renderer.manifest.preset} (${renderer.manifest.model_id}, ${renderer.size}², ${$("backend").textContent}): ${state.variantReason}`);
+  $("variant").textContent = `${renderer.manifest.preset}: ${state.variantReason}`;
   connect();
   setInterval(tick, TICK_MS);
   setInterval(() => everySecond().catch((exc) => log("error", `stats: ${exc.message || exc}`)), 1000);

@@ -75,6 +75,80 @@ export class NeuralRenderer {
     return renderer;
   }
 
+  /**
+   * Load the best variant under ``modelsUrl`` that renders in time. ``modelsUrl``/index.json (``python -m
+   * codec.export`` with several --weights) lists variants best picture first; each is loaded and timed in turn
+   * (``measure``) until one renders within ``budgetsMs[0]`` (the call's frame period); failing that, the best one
+   * within ``budgetsMs[1]`` (the slowest rate still worth rendering), else the fastest. Without an index the folder's
+   * one model is loaded and timed. -> {renderer, trials: [{preset, modelId, renderMs}], reason}.
+   */
+  static async loadBest(modelsUrl, options = {}, budgetsMs = [40, 66]) {
+    const base = new URL(modelsUrl, location.href);
+    const response = await fetch(new URL("index.json", base));
+    if (!response.ok) {
+      const renderer = await NeuralRenderer.load(modelsUrl, options);
+      const renderMs = await renderer.measure();
+      return { renderer, trials: [{ preset: renderer.manifest.preset, modelId: renderer.manifest.model_id, renderMs }], reason: "the only model" };
+    }
+    const index = await response.json();
+    if (index.format !== "kpcall-onnx-variants" || !Array.isArray(index.variants) || index.variants.length === 0) {
+      throw new Error(`${base}index.json is not a kpcall variant list (format ${index.format})`);
+    }
+    const trials = [];
+    const loaded = [];
+    let chosen = null;
+    let reason = "";
+    for (const variant of index.variants) {
+      const renderer = await NeuralRenderer.load(new URL(variant.folder, base).href, options);
+      const renderMs = await renderer.measure();
+      trials.push({ preset: variant.preset, modelId: renderer.manifest.model_id, renderMs });
+      loaded.push(renderer);
+      if (renderMs <= budgetsMs[0]) {
+        chosen = renderer;
+        reason = `renders in ${renderMs.toFixed(0)} ms ≤ ${budgetsMs[0]} ms a frame`;
+        break;
+      }
+    }
+    if (chosen === null) {
+      const inSecond = loaded.findIndex((r, i) => trials[i].renderMs <= budgetsMs[1]);
+      if (inSecond >= 0) {
+        chosen = loaded[inSecond];
+        reason = `the best picture within ${budgetsMs[1]} ms a frame (${trials[inSecond].renderMs.toFixed(0)} ms; none within ${budgetsMs[0]})`;
+      } else {
+        const fastest = trials.reduce((best, t, i) => (t.renderMs < trials[best].renderMs ? i : best), 0);
+        chosen = loaded[fastest];
+        reason = `the fastest (${trials[fastest].renderMs.toFixed(0)} ms a frame; none within ${budgetsMs[1]} ms)`;
+      }
+    }
+    for (const renderer of loaded) if (renderer !== chosen) await renderer.release();
+    return { renderer: chosen, trials, reason };
+  }
+
+  /** Median ms of ``runs`` renders (after one warm-up) of a flat grey portrait held still; the state is cleared after. */
+  async measure(runs = 3) {
+    const s = this.size;
+    const data = new Uint8ClampedArray(4 * s * s).fill(128);
+    await this.prepare({ data, width: s, height: s });
+    const motion = { yaw: 0, pitch: 0, roll: 0, translation: [0, 0, 0], expression: new Float32Array(3 * this.numKeypoints),
+      present: new Array(this.numKeypoints).fill(false) };
+    await this.renderPlanar(motion);
+    const times = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await this.renderPlanar(motion);
+      times.push(performance.now() - t0);
+    }
+    this.state = null;
+    times.sort((a, b) => a - b);
+    return times[Math.floor(times.length / 2)];
+  }
+
+  /** Free both sessions (a variant not chosen). */
+  async release() {
+    await this.referenceSession.release();
+    await this.renderSession.release();
+  }
+
   /** Prepare a portrait: ``imageData`` S x S RGBA (ImageData or {data, width, height}). */
   async prepare(imageData) {
     const s = this.size;
