@@ -95,6 +95,7 @@ class CallBenchConfig:
     drop: float = 0.0  # fraction of motion packets dropped at the sender (fault injection)
     renderer: str = "model"  # "model" (FrameSynthesizer) or "reference-copy" (no synthesis)
     weights: str | None = None
+    render_weights: str | None = None  # the receiver's model (None: weights), e.g. a distilled one reading the same motion
     device: str | None = None
     seed: int = 0
     source: str = TRACE_SOURCE  # "trace" or a video file (played again from the start if shorter than the call)
@@ -143,7 +144,8 @@ def _synthesizer(config: CallBenchConfig) -> Any:
         return ReferenceCopy()
     from codec.model import FrameSynthesizer
 
-    return FrameSynthesizer(None if config.weights is None else Path(config.weights), device=config.device)
+    weights = config.render_weights or config.weights
+    return FrameSynthesizer(None if weights is None else Path(weights), device=config.device)
 
 
 def _receiver_child(url: str, config: CallBenchConfig, out: Any) -> None:
@@ -506,7 +508,8 @@ def _run_participants_from_args(args: argparse.Namespace) -> int:
 
     config = ParticipantsBenchConfig(
         participants=args.participants, seconds=args.seconds, kill_after_s=args.kill_after, others_fps=args.others_fps,
-        max_kbps=args.max_kbps or None, weights=args.weights, device=args.device, audio_frame_ms=args.audio_frame_ms,
+        max_kbps=args.max_kbps or None, weights=args.weights, render_weights=args.render_weights, device=args.device,
+        audio_frame_ms=args.audio_frame_ms,
         measure_first=args.measure_first,
     )
     try:
@@ -560,6 +563,9 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--renderer", choices=("model", "reference-copy"), default=d.renderer, help="synthesis (default) or none")
     p.add_argument("--weights", default=None,
                    help="model file, shipped or trained; its preset is read from the file (default: the shipped one)")
+    p.add_argument("--render-weights", default=None,
+                   help="the receiver's (participants': the others') model when not --weights: one that reads the same motion, "
+                        "e.g. codec/weights/web.safetensors (distilled from the shipped model)")
     p.add_argument("--device", default="auto",
                    help="where sender and receiver run the model: auto (CUDA when present, else CPU), cpu, cuda or cuda:N "
                         "(default %(default)s)")
@@ -614,7 +620,7 @@ def run_call_from_args(args: argparse.Namespace) -> int:
     config = CallBenchConfig(
         seconds=args.seconds, fps=args.fps, max_kbps=args.max_kbps or None, keypoints=args.keypoints,
         frames_per_packet=args.frames_per_packet, drop=args.drop, renderer=args.renderer, weights=args.weights,
-        device=args.device, seed=args.seed, source=source, call_seconds=tuple(args.call_seconds),
+        render_weights=args.render_weights, device=args.device, seed=args.seed, source=source, call_seconds=tuple(args.call_seconds),
         motion_transport=args.motion_transport, srtp_tag_bits=args.srtp_tag_bits,
         impair_loss=args.impair_loss, impair_jitter_ms=args.impair_jitter_ms, audio=args.audio, audio_kbps=args.audio_kbps,
         audio_frame_ms=args.audio_frame_ms, motion_audio_wait_ms=args.motion_audio_wait_ms, audio_hold_ms=args.audio_hold_ms,

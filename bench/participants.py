@@ -63,6 +63,7 @@ class ParticipantsBenchConfig:
     others_fps: str = "auto"
     max_kbps: float | None = 8.0
     weights: str | None = None
+    render_weights: str | None = None  # the model that renders the others (None: weights)
     device: str = "auto"
     audio_frame_ms: int = 40
     measure_first: bool = False  # the others in the background (nice 19, rendering ≤ BACKGROUND_RENDER_FPS)
@@ -78,6 +79,8 @@ def _command(url: str, config: ParticipantsBenchConfig, stats: Path, index: int 
     ]
     if config.weights:
         cmd += ["--weights", config.weights]
+    if config.render_weights:
+        cmd += ["--render-weights", config.render_weights]
     if background:
         cmd += ["--speaker-fps", str(BACKGROUND_RENDER_FPS)]
     return cmd
