@@ -6,7 +6,12 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 WEB_VENDOR := signaling/static/vendor
 WEB_STAMP := $(WEB_VENDOR)/node_modules/.installed-$(shell cksum $(WEB_VENDOR)/package-lock.json | cut -d' ' -f1)
 
-.PHONY: demo test test-all install system-deps web-deps clean
+# The browser receiver's networks (receive.html): the shipped models as ONNX, best picture first; the page times each
+# and renders with the best one this browser runs in time. Rebuilt when a weights file changes.
+WEB_MODEL_WEIGHTS := $(wildcard $(addprefix codec/weights/,cpu.safetensors web.safetensors web-small.safetensors))
+WEB_MODELS := signaling/static/models/index.json
+
+.PHONY: demo test test-all install system-deps web-deps web-models clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v < (3, 13) else "kpcall needs Python 3.11 or 3.12 (numpy 1.26.4 and mediapipe 0.10.21 have no wheels for %d.%d): run make PYTHON=python3.11 or python3.12" % v)'
@@ -35,8 +40,13 @@ web-deps:
 	  npm ci --prefix $(WEB_VENDOR) --no-audit --no-fund --ignore-scripts --loglevel=error && touch $(WEB_STAMP); \
 	else echo "npm missing: the browser renderer's test will be skipped (apt-get install npm)"; fi
 
-demo: $(STAMP)
+demo: $(STAMP) web-models
 	$(PY) -m participant demo $(DEMO)
+
+web-models: $(WEB_MODELS)
+
+$(WEB_MODELS): $(STAMP) $(WEB_MODEL_WEIGHTS)
+	$(PY) -m codec.export $(addprefix --weights ,$(WEB_MODEL_WEIGHTS)) --out signaling/static/models
 
 test: $(STAMP) system-deps web-deps
 	$(PY) -m pytest -q

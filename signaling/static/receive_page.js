@@ -461,8 +461,9 @@ async function main() {
   try {
     const threads = params.has("threads") ? Number(params.get("threads")) : undefined;
     // proxy: WASM inference in a worker, so that this thread stamps motion packets as they arrive (?proxy=0: here)
-    // the call's frame period, then the slowest render still worth it (min_fps), with 10 % kept for the page's own work
-    const budgets = [0.9 * 1000 / CALL_FPS, minFps > 0 ? 0.9 * 1000 / minFps : Infinity];
+    // the call's frame period, then the slowest render still worth it (min_fps; its default where the page never hands
+    // over), with 10 % kept for the page's own work
+    const budgets = [0.9 * 1000 / CALL_FPS, 0.9 * 1000 / (minFps > 0 ? minFps : DEFAULT_MIN_FPS)];
     const best = await NeuralRenderer.loadBest(params.get("models") ?? "models/", {
       backend: params.get("backend") ?? "auto", threads, proxy: params.get("proxy") !== "0",
     }, budgets);

@@ -48,7 +48,7 @@ export class NeuralRenderer {
     const base = new URL(modelsUrl, location.href);
     const response = await fetch(new URL("manifest.json", base));
     if (!response.ok) {
-      throw new Error(`no exported networks at ${base} (HTTP ${response.status}): python -m codec.export --out signaling/static/models`);
+      throw new Error(`no exported networks at ${base} (HTTP ${response.status}): make web-models (python -m codec.export --out signaling/static/models)`);
     }
     const manifest = await response.json();
     if (manifest.format !== "kpcall-onnx" || manifest.version !== 1) {
