@@ -33,3 +33,12 @@ def test_the_summary_covers_the_first_only_when_measured_alone() -> None:
     assert alone["speaker_rendered_fps_min"] == 24.0 and alone["others_rendered_fps_min"] == 16.0
     together = summarize(ParticipantsBenchConfig(), reports, {"killed_ms": None}, Path("."))["summary"]
     assert together["speaker_rendered_fps_min"] == 2.0 and together["others_rendered_fps_min"] == 2.0
+
+
+def test_render_weights_reach_every_participant_and_the_sender_keeps_its_model() -> None:
+    config = ParticipantsBenchConfig(weights="cpu.safetensors", render_weights="web.safetensors")
+    for index in (0, 1):
+        cmd = _command("http://h:1", config, Path("s.json"), index)
+        assert cmd[cmd.index("--weights") + 1] == "cpu.safetensors"
+        assert cmd[cmd.index("--render-weights") + 1] == "web.safetensors"
+    assert "--render-weights" not in _command("http://h:1", ParticipantsBenchConfig(), Path("s.json"), 0)
