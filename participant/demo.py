@@ -10,6 +10,10 @@ and the page shows both faces.
 
     python -m participant demo [--port 8080] [--room demo] [--record demo.mp4] [--max-kbps 8]
     python -m participant demo --two-way [--room call]       # make demo DEMO=--two-way
+    python -m participant demo --browser-receiver            # make demo DEMO=--browser-receiver
+
+With ``--browser-receiver`` there is no Python receiver: the page ``receive.html`` takes the receiver's role and
+renders the face itself from the motion (the networks ``make web-models`` exports; ``make demo`` does it).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--two-way", action="store_true",
                         help="a call of two participants (each sends and renders the other) instead of sender + receiver")
     add_model_arguments(parser)  # --weights (any model file; its preset from the file), --device (auto: CUDA when present)
+    parser.add_argument("--browser-receiver", action="store_true",
+                        help="no Python receiver: open receive.html, which renders the face in the browser from the motion")
     parser.add_argument("--static-dir", type=Path, default=DEFAULT_STATIC_DIR, help="the browser page's files")
     add_rtc_arguments(parser, default_host_candidates="all")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
@@ -103,27 +109,34 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         make_reference, photo, synthesizer.image_size, synthesizer.motion_model_id, str(synthesizer.model_version)
     )
     server = await start_server(ServerConfig(host=args.host, port=args.port, static_dir=args.static_dir))
-    receiver = Receiver(ReceiverConfig(server.url, args.room, rtc=rtc, record=args.record, cache_dir=DEFAULT_CACHE_DIR), synthesizer)
+    receiver = None if args.browser_receiver else Receiver(
+        ReceiverConfig(server.url, args.room, rtc=rtc, record=args.record, cache_dir=DEFAULT_CACHE_DIR), synthesizer)
     source = TraceSource(25.0, num_keypoints=synthesizer.num_keypoints)
     from sender.audio_sender import AudioSender
     from sender.audio_sources import GeneratedSpeech
 
     audio = None if args.no_audio else AudioSender(GeneratedSpeech())
     sender = Sender(SenderConfig(server.url, args.room, rtc=rtc, max_kbps=args.max_kbps or None), source, reference, audio=audio)
-    tasks = [asyncio.ensure_future(receiver.run()), asyncio.ensure_future(sender.run())]
+    tasks = [asyncio.ensure_future(sender.run())] + ([] if receiver is None else [asyncio.ensure_future(receiver.run())])
     stopper = asyncio.ensure_future(stop.wait() if args.seconds is None else asyncio.wait_for(stop.wait(), args.seconds))
-    print(f"kpcall demo: open {server.url}/?room={args.room}  (Ctrl-C stops)", flush=True)
+    page = f"receive.html?room={args.room}" if receiver is None else f"?room={args.room}"
+    print(f"kpcall demo: open {server.url}/{page}  (Ctrl-C stops)", flush=True)
     try:
         await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
     finally:
         sender.stop()
-        receiver.stop("stopped")
+        if receiver is not None:
+            receiver.stop("stopped")
         stopper.cancel()
         results = await asyncio.gather(*tasks, stopper, return_exceptions=True)
         await server.close()
-    failures = [r for r in results[:2] if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+    failures = [r for r in results[:len(tasks)] if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
     for failure in failures:
         logger.error("demo part failed: %s", failure)
+    if receiver is None:
+        links = sender.link_stats()
+        print(f"kpcall demo stopped: {sum(link['frames'] for link in links)} frames sent to {len(links)} browser receiver(s)", flush=True)
+        return 1 if failures else 0
     stats = receiver.stats()
     print(
         f"kpcall demo stopped: {stats['frames_output']} frames out, {stats['frames_rendered']} rendered, "

@@ -103,6 +103,19 @@ def test_demo_runs_a_call_on_a_model_file_of_another_preset(
     assert int(stopped.split(":")[1].split()[0]) > 0, out  # frames out
 
 
+def test_demo_for_a_browser_receiver_runs_no_python_receiver_and_points_to_receive_html(
+        tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import participant.demo as demo
+
+    monkeypatch.setattr(demo, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(demo, "Receiver", lambda *a, **k: pytest.fail("the browser is the receiver: no Python one"))
+    argv = ["--weights", str(tiny_weights), "--device", "cpu", "--port", "0", "--seconds", "3", "--host-candidates", "loopback",
+            "--browser-receiver", "--no-audio"]
+    assert demo.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "/receive.html?room=demo" in out and "frames sent to 0 browser receiver(s)" in out, out
+
+
 def _speed_args(*argv: str) -> argparse.Namespace:
     from bench.speed import add_speed_parser
 
