@@ -8,7 +8,8 @@ Every model renders the same pairs (validation people, reference = the clip's fi
 pairs, seed=1)`` as ``codec.train.ship``) from its own keypoints (a distilled model's L and H are its teacher's, so
 these are the teacher's) and is scored by ``codec.train.validate.Validator`` (face PSNR, AKD, eyes' and mouth's
 opening errors, identity distance). Prints a markdown table, one row per model, next to the no-motion floor.
-Figures for people never used to pick anything come from ``python -m bench rd --people test`` instead.
+``--split test`` scores the same way on the data README's test group (people never trained on nor used to pick a
+checkpoint: the figures to report); ``val`` (the default) is what checkpoints are picked on.
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
     parser.add_argument("--models", type=Path, nargs="+", required=True, help="model files, the teacher first")
     parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--split", choices=("val", "test"), default="val", help="whose pairs (default %(default)s)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    val = PreparedData(args.data, "val")
+    val = PreparedData(args.data, args.split)
     pairs = validation_pairs(val, args.pairs, seed=1)
     cache = Path(tempfile.mkdtemp(prefix="kpcall-distill-report-")) / "floors.json"
     validator = Validator(val, pairs, make_landmark_fn(), cache_path=cache, embedder=IdentityEmbedder())
@@ -62,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         rows[f"{path.name} ({model_id})"] = record["overall"]
         records[str(path)] = {"model_id": model_id, "overall": record["overall"], "per_person": record["per_person"]}
     text = table(rows)
-    print(f"{len(pairs)} validation pairs ({len(val.people)} people)\n\n{text}")
+    print(f"{len(pairs)} pairs of the {args.split} split ({len(val.people)} people)\n\n{text}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"pairs": len(pairs), "floors": validator.floors, "models": records}, indent=1))
+        args.json.write_text(json.dumps({"split": args.split, "pairs": len(pairs), "people": val.people, "floors": validator.floors, "models": records}, indent=1))
     return 0
 
 
