@@ -119,3 +119,20 @@ def test_a_saved_student_announces_its_teachers_motion(tmp_path: Path) -> None:
     assert own.motion_model_id == own.model_id == teacher_id  # a model trained whole reads its own motion
     assert ModelInfo("a", "1", "cpu", 256, 20, "x", True).motion_model_id == "a"
     assert json.loads(checkpoint.read_metadata(tmp_path / "student.safetensors")["config"])["upsample_channels"] == 8
+
+
+def test_the_targets_use_the_keypoints_a_sender_transmits() -> None:
+    from codec.model.landmark_refinement import refine_keypoints
+    from codec.train.distill import teacher_targets
+
+    torch.manual_seed(0)
+    refined_teacher = FaceVid2VidModel(dataclasses.replace(TINY, landmark_refinement=0.5)).eval()
+    pairs = batch()
+    _, kp, _, _ = teacher_targets(refined_teacher, pairs)
+    with torch.no_grad():
+        ref = refined_teacher.encode_reference(pairs.ref)
+        raw, _ = refined_teacher.driving_keypoints(ref.kp_canonical, refined_teacher.estimate_motion(pairs.drv))
+        anchor = ref.kp
+    want = refine_keypoints(raw, anchor, pairs.ref_landmarks, pairs.drv_landmarks, 0.5)
+    assert torch.allclose(kp, want, atol=1e-5) and not torch.allclose(kp, raw, atol=1e-3)
+    assert student_from_teacher(refined_teacher, STUDENT).config.landmark_refinement == 0.5

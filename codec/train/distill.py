@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from codec.model import checkpoint
 from codec.model.config import ModelConfig
 from codec.model.face_model import FaceVid2VidModel, ReferenceFeatures
+from codec.model.landmark_refinement import refine_keypoints
 from codec.model.loading import pick_precision
 from codec.train.dataset import PairBatch, PairSampler, PreparedData, SamplerConfig, validation_pairs
 from codec.train.losses import pyramid_l1, ssim_loss
@@ -100,11 +101,16 @@ def student_reference(student: FaceVid2VidModel, teacher_ref: ReferenceFeatures)
 
 def teacher_targets(teacher: FaceVid2VidModel, batch: PairBatch) -> tuple[ReferenceFeatures, torch.Tensor, torch.Tensor,
                                                                            dict[str, torch.Tensor]]:
-    """The teacher's reference state, driving keypoints (B, K, 3), rotation (B, 3, 3) and render of the batch."""
+    """The teacher's reference state, the keypoints (B, K, 3) and rotation (B, 3, 3) a sender transmits for the
+    batch's driving frames (refined towards the landmarks' motion when the teacher was trained for it, as
+    ``model_io.generate`` and a real call render them), and the teacher's render of them."""
     with torch.no_grad():
         ref = teacher.encode_reference(batch.ref)
         motion = teacher.estimate_motion(batch.drv)
         kp_drv, rotation = teacher.driving_keypoints(ref.kp_canonical, motion)
+        fraction = teacher.config.landmark_refinement
+        if fraction > 0:
+            kp_drv = refine_keypoints(kp_drv, ref.kp, batch.ref_landmarks, batch.drv_landmarks, fraction)
         out = teacher.synthesize(ref, kp_drv, rotation)
     return ref, kp_drv, rotation, out
 
