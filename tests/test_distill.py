@@ -136,3 +136,20 @@ def test_the_targets_use_the_keypoints_a_sender_transmits() -> None:
     want = refine_keypoints(raw, anchor, pairs.ref_landmarks, pairs.drv_landmarks, 0.5)
     assert torch.allclose(kp, want, atol=1e-5) and not torch.allclose(kp, raw, atol=1e-3)
     assert student_from_teacher(refined_teacher, STUDENT).config.landmark_refinement == 0.5
+
+
+@pytest.mark.pretrained
+@pytest.mark.parametrize("preset", ["web", "web-small"])
+def test_the_shipped_browser_models_read_the_shipped_models_motion(preset: str) -> None:
+    from codec.model.loading import default_weights_path
+
+    student_path, teacher_path = default_weights_path(preset), default_weights_path()
+    if not (student_path.is_file() and teacher_path.is_file()):
+        pytest.skip(f"{student_path} or {teacher_path} is not shipped")
+    student, info = load_model_for_inference(student_path, device="cpu")
+    teacher, teacher_info = load_model_for_inference(teacher_path, device="cpu")
+    assert info.preset == preset and info.motion_model_id == teacher_info.model_id  # a sender with cpu drives it
+    for name in SHARED_MODULES:
+        for (key, a), b in zip(getattr(student, name).state_dict().items(), getattr(teacher, name).state_dict().values()):
+            assert torch.equal(a, b), key
+    assert student_path.stat().st_size < 20_000_000
