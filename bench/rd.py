@@ -302,7 +302,7 @@ def build_codecs(config: RdConfig, ours: OursFactory | None) -> list[Codec]:
             logger.warning("this PyAV build lacks the %s encoder or decoder; skipped", name)
             continue
         codecs += sweeps[name]()
-    codecs.append(NoMotionFloor(ours.model_id, ours.model_version) if ours is not None else NoMotionFloor())
+    codecs.append(NoMotionFloor(ours.motion_model_id, ours.model_version) if ours is not None else NoMotionFloor())
     return codecs
 
 

@@ -150,6 +150,11 @@ class OursFactory:
         return str(self.description.get("model_id", MODEL_ID))
 
     @property
+    def motion_model_id(self) -> str:
+        """The id a sender announces (its reference message names it): a distilled model's teacher's."""
+        return str(self.description.get("motion_model_id") or self.model_id)
+
+    @property
     def model_version(self) -> str:
         return str(self.description.get("model_version", MODEL_VERSION))
 
@@ -199,7 +204,7 @@ class OursFactory:
 
     def reference(self, clip: BenchClip) -> _Reference:
         if clip.clip_id not in self._references:
-            sent = send_reference(clip.frames[0], self.model_id, self.model_version)
+            sent = send_reference(clip.frames[0], self.motion_model_id, self.model_version)
             self.synthesizer.prepare(sent.image)  # warm-up
             start = time.perf_counter()
             state = self.synthesizer.prepare(sent.image)
