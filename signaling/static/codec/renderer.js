@@ -33,7 +33,7 @@ async function pickBackend(preferred) {
  */
 export function chooseVariant(trials, budgetsMs) {
   if (trials.length === 0) throw new Error("no variant was timed");
-  const ms = (i) => trials[i].renderMs.toFixed(0);
+  const ms = (i) => trials[i].renderMs.toFixed(1);
   const first = trials.findIndex((t) => t.renderMs <= budgetsMs[0]);
   if (first >= 0) return { index: first, reason: `renders in ${ms(first)} ms ≤ ${budgetsMs[0].toFixed(0)} ms a frame` };
   const second = trials.findIndex((t) => t.renderMs <= budgetsMs[1]);
@@ -126,14 +126,15 @@ export class NeuralRenderer {
     return { renderer: chosen, trials, reason };
   }
 
-  /** Median ms of ``runs`` renders (after one warm-up) of a flat grey portrait held still; the state is cleared after. */
-  async measure(runs = 3) {
+  /** Median ms of ``runs`` renders (after ``warmup`` untimed ones: the first runs of a new session are slower) of a flat
+   * grey portrait held still; the state is cleared after. */
+  async measure(runs = 5, warmup = 2) {
     const s = this.size;
     const data = new Uint8ClampedArray(4 * s * s).fill(128);
     await this.prepare({ data, width: s, height: s });
     const motion = { yaw: 0, pitch: 0, roll: 0, translation: [0, 0, 0], expression: new Float32Array(3 * this.numKeypoints),
       present: new Array(this.numKeypoints).fill(false) };
-    await this.renderPlanar(motion);
+    for (let i = 0; i < warmup; i++) await this.renderPlanar(motion);
     const times = [];
     for (let i = 0; i < runs; i++) {
       const t0 = performance.now();
