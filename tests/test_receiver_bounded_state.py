@@ -261,3 +261,30 @@ async def test_serial_worker_survives_a_failing_job() -> None:
     await wait_until(lambda: done == [1], 5, "the job after the failing one")
     await worker.close()
     await worker.close()
+
+
+class DistilledFakeSynthesizer(FakeSynthesizer):
+    """A receiver model of its own id that reads another model's motion (a distilled student's teacher's)."""
+
+    model_id = "student-model"
+    motion_model_id = MODEL_ID
+
+
+async def test_a_distilled_receiver_takes_its_teachers_motion_and_refuses_its_own_id(tmp_path: Path) -> None:
+    receiver = Receiver(ReceiverConfig("http://127.0.0.1:9", cache_dir=tmp_path), DistilledFakeSynthesizer())
+    receiver._worker = RenderWorker(receiver.synthesizer, asyncio.get_running_loop(), receiver._rendered.put_nowait)
+    receiver._worker.start()
+    sender, channel = make_sender(receiver)
+    await send_reference(receiver, sender, fake_reference())  # announced as MODEL_ID: the motion the student reads
+    replies = sent_controls(channel)
+    assert any(isinstance(r, c.ReferenceReady) for r in replies), replies
+    assert not any(isinstance(r, c.ErrorReply) for r in replies), replies
+    other, other_channel = make_sender(receiver, "s2")
+    student_id = ReferenceMessage.from_image(fake_reference().image, "student-model", MODEL_VERSION)
+    receiver._on_sender_control(other, c.encode_control(c.Hello(1, 2, 25.0, student_id.content_hash.hex(), "student-model",
+                                                                 MODEL_VERSION, len(pack_reference_message(student_id)))))
+    await wait_until(lambda: other.jobs.waiting == 0, 5, "the hello to be handled")
+    errors = [r for r in sent_controls(other_channel) if isinstance(r, c.ErrorReply)]
+    assert [e.code for e in errors] == ["model_mismatch"], errors
+    assert "reading the motion of test-model" in errors[0].message
+    await receiver._worker.close()  # type: ignore[union-attr]
