@@ -6,7 +6,7 @@ weights exported by ``codec.export``), a real Python ``Sender`` on the scripted 
 portrait message (every motion packet it sends recorded), and Chromium with loopback ICE candidates
 (``--allow-loopback-in-peer-connection``; aiortc on the "loopback" host-candidate policy): nothing leaves 127.0.0.1.
 
-1. ``receive.html?room=R&min_fps=0``: the page joins as the room's receiver, the sender offers to it, the page takes
+1. ``receive.html?room=R&min_fps=0&audio=1``: the page joins as the room's receiver (and takes the sender's sound), the sender offers to it, the page takes
    the portrait and the motion data channel, renders on a canvas; the canvas must change between frames (the face
    moves), the page's fps, render times and incoming bytes (getStats) are read for ~``KPCALL_RECEIVE_S`` seconds
    (default 20), and the sender's own count of what it sent that link (its cap: ``KPCALL_RECEIVE_MAX_KBPS``, 0 = none;
@@ -135,6 +135,8 @@ class _Call:
 
     async def _start(self) -> None:
         from codec.reference_message import pack_reference_message
+        from sender.audio_sender import AudioSender
+        from sender.audio_sources import GeneratedSpeech
         from sender.session import Sender, SenderConfig
         from sender.sources import TraceSource
         from signaling.rtc import RtcOptions
@@ -152,7 +154,8 @@ class _Call:
         max_kbps = json.loads((self.work / "config.json").read_text())["max_kbps"]
         caps = {} if max_kbps is None else {"max_kbps": max_kbps or None}  # 0: no cap
         self.sender = Sender(SenderConfig(self.url, ROOM, rtc=RtcOptions(host_candidates="loopback"), **caps),
-                             TraceSource(25.0, num_keypoints=info.num_keypoints), reference, packet_filter=record)
+                             TraceSource(25.0, num_keypoints=info.num_keypoints), reference, packet_filter=record,
+                             audio=AudioSender(GeneratedSpeech()))
         self.sender_task = asyncio.ensure_future(self.sender.run())
 
     def start_standby_receiver(self) -> None:
@@ -223,7 +226,7 @@ def _child(work: Path) -> int:
                 page = browser.new_page(viewport={"width": 1200, "height": 900})
                 errors: list[str] = []
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.goto(f"{call.url}/receive.html?room={ROOM}&min_fps=0")
+                page.goto(f"{call.url}/receive.html?room={ROOM}&min_fps=0&audio=1")
                 _wait(page, "() => window.kpcallReceive && window.kpcallReceive.framesRendered >= 3", 180, "3 rendered frames")
                 out["phases"]["first_frames_s"] = round(time.monotonic() - started, 1)
                 frames = [_snapshot(page)]
@@ -311,6 +314,10 @@ def test_browser_receiver_renders_the_call(tmp_path: Path) -> None:
     page = result["page"]
     assert page["status"] == "rendering" and page["fallback"] is None and not result["page_errors"], page
     assert page["fps"] > 0 and page["renderMsMedian"] > 0 and page["packets"] > 20, page
+    # ?audio=1: the sender's Opus decoded by the browser, its buffer held at the face's wait
+    audio = page["audio"]
+    assert audio["playing"] and audio["packets"] > 100 and audio["samples"] > 48_000, audio
+    assert audio["concealedSamples"] < 0.05 * audio["samples"] and audio["targetMs"] > 0, audio
     # the variants were timed best picture first; the page renders with the first within the frame period (0.9 × 40 ms),
     # else the first within 0.9 × 1/15 s, else the fastest
     timed = [(v["preset"], v["renderMs"]) for v in page["variants"]]
@@ -343,7 +350,7 @@ def test_browser_receiver_renders_the_call(tmp_path: Path) -> None:
                                            "proxy", "framesRendered", "framesDue", "framesSkipped", "framesConcealed", "framesLost",
                                            "inKbps", "inKbpsMotion", "payloadKbps", "bytesReceived", "latencyMsMedian", "loadMs",
                                            "prepareMs", "playoutDelayMs", "rate", "variant", "variants",
-                                           "variantReason")},
+                                           "variantReason", "audio")},
         "sender_link": {k: link.get(k) for k in ("wire_kbps", "wire_kbps_reverse", "motion_seconds", "packets", "payload_bytes",
                                                   "motion_transport", "reference_sent", "rung")},
         "fallback": fallback, "phases": result["phases"],

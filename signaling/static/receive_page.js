@@ -29,6 +29,8 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const room = ROOM_PATTERN.test(params.get("room") ?? "") ? params.get("room") : "demo";
 const minFps = params.has("min_fps") ? Number(params.get("min_fps")) : DEFAULT_MIN_FPS;
+// ?audio=1: also take the sender's sound (Opus, ~+25 kbps with its headers) and play it delayed to the face
+const wantAudio = params.get("audio") === "1";
 
 const state = {
   status: "loading", room, minFps, backend: null, threads: null, crossOriginIsolated: window.crossOriginIsolated === true,
@@ -37,6 +39,7 @@ const state = {
   framesDue: 0, framesSkipped: 0, renderErrors: 0, bytesReceived: null, inKbps: null, inKbpsMotion: null, payloadKbps: null,
   packets: 0, lastRendered: null, rate: null, latencyMsMedian: null, errors: [],
   variant: null, variants: [], variantReason: null, // the model rendering, each one timed at load, why this one
+  audio: null, // with ?audio=1: {packets, samples, concealedSamples, jitterBufferMs, targetMs, playing}
 };
 window.kpcallReceive = state;
 
@@ -260,15 +263,56 @@ async function answerSender(offer) {
     }
   };
   await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
-  // Media m-lines (the motion RTP transceiver, the sender's audio) are answered inactive: motion comes on the data
-  // channel, and the page plays no sound (it would cost ~20 kbps of Opus and its headers).
-  for (const transceiver of pc.getTransceivers()) transceiver.direction = "inactive";
+  // Media m-lines are answered inactive (motion comes on the data channel), the sender's sound too unless ?audio=1:
+  // it costs ~25 kbps of Opus and its headers, four times the motion.
+  for (const transceiver of pc.getTransceivers()) {
+    const audio = transceiver.receiver.track && transceiver.receiver.track.kind === "audio";
+    transceiver.direction = wantAudio && audio ? "recvonly" : "inactive";
+    if (wantAudio && audio) playAudio(holder, transceiver.receiver);
+  }
   await pc.setLocalDescription(await pc.createAnswer());
   await gathered(pc);
   if (link !== holder) return;
   wsSend({ type: "answer", to: holder.peer, sdp: pc.localDescription.sdp });
   holder.answered = true;
   setStatus("connecting", ["wait", "Connecting…"], ["info", "Connecting to the sender…"]);
+}
+
+/** Play the sender's sound from ``receiver``; its jitter buffer is held at the face's wait (``syncAudio``). */
+function playAudio(holder, receiver) {
+  holder.audioReceiver = receiver;
+  const element = $("audio");
+  element.srcObject = new MediaStream([receiver.track]);
+  state.audio = { packets: 0, samples: 0, concealedSamples: 0, jitterBufferMs: null, targetMs: null, playing: false };
+  element.play().then(() => { state.audio.playing = true; }).catch(() => {
+    // browsers start sound only after a click on the page
+    const button = $("unmute");
+    button.hidden = false;
+    button.onclick = () => element.play().then(() => { state.audio.playing = true; button.hidden = true; });
+  });
+}
+
+/**
+ * Audio and face in step: a frame reaches the canvas after the network, the playout delay and the render; the sound
+ * after the network and its jitter buffer. So the buffer's target is the face's wait after arrival (playout delay +
+ * render ms), which the browser keeps (RTCRtpReceiver.jitterBufferTarget, Chromium 114+). Measured from getStats.
+ */
+async function syncAudio(holder) {
+  const receiver = holder.audioReceiver;
+  if (!receiver || state.audio === null) return;
+  if (state.playoutDelayMs !== null && state.renderMsMedian !== null && "jitterBufferTarget" in receiver) {
+    const target = Math.max(0, Math.min(4000, Math.round(state.playoutDelayMs + state.renderMsMedian)));
+    if (receiver.jitterBufferTarget !== target) receiver.jitterBufferTarget = target;
+    state.audio.targetMs = target;
+  }
+  const stats = await receiver.getStats();
+  stats.forEach((report) => {
+    if (report.type !== "inbound-rtp" || report.kind !== "audio") return;
+    state.audio.packets = report.packetsReceived ?? 0;
+    state.audio.samples = report.totalSamplesReceived ?? 0;
+    state.audio.concealedSamples = report.concealedSamples ?? 0;
+    if (report.jitterBufferEmittedCount) state.audio.jitterBufferMs = (1000 * report.jitterBufferDelay) / report.jitterBufferEmittedCount;
+  });
 }
 
 function closeLink() {
@@ -404,6 +448,7 @@ async function everySecond() {
     state.framesConcealed = session.playout.framesConcealed;
     state.framesLate = session.playout.framesLate;
     state.playoutDelayMs = session.playout.targetDelayMs;
+    await syncAudio(holder);
   }
   state.fps = (countSince(renderedAt, now - RATE_WINDOW_MS) * 1000) / RATE_WINDOW_MS;
   state.dueFps = (countSince(dueAt, now - RATE_WINDOW_MS) * 1000) / RATE_WINDOW_MS;
@@ -441,6 +486,8 @@ function show() {
     state.crossOriginIsolated ? "cross-origin isolated" : "not cross-origin isolated (1 WASM thread)",
     state.latencyMsMedian !== null ? `capture → on the canvas ${fmt(state.latencyMsMedian, 0)} ms` : null,
     `${state.packets} motion packets`,
+    state.audio !== null ? `sound: ${state.audio.playing ? "playing" : "muted (click Unmute)"}, buffer ${fmt(state.audio.jitterBufferMs, 0)} ms ` +
+      `(target ${fmt(state.audio.targetMs, 0)}: the face's wait)` : null,
     state.prepareMs !== null ? `portrait prepared in ${fmt(state.prepareMs, 0)} ms` : null,
     `networks loaded in ${fmt(state.loadMs, 0)} ms`,
   ].filter(Boolean).join(" · ");
