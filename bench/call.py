@@ -218,7 +218,7 @@ def _clip_inputs(config: CallBenchConfig) -> tuple[Any, Any, np.ndarray | None, 
     path = Path(config.source)
     encoder = load_motion_encoder(None if config.weights is None else Path(config.weights), config.device)
     ids = (COPY_MODEL_ID, COPY_MODEL_VERSION) if config.renderer == "reference-copy" else (
-        getattr(encoder, "motion_model_id", encoder.model_id), str(getattr(encoder, "model_version", "1")))
+        encoder.motion_model_id, str(getattr(encoder, "model_version", "1")))
     reference = None
     for index, frame in enumerate(iter_clip_frames(path)):
         if index >= FIRST_FACE_SEARCH_FRAMES:

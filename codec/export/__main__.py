@@ -1,12 +1,12 @@
 """python -m codec.export: write the receiver's networks as ONNX (reference.onnx, render.onnx, manifest.json).
 
     python -m codec.export --weights codec/weights/cpu.safetensors --out /tmp/kpcall-onnx
+    python -m codec.export --out /tmp/kpcall-onnx --check [--reference portrait.png] [--frames 8]
     python -m codec.export --weights codec/weights/cpu.safetensors --weights codec/weights/web.safetensors --out DIR
 
 With several ``--weights`` (best picture first) each model goes to DIR/<preset>/ and DIR/index.json lists them in
 that order; a browser receiver (receive.html) measures them and renders with the best one it can run in time.
 All must read the same motion (one motion_model_id: a distilled model and its teacher).
-    python -m codec.export --out /tmp/kpcall-onnx --check [--reference portrait.png] [--frames 8]
 
 ``--check`` then renders ``--frames`` frames of the seeded synthetic trace with onnxruntime and with PyTorch
 (the receiver's FrameSynthesizer, fp32) from the same reference and prints the PSNR and the largest error.
@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     weights = args.weights or [default_weights_path()]
     if len(weights) > 1:
+        if args.check:
+            parser.error("--check compares one model: give one --weights")
         index = export_variants(weights, args.out, fp16_weights=not args.fp32_weights)
         log.info("%s: %s", index, ", ".join(v["folder"] for v in json.loads(index.read_text())["variants"]))
         return 0

@@ -163,19 +163,19 @@ def export_variants(weights: list[Path], out_dir: Path, fp16_weights: bool = Tru
 
     out_dir = Path(out_dir)
     variants: list[dict[str, object]] = []
-    motion_ids: set[str] = set()
+    motion_model_id = ""
     for path in weights:
         model, info = load_model_for_inference(path, device="cpu")
         if any(v["preset"] == info.preset for v in variants):
             raise ValueError(f"{path}: preset {info.preset!r} is listed twice; each variant needs its own preset")
-        motion_ids.add(info.motion_model_id)
-        if len(motion_ids) > 1:
-            raise ValueError(f"{path} reads the motion of {info.motion_model_id}, the models before it {sorted(motion_ids - {info.motion_model_id})}: "
-                             "a browser renders one sender's motion, so every variant must read the same (a distilled model and its teacher)")
+        motion_model_id = motion_model_id or info.motion_model_id
+        if info.motion_model_id != motion_model_id:
+            raise ValueError(f"{path} reads the motion of {info.motion_model_id}, the models before it {motion_model_id}: a browser "
+                             "renders one sender's motion, so every variant must read the same (a distilled model and its teacher)")
         files = export_onnx(model, info, out_dir / info.preset, fp16_weights=fp16_weights)
         variants.append({"folder": f"{info.preset}/", "preset": info.preset, "model_id": info.model_id,
                          "render_bytes": files.render.stat().st_size})
-    index = {"format": INDEX_FORMAT, "version": 1, "motion_model_id": motion_ids.pop(), "variants": variants}
+    index = {"format": INDEX_FORMAT, "version": 1, "motion_model_id": motion_model_id, "variants": variants}
     path = out_dir / INDEX_FILE
     path.write_text(json.dumps(index, indent=2))
     return path

@@ -40,7 +40,7 @@ from codec.model import checkpoint
 from codec.model.config import ModelConfig
 from codec.model.face_model import FaceVid2VidModel, ReferenceFeatures
 from codec.model.landmark_refinement import refine_keypoints
-from codec.model.loading import pick_precision
+from codec.model.loading import load_model_for_inference, pick_precision
 from codec.train.dataset import PairBatch, PairSampler, PreparedData, SamplerConfig, validation_pairs
 from codec.train.losses import pyramid_l1, ssim_loss
 from codec.train.state import flatten_optimizer, unflatten_optimizer
@@ -248,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    teacher, teacher_id = checkpoint.load(Path(args.teacher))
-    motion_model_id = checkpoint.read_metadata(Path(args.teacher)).get("motion_model_id") or teacher_id
+    teacher, info = load_model_for_inference(Path(args.teacher), device="cpu")
     student = student_from_teacher(teacher, ModelConfig.preset(args.preset))
     config = DistillConfig(batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps)
     distiller = Distiller(teacher, student, config, pick_precision(args.precision, torch.device("cpu")))
@@ -285,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 record({"step": step, "lr": learning_rate(config, step), "s_per_step": rate, **terms})
             if step % args.save_every == 0 or step == config.max_steps:
                 distiller.save(state_path, rng)
-                checkpoint.save(student, weights_path, metadata=student_metadata(teacher_id, motion_model_id, step), half=True)
+                checkpoint.save(student, weights_path, metadata=student_metadata(info.model_id, info.motion_model_id, step), half=True)
             if step % args.validate_every == 0 or step == config.max_steps:
                 result = validate(distiller, val, pairs)
                 log.info("validation at step %d: %s", step, result)
