@@ -47,6 +47,8 @@ from bench.codecs.video import AV1_QPS, H264_CRFS, VP8_KBPS, VP9_KBPS, VideoCode
 from bench.codecs.video import h264_sweep, vp8_sweep, vp9_sweep
 from bench.synthetic_clip import SYNTHETIC_FPS, synthetic_talking_head
 from codec.bitstream import MAX_FRAMES_PER_PACKET
+from codec.enhancement.picture_rate import LADDER as PICTURE_LADDER
+from codec.enhancement.picture_rate import parse_picture_rate
 from codec.motion import MAX_NUM_KEYPOINTS
 from codec.quantize import get_preset
 
@@ -87,7 +89,7 @@ class RdConfig:
     keypoints: tuple[int, ...] = (20, 10, 5, 0)  # ours: K, how many keypoints' δ are sent
     presets: tuple[str, ...] = ("fine", "default", "coarse")  # ours: quantizer presets
     frames_per_packet: tuple[int, ...] = (1, 2, 4)  # ours: frames bundled in one motion packet
-    enhancement_qps: tuple[int, ...] = (32, 40, 48, 55, 63)  # ours+enh: AV1 qp (1..63) of each enhancement-layer rung, atop ours at K = all, 1 frame/packet (only a model with the enhancement branch)
+    enhancement_rungs: tuple[str, ...] = tuple(rate.label() for rate in PICTURE_LADDER)  # ours+enh: each enhancement-layer rung as QP or QP/N (AV1 qp 1..63, a picture with every N-th frame, N ≤ 4), atop ours at K = all, 1 frame/packet (only a model with the enhancement branch)
     h264_crf: tuple[int, ...] = H264_CRFS  # H.264 (libx264 zerolatency) CRF sweep
     vp8_kbps: tuple[int, ...] = VP8_KBPS  # VP8 (libvpx realtime) target-bitrate sweep
     vp9_kbps: tuple[int, ...] = VP9_KBPS  # VP9 (libvpx realtime) target-bitrate sweep
@@ -190,10 +192,14 @@ def validate_config(config: RdConfig) -> None:
         ("--frames-per-packet", config.frames_per_packet, 1, MAX_FRAMES_PER_PACKET),
         ("--h264-crf", config.h264_crf, 0, 51),
         ("--av1-qp", config.av1_qp, 1, 63),
-        ("--enhancement-qps", config.enhancement_qps, 1, 63),
         ("--vp8-kbps", config.vp8_kbps, 1, 100_000),
         ("--vp9-kbps", config.vp9_kbps, 1, 100_000),
     )
+    for rung in config.enhancement_rungs:
+        try:
+            parse_picture_rate(rung)
+        except ValueError as exc:
+            raise RdInputError(f"--enhancement-rungs: {exc}") from None
     for flag, values, low, high in checks:
         bad = [v for v in values if not low <= v <= high]
         if bad:
@@ -284,9 +290,9 @@ def build_codecs(config: RdConfig, ours: OursFactory | None) -> list[Codec]:
     codecs: list[Codec] = []
     if "ours" in config.codecs and ours is not None:
         codecs += ours.sweep(config.keypoints, config.presets, config.frames_per_packet)
-        if config.enhancement_qps and ours.enhancement_size > 0:
-            codecs += enhanced_sweep(ours, config.enhancement_qps)
-        elif config.enhancement_qps:
+        if config.enhancement_rungs and ours.enhancement_size > 0:
+            codecs += enhanced_sweep(ours, [parse_picture_rate(rung) for rung in config.enhancement_rungs])
+        elif config.enhancement_rungs:
             logger.info("the model has no enhancement branch: no enhancement rungs")
     sweeps: dict[str, Callable[[], list[VideoCodec]]] = {
         "h264": lambda: h264_sweep(config.h264_crf),

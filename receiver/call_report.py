@@ -112,7 +112,7 @@ class CallRecords:
         }
         if sender is not None and sender.rate is not None:
             out.update(keypoints=sender.rate.keypoints, preset=sender.rate.preset, frames_per_packet=sender.rate.frames_per_packet,
-                       enhancement_qp=sender.rate.enhancement_qp)
+                       enhancement_qp=sender.rate.enhancement_qp, enhancement_interval=sender.rate.enhancement_interval)
         return out
 
     def report(

@@ -1,11 +1,16 @@
 """The receiver's enhancement layer: decodes the pictures that ride in frame bundles and keeps each with its frame.
 
 One ``EnhancementReceiver`` per sender link. Frame bundles carry one frame each (the sender sends them
-only at one frame per packet), so the picture's position in the AV1 chain is its motion frame's
-sequence number, unwrapped here. ``LowResDecoder`` applies the loss rule: after a gap, a stale or a
-corrupt picture it returns nothing until the next key picture, and the frames in between render from
-motion alone; ``key_request_due`` says when to ask the sender for a key picture (at once, then again
-every ``key_retry_ms`` while still waiting: the key bundle itself may be lost).
+only at one frame per packet). A picture rides with every frame, or with every N-th (the bundle says N,
+``codec.enhancement.picture_rate``): its position in the AV1 chain follows from its motion frame's
+sequence number (unwrapped here): the picture after one at frame s belongs to frame s + N, and any other
+step is a lost picture (or a new chain, which starts with a key picture). ``LowResDecoder`` applies the loss
+rule: after a gap, a stale or a corrupt picture it returns nothing until the next key picture.
+
+Which picture a frame renders with (``take``): its own, else the newest decoded picture less than N frames
+older (the frames between two pictures), else none: the frame renders from motion alone (a lost, late or
+undecodable picture never freezes the face). ``key_request_due`` says when to ask the sender for a key
+picture (at once, then again every ``key_retry_ms`` while still waiting: the key bundle itself may be lost).
 
     enhancement = EnhancementReceiver(size=64)
     enhancement.receive(bundle, stream_id, seq, num_frames, now_ms)   # after the motion part was accepted
@@ -21,12 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from codec.bitstream import SEQ_MODULUS, unwrap_seq
-from codec.enhancement.bundle import FrameBundle
+from codec.enhancement.bundle import MAX_INTERVAL, FrameBundle
 from codec.exceptions import BitstreamError
 
 logger = logging.getLogger(__name__)
 
-MAX_KEPT_PICTURES = 128  # decoded pictures waiting for their frame's playout (~5 s at 25 fps; the jitter buffer holds ≤ 0.5 s)
+MAX_KEPT_PICTURES = 128  # decoded pictures kept for their frames' playout (~5 s at 25 fps; the jitter buffer holds ≤ 0.5 s)
 KEY_RETRY_MS = 300.0
 
 
@@ -55,7 +60,8 @@ class EnhancementReceiver:
             self._decoder = LowResDecoder(size)
         self._stream_id: int | None = None
         self._last_ext: int | None = None
-        self._pictures: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._pictures: OrderedDict[tuple[int, int], tuple[np.ndarray, int]] = OrderedDict()  # (stream, ext seq) -> picture, interval
+        self._chain: tuple[int, int] | None = None  # (ext seq, chain index) of the newest picture handed to the decoder
         self._newest_seq: int | None = None
         self._last_request_ms: float | None = None
         self.received = self.decoded = self.dropped = self.ignored = self.key_requests = 0
@@ -83,7 +89,7 @@ class EnhancementReceiver:
         if stream_id != self._stream_id:  # a new stream: its chain starts afresh
             if self._stream_id is not None:
                 logger.info("enhancement stream %d replaces %d: waiting for its key picture", stream_id, self._stream_id)
-            self._stream_id, self._last_ext = stream_id, None
+            self._stream_id, self._last_ext, self._chain = stream_id, None, None
             self._decoder.reset()
             self._pictures.clear()
         ext = unwrap_seq(seq, self._last_ext)
@@ -94,7 +100,7 @@ class EnhancementReceiver:
             logger.info("a frame bundle carried %d motion frames (the layer needs 1 per packet): its picture is dropped", num_frames)
             return None
         try:
-            picture = self._decoder.decode(bundle.picture, ext)
+            picture = self._decoder.decode(bundle.picture, self._chain_index(ext, bundle.interval))
         except BitstreamError as exc:  # EnhancementDecodeError: the decoder now waits for a key picture
             self.dropped += 1
             logger.info("enhancement picture of frame %d dropped: %s", seq, exc)
@@ -107,14 +113,37 @@ class EnhancementReceiver:
             return None
         self.decoded += 1
         self._last_request_ms = None  # a later loss asks again at once
-        self._pictures[(stream_id, seq)] = picture
+        self._pictures[(stream_id, ext)] = (picture, bundle.interval)
         while len(self._pictures) > MAX_KEPT_PICTURES:
             self._pictures.popitem(last=False)
         return picture
 
+    def _chain_index(self, ext: int, interval: int) -> int:
+        """The picture's place in the AV1 chain (what ``LowResDecoder.decode`` checks for gaps): one past the newest
+        picture's when it comes ``interval`` frames after it, two past (a gap: lost pictures, or a new chain that opens
+        with a key picture) when later, the newest's own (stale: ignored) when not later."""
+        if self._chain is None:
+            index = 0
+        else:
+            last_ext, last_index = self._chain
+            step = ext - last_ext
+            index = last_index + 1 if step == interval else last_index + 2 if step > 0 else last_index
+        if self._chain is None or index > self._chain[1]:
+            self._chain = (ext, index)
+        return index
+
     def take(self, stream_id: int, seq: int) -> np.ndarray | None:
-        """The decoded picture of that frame (16-bit ``seq``), once; None when there is none."""
-        return self._pictures.pop((stream_id, seq % SEQ_MODULUS), None)
+        """The picture frame ``seq`` (16 bits) renders with: its own, else the newest one less than its interval frames
+        older; None when there is none (the frame renders from motion alone)."""
+        if stream_id != self._stream_id or self._last_ext is None:
+            return None
+        ext = unwrap_seq(seq % SEQ_MODULUS, self._last_ext)
+        for age in range(MAX_INTERVAL):
+            kept = self._pictures.get((stream_id, ext - age))
+            if kept is not None:
+                picture, interval = kept
+                return picture if age < interval else None
+        return None
 
     def key_request_due(self, now_ms: float) -> int | None:
         """The sequence number to put in an ``enhancement_key`` message when one should go now, else None."""

@@ -288,9 +288,9 @@ class SenderHub:
         sender.key = key
         have = self.references.store.has(key)
         if self.enhancement_size:  # only a receiver with the branch says so: others look exactly as before
-            from codec.enhancement.bundle import BUNDLE_MAGIC
+            from codec.enhancement.bundle import READER_VERSION
 
-            sender.send_control(c.Capabilities(BUNDLE_MAGIC & 0x0F, self.enhancement_size))
+            sender.send_control(c.Capabilities(READER_VERSION, self.enhancement_size))
         if sender.rtp is not None and not sender.rtp.active and sender.rtp.start():
             sender.send_control(c.MotionTransport("rtp"))  # an older sender rejects it and keeps the data channel
             if self.config.rtc.motion_transport == "rtp+audio" and sender.audio_rtp is not None:

@@ -8,14 +8,17 @@ rate fits the ``max_kbps`` cap:
 
 On a link that can carry the enhancement layer (``set_enhancement(True)``: the receiver announced the
 capability and the model has the branch) the ladder starts with the enhanced rungs (``enhanced_ladder``):
-one frame per packet, all keypoints, the default preset, plus each frame's E×E AV1 picture in the same
-message (a frame bundle) at qp 32, 40, 48, 55 then 63; below them come the motion-only rungs. An enhanced
-rung's payload per frame is the motion packet's plus ``enhancement_bytes_per_frame(qp)``: the bundle's
-framing and the picture, measured per qp once ``MIN_MEASURE_PACKETS`` pictures were sent, else
-``_ENHANCEMENT_PRIORS`` (64², SVT-AV1) scaled by measured/prior of the qp measured last. The enhanced rungs climb
-and descend like any other; at one packet a frame they cost at least 18.6 kbps, so a cap like 8 kbps
-never reaches them. ``enhancement_qp`` pins the qp of the enhanced rung (the motion-only rungs stay below
-it); 0 takes the layer off the ladder.
+one frame per packet, all keypoints, the default preset, plus an E×E AV1 picture in the same message as its
+frame's motion (a frame bundle), from every frame at qp 32 down to every 3rd frame at qp 63
+(``codec.enhancement.picture_rate.LADDER``: at a few kbps a sharper picture less often is worth more); below
+them come the motion-only rungs. An enhanced rung's payload per frame is the motion packet's plus
+``enhancement_bytes_per_frame(rate)``: the bundle's framing and the picture over the frames it serves, measured
+per (qp, interval) once ``MIN_MEASURE_PACKETS`` pictures were sent, else ``_ENHANCEMENT_PRIORS`` (64², SVT-AV1)
+scaled by measured/prior of the rate measured last. A receiver that reads only version-1 bundles gets no
+interval above 1 (``set_enhancement``). The enhanced rungs climb
+and descend like any other; at one packet a frame they cost at least 10 kbps (RTP headers), so a cap like 8 kbps
+never reaches them. ``enhancement_qp`` pins the qp of the enhanced rung, a picture with every frame (the
+motion-only rungs stay below it); 0 takes the layer off the ladder.
 
 ``payload_bytes_per_frame`` is the average over the rung's recent packets once 8 were sent, else a
 prior fitted on the synthetic trace (``_PRIORS``) scaled by measured/prior of the current rung;
@@ -58,6 +61,8 @@ from typing import Any
 import numpy as np
 
 from codec.bitstream import Feedback
+from codec.enhancement.picture_rate import LADDER as PICTURE_LADDER
+from codec.enhancement.picture_rate import MAX_INTERVAL, PictureRate
 from codec.motion import MotionParams
 from codec.quantize import DEFAULT_PRESET_ID, PRESETS_BY_NAME, get_preset
 from signaling.control import DelayReport, RateDecision
@@ -95,12 +100,15 @@ RERANK_S = 5.0  # at a held K, the keypoints sent are revised at most this often
 # bitstream and presets of 2026-11-24 (codec.bitstream v1, presets fine/default/coarse).
 _PRIORS = {1: (2.251, 0.487, 8.894, 0.23), 2: (1.486, 0.265, 8.666, 0.152), 3: (0.924, 0.166, 8.185, 0.116)}
 
-ENHANCEMENT_QPS = (32, 40, 48, 55, 63)  # the enhanced rungs' SVT-AV1 qps, best first
 BUNDLE_FRAMING_BYTES = 4  # a frame bundle's magic, two length varints and flags (codec.enhancement.bundle)
 # Prior enhancement picture bytes per frame by qp: E = 64, SVT-AV1 (codec.enhancement.lowres_codec) on the
 # training people's face crops at 25 fps, inter pictures (python -m codec.data enhance, 2026-12-06); other qps
 # are interpolated log-linearly.
 _ENHANCEMENT_PRIORS = {32: 143.0, 40: 82.0, 48: 47.5, 55: 32.0, 63: 23.0}
+# A picture with every N-th frame is coded N frames after the one before: it costs more than one a frame after.
+# Bytes per picture at N over those at 1, validation people, qps 32-63 (codec.enhancement.picture_rate's table):
+# 1.13-1.32 at 2, 1.22-1.56 at 3; 4 extrapolated.
+_INTERVAL_PICTURE_FACTOR = {1: 1.0, 2: 1.28, 3: 1.5, 4: 1.7}
 
 
 @dataclass(frozen=True)
@@ -110,12 +118,18 @@ class Rung:
     frames_per_packet: int
     keypoints: int
     preset_id: int
-    enhancement_qp: int | None = None  # each frame's enhancement picture at this qp, bundled with its motion (None: motion only)
+    enhancement_qp: int | None = None  # the enhancement picture's qp, bundled with its frame's motion (None: motion only)
+    enhancement_interval: int = 1  # a picture with every N-th frame (the frames between render with the newest one)
 
     @property
     def motion_rung(self) -> Rung:
         """The same motion settings without the enhancement layer (their motion packets are the same)."""
         return Rung(self.frames_per_packet, self.keypoints, self.preset_id)
+
+    @property
+    def picture_rate(self) -> PictureRate | None:
+        """The enhancement layer's qp and interval on this rung (None: motion only)."""
+        return None if self.enhancement_qp is None else PictureRate(self.enhancement_qp, self.enhancement_interval)
 
 
 def default_ladder(num_keypoints: int) -> tuple[Rung, ...]:
@@ -131,20 +145,21 @@ def default_ladder(num_keypoints: int) -> tuple[Rung, ...]:
     return tuple(out)
 
 
-def enhanced_ladder(num_keypoints: int, qps: tuple[int, ...] | None = None) -> tuple[Rung, ...]:
-    """The rungs above ``default_ladder`` on a link with the enhancement layer, best (lowest qp) first
-    (qps: default ``ENHANCEMENT_QPS``)."""
-    return tuple(Rung(1, num_keypoints, DEFAULT_PRESET_ID, qp) for qp in (ENHANCEMENT_QPS if qps is None else qps))
+def enhanced_ladder(num_keypoints: int, rates: tuple[PictureRate, ...] | None = None) -> tuple[Rung, ...]:
+    """The rungs above ``default_ladder`` on a link with the enhancement layer, best first (``rates``: the layer's
+    qp and picture interval of each, default ``codec.enhancement.picture_rate.LADDER``)."""
+    return tuple(Rung(1, num_keypoints, DEFAULT_PRESET_ID, rate.qp, rate.interval) for rate in rates or PICTURE_LADDER)
 
 
-def prior_enhancement_bytes(qp: int) -> float:
-    """Prior bytes a frame bundle adds to its motion packet at ``qp``: the framing plus the picture (log-linear
-    between the measured qps of ``_ENHANCEMENT_PRIORS``, extended along the nearest segment beyond them)."""
+def prior_enhancement_bytes(qp: int, interval: int = 1) -> float:
+    """Prior bytes a frame bundle adds to its motion packet at ``qp``, a picture with every ``interval``-th frame: the
+    framing plus the picture (log-linear between the measured qps of ``_ENHANCEMENT_PRIORS``, extended along the
+    nearest segment beyond them, times ``_INTERVAL_PICTURE_FACTOR``)."""
     qps = sorted(_ENHANCEMENT_PRIORS)
     i = min(max(1, int(np.searchsorted(qps, qp))), len(qps) - 1)
     (q0, q1), (b0, b1) = (qps[i - 1], qps[i]), (_ENHANCEMENT_PRIORS[qps[i - 1]], _ENHANCEMENT_PRIORS[qps[i]])
     picture = float(np.exp(np.log(b0) + (qp - q0) / (q1 - q0) * (np.log(b1) - np.log(b0))))
-    return BUNDLE_FRAMING_BYTES + picture
+    return BUNDLE_FRAMING_BYTES + picture * _INTERVAL_PICTURE_FACTOR[interval]
 
 
 def prior_bytes_per_frame(rung: Rung) -> float:
@@ -166,6 +181,7 @@ class Decision:
         return RateDecision(
             self.rung.keypoints, get_preset(self.rung.preset_id).name, self.rung.frames_per_packet,
             self.max_kbps, round(self.estimated_kbps, 2), self.reason, self.rung.enhancement_qp,
+            None if self.rung.enhancement_qp is None else self.rung.enhancement_interval,
         )
 
 
@@ -199,6 +215,7 @@ class BandwidthController:
             )
         self.pin_enhancement_qp = enhancement_qp
         self.enhancement_available = False  # the link can carry the layer (set_enhancement)
+        self.max_enhancement_interval = MAX_INTERVAL  # the longest picture interval the receiver reads (set_enhancement)
         self._importance = np.zeros(num_keypoints, np.float64)
         self._baseline = np.zeros((num_keypoints, 3), np.float64)
         if expression_baseline is not None:
@@ -209,8 +226,8 @@ class BandwidthController:
         self._order: tuple[int, ...] = tuple(range(num_keypoints))
         self._ordered_at = -1e9  # when the keypoints sent were last chosen
         self._measured: dict[Rung, deque[tuple[int, int]]] = {}  # recent (motion payload bytes, frames) per motion rung
-        self._enhancement_measured: dict[int, deque[int]] = {}  # recent bundle bytes beyond the motion packet, per qp
-        self._enhancement_qp_seen: int | None = None  # the qp of the newest picture measured
+        self._enhancement_measured: dict[PictureRate, deque[int]] = {}  # recent bundle bytes beyond the motion packet
+        self._enhancement_rate_seen: PictureRate | None = None  # the qp and interval of the newest picture measured
         self._last_packet_rung: Rung | None = None
         self._skip_until = 0.0
         self._wire: deque[tuple[float, int]] = deque()  # (time s, cumulative wire bytes sent)
@@ -247,17 +264,19 @@ class BandwidthController:
         self.pin_keypoints, self.pin_frames_per_packet = keypoints, frames_per_packet
         self._changed_at = -1e9
 
-    def set_enhancement(self, available: bool) -> None:
-        """Whether the link can carry the enhancement layer (the receiver reads frame bundles at the model's E)."""
-        if available != self.enhancement_available:
+    def set_enhancement(self, available: bool, max_interval: int = MAX_INTERVAL) -> None:
+        """Whether the link can carry the enhancement layer (the receiver reads frame bundles at the model's E), and
+        the longest picture interval its receiver reads (1 for a reader of version-1 bundles only)."""
+        if available != self.enhancement_available or max_interval != self.max_enhancement_interval:
             self.enhancement_available = available
+            self.max_enhancement_interval = max_interval
             self._changed_at = -1e9  # re-decide at once
 
     def _candidates(self, max_fpp: int | None = None) -> list[Rung]:
         """The ladder with the pins applied; ``max_fpp`` lowers the frames per packet of the rungs above it (pins excepted)."""
         enhanced: tuple[Rung, ...] = ()
         if self.enhancement_available and self.pin_enhancement_qp != 0 and self.pin_frames_per_packet in (None, 1):
-            enhanced = enhanced_ladder(self.num_keypoints)
+            enhanced = tuple(r for r in enhanced_ladder(self.num_keypoints) if r.enhancement_interval <= self.max_enhancement_interval)
         out: list[Rung] = []
         for rung in enhanced + self.ladder:
             qp = rung.enhancement_qp
@@ -267,6 +286,7 @@ class BandwidthController:
                 rung.keypoints if self.pin_keypoints is None else self.pin_keypoints,
                 self.pin_preset or rung.preset_id,
                 None if qp is None else self.pin_enhancement_qp or qp,
+                1 if self.pin_enhancement_qp else rung.enhancement_interval,  # a pinned qp: a picture with every frame
             )
             if pinned not in out:
                 out.append(pinned)
@@ -287,10 +307,11 @@ class BandwidthController:
             self._last_packet_rung, self._skip_until = rung, now_s + SKIP_AFTER_CHANGE_S  # picture when the qp changed,
         if now_s >= self._skip_until:  # references not yet confirmed) are not typical of the rung
             self._measured.setdefault(rung.motion_rung, deque(maxlen=MEASURE_PACKETS)).append((size_bytes, max(1, frames)))
-            if rung.enhancement_qp is not None and enhancement_bytes > 0:
-                pictures = self._enhancement_measured.setdefault(rung.enhancement_qp, deque(maxlen=MEASURE_PACKETS))
+            rate = rung.picture_rate
+            if rate is not None and enhancement_bytes > 0:
+                pictures = self._enhancement_measured.setdefault(rate, deque(maxlen=MEASURE_PACKETS))
                 pictures.append(enhancement_bytes)
-                self._enhancement_qp_seen = rung.enhancement_qp
+                self._enhancement_rate_seen = rate
         self._motion_wire_total += size_bytes + enhancement_bytes + self.packet_overhead_bytes
 
     def set_packet_overhead(self, overhead_bytes: int) -> None:
@@ -348,30 +369,35 @@ class BandwidthController:
             return None
         return sum(b for b, _ in samples) / sum(f for _, f in samples)
 
-    def _measured_enhancement(self, qp: int) -> float | None:
-        samples = self._enhancement_measured.get(qp)
+    def _measured_enhancement(self, rate: PictureRate) -> float | None:
+        samples = self._enhancement_measured.get(rate)
         if samples is None or len(samples) < MIN_MEASURE_PACKETS:
             return None
         return sum(samples) / len(samples)
 
-    def enhancement_bytes_per_frame(self, qp: int) -> float:
-        """Bytes a frame bundle adds at ``qp``: measured when enough pictures at that qp were seen, else the prior
-        scaled by measured/prior of the qp measured last (the face and E differ from the priors')."""
-        measured = self._measured_enhancement(qp)
+    def enhancement_bytes_per_picture(self, rate: PictureRate) -> float:
+        """Bytes a frame bundle adds at ``rate``: measured when enough of its pictures were seen, else the prior scaled
+        by measured/prior of the rate measured last (the face and E differ from the priors')."""
+        measured = self._measured_enhancement(rate)
         if measured is not None:
             return measured
-        prior = prior_enhancement_bytes(qp)
-        seen_qp = self._enhancement_qp_seen
-        if seen_qp is not None:
-            seen = self._measured_enhancement(seen_qp)
+        prior = prior_enhancement_bytes(rate.qp, rate.interval)
+        seen_rate = self._enhancement_rate_seen
+        if seen_rate is not None:
+            seen = self._measured_enhancement(seen_rate)
             if seen is not None:
-                return prior * seen / prior_enhancement_bytes(seen_qp)
+                return prior * seen / prior_enhancement_bytes(seen_rate.qp, seen_rate.interval)
         return prior
+
+    def enhancement_bytes_per_frame(self, rate: PictureRate) -> float:
+        """What the layer adds per frame at ``rate``: a picture's bundle bytes over the frames it serves."""
+        return self.enhancement_bytes_per_picture(rate) / rate.interval
 
     def payload_bytes_per_frame(self, rung: Rung) -> float:
         """Measured for this rung's motion when enough packets were seen, else the prior scaled by the current
         rung's measured/prior; plus ``enhancement_bytes_per_frame`` on an enhanced rung."""
-        enhancement = 0.0 if rung.enhancement_qp is None else self.enhancement_bytes_per_frame(rung.enhancement_qp)
+        rate = rung.picture_rate
+        enhancement = 0.0 if rate is None else self.enhancement_bytes_per_frame(rate)
         measured = self._measured_per_frame(rung)
         if measured is not None:
             return measured + enhancement
@@ -417,7 +443,7 @@ class BandwidthController:
         cur_index = candidates.index(current) if current in candidates else None
         if cur_index is None and current is not None and max_fpp is not None and current.frames_per_packet > max_fpp:
             # Heavy loss caught us above the ceiling: continue from the same setting at the ceiling's frames per packet.
-            capped = Rung(max_fpp, current.keypoints, current.preset_id, current.enhancement_qp)
+            capped = Rung(max_fpp, current.keypoints, current.preset_id, current.enhancement_qp, current.enhancement_interval)
             cur_index = candidates.index(capped) if capped in candidates else None
         reason = ""
         target = 0
@@ -476,7 +502,7 @@ class BandwidthController:
         logger.info(
             "rate: K=%d %s fpp=%d %s, predicted %.1f kbps (%s)",
             rung.keypoints, get_preset(rung.preset_id).name, rung.frames_per_packet,
-            "motion only" if rung.enhancement_qp is None else f"enhancement qp {rung.enhancement_qp}",
+            "motion only" if rung.picture_rate is None else f"enhancement {rung.picture_rate.label()}",
             decision.estimated_kbps, reason,
         )
         self.current = decision
@@ -486,6 +512,6 @@ class BandwidthController:
 
 
 __all__ = [
-    "BandwidthController", "Decision", "ENHANCEMENT_QPS", "PACKET_OVERHEAD_BYTES", "Rung", "default_ladder", "enhanced_ladder",
+    "BandwidthController", "Decision", "PACKET_OVERHEAD_BYTES", "Rung", "default_ladder", "enhanced_ladder",
     "prior_enhancement_bytes",
 ]

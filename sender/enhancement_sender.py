@@ -41,6 +41,7 @@ class EnhancementSender:
         self.encoder: Any = None  # a LowResEncoder, opened on the first picture
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self._encoded = 0  # pictures the current encoder returned
+        self._since_picture = 0  # frames of an enhanced rung sent without a picture since the last one
         self.paused = True  # no picture went out for the previous frame: the next one must be a key frame
         self.last_key_seq: int | None = None  # motion seq of the newest key picture sent
         self.pictures = 0
@@ -52,14 +53,25 @@ class EnhancementSender:
         self.qp: int | None = None  # of the newest picture
         self.encode_ms: deque[float] = deque(maxlen=500)
 
+    def due(self, interval: int) -> bool:
+        """Whether this frame gets a picture at one picture every ``interval`` frames: the first after a pause (a
+        key), then every ``interval``-th frame offered (``skip`` counts the ones in between)."""
+        return self.paused or self._since_picture + 1 >= interval
+
+    def skip(self) -> None:
+        """A frame of an enhanced rung went without a picture (not due): the receiver renders it with the last one."""
+        self._since_picture += 1
+
     def encode(self, face: np.ndarray, size: int, qp: int, fps: float) -> tuple[bytes, bool]:
-        """This frame's picture at ``qp`` and whether it is a key frame; ``EncoderHung`` if SVT-AV1 hung."""
+        """This frame's picture at ``qp``, coded as a stream at ``fps`` (the call's rate / the interval), and whether it
+        is a key frame; ``EncoderHung`` if SVT-AV1 hung."""
         if self.encoder is None:
             self.encoder = self._factory(size, qp, fps)
             self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="svt-av1")
             self._encoded = 0
         assert self._worker is not None
         self.encoder.set_qp(qp)
+        self.encoder.set_fps(fps)
         self.qp = qp
         timeout_s = FIRST_ENCODE_TIMEOUT_S if self._encoded == 0 else ENCODE_TIMEOUT_S
         start = time.perf_counter()
@@ -75,6 +87,7 @@ class EnhancementSender:
             ) from None
         self.encode_ms.append((time.perf_counter() - start) * 1000.0)
         self._encoded += 1
+        self._since_picture = 0
         self.paused = False
         return data, bool(self.encoder.last_was_key)
 

@@ -40,7 +40,7 @@ import numpy as np
 from aiortc import RTCDataChannel
 
 from codec.bitstream import unpack_feedback, unpack_header
-from codec.enhancement.bundle import BUNDLE_MAGIC, pack_bundle
+from codec.enhancement.bundle import BUNDLE_MAGIC, INTERVAL_READER_VERSION, MAX_INTERVAL, pack_bundle
 from codec.exceptions import BitstreamError
 from codec.prediction import DEFAULT_KEY_INTERVAL_FRAMES, MotionPacketizer
 from codec.quantize import get_preset
@@ -489,7 +489,7 @@ class Sender:
             rx.controller.on_delay_report(msg)
         elif isinstance(msg, c.Capabilities):
             rx.capabilities = msg
-            rx.controller.set_enhancement(self._layer_possible(rx))
+            rx.controller.set_enhancement(self._layer_possible(rx), MAX_INTERVAL if msg.frame_bundle >= INTERVAL_READER_VERSION else 1)
             self._event("capabilities", f"{rx.peer_id}: frame bundle {msg.frame_bundle}, enhancement {msg.enhancement_size}")
         elif isinstance(msg, c.MotionTransport):
             self._on_motion_transport(rx, msg)
@@ -670,15 +670,20 @@ class Sender:
         return rung is not None and rung.enhancement_qp is not None and rung.frames_per_packet == 1 and self._layer_possible(rx)
 
     def _with_picture(self, rx: _ReceiverLink, frame: MotionFrame, packet: bytes, frames_in_packet: int) -> bytes:
-        """The frame bundle of ``packet`` and this frame's picture when the layer is on, else ``packet`` itself."""
+        """The frame bundle of ``packet`` and this frame's picture when the layer is on and a picture is due (every
+        frame, or every N-th on a rung with a picture interval N), else ``packet`` itself."""
         layer = rx.enhancement
         if not self._layer_on(rx) or frame.face is None or frames_in_packet != 1:
             layer.paused = True
             return packet
         assert rx.rung is not None and rx.rung.enhancement_qp is not None
+        interval = rx.rung.enhancement_interval
+        if not layer.due(interval):
+            layer.skip()  # the receiver renders this frame with the newest picture
+            return packet
         try:
-            picture, key = layer.encode(frame.face, self.enhancement_size, rx.rung.enhancement_qp, self.source.fps)
-            message = pack_bundle(packet, picture, key)
+            picture, key = layer.encode(frame.face, self.enhancement_size, rx.rung.enhancement_qp, self.source.fps / interval)
+            message = pack_bundle(packet, picture, key, interval)
         except (ValueError, RuntimeError) as exc:  # a face crop smaller than E, an SVT-AV1 surprise: motion alone
             logger.warning("%s: enhancement picture not sent: %s", rx.link.prefix, exc)
             layer.paused = True
@@ -735,11 +740,12 @@ class Sender:
 
 
 def _rung_dict(rung: Rung) -> dict[str, Any]:
-    """The rung for stats; ``enhancement_qp`` only on an enhanced rung (as in ``rate_decision``)."""
+    """The rung for stats; ``enhancement_qp`` and ``enhancement_interval`` only on an enhanced rung (as in ``rate_decision``)."""
     out: dict[str, Any] = {"keypoints": rung.keypoints, "preset": get_preset(rung.preset_id).name,
                            "frames_per_packet": rung.frames_per_packet}
     if rung.enhancement_qp is not None:
         out["enhancement_qp"] = rung.enhancement_qp
+        out["enhancement_interval"] = rung.enhancement_interval
     return out
 
 

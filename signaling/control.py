@@ -102,6 +102,7 @@ class RateDecision:
     estimated_kbps: float
     reason: str
     enhancement_qp: int | None = None  # the enhancement layer's qp on this rung (None: motion only); omitted when None
+    enhancement_interval: int | None = None  # a picture with every N-th frame on this rung (None: motion only, or 1)
 
 
 @dataclass(frozen=True)
@@ -334,6 +335,7 @@ def decode_control(data: str | bytes) -> ControlMessage:
             _integer(obj, "keypoints", 0, 64), _text(obj, "preset", 32), _integer(obj, "frames_per_packet", 1, 64),  # type: ignore[arg-type]
             _number(obj, "max_kbps", 0.0, 1e6, optional=True), _number(obj, "estimated_kbps", 0.0, 1e6), _text(obj, "reason", 256),  # type: ignore[arg-type]
             None if obj.get("enhancement_qp") is None else _integer(obj, "enhancement_qp", 1, 63),
+            None if obj.get("enhancement_interval") is None else _integer(obj, "enhancement_interval", 1, 4),
         )
     if cls is MotionTransport:
         transport = _text(obj, "transport", 16)

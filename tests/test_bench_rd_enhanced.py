@@ -19,6 +19,7 @@ from bench.rd import RdConfig, RdInputError, run_rd, validate_config
 from bench.synthetic_clip import synthetic_talking_head
 from codec.enhancement.bundle import pack_bundle
 from codec.enhancement.lowres_codec import LowResEncoder, is_key_frame
+from codec.enhancement.picture_rate import PictureRate
 from codec.model.config import ModelConfig
 from codec.model.face_model import FaceVid2VidModel
 from codec.model.wrappers import FrameSynthesizer, MotionEncoder
@@ -105,6 +106,32 @@ def test_zero_heads_render_as_motion_only_a_trained_branch_does_not(
         assert np.array_equal(enhanced, plain) is same
 
 
+def test_a_picture_every_nth_frame_and_the_newest_one_between(zero_branch: OursFactory, trained_branch: OursFactory,
+                                                               clip: BenchClip) -> None:
+    every, third = enhanced_sweep(zero_branch, (PictureRate(40), PictureRate(40, 3)))
+    assert third.name.endswith(f"enh{E} qp40/3") and third.params()["enhancement_interval"] == 3
+    coded = third.layer.coded(clip, PictureRate(40, 3))
+    sizes = np.array(coded.sizes, dtype=object)  # python ints, as the codec sees them
+    assert all(s > 0 for s in sizes[::3]) and not any(sizes[np.arange(clip.frames.shape[0]) % 3 > 0])
+    for i in range(1, clip.frames.shape[0]):  # a frame without a picture renders with the newest one
+        if i % 3:
+            assert np.array_equal(coded.pictures[i], coded.pictures[i - i % 3])
+    with LowResEncoder(E, 40, FPS / 3) as encoder:  # the same stream, coded afresh at a third of the rate
+        pictures = [encoder.encode(frame) for frame in clip.frames[::3]]
+    assert [len(p) for p in pictures] == list(sizes[::3])
+    info, _ = third.run(clip)
+    motion = OursCodec(zero_branch, K, "default", 1).stream(clip).packets
+    messages = [frame_bundle_bytes(m, s) if s else m for m, s in zip(motion, sizes[1:])]  # frames 1..N-1
+    assert info.wire_bytes == sum(motion_wire_bytes(size) for size in messages)
+    assert info.payload_bytes == sum(motion) + int(sizes[1:].sum())
+    assert info.payload_bytes < every.run(clip)[0].payload_bytes
+    # a trained branch renders the in-between frames with the stale picture, not from motion alone
+    (stale,) = enhanced_sweep(trained_branch, (PictureRate(40, 3),))
+    _, with_stale = stale.run(clip, np.array([0]))  # driving frame 1: frame 0's picture
+    _, plain = OursCodec(trained_branch, K, "default", 1).run(clip, np.array([0]))
+    assert not np.array_equal(with_stale, plain)
+
+
 def test_lower_qp_costs_more_bytes(zero_branch: OursFactory, clip: BenchClip) -> None:
     fine, coarse = (codec.run(clip, np.array([0]))[0] for codec in enhanced_sweep(zero_branch, (20, 63)))
     assert fine.payload_bytes > coarse.payload_bytes and fine.start_payload_bytes > coarse.start_payload_bytes
@@ -114,14 +141,15 @@ def test_lower_qp_costs_more_bytes(zero_branch: OursFactory, clip: BenchClip) ->
 def test_a_motion_only_model_has_no_rungs_and_qps_are_checked() -> None:
     with pytest.raises(ValueError, match="no enhancement branch"):
         enhanced_sweep(_factory("tiny"), (40,))
-    for bad in ((0,), (40, 64)):
-        with pytest.raises(RdInputError, match=r"--enhancement-qps values must be in \[1, 63\]"):
-            validate_config(RdConfig(enhancement_qps=bad))
+    for bad, said in ((("0",), "qp must be in 1..63"), (("40", "64"), "qp must be in 1..63"),
+                      (("48/5",), "every 1st to 4th frame"), (("fast",), "QP or QP/N")):
+        with pytest.raises(RdInputError, match=f"--enhancement-rungs: .*{said}"):
+            validate_config(RdConfig(enhancement_rungs=bad))
 
 
 def _rd_config() -> RdConfig:
     return RdConfig(synthetic=True, frames=4, score_every=1, identity_every=100, size=64, codecs=("ours",),
-                    keypoints=(20,), presets=("coarse",), frames_per_packet=(1,), enhancement_qps=(40, 63))
+                    keypoints=(20,), presets=("coarse",), frames_per_packet=(1,), enhancement_rungs=("40", "63/2"))
 
 
 def test_rd_sweep_adds_the_rungs_for_a_model_with_the_branch(zero_branch: OursFactory) -> None:
@@ -129,7 +157,8 @@ def test_rd_sweep_adds_the_rungs_for_a_model_with_the_branch(zero_branch: OursFa
     points = result["points"]
     ours = [p for p in points if p["codec"] == "ours"]
     enhanced = [p for p in points if p["codec"] == "ours+enh"]
-    assert [p["setting"] for p in enhanced] == [f"K={K} default 1f/packet enh{E} qp{qp}" for qp in (40, 63)]
+    assert [p["setting"] for p in enhanced] == [f"K={K} default 1f/packet enh{E} {rung}" for rung in ("qp40", "qp63/2")]
+    assert [p["params"]["enhancement_interval"] for p in enhanced] == [1, 2]
     assert points[-1]["codec"] == "no-motion floor"
     for point in enhanced:
         assert set(point) == set(ours[0])  # every field make_point and the floor gap give

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from receiver.session import Receiver, ReceiverConfig
-from sender.controller import ENHANCEMENT_QPS
+from codec.enhancement.picture_rate import LADDER as PICTURE_LADDER
 from sender.session import Sender, SenderConfig
 from sender.sources import MotionFrame, TraceSource
 from signaling.server import RunningServer
@@ -169,7 +169,7 @@ async def test_a_receiver_without_the_capability_gets_plain_motion_packets(serve
 
 async def test_the_controller_picks_an_enhanced_rung_with_no_cap(server: RunningServer) -> None:  # noqa: F811
     """No cap, nothing pinned: the receiver's capability puts the enhanced rungs on the ladder and the controller
-    takes the best one (the lowest qp of ENHANCEMENT_QPS at 1 frame/packet); the receiver is told, and renders frames with their picture."""
+    takes the best one (the first of PICTURE_LADDER: its lowest qp, a picture every frame, at 1 frame/packet); the receiver is told, and renders frames with their picture."""
     frames = 40
     messages = RecordMessages()
     receiver, sender, _ = tiny_enh_call(server.url, "enh-auto", frames, messages, frames_per_packet=None, enhancement_qp=None)
@@ -184,12 +184,13 @@ async def test_the_controller_picks_an_enhanced_rung_with_no_cap(server: Running
     receiver._add_sender = wrapped  # type: ignore[method-assign]
     assert await run_call(receiver, sender) == ("max_frames", "stopped")
     (stats,) = sender.link_stats()
-    assert stats["decisions"][0]["enhancement_qp"] == ENHANCEMENT_QPS[0] and stats["decisions"][0]["frames_per_packet"] == 1
-    assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": ENHANCEMENT_QPS[0]}
+    assert stats["decisions"][0]["enhancement_qp"] == PICTURE_LADDER[0].qp and stats["decisions"][0]["frames_per_packet"] == 1
+    assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": PICTURE_LADDER[0].qp,
+                             "enhancement_interval": PICTURE_LADDER[0].interval}
     assert messages.first_bytes and set(messages.first_bytes) == {0xB1}  # every message a bundle
-    assert stats["enhancement"]["qp"] == ENHANCEMENT_QPS[0] and stats["enhancement"]["pictures"] == len(messages.first_bytes)
+    assert stats["enhancement"]["qp"] == PICTURE_LADDER[0].qp and stats["enhancement"]["pictures"] == len(messages.first_bytes)
     (link,) = links
-    assert link.rate is not None and link.rate.enhancement_qp == ENHANCEMENT_QPS[0] and link.rate.reason == "no cap"
+    assert link.rate is not None and link.rate.enhancement_qp == PICTURE_LADDER[0].qp and link.rate.reason == "no cap"
     report = receiver.report()
     assert report["frames_output"] >= frames and report["render_errors"] == 0
     assert report["enhancement_decoded"] >= frames - 3 and report["frames_rendered_enhanced"] > 0
@@ -208,3 +209,33 @@ async def test_a_source_without_face_crops_stays_on_the_motion_only_ladder(serve
     (stats,) = sender.link_stats()
     assert stats["enhancement"]["pictures"] == 0
     assert all(d.rung.enhancement_qp is None for d in sender.link_history[0].controller.decisions)
+
+
+async def test_a_picture_every_third_frame_serves_the_frames_between_and_a_lost_one_costs_only_the_layer(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """The controller's ladder holding one rung, qp 48 with every 3rd frame: bundles go with frames 0, 3, 6, ... and
+    plain motion packets between; the receiver renders the frames between with the newest picture. Frame 15's bundle
+    is dropped: its motion is concealed, the frames up to the next key picture render from motion alone."""
+    import sender.controller as controller_module
+    from codec.enhancement.picture_rate import PictureRate
+
+    monkeypatch.setattr(controller_module, "PICTURE_LADDER", (PictureRate(48, 3),))
+    frames = 60
+    messages = RecordMessages(drop=(15,))
+    receiver, sender, _ = tiny_enh_call(server.url, "enh-every-3rd", frames, messages, enhancement_qp=None)
+    assert await run_call(receiver, sender) == ("max_frames", "stopped")
+    bundles = [i for i, b in enumerate(messages.first_bytes) if b == 0xB1]
+    assert bundles[:6] == [0, 3, 6, 9, 12, 15] and all(b >> 4 == 0xA for i, b in enumerate(messages.first_bytes[:15]) if i % 3)
+    (stats,) = sender.link_stats()
+    assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": 48,
+                             "enhancement_interval": 3}
+    assert stats["decisions"][0]["enhancement_interval"] == 3
+    layer = stats["enhancement"]
+    assert layer["pictures"] == len(bundles) and layer["key_pictures"] >= 2 and layer["key_requests"] >= 1
+    report = receiver.report()
+    assert report["frames_output"] >= frames and report["render_errors"] == 0
+    assert report["enhancement_key_requests"] >= 1
+    # Pictures every 3rd frame, yet most frames render with one (the newest); after the loss some render without.
+    assert report["frames_rendered_enhanced"] > 2 * report["enhancement_decoded"] > 0
+    assert 0 < report["frames_rendered"] - report["frames_rendered_enhanced"] < report["frames_rendered_enhanced"]

@@ -44,6 +44,17 @@ def test_round_trip_at_the_limits_and_real_packets() -> None:
         assert bundle.motion_packet == packet and bundle.key == (i == 0)
 
 
+def test_the_picture_interval_rides_in_flag_bits_2_1() -> None:
+    for interval in range(1, 5):
+        message = pack_bundle(MOTION, PICTURE, key=interval == 2, interval=interval)
+        assert message[1 + 1 + len(MOTION)] == (interval == 2) | (interval - 1) << 1
+        assert unpack_bundle(message) == FrameBundle(MOTION, PICTURE, interval == 2, interval)
+    assert pack_bundle(MOTION, PICTURE, key=True) == pack_bundle(MOTION, PICTURE, key=True, interval=1)  # version-1 readers' bundles
+    for bad in (0, 5, 2.0):
+        with pytest.raises(ValueError, match="picture interval"):
+            pack_bundle(MOTION, PICTURE, key=False, interval=bad)  # type: ignore[arg-type]
+
+
 def test_is_bundle_tells_plain_motion_packets_apart() -> None:
     assert is_bundle(pack_bundle(MOTION, PICTURE, False))
     assert not is_bundle(MOTION) and not is_bundle(b"") and not is_bundle("\xb1")  # type: ignore[arg-type]
@@ -63,7 +74,7 @@ def test_is_bundle_tells_plain_motion_packets_apart() -> None:
         (bytes([0xB1, 5, 0xA1, 0]), "truncated frame bundle: motion packet of 5 bytes but only 2 remain"),
         (bytes([0xB1, 1, 0x51, 0, 1, 0]), "frame bundle's motion part starts with 0x51, not a motion packet (0xA_)"),
         (bytes([0xB1, 1, 0xA1]), "truncated frame bundle: no flags byte after the 1-byte motion packet"),
-        (bytes([0xB1, 1, 0xA1, 0x02, 1, 0]), "frame bundle flags 0x02 set reserved bits (only bit 0, key, is defined)"),
+        (bytes([0xB1, 1, 0xA1, 0x08, 1, 0]), "frame bundle flags 0x08 set reserved bits (bit 0 is key, bits 2-1 the interval; 7-3 are reserved)"),
         (bytes([0xB1, 1, 0xA1, 0x00, 0]), "frame bundle picture length 0 is outside 1..65536"),
         (bytes([0xB1, 1, 0xA1, 0x00, 0x81, 0x80, 0x04]), "frame bundle picture length 65537 is outside 1..65536"),
         (bytes([0xB1, 1, 0xA1, 0x01, 3, 1, 2]), "frame bundle picture length 3 does not fill the message: 2 bytes follow its length field"),
@@ -118,5 +129,5 @@ def test_fuzz_only_the_documented_error() -> None:
             rejected += 1
             continue
         parsed += 1
-        assert pack_bundle(bundle.motion_packet, bundle.picture, bundle.key) == message  # canonical: one message per bundle
+        assert pack_bundle(bundle.motion_packet, bundle.picture, bundle.key, bundle.interval) == message  # canonical: one message per bundle
     assert parsed + rejected == 3000 and rejected > 1000 and parsed > 50

@@ -86,6 +86,19 @@ def test_one_packet_per_frame_without_delay_and_keys(stream: list[bytes], caplog
     assert "end of the stream" not in caplog.text
 
 
+def test_set_fps_reopens_with_a_key_frame(faces: np.ndarray) -> None:
+    with LowResEncoder(SIZE, qp=55, fps=25.0) as encoder:
+        encoder.encode(faces[0])
+        encoder.encode(faces[1])
+        assert not encoder.last_was_key
+        encoder.set_fps(25.0)  # unchanged: no re-open
+        encoder.encode(faces[2])
+        assert not encoder.last_was_key
+        encoder.set_fps(25.0 / 3)  # a picture with every 3rd frame
+        data = encoder.encode(faces[3])
+        assert encoder.last_was_key and is_key_frame(data) and encoder.fps == pytest.approx(25.0 / 3)
+
+
 def test_request_key_and_set_qp(faces: np.ndarray) -> None:
     encoder = LowResEncoder(SIZE, qp=55)
     out = [encoder.encode(faces[i]) for i in range(3)]
@@ -167,6 +180,8 @@ def test_bad_settings_are_rejected() -> None:
         LowResEncoder(SIZE, qp=70)
     with pytest.raises(ValueError, match="qp must be an integer in 1..63"):
         LowResEncoder(SIZE).set_qp(0)
+    with pytest.raises(ValueError, match="fps must be positive"):
+        LowResEncoder(SIZE).set_fps(0)
     with pytest.raises(ValueError, match="even number of pixels"):
         LowResEncoder(47)
 

@@ -19,12 +19,13 @@ def faces(count: int, size: int = 64) -> list[np.ndarray]:
     return [np.stack([(x * 4 + 5 * i) % 256, (y * 4) % 256, np.full_like(x, 60 + 3 * i)], axis=-1).astype(np.uint8) for i in range(count)]
 
 
-def bundles(count: int, keys: tuple[int, ...] = ()) -> list[FrameBundle]:
-    with LowResEncoder(E, 40, 25.0) as encoder:
+def bundles(count: int, keys: tuple[int, ...] = (), interval: int = 1) -> list[FrameBundle]:
+    """The pictures of ``count`` pictures' frames (a picture with every ``interval``-th frame: the stream at 25/interval fps)."""
+    with LowResEncoder(E, 40, 25.0 / interval) as encoder:
         out = []
         for i, face in enumerate(faces(count)):
             data = encoder.encode(face, key=i in keys)
-            out.append(FrameBundle(b"\xa1", data, is_key_frame(data)))
+            out.append(FrameBundle(b"\xa1", data, is_key_frame(data), interval))
     return out
 
 
@@ -48,8 +49,30 @@ def test_pictures_follow_their_frames_and_a_loss_waits_for_the_next_key() -> Non
     assert requests == [None, None, None, (base + 4) % 65536, None, None, None, None, None]
     counts = rx.counts()
     assert (counts.received, counts.decoded, counts.dropped, counts.ignored, counts.key_requests) == (9, 7, 2, 0, 1)
-    assert rx.take(7, (base + 1) % 65536) is not None and rx.take(7, (base + 1) % 65536) is None  # taken once
+    assert rx.take(7, (base + 1) % 65536) is got[1]  # its own picture (again if rendered again)
     assert rx.take(7, (base + 4) % 65536) is None  # a frame without its picture renders from motion alone
+    assert rx.take(8, (base + 1) % 65536) is None  # another stream's frame
+
+
+def test_a_picture_every_third_frame_serves_the_frames_between_and_a_loss_waits_for_a_key() -> None:
+    from receiver.enhancement import EnhancementReceiver
+
+    sent = bundles(7, keys=(5,), interval=3)  # pictures of frames 0, 3, 6, ... 18; frame 15's is a key picture
+    rx = EnhancementReceiver(E)
+    base = 65530
+    got = {}
+    for j, bundle in enumerate(sent):
+        if j == 3:
+            continue  # frame 9's picture is lost
+        got[3 * j] = rx.receive(bundle, 7, (base + 3 * j) % 65536, 1, now_ms=120.0 * j)
+    assert [f for f, p in got.items() if p is not None] == [0, 3, 6, 15, 18]  # 12: no key since the loss
+    shown = {f: rx.take(7, (base + f) % 65536) for f in range(21)}
+    for f in (0, 1, 2, 3, 4, 5, 6, 7, 8):
+        assert shown[f] is got[3 * (f // 3)], f  # the newest picture less than 3 frames old
+    for f in (9, 10, 11, 12, 13, 14):
+        assert shown[f] is None, f  # frame 9's picture lost, 12's undecodable: motion alone
+    assert shown[15] is got[15] and shown[17] is got[15] and shown[20] is got[18]
+    assert rx.counts().decoded == 5 and rx.counts().dropped == 1
 
 
 def test_a_corrupt_picture_is_dropped_and_a_receiver_without_the_branch_ignores_pictures() -> None:
@@ -80,7 +103,8 @@ def test_a_new_stream_restarts_the_chain() -> None:
 def test_the_layers_control_messages_round_trip_and_old_rate_decisions_are_unchanged() -> None:
     from signaling import control as c
 
-    for msg in (c.Capabilities(1, 48), c.EnhancementKey(65535), c.RateDecision(20, "default", 1, None, 30.0, "cap", 55)):
+    for msg in (c.Capabilities(1, 48), c.EnhancementKey(65535), c.RateDecision(20, "default", 1, None, 30.0, "cap", 55),
+                c.RateDecision(20, "default", 1, None, 20.0, "cap", 48, 3)):
         assert c.decode_control(c.encode_control(msg)) == msg
     plain = c.RateDecision(20, "default", 1, 8.0, 7.8, "cap 8 kbps")
     assert "enhancement_qp" not in c.encode_control(plain) and c.decode_control(c.encode_control(plain)) == plain
@@ -88,3 +112,5 @@ def test_the_layers_control_messages_round_trip_and_old_rate_decisions_are_uncha
         c.decode_control('{"type":"enhancement_key","seq":65536}')
     with pytest.raises(c.ControlError, match="'enhancement_qp' must be an integer in \\[1, 63\\]"):
         c.decode_control(c.encode_control(plain)[:-1] + ',"enhancement_qp":0}')
+    with pytest.raises(c.ControlError, match="'enhancement_interval' must be an integer in \\[1, 4\\]"):
+        c.decode_control(c.encode_control(plain)[:-1] + ',"enhancement_qp":40,"enhancement_interval":5}')

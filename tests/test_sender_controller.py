@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from codec.bitstream import Feedback
+from codec.enhancement.picture_rate import LADDER as PICTURE_LADDER
+from codec.enhancement.picture_rate import PictureRate
 from codec.motion import MotionParams
 from codec.prediction import MotionDepacketizer, MotionPacketizer
 from codec.quantize import DEFAULT_PRESET_ID, PRESETS_BY_NAME
@@ -203,18 +205,23 @@ def _stream(
     return now
 
 
+SHIPPED_PRIORS = dict(controller_module._ENHANCEMENT_PRIORS)  # before the fixture below patches them
+
+
 @pytest.fixture(autouse=True)
 def _ladder_of_2026_12_05(monkeypatch: pytest.MonkeyPatch) -> None:
     """The enhanced-rung tests below were worked out by hand for the 48² layer's qps and priors: they test the
     controller's logic against those, whatever the shipped constants are (test_shipped_enhancement_priors checks
     those)."""
-    monkeypatch.setattr(controller_module, "ENHANCEMENT_QPS", (40, 48, 55, 63))
+    monkeypatch.setattr(controller_module, "PICTURE_LADDER", tuple(PictureRate(qp) for qp in (40, 48, 55, 63)))
     monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", {40: 50.0, 48: 32.0, 55: 24.0, 63: 20.0})
 
 
 def test_shipped_enhancement_priors_cover_the_ladder_and_shrink_with_qp() -> None:
-    qps, priors = controller_module.ENHANCEMENT_QPS, controller_module._ENHANCEMENT_PRIORS
+    qps, priors = [rate.qp for rate in PICTURE_LADDER], SHIPPED_PRIORS
     assert list(qps) == sorted(qps) and set(qps) <= set(priors)
+    factors = controller_module._INTERVAL_PICTURE_FACTOR
+    assert {rate.interval for rate in PICTURE_LADDER} <= set(factors) and list(factors.values()) == sorted(factors.values())
     ordered = [priors[q] for q in sorted(priors)]
     assert ordered == sorted(ordered, reverse=True)  # a higher qp never costs more
 
@@ -223,7 +230,7 @@ def test_enhanced_ladder_sits_above_the_motion_rungs() -> None:
     controller = _enhanced_controller(None)
     candidates = controller._candidates()
     assert candidates[:4] == list(enhanced_ladder(20)) and candidates[4:] == list(default_ladder(20))
-    assert [r.enhancement_qp for r in candidates[:4]] == list(controller_module.ENHANCEMENT_QPS) == [40, 48, 55, 63]
+    assert [r.enhancement_qp for r in candidates[:4]] == [40, 48, 55, 63]
     assert all(r.motion_rung == Rung(1, 20, DEFAULT_PRESET_ID) for r in candidates[:4])
     costs = [controller.motion_kbps(r) for r in candidates]
     assert costs == sorted(costs, reverse=True)
@@ -232,6 +239,28 @@ def test_enhanced_ladder_sits_above_the_motion_rungs() -> None:
     assert controller.motion_kbps(candidates[0]) == pytest.approx(expected_kbps)
     assert prior_enhancement_bytes(55) == pytest.approx(28.0) and prior_enhancement_bytes(63) == pytest.approx(24.0)
     assert prior_enhancement_bytes(44) == pytest.approx(4 + (50 * 32) ** 0.5) and prior_enhancement_bytes(30) > 54  # log-linear
+
+
+def test_picture_intervals_cost_a_share_of_a_dearer_picture_and_old_readers_get_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    ladder = (PictureRate(40), PictureRate(48, 2), PictureRate(63, 3))
+    monkeypatch.setattr(controller_module, "PICTURE_LADDER", ladder)
+    controller = _enhanced_controller(None)
+    enhanced = [r for r in controller._candidates() if r.enhancement_qp is not None]
+    assert [r.picture_rate for r in enhanced] == list(ladder)
+    factor = controller_module._INTERVAL_PICTURE_FACTOR
+    assert prior_enhancement_bytes(63, 3) == pytest.approx(4 + 20.0 * factor[3])
+    assert controller.enhancement_bytes_per_frame(PictureRate(63, 3)) == pytest.approx((4 + 20.0 * factor[3]) / 3)
+    # measured per (qp, interval): a picture every 3rd frame of 40 bytes + framing costs 44/3 a frame
+    for i in range(300):  # 12 s: past the first 1.5 s after the change, which are not measured
+        controller.on_packet(1.0 + i / FPS, 18, 1, Rung(1, 20, DEFAULT_PRESET_ID, 63, 3), 44 if i % 3 == 0 else 0)
+    assert controller.enhancement_bytes_per_frame(PictureRate(63, 3)) == pytest.approx(44 / 3)
+    decision = controller.decide(0.0)
+    assert decision is not None and decision.message().enhancement_interval == 1
+    controller.set_enhancement(True, max_interval=1)  # a receiver that reads version-1 bundles only
+    assert [r.picture_rate for r in controller._candidates() if r.enhancement_qp is not None] == [PictureRate(40)]
+    pinned = BandwidthController(FPS, 20, max_kbps=None, enhancement_qp=55)
+    pinned.set_enhancement(True)
+    assert [r.picture_rate for r in pinned._candidates() if r.enhancement_qp is not None] == [PictureRate(55)]
 
 
 def test_no_cap_takes_the_best_enhanced_rung() -> None:
@@ -263,7 +292,7 @@ def test_a_generous_cap_climbs_to_the_enhanced_rung_that_fits() -> None:
     # qp 63 measures 10 + 4 bytes (prior 24): qp 48 predicted at 36·14/24 = 21 bytes, 25·8·(18+21+95)/1000 + 1 ≈ 27.8
     # kbps ≤ 0.97·29; there it measures 16 + 4 (prior 36), so qp 40 is predicted at 54·20/36 = 30 bytes: 29.6 kbps.
     end = _stream(tight, 0.0, 20.0, motion_bytes=18, picture_bytes={40: 30, 48: 16, 55: 12, 63: 10})
-    assert tight.enhancement_bytes_per_frame(63) == pytest.approx(10 + BUNDLE_FRAMING_BYTES)
+    assert tight.enhancement_bytes_per_frame(PictureRate(63)) == pytest.approx(10 + BUNDLE_FRAMING_BYTES)
     assert [d.rung.enhancement_qp for d in tight.decisions] == [63, 48]
     assert all(d.estimated_kbps <= 29.0 for d in tight.decisions)
     measured = tight.measured_kbps(end)

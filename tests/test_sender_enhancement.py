@@ -28,6 +28,9 @@ class FakeEncoder:
     def set_qp(self, qp: int) -> None:
         pass
 
+    def set_fps(self, fps: float) -> None:
+        pass
+
     def encode(self, face: np.ndarray, key: bool = False) -> bytes:
         self.calls += 1
         if self.calls in self.hang_at:
@@ -56,6 +59,21 @@ def test_pictures_and_key_requests() -> None:
     sender.close()
     time.sleep(0.05)
     assert FakeEncoder.instances[0].closed
+
+
+def test_a_picture_is_due_every_nth_frame_and_at_once_after_a_pause() -> None:
+    sender = EnhancementSender(FakeEncoder)
+    pictures = []
+    for frame in range(10):
+        if sender.due(3):
+            pictures.append((frame, sender.encode(FACE, 64, 48, 25.0 / 3)[1]))
+        else:
+            sender.skip()
+        if frame == 5:
+            sender.paused = True  # a motion-only stretch, or a key request: the next frame gets a key picture
+    assert pictures == [(0, True), (3, False), (6, True), (9, False)]
+    assert sender.due(1)  # every frame on an interval-1 rung
+    sender.close()
 
 
 def test_a_hung_encoder_is_abandoned_and_a_fresh_one_opens(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,14 +1,14 @@
 """Our codec with the enhancement layer in the benchmark: the motion plus the face crop at E×E through SVT-AV1.
 
-Operating points ("rungs"): the enhancement layer's AV1 qp, atop the motion exactly as ``OursCodec``
+Operating points ("rungs"): the enhancement layer's AV1 qp and picture interval (``PictureRate``), atop the motion exactly as ``OursCodec``
 sends it at K = all (the model's K), one quantizer preset and 1 frame per packet. Only for a model
 with the enhancement branch (``ModelConfig.enhancement_size`` = E > 0).
 
-The enhancement layer: every crop of the clip (frames 0..N-1) area-downscaled to E×E
+The enhancement layer: every ``interval``-th crop of the clip (frames 0, interval, ...) area-downscaled to E×E
 (inside ``LowResEncoder.encode``, as the sender does) and coded by one ``LowResEncoder`` stream at the
-rung's qp; frame 0 (the reference) is sent too, so that the AV1 stream opens with a key frame. The
+rung's qp (at fps / interval); frame 0 (the reference) is sent too, so that the AV1 stream opens with a key frame. The
 channel loses nothing: every picture is decoded in order by one ``LowResDecoder``, and each scored
-frame renders from its decoded motion and its decoded picture.
+frame renders from its decoded motion and the newest decoded picture (its own, or one < interval frames old).
 
 Transport (the call's frame bundle, version 1, ``codec.enhancement.bundle``): each frame's
 enhancement bytes ride in the same data-channel message as that frame's motion packet (aiortc does
@@ -16,8 +16,10 @@ not bundle SCTP chunks, so a message of its own would cost another 93 B of heade
 
     u8      0xB1
     varint  L (LEB128), then L bytes: the motion packet
-    u8      flags (bit 0: the picture is an AV1 key frame)
+    u8      flags (bit 0: the picture is an AV1 key frame; bits 1-2: the picture interval - 1)
     varint  M (LEB128), then M bytes: the enhancement packet
+
+(at a picture interval N > 1 the frames between pictures go as plain motion packets);
 
 so a frame costs ``motion_wire_bytes(frame_bundle_bytes(L, M))`` on the wire (RTP; the data channel for a bundle
 too large for one RTP packet, ``bench.codecs.motion_transport``). Stream start:
@@ -48,14 +50,16 @@ from bench.codecs.base import BenchClip, StreamInfo
 from bench.codecs.datachannel import data_channel_wire_bytes
 from bench.codecs.motion_transport import motion_packets, motion_wire_bytes, riding_wire_bytes
 from bench.codecs.ours import OursCodec, OursFactory
-from codec.enhancement.lowres_codec import MAX_QP, MIN_QP, LowResDecoder, LowResEncoder
+from codec.enhancement.lowres_codec import LowResDecoder, LowResEncoder
+from codec.enhancement.picture_rate import PictureRate
 
 ENHANCED_PRESET = "default"  # the motion's quantizer preset under the enhancement rungs
 TRANSPORT = (
     "frame bundle v1, one motion message per frame: 0xB1, varint L, L bytes motion packet, u8 flags "
-    "(bit 0: AV1 key frame), varint M, M bytes enhancement; wire = motion_wire_bytes(1 + varint_len(L) + L "
+    "(bit 0: AV1 key frame, bits 1-2: picture interval - 1), varint M, M bytes enhancement; wire = motion_wire_bytes(1 + varint_len(L) + L "
     "+ 1 + varint_len(M) + M) (RTP, or the data channel for a bundle over 1200 B); stream start: reference message "
-    "+ frame 0's key picture as one data-channel message, counted as a bundle with L = 0"
+    "+ frame 0's key picture as one data-channel message, counted as a bundle with L = 0; at a picture interval N > 1 "
+    "the frames without a picture send the plain motion packet"
 )
 
 
@@ -73,12 +77,13 @@ def frame_bundle_bytes(motion_bytes: int, enhancement_bytes: int) -> int:
 
 @dataclass(frozen=True, eq=False)
 class CodedEnhancement:
-    """One clip's enhancement stream at one qp, frames 0..N-1 (frame 0: the key frame that opens it).
+    """One clip's enhancement stream at one rung, frames 0..N-1 (frame 0: the key frame that opens it).
 
-    sizes: (N,) bytes of each frame's packet; key_frames: (N,) whether it is an AV1 key frame.
-    pictures: (N, E, E, 3) uint8, what the receiver decoded.
-    encode_ms: (N,) downscale + encode (frame 0's includes opening the encoder: the warm-up);
-    decode_ms: (N,) ``LowResDecoder.decode`` (frame 0's includes opening the decoder).
+    sizes: (N,) bytes of each frame's picture (0: the frame carries none, at an interval above 1);
+    key_frames: (N,) whether it is an AV1 key frame. pictures: (N, E, E, 3) uint8, what the receiver renders
+    each frame with: the newest picture it decoded at or before the frame.
+    encode_ms: (N,) downscale + encode (frame 0's includes opening the encoder: the warm-up; 0 without a picture);
+    decode_ms: (N,) ``LowResDecoder.decode`` (frame 0's includes opening the decoder; 0 without a picture).
     """
 
     sizes: tuple[int, ...]
@@ -88,45 +93,48 @@ class CodedEnhancement:
     decode_ms: np.ndarray = field(repr=False)
 
 
-def code_enhancement(frames: np.ndarray, size: int, qp: int, fps: float) -> CodedEnhancement:
-    """frames: (N, S, S, 3) uint8 crops -> their E×E pictures (E = ``size``) coded by one stream at ``qp``, and
-    decoded in order with no loss."""
+def code_enhancement(frames: np.ndarray, size: int, qp: int, fps: float, interval: int = 1) -> CodedEnhancement:
+    """frames: (N, S, S, 3) uint8 crops -> the E×E pictures (E = ``size``) of frames 0, interval, 2·interval, ...
+    coded by one stream at ``qp`` (at fps / interval, as the sender codes them), and decoded in order with no loss."""
     count = frames.shape[0]
-    sizes, keys = [], []
+    sizes, keys = [0] * count, [False] * count
     pictures = np.empty((count, size, size, 3), np.uint8)
     encode_ms, decode_ms = np.zeros(count), np.zeros(count)
     decoder = LowResDecoder(size)
-    with LowResEncoder(size, qp, fps) as encoder:
+    with LowResEncoder(size, qp, fps / interval) as encoder:
         for i in range(count):
+            if i % interval:
+                pictures[i] = pictures[i - 1]  # no picture: the newest one stands
+                continue
             start = time.perf_counter()
             data = encoder.encode(frames[i])  # the crop: downscaled to E×E inside, as the sender does
             encode_ms[i] = (time.perf_counter() - start) * 1e3
             start = time.perf_counter()
-            picture = decoder.decode(data, i)
+            picture = decoder.decode(data, i // interval)
             decode_ms[i] = (time.perf_counter() - start) * 1e3
             if picture is None:
                 raise RuntimeError(f"the enhancement decoder gave no picture for frame {i} of a loss-free stream at qp {qp}")
             pictures[i] = picture
-            sizes.append(len(data))
-            keys.append(encoder.last_was_key)
+            sizes[i] = len(data)
+            keys[i] = encoder.last_was_key
     if not keys[0]:
         raise RuntimeError(f"the enhancement stream at qp {qp} did not open with a key frame")
     return CodedEnhancement(tuple(sizes), tuple(keys), pictures, encode_ms, decode_ms)
 
 
 class EnhancementLayer:
-    """The enhancement pictures of each clip, coded and decoded once per (clip, qp) and shared by the rungs."""
+    """The enhancement pictures of each clip, coded and decoded once per (clip, rung) and shared by the rungs."""
 
     def __init__(self, size: int) -> None:
         if size <= 0:
             raise ValueError(f"the enhancement picture size must be positive, got {size}: the model has no enhancement branch")
         self.size = size
-        self._coded: dict[tuple[str, int], CodedEnhancement] = {}
+        self._coded: dict[tuple[str, PictureRate], CodedEnhancement] = {}
 
-    def coded(self, clip: BenchClip, qp: int) -> CodedEnhancement:
-        key = (clip.clip_id, qp)
+    def coded(self, clip: BenchClip, rate: PictureRate) -> CodedEnhancement:
+        key = (clip.clip_id, rate)
         if key not in self._coded:
-            self._coded[key] = code_enhancement(clip.frames, self.size, qp, clip.fps)
+            self._coded[key] = code_enhancement(clip.frames, self.size, rate.qp, clip.fps, rate.interval)
         return self._coded[key]
 
 
@@ -135,22 +143,23 @@ class OursEnhancedCodec(OursCodec):
 
     codec = "ours+enh"
 
-    def __init__(self, factory: OursFactory, preset: str, qp: int, layer: EnhancementLayer) -> None:
-        if not MIN_QP <= qp <= MAX_QP:
-            raise ValueError(f"the enhancement qp must be in {MIN_QP}..{MAX_QP}, got {qp}")
+    def __init__(self, factory: OursFactory, preset: str, rate: PictureRate | int, layer: EnhancementLayer) -> None:
+        rate = rate if isinstance(rate, PictureRate) else PictureRate(rate)  # an int: that qp, every frame
         if layer.size != factory.enhancement_size:
             raise ValueError(f"the enhancement layer codes {layer.size}² pictures, the model reads "
                              f"{factory.enhancement_size}²")
         super().__init__(factory, factory.num_keypoints, preset, 1)
-        self.qp = qp
+        self.rate = rate
+        self.qp = rate.qp
         self.layer = layer
-        self.setting = f"{self.setting} enh{layer.size} qp{qp}"
+        self.setting = f"{self.setting} enh{layer.size} {rate.label()}"
 
     def params(self) -> dict[str, object]:
         return {
             **super().params(),
             "enhancement_size": self.layer.size,
             "enhancement_qp": self.qp,
+            "enhancement_interval": self.rate.interval,
             "transport": TRANSPORT,
         }
 
@@ -159,12 +168,12 @@ class OursEnhancedCodec(OursCodec):
         encoded = self.factory.encoded(clip)
         reference = self.factory.reference(clip)
         stream = self.stream(clip)
-        coded = self.layer.coded(clip, self.qp)
+        coded = self.layer.coded(clip, self.rate)
         if len(stream.packets) != clip.num_driving:
             raise RuntimeError(f"{len(stream.packets)} motion packets for {clip.num_driving} frames at 1 frame per packet")
         motion_sizes = stream.packets  # frames 1..N-1, one packet each
         enhancement_sizes = coded.sizes[1:]
-        messages = [frame_bundle_bytes(m, e) for m, e in zip(motion_sizes, enhancement_sizes)]
+        messages = [frame_bundle_bytes(m, e) if e else m for m, e in zip(motion_sizes, enhancement_sizes)]  # no picture: the plain packet
         start_message = frame_bundle_bytes(0, coded.sizes[0])
         reconstruction = np.empty((idx.size,) + clip.frames.shape[1:], np.uint8)
         decode_ms = np.array(stream.unpack_ms, dtype=np.float64)[idx] + coded.decode_ms[1:][idx]
@@ -185,7 +194,8 @@ class OursEnhancedCodec(OursCodec):
         return info, reconstruction
 
 
-def enhanced_sweep(factory: OursFactory, qps: Sequence[int], preset: str = ENHANCED_PRESET) -> list[OursEnhancedCodec]:
-    """One rung per enhancement qp (in the given order), sharing one ``EnhancementLayer``."""
+def enhanced_sweep(factory: OursFactory, rates: Sequence[PictureRate | int],
+                   preset: str = ENHANCED_PRESET) -> list[OursEnhancedCodec]:
+    """One rung per picture rate (an int: that qp with every frame), in the given order, sharing one ``EnhancementLayer``."""
     layer = EnhancementLayer(factory.enhancement_size)
-    return [OursEnhancedCodec(factory, preset, qp, layer) for qp in qps]
+    return [OursEnhancedCodec(factory, preset, rate, layer) for rate in rates]

@@ -10,14 +10,21 @@ Layout (version 1; varint = LEB128, minimal length)::
     byte 0     0xB1                              magic nibble 0xB, version 1
     varint     L, the motion packet's length     1 .. MAX_MOTION_BYTES
     L bytes    the motion packet (``codec.bitstream`` layout, first byte 0xA_)
-    u8         flags: bit 0 = the picture is an AV1 key frame; bits 7-1 reserved, 0
+    u8         flags: bit 0 = the picture is an AV1 key frame; bits 2-1 = the picture interval - 1
+               (a picture rides with every N-th frame, N = 1..4, ``codec.enhancement.picture_rate``);
+               bits 7-3 reserved, 0
     varint     M, the picture's length           1 .. MAX_PICTURE_BYTES
     M bytes    the picture's AV1 data (``codec.enhancement.lowres_codec`` payload)
 
 The message ends exactly after the picture. ``unpack_bundle`` checks the framing only; the motion
 packet and the AV1 data are parsed by their own decoders.
 
-    message = pack_bundle(motion_packet, picture, key=True)
+Readers: a receiver announces the bundles it reads in its ``capabilities`` message (``frame_bundle``):
+1 = the layout above with the interval bits 0 (every frame a picture), 2 = with the interval bits too
+(``READER_VERSION``). A sender sends an interval above 1 only to a reader of 2: a reader of 1 would drop
+the whole bundle, motion included, on the "reserved" bits.
+
+    message = pack_bundle(motion_packet, picture, key=True, interval=3)
     bundle = unpack_bundle(message)          # BundleError (a BitstreamError) for anything malformed
 """
 
@@ -31,7 +38,11 @@ from codec.varint import VarintError, get_varint, put_varint
 BUNDLE_MAGIC = 0xB1  # magic nibble 0xB, version 1
 MOTION_MAGIC_NIBBLE = 0xA  # codec.bitstream's packets start with 0xA_
 FLAG_KEY = 0x01
-RESERVED_FLAGS = 0xFE
+INTERVAL_SHIFT, INTERVAL_MASK = 1, 0x06  # flags bits 2-1: picture interval - 1
+RESERVED_FLAGS = 0xF8
+MAX_INTERVAL = 4
+READER_VERSION = 2  # what this build's receivers announce (capabilities.frame_bundle): interval bits read
+INTERVAL_READER_VERSION = 2  # the lowest announced version an interval above 1 may be sent to
 MAX_MOTION_BYTES = 4096
 MAX_PICTURE_BYTES = 65536
 _MAX_VARINT_BYTES = 3  # 65536 < 2^21
@@ -49,6 +60,7 @@ class FrameBundle:
     motion_packet: bytes  # codec.bitstream motion packet of exactly this frame
     picture: bytes  # the frame's AV1 data (lowres_codec payload)
     key: bool  # the picture is an AV1 key frame (a fresh decoder can start from it)
+    interval: int = 1  # the sender sends a picture with every interval-th frame (the ones between carry none)
 
 
 def is_bundle(message: bytes) -> bool:
@@ -71,9 +83,11 @@ def _get_varint(buf: bytes, pos: int, what: str, max_value: int) -> tuple[int, i
     return value, end
 
 
-def pack_bundle(motion_packet: bytes, picture: bytes, key: bool) -> bytes:
+def pack_bundle(motion_packet: bytes, picture: bytes, key: bool, interval: int = 1) -> bytes:
     """The bundle message of one frame (layout in the module docstring); ValueError for parts that
-    could not be unpacked again (empty, oversize, or a motion packet without its 0xA_ magic)."""
+    could not be unpacked again (empty, oversize, a motion packet without its 0xA_ magic, an interval outside 1..4)."""
+    if not isinstance(interval, int) or not 1 <= interval <= MAX_INTERVAL:
+        raise ValueError(f"picture interval {interval!r}: a bundle says 1..{MAX_INTERVAL} (a picture with every N-th frame)")
     motion_packet, picture = bytes(motion_packet), bytes(picture)
     if not 1 <= len(motion_packet) <= MAX_MOTION_BYTES:
         raise ValueError(f"motion packet of {len(motion_packet)} bytes: a bundle carries 1..{MAX_MOTION_BYTES}")
@@ -84,7 +98,7 @@ def pack_bundle(motion_packet: bytes, picture: bytes, key: bool) -> bytes:
     out = bytearray([BUNDLE_MAGIC])
     put_varint(out, len(motion_packet))
     out += motion_packet
-    out.append(FLAG_KEY if key else 0)
+    out.append((FLAG_KEY if key else 0) | (interval - 1) << INTERVAL_SHIFT)
     put_varint(out, len(picture))
     out += picture
     return bytes(out)
@@ -116,16 +130,16 @@ def unpack_bundle(message: bytes) -> FrameBundle:
         raise BundleError(f"truncated frame bundle: no flags byte after the {length}-byte motion packet")
     flags = buf[end]
     if flags & RESERVED_FLAGS:
-        raise BundleError(f"frame bundle flags 0x{flags:02x} set reserved bits (only bit 0, key, is defined)")
+        raise BundleError(f"frame bundle flags 0x{flags:02x} set reserved bits (bit 0 is key, bits 2-1 the interval; 7-3 are reserved)")
     size, pos = _get_varint(buf, end + 1, "picture length", MAX_PICTURE_BYTES)
     if pos + size != len(buf):
         raise BundleError(
             f"frame bundle picture length {size} does not fill the message: {len(buf) - pos} bytes follow its length field"
         )
-    return FrameBundle(motion_packet, buf[pos:], bool(flags & FLAG_KEY))
+    return FrameBundle(motion_packet, buf[pos:], bool(flags & FLAG_KEY), ((flags & INTERVAL_MASK) >> INTERVAL_SHIFT) + 1)
 
 
 __all__ = [
-    "BUNDLE_MAGIC", "MAX_MOTION_BYTES", "MAX_PICTURE_BYTES", "BundleError", "FrameBundle", "is_bundle", "pack_bundle",
+    "BUNDLE_MAGIC", "INTERVAL_READER_VERSION", "MAX_INTERVAL", "READER_VERSION", "MAX_MOTION_BYTES", "MAX_PICTURE_BYTES", "BundleError", "FrameBundle", "is_bundle", "pack_bundle",
     "unpack_bundle",
 ]

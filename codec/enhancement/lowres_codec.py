@@ -284,6 +284,16 @@ class LowResEncoder:
         self._close_context()
         self._qp = qp
 
+    def set_fps(self, fps: float) -> None:
+        """Change the rate the stream is coded at (a picture with every N-th frame of a call at F fps: F / N). Like
+        ``set_qp`` this re-opens the encoder (the next frame is a key frame); the same rate is a no-op."""
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps!r}")
+        if float(fps) == self._fps:
+            return
+        self._close_context()
+        self._fps = float(fps)
+
     def encode(self, face_rgb: np.ndarray, key: bool = False) -> bytes:
         """face_rgb: (S, S, 3) uint8 RGB face crop, S >= size (area-downscaled here). Returns this
         frame's payload (module docstring); a key frame when ``key``, requested, or the first."""

@@ -355,12 +355,15 @@
     updateView();
   }
 
-  // The enhancement layer of a rate decision or stats: "enhancement qp 55", "motion only", or null when unknown.
-  // (rate_decision omits enhancement_qp on a motion-only rung; stats carry it as null once the sender decided.)
+  // The enhancement layer of a rate decision or stats: "enhancement qp 55", "enhancement qp 55, every 3rd frame",
+  // "motion only", or null when unknown. (rate_decision omits enhancement_qp on a motion-only rung; stats carry it as
+  // null once the sender decided.)
   function enhancementText(source) {
     if (!source || source.keypoints === undefined) return null;
     const qp = source.enhancement_qp;
-    return qp === null || qp === undefined ? "motion only" : `enhancement qp ${qp}`;
+    if (qp === null || qp === undefined) return "motion only";
+    const every = source.enhancement_interval;
+    return every > 1 ? `enhancement qp ${qp}, every ${every === 2 ? "2nd" : every === 3 ? "3rd" : `${every}th`} frame` : `enhancement qp ${qp}`;
   }
 
   function onRateDecision(msg) {

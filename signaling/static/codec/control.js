@@ -28,7 +28,8 @@ export const FIELDS = Object.freeze({
   ping: ["t_ms"],
   pong: ["t_ms"],
   delay_report: ["jitter_ms", "playout_delay_ms", "late_frames", "concealed_frames"],
-  rate_decision: ["keypoints", "preset", "frames_per_packet", "max_kbps", "estimated_kbps", "reason", "enhancement_qp"],
+  rate_decision: ["keypoints", "preset", "frames_per_packet", "max_kbps", "estimated_kbps", "reason", "enhancement_qp",
+    "enhancement_interval"],
   capabilities: ["frame_bundle", "enhancement_size"],
   motion_transport: ["transport"],
   enhancement_key: ["seq"],
@@ -210,6 +211,8 @@ export function decodeControl(data) {
         frames_per_packet: integer(obj, "frames_per_packet", 1, 64), max_kbps: number(obj, "max_kbps", 0.0, 1e6, true),
         estimated_kbps: number(obj, "estimated_kbps", 0.0, 1e6), reason: text(obj, "reason", 256),
         enhancement_qp: obj.enhancement_qp === null || obj.enhancement_qp === undefined ? null : integer(obj, "enhancement_qp", 1, 63),
+        enhancement_interval: obj.enhancement_interval === null || obj.enhancement_interval === undefined ? null
+          : integer(obj, "enhancement_interval", 1, 4),
       };
     case "motion_transport": {
       const transport = text(obj, "transport", 16);
