@@ -112,6 +112,7 @@ class CallBenchConfig:
     audio_frame_ms: int = 40  # Opus frame per packet: 20, 40 or 60 ms (the sender's default, sender.audio_sources.DEFAULT_FRAME_MS)
     motion_audio_wait_ms: float | None = None  # the sender's --motion-audio-wait-ms (None: its default)
     audio_hold_ms: float = 20.0  # the sender's --audio-hold-ms
+    enhancement: bool = False  # a clip source with a model that has the branch: the enhancement layer's ladder is on
 
     def rtc(self) -> Any:
         from signaling.rtc import RtcOptions
@@ -242,6 +243,7 @@ def _clip_inputs(config: CallBenchConfig) -> tuple[Any, Any, np.ndarray | None, 
         "kind": "clip", "name": str(path), "clip_seconds": round(clip_seconds(path), 3),
         "portrait": f"frame {index} of the clip (the first with a face)",
         "landmark_refinement": bool(refiner is not None and refiner.active),
+        "enhancement_size": int(encoder.model.config.enhancement_size) if hasattr(encoder, "model") else 0,  # E of its branch
     }
     return source, reference, baseline, frames, info
 
@@ -287,7 +289,7 @@ def _sender_child(url: str, config: CallBenchConfig, stop: Any, out: Any) -> Non
                 audio_hold_ms=config.audio_hold_ms,
             ),
             source, reference, signaling=signaling, packet_filter=drop if config.drop else None, expression_baseline=baseline,
-            audio=audio,
+            audio=audio, enhancement_size=int(info.get("enhancement_size", 0)) if config.enhancement else 0,
         )
 
         async def run() -> str:
@@ -588,6 +590,9 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--audio-kbps", type=float, default=d.audio_kbps, help="Opus bitrate (default %(default)g)")
     p.add_argument("--srtp-tag-bits", type=int, choices=(80, 32), default=d.srtp_tag_bits,
                    help="SRTP tag both ends prefer for RTP motion (default %(default)s)")
+    p.add_argument("--enhancement", action="store_true",
+                   help="with a clip --source and a model with the enhancement branch: the sender may send the enhancement "
+                        "layer (its ladder climbs to the rungs the cap allows; codec.enhancement.picture_rate)")
     p.add_argument("--participants", type=int, default=0,
                    help="a two-way call of this many 'python -m participant' processes (2-4) instead of one sender and one "
                         "receiver (bench.participants); takes --seconds, --max-kbps, --weights, --device, --audio-frame-ms")
@@ -624,6 +629,7 @@ def run_call_from_args(args: argparse.Namespace) -> int:
         motion_transport=args.motion_transport, srtp_tag_bits=args.srtp_tag_bits,
         impair_loss=args.impair_loss, impair_jitter_ms=args.impair_jitter_ms, audio=args.audio, audio_kbps=args.audio_kbps,
         audio_frame_ms=args.audio_frame_ms, motion_audio_wait_ms=args.motion_audio_wait_ms, audio_hold_ms=args.audio_hold_ms,
+        enhancement=args.enhancement,
     )
     try:
         result = run_call_bench(config)
