@@ -43,6 +43,7 @@ def control_messages() -> list[c.ControlMessage]:
         c.Hello(1, 17, 25.0, h, MODEL_ID, MODEL_VERSION, 23456), c.ReferenceStatus(h, False), c.ReferenceReady(h, True),
         c.Ping(123456.75), c.Pong(0.0), c.DelayReport(3.25, 45.0, 2, 9),
         c.RateDecision(12, "default", 2, 8.0, 7.4, "under the cap"), c.RateDecision(20, "fine", 1, None, 11.5, "no cap", 40),
+        c.RateDecision(20, "default", 1, 15.0, 12.4, "cap 15 kbps", 48, 3),
         c.Capabilities(1, 64), c.MotionTransport("rtp+audio"), c.EnhancementKey(65535),
         c.Command(keypoints="auto", max_kbps=12.5), c.Command(frames_per_packet=3, view="yaw=10,pitch=0,roll=0", avatar="reset"),
         c.AvatarChunk(5, 0, 2, "aGVsbG8="), c.Stats("receiver", {"fps": 25.0, "keypoints": 12, "preset": "fine", "latency_ms_median": None}),
@@ -69,6 +70,8 @@ CONTROL_ERRORS = [
     '"reason": "r"}',
     '{"type": "rate_decision", "keypoints": 6, "preset": "x", "frames_per_packet": 1, "max_kbps": null, "estimated_kbps": 1, '
     '"reason": "r", "enhancement_qp": 0}',
+    '{"type": "rate_decision", "keypoints": 6, "preset": "x", "frames_per_packet": 1, "max_kbps": null, "estimated_kbps": 1, '
+    '"reason": "r", "enhancement_qp": 40, "enhancement_interval": 5}',
     '{"type": "motion_transport", "transport": "carrier pigeon"}', '{"type": "enhancement_key", "seq": 70000}',
     '{"type": "command", "avatar": "mine"}', '{"type": "command", "view": "UP"}', '{"type": "command", "keypoints": "many"}',
     '{"type": "command", "max_kbps": true}',
