@@ -4,6 +4,8 @@ with and without the picture."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -76,6 +78,27 @@ def test_pairs_carry_the_driving_frames_picture_flipped_and_jittered_with_it(dat
     assert fixed.without_enhancement().enhancement is None
     with pytest.raises(FileNotFoundError, match="python -m codec.data enhance"):
         PreparedData(data, "train", enhancement_size=E, enhancement_qps=(63,))
+
+
+def test_stale_pairs_carry_the_picture_of_a_frame_one_or_two_before(data: Path) -> None:
+    prepared = PreparedData(data, "train", enhancement_size=E, enhancement_qps=QPS)
+    config = SamplerConfig(batch_size=6, enhancement_drop=0.0, flip_probability=0.0, brightness=0.0, contrast=0.0,
+                           saturation=0.0, enhancement_qp=40, enhancement_stale=1.0)
+    indices = [(c, 0, d) for c, d in ((0, 5), (0, 9), (1, 7), (1, 3), (0, 1), (1, 0))]
+    batch = PairSampler(prepared, config).make_batch(indices, np.random.default_rng(3), augment=True)
+    assert batch.enhancement is not None
+    for row, (c, _, d) in enumerate(indices):
+        pictures = prepared.clips[c].enhancement[40]
+        got = (batch.enhancement[row].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        matches = [k for k in (1, 2) if d - k >= 0 and np.array_equal(got, pictures[d - k])]
+        assert matches or (d == 0 and np.array_equal(got, pictures[0])), (row, d)  # frame 0 has none before it
+    fresh = PairSampler(prepared, dataclasses.replace(config, enhancement_stale=0.0)).make_batch(indices, np.random.default_rng(3), augment=True)
+    assert fresh.enhancement is not None
+    assert np.array_equal((fresh.enhancement[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
+                          prepared.clips[0].enhancement[40][5])
+    validation = PairSampler(prepared, config).make_batch(indices)  # no augmentation: always the driving frame's own
+    assert validation.enhancement is not None and torch.equal(validation.enhancement, PairSampler(
+        prepared, dataclasses.replace(config, enhancement_stale=0.0)).make_batch(indices).enhancement)
 
 
 def test_tiny_enhancement_run_grows_from_a_model_file_and_validates_both_ways(data: Path, tmp_path: Path) -> None:

@@ -111,7 +111,8 @@ class Trainer:
         self.sampler = PairSampler(self.train_data, SamplerConfig(
             batch_size=config.batch_size, first_frame_fraction=config.first_frame_fraction,
             flip_probability=config.flip_probability, brightness=config.color_jitter,
-            contrast=config.color_jitter, saturation=config.color_jitter, enhancement_drop=config.enhancement_drop))
+            contrast=config.color_jitter, saturation=config.color_jitter, enhancement_drop=config.enhancement_drop,
+            enhancement_stale=config.enhancement_stale))
         self.model = model_io.build_generator(config.preset, self.train_data.size, config.landmark_refinement).to(device)
         self.disc = model_io.build_discriminator(self.model).to(device)
         self.opt_g = torch.optim.Adam(self.generator_param_groups(), lr=config.lr, betas=config.betas)

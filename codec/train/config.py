@@ -29,6 +29,7 @@ class TrainConfig:
     landmark_refinement: float = 0.0  # render training frames from driving keypoints moved this fraction of the way to their landmarks' motion, as the sender does (codec/model/landmark_refinement.py); recorded in the model's config
     ema_decay: float = 0.0  # keep a moving average of G's weights, this decay per step (0 = off); validated, saved as best
     enhancement_drop: float = 0.5  # presets with an enhancement branch: share of training pairs rendered without the picture (motion only)
+    enhancement_stale: float = 0.0  # presets with an enhancement branch: share of pairs given the picture of a frame 1-2 earlier (a call's picture interval)
     enhancement_qps: str = "40,48,55,63"  # presets with an enhancement branch: the coded pictures' qps drawn from (python -m codec.data enhance)
     enhancement_lr_scale: float = 10.0  # presets with an enhancement branch: its parameters learn at lr * this (new, small, from zero)
     enhancement_val_qp: int = 55  # presets with an enhancement branch: the qp of validation's enhanced pass
@@ -69,7 +70,7 @@ class TrainConfig:
 RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_minutes", "validate_minutes", "validate_steps", "log_steps",
                        "gan_start_step", "w_gan", "landmark_floor_fraction", "data",
                        "w_landmark_motion", "lr", "schedule_start_step", "warmup_steps", "min_lr_fraction",
-                       "ema_decay", "landmark_refinement", "w_region_l1", "enhancement_drop")
+                       "ema_decay", "landmark_refinement", "w_region_l1", "enhancement_drop", "enhancement_stale")
 
 
 def _help_texts() -> dict[str, str]:
@@ -123,7 +124,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     values.setdefault("ema_decay", 0.0)  # runs saved before the weight average existed kept none
     values.setdefault("landmark_refinement", 0.0)  # runs saved before it rendered from H's own keypoints
     values.setdefault("w_region_l1", 0.0)  # runs saved before the eye/mouth term existed trained without it
-    for name in ("enhancement_drop", "enhancement_qps", "enhancement_val_qp"):  # runs saved before the layer existed
+    for name in ("enhancement_drop", "enhancement_qps", "enhancement_val_qp", "enhancement_stale"):  # runs saved before these existed
         values.setdefault(name, getattr(TrainConfig, name))
     if "betas" in values:
         values["betas"] = tuple(values["betas"])

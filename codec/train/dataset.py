@@ -175,6 +175,8 @@ class SamplerConfig:
     saturation: float = 0.1
     enhancement_drop: float = 0.5  # share of pairs rendered without the enhancement picture (when the data has one)
     enhancement_qp: int | None = None  # the pictures' qp (None: drawn per pair from the data's)
+    enhancement_stale: float = 0.0  # share of pairs whose picture is of a frame 1 or 2 before the driving one (as the
+    # frames between pictures get it in a call at a picture interval of 2 or 3: codec.enhancement.picture_rate)
 
 
 def normalize_landmarks(landmarks_px: np.ndarray, size: int) -> np.ndarray:
@@ -266,7 +268,10 @@ class PairSampler:
                     qp = int(rng.choice(qps)) if rng is not None else qps[len(qps) // 2]
                 if qp not in clip.enhancement:
                     raise ValueError(f"no enhancement pictures at qp {qp} for clip {clip.clip_id}; loaded: {sorted(clip.enhancement)}")
-                picture = clip.enhancement[qp][drv]
+                source = drv
+                if augment and rng is not None and rng.random() < self.config.enhancement_stale:
+                    source = max(0, drv - int(rng.integers(1, 3)))  # frames are consecutive at the clip's rate
+                picture = clip.enhancement[qp][source]
             if augment and rng is not None and rng.random() < self.config.flip_probability:
                 pair = [(f[:, ::-1], flip_landmarks(lm, size), flip_pose(p)) for f, lm, p in pair]
                 picture = None if picture is None else picture[:, ::-1]
