@@ -15,7 +15,7 @@ them come the motion-only rungs. An enhanced rung's payload per frame is the mot
 ``enhancement_bytes_per_frame(rate)``: the bundle's framing and the picture over the frames it serves, measured
 per (qp, interval) once ``MIN_MEASURE_PACKETS`` pictures were sent, else ``_ENHANCEMENT_PRIORS`` (64², SVT-AV1)
 scaled by measured/prior of the rate measured last. A receiver that reads only version-1 bundles gets no
-interval above 1 (``set_enhancement``). The enhanced rungs climb
+interval above 1 (``set_enhancement``); a cap under ``ENHANCEMENT_MIN_CAP_KBPS`` gets none. The enhanced rungs climb
 and descend like any other; at one packet a frame they cost at least 10 kbps (RTP headers), so a cap like 8 kbps
 never reaches them. ``enhancement_qp`` pins the qp of the enhanced rung, a picture with every frame (the
 motion-only rungs stay below it); 0 takes the layer off the ladder.
@@ -109,6 +109,10 @@ _ENHANCEMENT_PRIORS = {32: 143.0, 40: 82.0, 48: 47.5, 55: 32.0, 63: 23.0}
 # Bytes per picture at N over those at 1, validation people, qps 32-63 (codec.enhancement.picture_rate's table):
 # 1.13-1.32 at 2, 1.22-1.56 at 3; 4 extrapolated.
 _INTERVAL_PICTURE_FACTOR = {1: 1.0, 2: 1.28, 3: 1.5, 4: 1.7}
+# Under this cap no enhanced rung is offered. The cheapest costs 9.5 kbps in a call with sound (bench rd, test group,
+# 2026-12-06: K = 20 motion 7.3 + a qp-63 picture every 3rd frame 2.2), but at a call's start the motion prior
+# (fitted on the synthetic trace) is lower than a real face's, so an 8 kbps cap would probe it for ~2 s.
+ENHANCEMENT_MIN_CAP_KBPS = 10.0
 
 
 @dataclass(frozen=True)
@@ -275,7 +279,8 @@ class BandwidthController:
     def _candidates(self, max_fpp: int | None = None) -> list[Rung]:
         """The ladder with the pins applied; ``max_fpp`` lowers the frames per packet of the rungs above it (pins excepted)."""
         enhanced: tuple[Rung, ...] = ()
-        if self.enhancement_available and self.pin_enhancement_qp != 0 and self.pin_frames_per_packet in (None, 1):
+        roomy = self.max_kbps is None or self.max_kbps >= ENHANCEMENT_MIN_CAP_KBPS
+        if self.enhancement_available and roomy and self.pin_enhancement_qp != 0 and self.pin_frames_per_packet in (None, 1):
             enhanced = tuple(r for r in enhanced_ladder(self.num_keypoints) if r.enhancement_interval <= self.max_enhancement_interval)
         out: list[Rung] = []
         for rung in enhanced + self.ladder:

@@ -263,6 +263,15 @@ def test_picture_intervals_cost_a_share_of_a_dearer_picture_and_old_readers_get_
     assert [r.picture_rate for r in pinned._candidates() if r.enhancement_qp is not None] == [PictureRate(55)]
 
 
+def test_a_cap_under_ten_kbps_never_offers_the_layer() -> None:
+    for cap, offered in ((8.0, False), (9.9, False), (10.0, True), (None, True)):
+        controller = _enhanced_controller(cap)
+        assert any(r.enhancement_qp is not None for r in controller._candidates()) is offered, cap
+    eight = _enhanced_controller(8.0)
+    decision = eight.decide(0.0)
+    assert decision is not None and decision.rung.enhancement_qp is None
+
+
 def test_no_cap_takes_the_best_enhanced_rung() -> None:
     controller = _enhanced_controller(None)
     decision = controller.decide(0.0)
