@@ -15,9 +15,9 @@ them come the motion-only rungs. An enhanced rung's payload per frame is the mot
 ``enhancement_bytes_per_frame(rate)``: the bundle's framing and the picture over the frames it serves, measured
 per (qp, interval) once ``MIN_MEASURE_PACKETS`` pictures were sent, else ``_ENHANCEMENT_PRIORS`` (64², SVT-AV1)
 scaled by measured/prior of the rate measured last. A receiver that reads only version-1 bundles gets no
-interval above 1 (``set_enhancement``); a cap under ``ENHANCEMENT_MIN_CAP_KBPS`` gets none. The enhanced rungs climb
-and descend like any other; at one packet a frame they cost at least 10 kbps (RTP headers), so a cap like 8 kbps
-never reaches them. ``enhancement_qp`` pins the qp of the enhanced rung, a picture with every frame (the
+interval above 1 (``set_enhancement``). The enhanced rungs climb and descend like any other; a cap under
+``ENHANCEMENT_MIN_CAP_KBPS`` offers none (the cheapest costs more, and the start-of-call priors would probe it), so
+an 8 kbps cap behaves as without the layer. ``enhancement_qp`` pins the qp of the enhanced rung, a picture with every frame (the
 motion-only rungs stay below it); 0 takes the layer off the ladder.
 
 ``payload_bytes_per_frame`` is the average over the rung's recent packets once 8 were sent, else a

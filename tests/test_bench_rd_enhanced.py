@@ -69,7 +69,7 @@ def test_varint_and_bundle_sizes() -> None:
 
 
 def test_enhanced_point_sends_motion_and_pictures_in_one_bundle_per_frame(zero_branch: OursFactory, clip: BenchClip) -> None:
-    codec = OursEnhancedCodec(zero_branch, "default", 40, EnhancementLayer(E))
+    codec = OursEnhancedCodec(zero_branch, "default", PictureRate(40), EnhancementLayer(E))
     motion_only = OursCodec(zero_branch, K, "default", 1)
     info, reconstruction = codec.run(clip)
     motion_info, _ = motion_only.run(clip)
@@ -99,7 +99,7 @@ def test_zero_heads_render_as_motion_only_a_trained_branch_does_not(
 ) -> None:
     shown = np.array([0, 3, 6])
     for factory, same in ((zero_branch, True), (trained_branch, False)):
-        (codec,) = enhanced_sweep(factory, (40,))
+        (codec,) = enhanced_sweep(factory, (PictureRate(40),))
         _, enhanced = codec.run(clip, shown)
         _, plain = OursCodec(factory, K, "default", 1).run(clip, shown)
         assert enhanced.shape == plain.shape == (3, 64, 64, 3)
@@ -133,14 +133,14 @@ def test_a_picture_every_nth_frame_and_the_newest_one_between(zero_branch: OursF
 
 
 def test_lower_qp_costs_more_bytes(zero_branch: OursFactory, clip: BenchClip) -> None:
-    fine, coarse = (codec.run(clip, np.array([0]))[0] for codec in enhanced_sweep(zero_branch, (20, 63)))
+    fine, coarse = (codec.run(clip, np.array([0]))[0] for codec in enhanced_sweep(zero_branch, (PictureRate(20), PictureRate(63))))
     assert fine.payload_bytes > coarse.payload_bytes and fine.start_payload_bytes > coarse.start_payload_bytes
     assert fine.wire_bytes >= coarse.wire_bytes
 
 
 def test_a_motion_only_model_has_no_rungs_and_qps_are_checked() -> None:
     with pytest.raises(ValueError, match="no enhancement branch"):
-        enhanced_sweep(_factory("tiny"), (40,))
+        enhanced_sweep(_factory("tiny"), (PictureRate(40),))
     for bad, said in ((("0",), "qp must be in 1..63"), (("40", "64"), "qp must be in 1..63"),
                       (("48/5",), "every 1st to 4th frame"), (("fast",), "QP or QP/N")):
         with pytest.raises(RdInputError, match=f"--enhancement-rungs: .*{said}"):

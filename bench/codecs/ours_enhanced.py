@@ -143,14 +143,12 @@ class OursEnhancedCodec(OursCodec):
 
     codec = "ours+enh"
 
-    def __init__(self, factory: OursFactory, preset: str, rate: PictureRate | int, layer: EnhancementLayer) -> None:
-        rate = rate if isinstance(rate, PictureRate) else PictureRate(rate)  # an int: that qp, every frame
+    def __init__(self, factory: OursFactory, preset: str, rate: PictureRate, layer: EnhancementLayer) -> None:
         if layer.size != factory.enhancement_size:
             raise ValueError(f"the enhancement layer codes {layer.size}² pictures, the model reads "
                              f"{factory.enhancement_size}²")
         super().__init__(factory, factory.num_keypoints, preset, 1)
         self.rate = rate
-        self.qp = rate.qp
         self.layer = layer
         self.setting = f"{self.setting} enh{layer.size} {rate.label()}"
 
@@ -158,7 +156,7 @@ class OursEnhancedCodec(OursCodec):
         return {
             **super().params(),
             "enhancement_size": self.layer.size,
-            "enhancement_qp": self.qp,
+            "enhancement_qp": self.rate.qp,
             "enhancement_interval": self.rate.interval,
             "transport": TRANSPORT,
         }
@@ -194,8 +192,7 @@ class OursEnhancedCodec(OursCodec):
         return info, reconstruction
 
 
-def enhanced_sweep(factory: OursFactory, rates: Sequence[PictureRate | int],
-                   preset: str = ENHANCED_PRESET) -> list[OursEnhancedCodec]:
-    """One rung per picture rate (an int: that qp with every frame), in the given order, sharing one ``EnhancementLayer``."""
+def enhanced_sweep(factory: OursFactory, rates: Sequence[PictureRate], preset: str = ENHANCED_PRESET) -> list[OursEnhancedCodec]:
+    """One rung per picture rate, in the given order, sharing one ``EnhancementLayer``."""
     layer = EnhancementLayer(factory.enhancement_size)
     return [OursEnhancedCodec(factory, preset, rate, layer) for rate in rates]
