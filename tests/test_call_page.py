@@ -14,7 +14,8 @@ participant that serves nothing (the highest peer id) removes its tile within 5 
 the same connections; stopping the participant that serves the others' faces (the lowest) removes its tile within 5 s
 and the two faces come back through the remaining participants (new offers replace the tiles' connections); the
 sound button mutes and unmutes every face, and a browser that wants a click before sound
-(``--autoplay-policy=document-user-activation-required``) plays the faces muted until Unmute is clicked.
+(``--autoplay-policy=document-user-activation-required``) plays the faces muted until Unmute is clicked (read from the
+page's console until then: Playwright's evaluate runs as a user gesture, which would itself allow the sound).
 Screenshots and timings go to tests/artifacts/ (call_page.png, call_page.json).
 """
 
@@ -47,6 +48,22 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
                   "--autoplay-policy=no-user-gesture-required"]
 STRICT_AUTOPLAY = "--autoplay-policy=document-user-activation-required"  # sound only after a click (Chrome's default)
 SNAPSHOT = "() => window.kpcall.grid.snapshot()"
+# Reports each face's first "playing" event (and whether it was muted) on the console, without a user gesture.
+REPORT_FIRST_PLAY = """
+document.addEventListener("playing", (event) => {
+  const tile = event.target.closest && event.target.closest("[data-stream]");
+  if (tile && !tile.dataset.reported) {
+    tile.dataset.reported = "1";
+    console.log(`kpcall-test first-play ${tile.dataset.stream} muted=${event.target.muted}`);
+  }
+}, true);
+"""
+
+
+def _note_first_play(text: str, first_play: dict[str, bool]) -> None:
+    if text.startswith("kpcall-test first-play "):
+        _, _, stream, muted = text.split(" ")
+        first_play[stream] = muted == "muted=true"
 
 
 # -- a participant process ---------------------------------------------------------------------------------------
@@ -255,8 +272,18 @@ def _child(work: Path) -> int:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_FLAGS[:-1], STRICT_AUTOPLAY])
             try:
                 page = browser.new_page(viewport={"width": 900, "height": 800})
+                # Every page.evaluate (and text_content, wait_for_function) runs as a user gesture, which gives the
+                # page the right to play sound: until the faces play, the test only listens (console, no gesture).
+                first_play: dict[str, bool] = {}  # stream -> muted when its face first played
+                page.on("console", lambda msg: _note_first_play(msg.text, first_play))
+                page.add_init_script(REPORT_FIRST_PLAY)
                 page.goto(f"{call.url}/?room={ROOM}")
-                _wait(page, _playing_tiles(rest), 60, "the faces playing in a browser that wants a gesture for sound", rest)
+                deadline = time.monotonic() + 60
+                while not set(rest) <= first_play.keys():
+                    assert time.monotonic() < deadline, f"the faces did not play in a browser that wants a gesture for sound: {first_play}"
+                    page.wait_for_timeout(100)
+                assert all(first_play[p] for p in rest), first_play  # played muted: no click yet
+                _wait(page, _playing_tiles(rest), 30, "the faces playing in a browser that wants a gesture for sound", rest)
                 assert all(t["muted"] for t in page.evaluate(SNAPSHOT)), page.evaluate(SNAPSHOT)
                 assert page.text_content("#call-sound") == "Unmute" and "click" in str(page.text_content("#call-sound-note"))
                 page.click("#call-sound")
