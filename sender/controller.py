@@ -101,14 +101,14 @@ RERANK_S = 5.0  # at a held K, the keypoints sent are revised at most this often
 _PRIORS = {1: (2.251, 0.487, 8.894, 0.23), 2: (1.486, 0.265, 8.666, 0.152), 3: (0.924, 0.166, 8.185, 0.116)}
 
 BUNDLE_FRAMING_BYTES = 4  # a frame bundle's magic, two length varints and flags (codec.enhancement.bundle)
-# Prior enhancement picture bytes per frame by qp: E = 64, SVT-AV1 (codec.enhancement.lowres_codec) on the
-# training people's face crops at 25 fps, inter pictures (python -m codec.data enhance, 2026-12-06); other qps
-# are interpolated log-linearly.
-_ENHANCEMENT_PRIORS = {32: 143.0, 40: 82.0, 48: 47.5, 55: 32.0, 63: 23.0}
+# Prior enhancement picture bytes per frame by qp: E = 64, SVT-AV1 preset 4 low-delay
+# (codec.enhancement.lowres_codec) on 30 training people's face crops at 25 fps (150 frames each), inter pictures
+# (2026-12-07); other qps are interpolated log-linearly.
+_ENHANCEMENT_PRIORS = {32: 93.9, 40: 58.0, 48: 37.9, 55: 29.5, 63: 23.3}
 # A picture with every N-th frame is coded N frames after the one before: it costs more than one a frame after.
-# Bytes per picture at N over those at 1, validation people, qps 32-63 (codec.enhancement.picture_rate's table):
-# 1.13-1.32 at 2, 1.22-1.56 at 3; 4 extrapolated.
-_INTERVAL_PICTURE_FACTOR = {1: 1.0, 2: 1.28, 3: 1.5, 4: 1.7}
+# Bytes per picture at N over those at 1, the same clips, mean over qps 32-63: 1.12-1.36 at 2, 1.20-1.64 at 3,
+# 1.25-1.80 at 4 (the finer the qp, the larger).
+_INTERVAL_PICTURE_FACTOR = {1: 1.0, 2: 1.26, 3: 1.45, 4: 1.57}
 # Under this cap no enhanced rung is offered. The cheapest costs 9.5 kbps in a call with sound (bench rd, test group,
 # 2026-12-06: K = 20 motion 7.3 + a qp-63 picture every 3rd frame 2.2), but at a call's start the motion prior
 # (fitted on the synthetic trace) is lower than a real face's, so an 8 kbps cap would probe it for ~2 s.

@@ -6,21 +6,24 @@ receiver has, as long as it is less than ``interval`` frames old (``codec.enhanc
 interval, so the receiver knows which frames carry none on purpose and which pictures were lost).
 
 Why pictures less often: measured on the validation people (codec.data.split; 7 clips, 100 frames,
-K = 20 default quantizer, the shipped cpu-enh64 model, 2026-12-06), face PSNR against the picture's
-payload kbps (motion alone: 26.39 dB)::
+K = 20 default quantizer, the shipped cpu-enh64 model, the pictures coded by SVT-AV1 preset 4 low-delay as
+``codec.enhancement.lowres_codec`` codes them, 2026-12-07), face PSNR against the picture's payload kbps
+(motion alone: 26.39 dB)::
 
     qp   every frame     every 2nd       every 3rd
-    63   4.41  26.67     2.49  26.51     1.79  26.43
-    55   5.99  27.78     3.73  27.50     2.86  27.25
-    48   8.97  28.58     5.75  28.22     4.51  27.88
-    40   15.77 29.38     10.36 28.88     8.21  28.50
-    32   27.54 29.88     18.17 29.37     14.32 28.88
+    63   4.47  26.69     2.44  26.41     1.77  26.44
+    55   5.53  27.63     3.27  27.35     2.48  27.25
+    48   7.17  28.39     4.54  28.02     3.52  27.88
+    40   11.26 29.20     7.59  28.77     5.94  28.41
+    32   17.76 29.76     12.50 29.28     10.08 28.84
 
-At a few kbps a sharper picture every 3rd frame beats a coarse one every frame (4.51 kbps: 27.88 dB at
-qp 48 every 3rd, 26.67 at qp 63 every frame); near 30 kbps every frame is best. ``LADDER`` is the upper
-hull of that table (the model was trained on a picture for every frame; a stale one is still mostly right
-in its low frequencies, which is what it corrects). Chosen on validation people; bench rd measures it on
-the test group.
+At a few kbps a sharper picture every 3rd frame beats a coarse one every frame (3.5 kbps: 27.88 dB at
+qp 48 every 3rd, 26.69 at qp 63 every frame for 4.5); above ~11 kbps every frame is best. ``LADDER`` is the
+upper hull of that table (the model was trained on a picture for every frame; a stale one is still mostly
+right in its low frequencies, which is what it corrects). Points under the hull are left out: each change of
+qp re-opens the encoder and costs a key picture. Chosen on validation people; bench rd measures it on the
+test group. (With preset 10 in its real-time mode, 2026-12-06, the same table cost 1.0–1.4× these rates and
+its hull had qp 48 every 2nd frame where this one has qp 40 every 3rd.)
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class PictureRate:
 
 # best first: the upper hull of the table in the module docstring
 LADDER = (
-    PictureRate(32, 1), PictureRate(40, 1), PictureRate(40, 2), PictureRate(48, 2),
+    PictureRate(32, 1), PictureRate(40, 1), PictureRate(40, 2), PictureRate(40, 3),
     PictureRate(48, 3), PictureRate(55, 3), PictureRate(63, 3),
 )
 
