@@ -27,7 +27,8 @@ link carries motion as RTP (``set_packet_overhead``); "other traffic" is what
 the transport counters show beyond the motion packets over the last seconds (the SACKs the sender
 returns for every feedback message, control messages, ICE checks), assumed 1 kbps until measured.
 Moving down goes one rung at a time, ``DOWN_HOLD_S`` after the last change (so the new rung gets
-measured), unless the measured rate is ``OVER_FACTOR`` above the cap; moving up needs headroom under
+measured), unless the rate measured since the last change (over at least ``MIN_MEASURE_S``) is ``OVER_FACTOR``
+above the cap; moving up needs headroom under
 the cap and ``HOLD_S`` seconds, and a rung that had to be left within ``FAILED_UP_S`` of moving up to
 it is not probed again for ``BACKOFF_S`` (doubling each time). Congestion — frame loss in the receiver's Feedback
 above ``LOSS_STEP_DOWN`` or its reported jitter above ``JITTER_STEP_DOWN_MS`` — moves one rung down,
@@ -425,6 +426,15 @@ class BandwidthController:
     def measured_kbps(self, now_s: float) -> float | None:
         return self._rate_kbps(self._wire, now_s)
 
+    def measured_kbps_since(self, since_s: float, now_s: float) -> float | None:
+        """The rate over the window's samples from ``since_s`` on (None until they span ``MIN_MEASURE_S``)."""
+        self._trim(self._wire, now_s)
+        samples = [s for s in self._wire if s[0] >= since_s]
+        if len(samples) < 2 or samples[-1][0] - samples[0][0] < MIN_MEASURE_S:
+            return None
+        (t0, b0), (t1, b1) = samples[0], samples[-1]
+        return (b1 - b0) * 8 / 1000 / (t1 - t0)
+
     # -- decision --------------------------------------------------------------------------------
     def loss_ceiling(self, now_s: float, other_kbps: float) -> int | None:
         """The most frames per packet allowed now: ``MAX_FPP_UNDER_LOSS`` (or the fewest that fit the cap) under heavy
@@ -467,7 +477,9 @@ class BandwidthController:
                 self._changed_at = -1e9  # a congestion step is not held back by DOWN_HOLD_S
             target = max(target, cur_index)
         if cur_index is not None and target > cur_index:
-            measured = self.measured_kbps(now_s)
+            # Far over is judged on the current rung's own rate: a window that still holds the rung just left (and the
+            # key picture a change of qp or interval costs) would step down again and again, 40 ms apart.
+            measured = self.measured_kbps_since(self._changed_at, now_s)
             far_over = self.max_kbps is not None and measured is not None and measured > OVER_FACTOR * self.max_kbps
             if now_s - self._changed_at < DOWN_HOLD_S and not far_over:
                 target = cur_index  # down: let the current rung be measured first

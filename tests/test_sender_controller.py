@@ -16,7 +16,7 @@ from codec.quantize import DEFAULT_PRESET_ID, PRESETS_BY_NAME
 from codec.synthetic_trace import synthetic_trace, trace_timestamps_ms
 import sender.controller as controller_module
 from sender.controller import (
-    BUNDLE_FRAMING_BYTES, PACKET_OVERHEAD_BYTES, RERANK_S, BandwidthController, Rung, default_ladder,
+    BUNDLE_FRAMING_BYTES, DOWN_HOLD_S, PACKET_OVERHEAD_BYTES, RERANK_S, BandwidthController, Rung, default_ladder,
     enhanced_ladder, prior_bytes_per_frame, prior_enhancement_bytes,
 )
 from signaling.control import DelayReport
@@ -460,3 +460,30 @@ def test_what_the_controller_keeps_stays_bounded_over_a_long_call() -> None:
             controller.on_feedback(now, Feedback(1, None, frames_received=i, frames_lost=0))
     kept = [value for value in vars(controller).values() if isinstance(value, deque)]
     assert kept and max(len(d) for d in kept) < 1000, {len(d) for d in kept}
+
+
+def test_a_jump_far_over_the_cap_is_judged_on_the_rung_it_leaves() -> None:
+    """Far over the cap the controller may jump down at once, but only on the current rung's own measured rate: the
+    6 s window still holds the old rung's bytes just after a change, and a burst of other traffic (a real call's
+    transport counters lag its packets) raised every prediction; judged on the window, a bench call at 15 kbps
+    stepped down four rungs in 1 s (2026-12-07), to motion only, and so does this stream (40, 48, motion only)."""
+    controller = _enhanced_controller(36.0)
+    start = controller.decide(0.0)
+    assert start is not None and start.rung.enhancement_qp == 40
+    wire, downs = 0, []
+    for i in range(int(12 * FPS)):
+        now = i / FPS
+        assert controller.current is not None
+        rung = controller.current.rung
+        picture = {40: 400, 48: 60, 55: 40, 63: 30}.get(rung.enhancement_qp or 0, 0)  # qp 40 far too dear
+        controller.on_packet(now, 18, 1, rung, picture + BUNDLE_FRAMING_BYTES if picture else 0)
+        burst = 6000 if downs and now - downs[-1] < 1.0 else 0  # other traffic bursts just after the jump
+        wire = max(wire, controller._motion_wire_total + int(i * 1000 / 8 / FPS) + burst)
+        controller.on_wire_bytes(now, wire)
+        decision = controller.decide(now)
+        if decision is not None and decision.rung != rung:
+            downs.append(now)
+    qps = [d.rung.enhancement_qp for d in controller.decisions]
+    # qp 48's pictures (60 B) predict 36.4 kbps, qp 55's 32.4: it ends on 55, not on motion only
+    assert qps == [40, 48, 55], qps
+    assert all(b - a >= DOWN_HOLD_S for a, b in zip(downs, downs[1:])), (downs, qps)
