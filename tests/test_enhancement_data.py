@@ -61,6 +61,17 @@ def test_enhance_writes_every_clip_and_resumes(prepared: Path, caplog: pytest.Lo
     assert "1 streams coded" in caplog.text
     assert enhancement_paths(prepared / "clips" / "c_0", SIZE, 63)[1].is_file()
 
+    # Files coded with other encoder settings (the preset-10 real-time mode of 2026-12-06) are coded again.
+    old_json = enhancement_paths(prepared / "clips" / "b_0", SIZE, 40)[1]
+    side = json.loads(old_json.read_text())
+    old_json.write_text(json.dumps({**side, "encoder": {"preset": "10", "crf": "40", "svtav1-params": "rtc=1"}}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert data_main(_argv(prepared)) == 0
+    assert "1 streams coded" in caplog.text and "coding it again" in caplog.text
+    assert json.loads(old_json.read_text())["encoder"] == side["encoder"]
+    assert first.stat().st_mtime_ns == stamp
+
 
 def test_coded_clip_matches_the_receiver(prepared: Path) -> None:
     frames = np.load(prepared / "clips" / "c_0" / "frames.npy")

@@ -12,7 +12,8 @@ no loss) and decoded with ``LowResDecoder``. Written next to the clip's frames::
                                     "frame_bytes": [N ints: each frame's payload bytes, frame 0 the key],
                                     "psnr_db": [N floats: decoded vs the E×E downscaled frame, RGB, capped at 99]}
 
-A clip whose two files exist for a qp is skipped (resume); each file is written under a temporary
+A clip whose two files exist for a qp, coded with the current encoder settings (the .json's "encoder"), is skipped
+(resume); files of other settings (an older SVT-AV1 preset) are coded again. Each file is written under a temporary
 name and renamed (the .npy first, so a .json means both are complete). At the end the per-split
 means are logged and printed as JSON: bytes per frame with and without the key frame, kbps at
 25 fps (bytes × 25 × 8 / 1000), and PSNR.
@@ -104,6 +105,22 @@ def _save_atomic_json(path: Path, value: object) -> None:
     os.replace(tmp, path)
 
 
+def _is_current(clip_dir: Path, size: int, qp: int) -> bool:
+    """Both files exist and were coded with the encoder settings a call uses now (else they are coded again: pictures
+    of other settings would train the model on artifacts the receiver never sees)."""
+    npy_path, json_path = enhancement_paths(clip_dir, size, qp)
+    if not (npy_path.is_file() and json_path.is_file()):
+        return False
+    try:
+        encoder = json.loads(json_path.read_text()).get("encoder")
+    except (OSError, ValueError):
+        return False
+    if encoder != svt_av1_options(qp):
+        log.info("%s was coded with %s, not %s: coding it again", json_path, encoder, svt_av1_options(qp))
+        return False
+    return True
+
+
 def _manifest(root: Path) -> dict:
     path = root / "manifest.json"
     if not path.is_file():
@@ -123,7 +140,7 @@ def enhance(root: Path, size: int, qps: list[int], splits: tuple[str, ...] = SPL
     start = time.monotonic()
     for n, entry in enumerate(entries, 1):
         clip_dir = root / "clips" / str(entry["id"])
-        todo = [qp for qp in qps if not all(p.is_file() for p in enhancement_paths(clip_dir, size, qp))]
+        todo = [qp for qp in qps if not _is_current(clip_dir, size, qp)]
         done_frames += int(entry["num_frames"])
         if not todo:
             continue
