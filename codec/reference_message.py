@@ -139,8 +139,15 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def encode_portrait(rgb: np.ndarray, image_format: str = "jpeg", quality: int = 92) -> bytes:
-    """rgb: (H, W, 3) uint8 -> encoded image bytes (JPEG by default)."""
+# The portrait as senders code it. WebP at 90 against the JPEG at 92 used before 2026-12-07, validation people (7 clips,
+# 256² crops, the shipped model, K = 20): 6.4 KB instead of 12.2 (0.77 kbps less over a 60 s call) for 0.04 dB of face
+# PSNR (26.40 vs 26.44 motion only, 28.39 vs 28.44 with a qp 40 picture every 3rd frame); WebP 70: 3.2 KB, -0.12 dB;
+# WebP 50: 2.6 KB, -0.65 dB.
+PORTRAIT_FORMAT, PORTRAIT_QUALITY = "webp", 90
+
+
+def encode_portrait(rgb: np.ndarray, image_format: str = PORTRAIT_FORMAT, quality: int = PORTRAIT_QUALITY) -> bytes:
+    """rgb: (H, W, 3) uint8 -> encoded image bytes (``PORTRAIT_FORMAT`` by default)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
     _check_size(rgb.shape[1], rgb.shape[0])

@@ -49,8 +49,23 @@ def test_round_trip_and_cache_key() -> None:
     back = unpack_reference_message(pack_reference_message(msg))
     assert back == msg
     assert np.array_equal(decode_portrait(back), rgb)
-    jpeg = encode_portrait(rgb)
-    assert probe_image(jpeg) == (32, 40, "jpeg")
+    assert probe_image(encode_portrait(rgb, image_format="jpeg")) == (32, 40, "jpeg")
+    assert probe_image(encode_portrait(rgb)) == (32, 40, "webp")  # what senders send since 2026-12-07
+
+
+def test_senders_portrait_is_webp_at_half_the_jpegs_bytes_and_as_faithful() -> None:
+    """The default coding (WebP 90) against the JPEG 92 senders used before, on a smooth 256² face-like image."""
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float64)
+    face = np.exp(-((xx - 128) ** 2 / 70**2 + (yy - 120) ** 2 / 90**2))  # (256, 256) a bright oval
+    rgb = np.stack([200 * face + 30, 150 * face + 40, 120 * face + 50], -1)
+    rgb += 6 * (np.sin(xx / 3) * np.cos(yy / 5))[..., None]  # fine texture
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    webp, jpeg = encode_portrait(rgb), encode_portrait(rgb, image_format="jpeg", quality=92)
+    msg = ReferenceMessage.from_image(webp, "kpcall-fv2v", "1")
+    back = decode_portrait(unpack_reference_message(pack_reference_message(msg)))
+    err = np.mean((back.astype(np.float64) - rgb) ** 2)
+    assert msg.image_format == "webp" and len(webp) < 0.75 * len(jpeg), (len(webp), len(jpeg))
+    assert 10 * np.log10(255**2 / err) > 38.0
 
 
 def test_image_bounds() -> None:

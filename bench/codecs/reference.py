@@ -35,7 +35,7 @@ class SentReference:
 
 
 def send_reference(image: np.ndarray, model_id: str = MODEL_ID, model_version: str = MODEL_VERSION) -> SentReference:
-    """The sender's reference message for ``image`` (JPEG, codec.reference_message defaults), chunked."""
+    """The sender's reference message for ``image`` (as senders code it: codec.reference_message defaults), chunked."""
     message = ReferenceMessage.from_image(encode_portrait(image), model_id=model_id, model_version=model_version)
     chunks = chunk_message(pack_reference_message(message))
     reassembler = ChunkReassembler()
