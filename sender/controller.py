@@ -55,6 +55,7 @@ each extra frame in a packet delays the packet's first frame by one frame interv
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -110,9 +111,10 @@ _ENHANCEMENT_PRIORS = {32: 93.9, 40: 58.0, 48: 37.9, 55: 29.5, 63: 23.3}
 # Bytes per picture at N over those at 1, the same clips, mean over qps 32-63: 1.12-1.36 at 2, 1.20-1.64 at 3,
 # 1.25-1.80 at 4 (the finer the qp, the larger).
 _INTERVAL_PICTURE_FACTOR = {1: 1.0, 2: 1.26, 3: 1.45, 4: 1.57}
-# Under this cap no enhanced rung is offered. The cheapest costs 9.5 kbps in a call with sound (bench rd, test group,
-# 2026-12-06: K = 20 motion 7.3 + a qp-63 picture every 3rd frame 2.2), but at a call's start the motion prior
-# (fitted on the synthetic trace) is lower than a real face's, so an 8 kbps cap would probe it for ~2 s.
+# Under this cap no enhanced rung is offered. The cheapest costs 8.6 kbps in a call with sound (bench rd, test group,
+# 2026-12-07: K = 20 motion 6.5 with the portrait amortized over 60 s, + a qp-63 picture every 3rd frame 2.1), but at a
+# call's start the motion prior (fitted on the synthetic trace) is lower than a real face's, so an 8 kbps cap would
+# probe it for ~2 s (measured 2026-12-06).
 ENHANCEMENT_MIN_CAP_KBPS = 10.0
 
 
@@ -354,11 +356,13 @@ class BandwidthController:
             samples.popleft()
 
     @staticmethod
-    def _rate_kbps(samples: deque[tuple[float, int]], now_s: float) -> float | None:
+    def _rate_kbps(samples: deque[tuple[float, int]], now_s: float, since_s: float = -math.inf) -> float | None:
+        """The rate over the window's cumulative-byte samples from ``since_s`` on; None until they span ``MIN_MEASURE_S``."""
         BandwidthController._trim(samples, now_s)
-        if len(samples) < 2 or samples[-1][0] - samples[0][0] < MIN_MEASURE_S:
+        first = next((s for s in samples if s[0] >= since_s), None)
+        if first is None or samples[-1][0] - first[0] < MIN_MEASURE_S:
             return None
-        (t0, b0), (t1, b1) = samples[0], samples[-1]
+        (t0, b0), (t1, b1) = first, samples[-1]
         return (b1 - b0) * 8 / 1000 / (t1 - t0)
 
     def loss_fraction(self, now_s: float) -> float:
@@ -427,13 +431,8 @@ class BandwidthController:
         return self._rate_kbps(self._wire, now_s)
 
     def measured_kbps_since(self, since_s: float, now_s: float) -> float | None:
-        """The rate over the window's samples from ``since_s`` on (None until they span ``MIN_MEASURE_S``)."""
-        self._trim(self._wire, now_s)
-        samples = [s for s in self._wire if s[0] >= since_s]
-        if len(samples) < 2 or samples[-1][0] - samples[0][0] < MIN_MEASURE_S:
-            return None
-        (t0, b0), (t1, b1) = samples[0], samples[-1]
-        return (b1 - b0) * 8 / 1000 / (t1 - t0)
+        """The wire rate over the window's part from ``since_s`` on (None until it spans ``MIN_MEASURE_S``)."""
+        return self._rate_kbps(self._wire, now_s, since_s)
 
     # -- decision --------------------------------------------------------------------------------
     def loss_ceiling(self, now_s: float, other_kbps: float) -> int | None:
