@@ -167,3 +167,46 @@ def test_ship_puts_the_enhanced_validation_on_the_card(data: Path, tmp_path: Pat
     assert rows[1].split(" | ")[1] == "12.0" and rows[2].split(" | ")[1] == "6.0"
     enhanced = json.loads((tmp_path / "docs" / "validation.json").read_text())["enhanced"]
     assert sorted(enhanced) == ["40", "55"] and np.isfinite(enhanced["40"]["overall"]["face_psnr"])
+
+
+def test_a_freeze_motion_fine_tune_keeps_l_and_h_and_ships_with_the_same_motion_id(data: Path, tmp_path: Path) -> None:
+    """--freeze-motion true trains F, M and G only: L's and H's tensors come out bit-identical (also in the weight
+    average), so ship.py --motion-model-from records the source's motion id; a model whose H moved is refused."""
+    from safetensors.torch import load_file
+
+    from codec.train.ship import MOTION_NETWORKS, shared_motion_model_id
+
+    torch.manual_seed(0)
+    source = tmp_path / "tiny-enh.safetensors"
+    source_id = checkpoint.save(FaceVid2VidModel(ModelConfig.preset("tiny-enh")), source, metadata={"step": "10"})
+    run = tmp_path / "run"
+    args = ["--run", str(run), "--from-model", str(source), "--preset", "tiny-enh", "--data", str(data),
+            "--enhancement-qps", "40,55", "--enhancement-val-qp", "55", "--threads", "1", "--no-progress",
+            "--validation-pairs", "4", "--validate-steps", "100", "--log-steps", "1", "--batch-size", "2",
+            "--max-steps", "20", "--generator-frozen-until-step", "0", "--stop-after-steps", "3",
+            "--ema-decay", "0.9", "--lr", "1e-3", "--freeze-motion", "true"]
+    assert main(args) == 0
+    original, _ = checkpoint.load(source)
+    state = load_file(str(run / "last.safetensors"))  # the training state: generator.*, ema.*, optimizers, ...
+    trained, ema = FaceVid2VidModel(ModelConfig.preset("tiny-enh")), FaceVid2VidModel(ModelConfig.preset("tiny-enh"))
+    for prefix, model in (("generator", trained), ("ema", ema)):
+        model.load_state_dict({k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
+    for model in (trained, ema):
+        for name in MOTION_NETWORKS:
+            for key, tensor in getattr(original, name).state_dict().items():
+                assert torch.equal(getattr(model, name).state_dict()[key], tensor), f"{name}.{key} moved"
+        assert not all(torch.equal(a, b) for a, b in zip(model.generator.parameters(), original.generator.parameters()))
+    assert shared_motion_model_id(trained, source) == source_id  # the source names no other motion model: its own id
+    with torch.no_grad():
+        next(trained.pose_expression.parameters()).add_(1e-3)
+    with pytest.raises(SystemExit, match=r"pose_expression\..* differs .*--freeze-motion true"):
+        shared_motion_model_id(trained, source)
+
+
+def test_freeze_motion_flag_reads_true_and_false_only() -> None:
+    from codec.train.__main__ import parse_args
+
+    assert parse_args(["--run", "r", "--freeze-motion", "true"]).freeze_motion is True
+    assert parse_args(["--run", "r", "--freeze-motion", "0"]).freeze_motion is False
+    with pytest.raises(SystemExit):
+        parse_args(["--run", "r", "--freeze-motion", "maybe"])

@@ -132,11 +132,15 @@ class Trainer:
                     else "no VGG19 weights: L1 pyramid + SSIM + D feature matching")
 
     def generator_param_groups(self) -> list[dict[str, Any]]:
-        """G's parameters; the enhancement branch's (new, from zero) in a group of their own at lr × enhancement_lr_scale."""
+        """G's parameters; the enhancement branch's (new, from zero) in a group of their own at lr × enhancement_lr_scale;
+        with ``freeze_motion`` none of L's and H's (they keep their weights, and the model its motion)."""
+        if self.config.freeze_motion:
+            for frozen in (self.model.canonical_keypoints, self.model.pose_expression):  # L, H (GroupNorm: no running stats)
+                frozen.requires_grad_(False)
         generator = self.model.generator
         branch = [m for m in (generator.enhancement, generator.correction) if m is not None]
         branch_ids = {id(p) for m in branch for p in m.parameters()}
-        rest = [p for p in self.model.parameters() if id(p) not in branch_ids]
+        rest = [p for p in self.model.parameters() if id(p) not in branch_ids and p.requires_grad]
         groups: list[dict[str, Any]] = [{"params": rest, "lr_scale": 1.0}]
         if branch_ids:
             groups.append({"params": [p for m in branch for p in m.parameters()],

@@ -33,6 +33,7 @@ class TrainConfig:
     enhancement_qps: str = "40,48,55,63"  # presets with an enhancement branch: the coded pictures' qps drawn from (python -m codec.data enhance)
     enhancement_lr_scale: float = 10.0  # presets with an enhancement branch: its parameters learn at lr * this (new, small, from zero)
     enhancement_val_qp: int = 55  # presets with an enhancement branch: the qp of validation's enhanced pass
+    freeze_motion: bool = False  # keep L and H (the keypoint networks) as they are: a fine-tune of F, M and G only, whose model reads and makes the same motion (ship.py --motion-model-from keeps the motion id, so senders and the distilled web receivers stay compatible)
     # loss weights
     w_l1: float = 10.0  # multi-scale L1 (pyramid full, 1/2, 1/4, 1/8)
     w_ssim: float = 5.0  # 1 - SSIM
@@ -86,6 +87,13 @@ def _help_texts() -> dict[str, str]:
     return helps
 
 
+def _parse_bool(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One --flag per TrainConfig field, default None (so that 'given on the command line' is visible)."""
     helps = _help_texts()
@@ -97,6 +105,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f"{helps.get(field.name, '')} (default {default})"
         if kind == tuple[float, float]:
             parser.add_argument(flag, type=float, nargs=2, default=None, help=help_text)
+        elif kind is bool:
+            parser.add_argument(flag, type=_parse_bool, default=None, help=help_text + "; true or false")
         else:
             parser.add_argument(flag, type=kind, default=None, help=help_text)
 
@@ -124,7 +134,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     values.setdefault("ema_decay", 0.0)  # runs saved before the weight average existed kept none
     values.setdefault("landmark_refinement", 0.0)  # runs saved before it rendered from H's own keypoints
     values.setdefault("w_region_l1", 0.0)  # runs saved before the eye/mouth term existed trained without it
-    for name in ("enhancement_drop", "enhancement_qps", "enhancement_val_qp", "enhancement_stale"):  # runs saved before these existed
+    for name in ("enhancement_drop", "enhancement_qps", "enhancement_val_qp", "enhancement_stale", "freeze_motion"):  # runs saved before these existed
         values.setdefault(name, getattr(TrainConfig, name))
     if "betas" in values:
         values["betas"] = tuple(values["betas"])

@@ -272,6 +272,24 @@ def model_card(meta: dict[str, Any], record: dict[str, Any], floors: dict[str, A
     return "\n".join(lines)
 
 
+MOTION_NETWORKS = ("canonical_keypoints", "pose_expression")  # L and H: what a sender runs, what the motion id names
+
+
+def shared_motion_model_id(model: Any, source: Path) -> str:
+    """The motion id of the model file ``source`` when ``model``'s L and H equal its own, tensor for tensor (a
+    ``--freeze-motion`` fine-tune of it): ``model`` then reads and makes the same motion, and senders and receivers
+    of either stay compatible. SystemExit naming the first tensor that differs otherwise."""
+    reference, reference_id = checkpoint.load(source)
+    for name in MOTION_NETWORKS:
+        mine, theirs = getattr(model, name).state_dict(), getattr(reference, name).state_dict()
+        for key, tensor in theirs.items():
+            other = mine.get(key)
+            if other is None or other.shape != tensor.shape or not torch.equal(other.float(), tensor.float()):
+                raise SystemExit(f"{name}.{key} differs from {source}'s: this model's motion is not that model's "
+                                 "(train with --freeze-motion true from it, or ship without --motion-model-from)")
+    return checkpoint.read_metadata(source).get("motion_model_id") or reference_id
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codec.train.ship", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -292,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wall-hours-before", type=float, default=0.0,
                         help="wall hours spent before the run's own count started (a run started with --from-model "
                              "from a file that recorded none); added to the recorded wall hours")
+    parser.add_argument("--motion-model-from", type=Path, default=None,
+                        help="a model file whose L and H this model kept (a --freeze-motion true fine-tune of it): "
+                             "checked tensor for tensor, then its motion id is recorded, so senders running it and the "
+                             "receivers distilled from it stay compatible")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -328,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"step": str(step), "cpu_hours": f"{at_step[0]['cpu_hours']:.3f}" if at_step else "",
             "wall_hours": f"{wall_hours:.3f}" if at_step else "",
             "trained_on": "../shared/data/clips (prepared 256²)", "validation": json.dumps(record["overall"])}
+    if args.motion_model_from is not None:
+        meta["motion_model_id"] = shared_motion_model_id(model, args.motion_model_from)
     model_id = checkpoint.save(model, args.out, metadata=meta, half=True)
     size_bytes = args.out.stat().st_size
     if size_bytes > MAX_SHIPPED_BYTES:
