@@ -427,11 +427,8 @@ class BandwidthController:
         other = self._rate_kbps(self._other, now_s)
         return ASSUMED_OTHER_KBPS if other is None else max(0.0, other)
 
-    def measured_kbps(self, now_s: float) -> float | None:
-        return self._rate_kbps(self._wire, now_s)
-
-    def measured_kbps_since(self, since_s: float, now_s: float) -> float | None:
-        """The wire rate over the window's part from ``since_s`` on (None until it spans ``MIN_MEASURE_S``)."""
+    def measured_kbps(self, now_s: float, since_s: float = -math.inf) -> float | None:
+        """The wire rate over the window (its part from ``since_s`` on); None until that spans ``MIN_MEASURE_S``."""
         return self._rate_kbps(self._wire, now_s, since_s)
 
     # -- decision --------------------------------------------------------------------------------
@@ -478,7 +475,7 @@ class BandwidthController:
         if cur_index is not None and target > cur_index:
             # Far over is judged on the current rung's own rate: a window that still holds the rung just left (and the
             # key picture a change of qp or interval costs) would step down again and again, 40 ms apart.
-            measured = self.measured_kbps_since(self._changed_at, now_s)
+            measured = self.measured_kbps(now_s, since_s=self._changed_at)
             far_over = self.max_kbps is not None and measured is not None and measured > OVER_FACTOR * self.max_kbps
             if now_s - self._changed_at < DOWN_HOLD_S and not far_over:
                 target = cur_index  # down: let the current rung be measured first

@@ -170,7 +170,7 @@ def test_ship_puts_the_enhanced_validation_on_the_card(data: Path, tmp_path: Pat
 
 
 def test_a_freeze_motion_fine_tune_keeps_l_and_h_and_ships_with_the_same_motion_id(data: Path, tmp_path: Path) -> None:
-    """--freeze-motion true trains F, M and G only: L's and H's tensors come out bit-identical (also in the weight
+    """--freeze-motion trains F, M and G only: L's and H's tensors come out bit-identical (also in the weight
     average), so ship.py --motion-model-from records the source's motion id; a model whose H moved is refused."""
     from safetensors.torch import load_file
 
@@ -184,7 +184,7 @@ def test_a_freeze_motion_fine_tune_keeps_l_and_h_and_ships_with_the_same_motion_
             "--enhancement-qps", "40,55", "--enhancement-val-qp", "55", "--threads", "1", "--no-progress",
             "--validation-pairs", "4", "--validate-steps", "100", "--log-steps", "1", "--batch-size", "2",
             "--max-steps", "20", "--generator-frozen-until-step", "0", "--stop-after-steps", "3",
-            "--ema-decay", "0.9", "--lr", "1e-3", "--freeze-motion", "true"]
+            "--ema-decay", "0.9", "--lr", "1e-3", "--freeze-motion"]
     assert main(args) == 0
     original, _ = checkpoint.load(source)
     state = load_file(str(run / "last.safetensors"))  # the training state: generator.*, ema.*, optimizers, ...
@@ -199,14 +199,15 @@ def test_a_freeze_motion_fine_tune_keeps_l_and_h_and_ships_with_the_same_motion_
     assert shared_motion_model_id(trained, source) == source_id  # the source names no other motion model: its own id
     with torch.no_grad():
         next(trained.pose_expression.parameters()).add_(1e-3)
-    with pytest.raises(SystemExit, match=r"pose_expression\..* differs .*--freeze-motion true"):
+    with pytest.raises(SystemExit, match=r"pose_expression\..* differs .*--freeze-motion"):
         shared_motion_model_id(trained, source)
 
 
-def test_freeze_motion_flag_reads_true_and_false_only() -> None:
+def test_freeze_motion_flag_is_on_off_or_not_given() -> None:
     from codec.train.__main__ import parse_args
 
-    assert parse_args(["--run", "r", "--freeze-motion", "true"]).freeze_motion is True
-    assert parse_args(["--run", "r", "--freeze-motion", "0"]).freeze_motion is False
+    assert parse_args(["--run", "r", "--freeze-motion"]).freeze_motion is True
+    assert parse_args(["--run", "r", "--no-freeze-motion"]).freeze_motion is False
+    assert parse_args(["--run", "r"]).freeze_motion is None  # not given: the run's saved config decides
     with pytest.raises(SystemExit):
         parse_args(["--run", "r", "--freeze-motion", "maybe"])

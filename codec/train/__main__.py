@@ -114,6 +114,9 @@ class Trainer:
             contrast=config.color_jitter, saturation=config.color_jitter, enhancement_drop=config.enhancement_drop,
             enhancement_stale=config.enhancement_stale))
         self.model = model_io.build_generator(config.preset, self.train_data.size, config.landmark_refinement).to(device)
+        if config.freeze_motion:  # L and H keep their weights (GroupNorm: no running statistics to keep either)
+            self.model.canonical_keypoints.requires_grad_(False)
+            self.model.pose_expression.requires_grad_(False)
         self.disc = model_io.build_discriminator(self.model).to(device)
         self.opt_g = torch.optim.Adam(self.generator_param_groups(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr_d, betas=config.betas)
@@ -133,10 +136,7 @@ class Trainer:
 
     def generator_param_groups(self) -> list[dict[str, Any]]:
         """G's parameters; the enhancement branch's (new, from zero) in a group of their own at lr × enhancement_lr_scale;
-        with ``freeze_motion`` none of L's and H's (they keep their weights, and the model its motion)."""
-        if self.config.freeze_motion:
-            for frozen in (self.model.canonical_keypoints, self.model.pose_expression):  # L, H (GroupNorm: no running stats)
-                frozen.requires_grad_(False)
+        only those that train (``freeze_motion``: not L's and H's)."""
         generator = self.model.generator
         branch = [m for m in (generator.enhancement, generator.correction) if m is not None]
         branch_ids = {id(p) for m in branch for p in m.parameters()}

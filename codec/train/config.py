@@ -87,13 +87,6 @@ def _help_texts() -> dict[str, str]:
     return helps
 
 
-def _parse_bool(text: str) -> bool:
-    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.strip().lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value
-
-
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One --flag per TrainConfig field, default None (so that 'given on the command line' is visible)."""
     helps = _help_texts()
@@ -106,7 +99,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if kind == tuple[float, float]:
             parser.add_argument(flag, type=float, nargs=2, default=None, help=help_text)
         elif kind is bool:
-            parser.add_argument(flag, type=_parse_bool, default=None, help=help_text + "; true or false")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             parser.add_argument(flag, type=kind, default=None, help=help_text)
 

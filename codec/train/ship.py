@@ -286,7 +286,7 @@ def shared_motion_model_id(model: Any, source: Path) -> str:
             other = mine.get(key)
             if other is None or other.shape != tensor.shape or not torch.equal(other.float(), tensor.float()):
                 raise SystemExit(f"{name}.{key} differs from {source}'s: this model's motion is not that model's "
-                                 "(train with --freeze-motion true from it, or ship without --motion-model-from)")
+                                 "(train with --freeze-motion from it, or ship without --motion-model-from)")
     return checkpoint.read_metadata(source).get("motion_model_id") or reference_id
 
 
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall hours spent before the run's own count started (a run started with --from-model "
                              "from a file that recorded none); added to the recorded wall hours")
     parser.add_argument("--motion-model-from", type=Path, default=None,
-                        help="a model file whose L and H this model kept (a --freeze-motion true fine-tune of it): "
+                        help="a model file whose L and H this model kept (a --freeze-motion fine-tune of it): "
                              "checked tensor for tensor, then its motion id is recorded, so senders running it and the "
                              "receivers distilled from it stay compatible")
     args = parser.parse_args(argv)
