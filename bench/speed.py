@@ -7,7 +7,8 @@ Encoder: MotionEncoder.encode on a 256² face crop (the sender's per-frame work)
 FrameSynthesizer.render with the reference's state prepared once (the receiver's per-frame work).
 For a preset with the enhancement branch, also the render with the enhancement picture, and the sender's
 whole per-frame work with the layer: MotionEncoder.encode plus the enhancement layer's encode (area downscale
-to E×E, SVT-AV1 at the default qp; inter frames of a moving picture, the first key frame in the warm-up). Medians after
+to E×E, SVT-AV1 at the default qp; inter frames of a moving picture, the first key frame in the warm-up); both again
+(``*_largest``) with the largest picture of the ladder's top rungs (``codec.enhancement.picture_rate``). Medians after
 warm-up; peak resident memory of this process (CPU) or peak CUDA memory. --presets: random weights (the cost
 does not depend on the weights' values); --weights: model files, each with the preset its metadata names.
 """
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from codec.enhancement import lowres_codec
+from codec.enhancement.picture_rate import LADDER as PICTURE_LADDER
 from codec.model import PRESETS, FaceVid2VidModel, FrameSynthesizer, MotionEncoder, ModelConfig, checkpoint
 from codec.model.loading import pick_device
 from codec.motion import MotionParams
@@ -87,8 +89,16 @@ def measure_model(model: FaceVid2VidModel, device: torch.device, runs: int, warm
         e = model.config.enhancement_size
         picture = rng.integers(0, 256, (e, e, 3), dtype=np.uint8)
         result["render_enhanced_ms"] = _median_ms(lambda: synth.render(state, motion, enhancement=picture), runs, warmup, sync)
+        largest = max(rate.side(e) for rate in PICTURE_LADDER if rate.side(e) <= size)  # the top rungs' picture
+        result["enhancement_largest_size"] = largest
+        if largest != e:
+            big = rng.integers(0, 256, (largest, largest, 3), dtype=np.uint8)
+            result["render_enhanced_largest_ms"] = _median_ms(lambda: synth.render(state, motion, enhancement=big), runs, warmup, sync)
         if lowres_codec.codecs_available():
             result.update(_measure_sender_with_layer(encoder, e, runs, warmup, sync))
+            if largest != e:
+                result.update({f"{k}_largest": v for k, v in _measure_sender_with_layer(encoder, largest, runs, warmup, sync).items()
+                               if k != "enhancement_qp"})
     result["render_fps"] = 1000.0 / result["render_ms"]
     result["peak_memory_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if sync
                                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

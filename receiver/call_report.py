@@ -112,7 +112,8 @@ class CallRecords:
         }
         if sender is not None and sender.rate is not None:
             out.update(keypoints=sender.rate.keypoints, preset=sender.rate.preset, frames_per_packet=sender.rate.frames_per_packet,
-                       enhancement_qp=sender.rate.enhancement_qp, enhancement_interval=sender.rate.enhancement_interval)
+                       enhancement_qp=sender.rate.enhancement_qp, enhancement_interval=sender.rate.enhancement_interval,
+                       enhancement_size=sender.rate.enhancement_size)
         return out
 
     def report(

@@ -48,16 +48,18 @@ class EnhancementCounts:
 
 class EnhancementReceiver:
     """See the module docstring. ``size`` = E of the synthesizer's branch; 0 = no branch (pictures are
-    counted and ignored)."""
+    counted and ignored). Pictures of E or of a larger side up to ``max_size`` (``readable_sizes``: the top rungs)
+    decode; 0 = E only."""
 
-    def __init__(self, size: int, key_retry_ms: float = KEY_RETRY_MS) -> None:
+    def __init__(self, size: int, key_retry_ms: float = KEY_RETRY_MS, max_size: int = 0) -> None:
         self.size = size
         self.key_retry_ms = key_retry_ms
         self._decoder = None
         if size:
             from codec.enhancement.lowres_codec import LowResDecoder  # PyAV's codecs only where they are used
+            from codec.enhancement.picture_rate import readable_sizes
 
-            self._decoder = LowResDecoder(size)
+            self._decoder = LowResDecoder(readable_sizes(size, max_size))
         self._stream_id: int | None = None
         self._last_ext: int | None = None
         self._pictures: OrderedDict[tuple[int, int], tuple[np.ndarray, int]] = OrderedDict()  # (stream, ext seq) -> picture, interval

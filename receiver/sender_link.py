@@ -26,9 +26,10 @@ ERROR_REPLY_INTERVAL_S = 1.0  # error replies to one sender at most this often (
 class SenderLink:
     """The receiving side of one sender."""
 
-    def __init__(self, link: PeerLink, enhancement_size: int = 0, error_reply_interval_s: float = ERROR_REPLY_INTERVAL_S) -> None:
+    def __init__(self, link: PeerLink, enhancement_size: int = 0, error_reply_interval_s: float = ERROR_REPLY_INTERVAL_S,
+                 enhancement_max_size: int = 0) -> None:
         self.link = link
-        self.enhancement = EnhancementReceiver(enhancement_size)
+        self.enhancement = EnhancementReceiver(enhancement_size, max_size=enhancement_max_size)
         self.motion: RTCDataChannel | None = None
         self.control: RTCDataChannel | None = None
         self.rtp: MotionRtpChannel | None = None  # motion as RTP when the sender's offer has it (signaling.rtp_motion)

@@ -67,6 +67,11 @@ class SenderHub:
         self.audio = audio
         self.references = references
         self.enhancement_size = enhancement_size  # E of the model's branch (0: none)
+        self.enhancement_max_size = 0  # the largest picture side its links decode (0: no branch)
+        if enhancement_size:
+            from codec.enhancement.picture_rate import readable_sizes  # PyAV's codecs only where they are used
+
+            self.enhancement_max_size = max(readable_sizes(enhancement_size, getattr(synthesizer, "image_size", enhancement_size)))
         self.error_reply_interval_s = error_reply_interval_s
         self._wake = wake
         self._event = event
@@ -81,7 +86,7 @@ class SenderHub:
     async def add(self, peer: m.PeerInfo, offer: m.SessionDescription) -> None:
         """A sender's offer: answered, and the sender becomes the active one (a previous one is closed)."""
         link = PeerLink(peer, self.signaling, self.config.rtc, "receiver")
-        sender = SenderLink(link, self.enhancement_size, self.error_reply_interval_s)
+        sender = SenderLink(link, self.enhancement_size, self.error_reply_interval_s, self.enhancement_max_size)
         previous = self.active
         self.links[peer.peer_id] = sender
         self.history.append(sender)
@@ -290,7 +295,7 @@ class SenderHub:
         if self.enhancement_size:  # only a receiver with the branch says so: others look exactly as before
             from codec.enhancement.bundle import READER_VERSION
 
-            sender.send_control(c.Capabilities(READER_VERSION, self.enhancement_size))
+            sender.send_control(c.Capabilities(READER_VERSION, self.enhancement_size, self.enhancement_max_size))
         if sender.rtp is not None and not sender.rtp.active and sender.rtp.start():
             sender.send_control(c.MotionTransport("rtp"))  # an older sender rejects it and keeps the data channel
             if self.config.rtc.motion_transport == "rtp+audio" and sender.audio_rtp is not None:

@@ -8,12 +8,14 @@ rate fits the ``max_kbps`` cap:
 
 On a link that can carry the enhancement layer (``set_enhancement(True)``: the receiver announced the
 capability and the model has the branch) the ladder starts with the enhanced rungs (``enhanced_ladder``):
-one frame per packet, all keypoints, the default preset, plus an E×E AV1 picture in the same message as its
-frame's motion (a frame bundle), from every frame at qp 32 down to every 3rd frame at qp 63
-(``codec.enhancement.picture_rate.LADDER``: at a few kbps a sharper picture less often is worth more); below
-them come the motion-only rungs. An enhanced rung's payload per frame is the motion packet's plus
+one frame per packet, all keypoints, the default preset, plus an AV1 picture in the same message as its
+frame's motion (a frame bundle), from a 256² picture with every frame down to the model's own E×E with every 3rd
+frame at qp 63 (``codec.enhancement.picture_rate.LADDER``: at a few kbps a sharper picture less often is worth more,
+above ~5 kbps of pictures a larger one; rungs with a picture larger than E only when the receiver announced that
+side, ``set_enhancement``); below them come the motion-only rungs. An enhanced rung's payload per frame is the motion packet's plus
 ``enhancement_bytes_per_frame(rate)``: the bundle's framing and the picture over the frames it serves, measured
-per (qp, interval) once ``MIN_MEASURE_PACKETS`` pictures were sent, else ``_ENHANCEMENT_PRIORS`` (64², SVT-AV1)
+per (qp, interval, size) once ``MIN_MEASURE_PACKETS`` pictures were sent, else ``_ENHANCEMENT_PRIORS`` (64², SVT-AV1;
+``_LARGER_PICTURE_PRIORS`` for the larger sides)
 scaled by measured/prior of the rate measured last. A receiver that reads only version-1 bundles gets no
 interval above 1 (``set_enhancement``). The enhanced rungs climb and descend like any other; a cap under
 ``ENHANCEMENT_MIN_CAP_KBPS`` offers none (the cheapest costs more, and the start-of-call priors would probe it), so
@@ -107,6 +109,14 @@ BUNDLE_FRAMING_BYTES = 4  # a frame bundle's magic, two length varints and flags
 # (codec.enhancement.lowres_codec) on 30 training people's face crops at 25 fps (150 frames each), inter pictures
 # (2026-12-07); other qps are interpolated log-linearly.
 _ENHANCEMENT_PRIORS = {32: 93.9, 40: 58.0, 48: 37.9, 55: 29.5, 63: 23.3}
+# The same for the top rungs' larger pictures (the same 30 people and encoder, 2026-12-07); the interval factors below
+# were measured at 64² and are taken for these too.
+_LARGER_PICTURE_PRIORS = {
+    128: {32: 203.3, 40: 116.4, 48: 68.6, 55: 47.9, 63: 31.6},
+    160: {32: 240.2, 40: 138.1, 48: 81.5, 55: 56.4, 63: 36.0},
+    192: {32: 296.8, 40: 165.7, 48: 95.5, 55: 64.4, 63: 39.6},
+    256: {32: 448.7, 40: 241.5, 48: 134.5, 55: 87.5, 63: 49.9},
+}
 # A picture with every N-th frame is coded N frames after the one before: it costs more than one a frame after.
 # Bytes per picture at N over those at 1, the same clips, mean over qps 32-63: 1.12-1.36 at 2, 1.20-1.64 at 3,
 # 1.25-1.80 at 4 (the finer the qp, the larger).
@@ -127,6 +137,7 @@ class Rung:
     preset_id: int
     enhancement_qp: int | None = None  # the enhancement picture's qp, bundled with its frame's motion (None: motion only)
     enhancement_interval: int = 1  # a picture with every N-th frame (the frames between render with the newest one)
+    enhancement_size: int | None = None  # the picture's side (None: the model's own E; codec.enhancement.picture_rate)
 
     @property
     def motion_rung(self) -> Rung:
@@ -136,7 +147,9 @@ class Rung:
     @property
     def picture_rate(self) -> PictureRate | None:
         """The enhancement layer's qp and interval on this rung (None: motion only)."""
-        return None if self.enhancement_qp is None else PictureRate(self.enhancement_qp, self.enhancement_interval)
+        if self.enhancement_qp is None:
+            return None
+        return PictureRate(self.enhancement_qp, self.enhancement_interval, self.enhancement_size)
 
 
 def default_ladder(num_keypoints: int) -> tuple[Rung, ...]:
@@ -155,18 +168,28 @@ def default_ladder(num_keypoints: int) -> tuple[Rung, ...]:
 def enhanced_ladder(num_keypoints: int, rates: tuple[PictureRate, ...] | None = None) -> tuple[Rung, ...]:
     """The rungs above ``default_ladder`` on a link with the enhancement layer, best first (``rates``: the layer's
     qp and picture interval of each, default ``codec.enhancement.picture_rate.LADDER``)."""
-    return tuple(Rung(1, num_keypoints, DEFAULT_PRESET_ID, rate.qp, rate.interval) for rate in rates or PICTURE_LADDER)
+    return tuple(Rung(1, num_keypoints, DEFAULT_PRESET_ID, rate.qp, rate.interval, rate.size) for rate in rates or PICTURE_LADDER)
 
 
-def prior_enhancement_bytes(qp: int, interval: int = 1) -> float:
-    """Prior bytes a frame bundle adds to its motion packet at ``qp``, a picture with every ``interval``-th frame: the
-    framing plus the picture (log-linear between the measured qps of ``_ENHANCEMENT_PRIORS``, extended along the
-    nearest segment beyond them, times ``_INTERVAL_PICTURE_FACTOR``)."""
-    qps = sorted(_ENHANCEMENT_PRIORS)
+def prior_enhancement_bytes(qp: int, interval: int = 1, size: int | None = None) -> float:
+    """Prior bytes a frame bundle adds to its motion packet at ``qp``, a ``size``² picture (None: the model's E) with
+    every ``interval``-th frame: the framing plus the picture (log-linear between the measured qps of
+    ``_ENHANCEMENT_PRIORS`` or ``_LARGER_PICTURE_PRIORS[size]``, extended along the nearest segment beyond them, times
+    ``_INTERVAL_PICTURE_FACTOR``)."""
+    priors = _ENHANCEMENT_PRIORS if size is None else _larger_picture_priors(size)
+    qps = sorted(priors)
     i = min(max(1, int(np.searchsorted(qps, qp))), len(qps) - 1)
-    (q0, q1), (b0, b1) = (qps[i - 1], qps[i]), (_ENHANCEMENT_PRIORS[qps[i - 1]], _ENHANCEMENT_PRIORS[qps[i]])
+    (q0, q1), (b0, b1) = (qps[i - 1], qps[i]), (priors[qps[i - 1]], priors[qps[i]])
     picture = float(np.exp(np.log(b0) + (qp - q0) / (q1 - q0) * (np.log(b1) - np.log(b0))))
     return BUNDLE_FRAMING_BYTES + picture * _INTERVAL_PICTURE_FACTOR[interval]
+
+
+def _larger_picture_priors(size: int) -> dict[int, float]:
+    """The prior table of a larger picture; a side without its own (96²) scaled from the nearest measured one by area."""
+    if size in _LARGER_PICTURE_PRIORS:
+        return _LARGER_PICTURE_PRIORS[size]
+    nearest = min(_LARGER_PICTURE_PRIORS, key=lambda s: abs(s - size))
+    return {qp: b * (size / nearest) ** 2 for qp, b in _LARGER_PICTURE_PRIORS[nearest].items()}
 
 
 def prior_bytes_per_frame(rung: Rung) -> float:
@@ -189,6 +212,7 @@ class Decision:
             self.rung.keypoints, get_preset(self.rung.preset_id).name, self.rung.frames_per_packet,
             self.max_kbps, round(self.estimated_kbps, 2), self.reason, self.rung.enhancement_qp,
             None if self.rung.enhancement_qp is None else self.rung.enhancement_interval,
+            None if self.rung.enhancement_qp is None else self.rung.enhancement_size,
         )
 
 
@@ -223,6 +247,7 @@ class BandwidthController:
         self.pin_enhancement_qp = enhancement_qp
         self.enhancement_available = False  # the link can carry the layer (set_enhancement)
         self.max_enhancement_interval = MAX_INTERVAL  # the longest picture interval the receiver reads (set_enhancement)
+        self.max_enhancement_size = 0  # the largest picture side it reads (0: the model's E only; set_enhancement)
         self._importance = np.zeros(num_keypoints, np.float64)
         self._baseline = np.zeros((num_keypoints, 3), np.float64)
         if expression_baseline is not None:
@@ -271,12 +296,15 @@ class BandwidthController:
         self.pin_keypoints, self.pin_frames_per_packet = keypoints, frames_per_packet
         self._changed_at = -1e9
 
-    def set_enhancement(self, available: bool, max_interval: int = MAX_INTERVAL) -> None:
-        """Whether the link can carry the enhancement layer (the receiver reads frame bundles at the model's E), and
-        the longest picture interval its receiver reads (1 for a reader of version-1 bundles only)."""
-        if available != self.enhancement_available or max_interval != self.max_enhancement_interval:
+    def set_enhancement(self, available: bool, max_interval: int = MAX_INTERVAL, max_size: int = 0) -> None:
+        """Whether the link can carry the enhancement layer (the receiver reads frame bundles at the model's E), the
+        longest picture interval its receiver reads (1 for a reader of version-1 bundles only) and the largest picture
+        side (0: E only; rungs with a larger picture are left out)."""
+        if (available, max_interval, max_size) != (self.enhancement_available, self.max_enhancement_interval,
+                                                   self.max_enhancement_size):
             self.enhancement_available = available
             self.max_enhancement_interval = max_interval
+            self.max_enhancement_size = max_size
             self._changed_at = -1e9  # re-decide at once
 
     def _candidates(self, max_fpp: int | None = None) -> list[Rung]:
@@ -284,7 +312,8 @@ class BandwidthController:
         enhanced: tuple[Rung, ...] = ()
         roomy = self.max_kbps is None or self.max_kbps >= ENHANCEMENT_MIN_CAP_KBPS
         if self.enhancement_available and roomy and self.pin_enhancement_qp != 0 and self.pin_frames_per_packet in (None, 1):
-            enhanced = tuple(r for r in enhanced_ladder(self.num_keypoints) if r.enhancement_interval <= self.max_enhancement_interval)
+            enhanced = tuple(r for r in enhanced_ladder(self.num_keypoints) if r.enhancement_interval <= self.max_enhancement_interval
+                             and (r.enhancement_size is None or r.enhancement_size <= self.max_enhancement_size))
         out: list[Rung] = []
         for rung in enhanced + self.ladder:
             qp = rung.enhancement_qp
@@ -295,6 +324,7 @@ class BandwidthController:
                 self.pin_preset or rung.preset_id,
                 None if qp is None else self.pin_enhancement_qp or qp,
                 1 if self.pin_enhancement_qp else rung.enhancement_interval,  # a pinned qp: a picture with every frame
+                None if self.pin_enhancement_qp else rung.enhancement_size,  # ... at the model's own E
             )
             if pinned not in out:
                 out.append(pinned)
@@ -391,12 +421,12 @@ class BandwidthController:
         measured = self._measured_enhancement(rate)
         if measured is not None:
             return measured
-        prior = prior_enhancement_bytes(rate.qp, rate.interval)
+        prior = prior_enhancement_bytes(rate.qp, rate.interval, rate.size)
         seen_rate = self._enhancement_rate_seen
         if seen_rate is not None:
             seen = self._measured_enhancement(seen_rate)
             if seen is not None:
-                return prior * seen / prior_enhancement_bytes(seen_rate.qp, seen_rate.interval)
+                return prior * seen / prior_enhancement_bytes(seen_rate.qp, seen_rate.interval, seen_rate.size)
         return prior
 
     def enhancement_bytes_per_frame(self, rate: PictureRate) -> float:
@@ -454,7 +484,8 @@ class BandwidthController:
         cur_index = candidates.index(current) if current in candidates else None
         if cur_index is None and current is not None and max_fpp is not None and current.frames_per_packet > max_fpp:
             # Heavy loss caught us above the ceiling: continue from the same setting at the ceiling's frames per packet.
-            capped = Rung(max_fpp, current.keypoints, current.preset_id, current.enhancement_qp, current.enhancement_interval)
+            capped = Rung(max_fpp, current.keypoints, current.preset_id, current.enhancement_qp, current.enhancement_interval,
+                          current.enhancement_size)
             cur_index = candidates.index(capped) if capped in candidates else None
         reason = ""
         target = 0

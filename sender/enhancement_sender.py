@@ -34,7 +34,7 @@ class EncoderHung(RuntimeError):
 
 
 class EnhancementSender:
-    """Per receiver link: pictures at the rung's qp, key frames when the receiver asks or after a gap."""
+    """Per receiver link: pictures at the rung's size and qp, key frames when the receiver asks, after a gap or a new size."""
 
     def __init__(self, encoder_factory: Callable[[int, int, float], Any] = LowResEncoder) -> None:
         self._factory = encoder_factory
@@ -64,7 +64,11 @@ class EnhancementSender:
 
     def encode(self, face: np.ndarray, size: int, qp: int, fps: float) -> tuple[bytes, bool]:
         """This frame's picture at ``qp``, coded as a stream at ``fps`` (the call's rate / the interval), and whether it
-        is a key frame; ``EncoderHung`` if SVT-AV1 hung."""
+        is a key frame; ``EncoderHung`` if SVT-AV1 hung. A new ``size`` (a rung with a larger or smaller picture) closes
+        the encoder and opens one at that size: its first picture is a key frame."""
+        if self.encoder is not None and self.encoder.size != size:
+            self.close()
+            self.paused = True
         if self.encoder is None:
             self.encoder = self._factory(size, qp, fps)
             self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="svt-av1")

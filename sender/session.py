@@ -12,7 +12,8 @@ it costs one byte a packet) and BandwidthController. The reference portrait is a
 and sent only when the receiver answers that it does not hold it.
 With a model that has the enhancement branch (``enhancement_size`` E > 0), a receiver that announced
 ``capabilities`` for it gets the controller's enhanced rungs (``sender.controller``): on those each frame's
-face crop is also coded at E×E by SVT-AV1 (``codec.enhancement.lowres_codec``) at the rung's qp and sent
+face crop is also coded at E×E (or the rung's larger side, up to what the receiver announced) by SVT-AV1
+(``codec.enhancement.lowres_codec``) at the rung's qp and sent
 in the same message as that frame's motion packet (a frame bundle, ``codec.enhancement.bundle``); the
 receiver's ``enhancement_key`` requests make the next picture a key frame. ``enhancement_qp`` pins the
 qp, 0 takes the layer off. Other receivers, motion-only rungs, and any frame without a face crop get
@@ -489,8 +490,10 @@ class Sender:
             rx.controller.on_delay_report(msg)
         elif isinstance(msg, c.Capabilities):
             rx.capabilities = msg
-            rx.controller.set_enhancement(self._layer_possible(rx), MAX_INTERVAL if msg.frame_bundle >= INTERVAL_READER_VERSION else 1)
-            self._event("capabilities", f"{rx.peer_id}: frame bundle {msg.frame_bundle}, enhancement {msg.enhancement_size}")
+            rx.controller.set_enhancement(self._layer_possible(rx), MAX_INTERVAL if msg.frame_bundle >= INTERVAL_READER_VERSION else 1,
+                                          msg.enhancement_max_size)
+            self._event("capabilities", f"{rx.peer_id}: frame bundle {msg.frame_bundle}, enhancement {msg.enhancement_size}"
+                        + (f" up to {msg.enhancement_max_size}" if msg.enhancement_max_size > msg.enhancement_size else ""))
         elif isinstance(msg, c.MotionTransport):
             self._on_motion_transport(rx, msg)
         elif isinstance(msg, c.EnhancementKey):
@@ -682,7 +685,8 @@ class Sender:
             layer.skip()  # the receiver renders this frame with the newest picture
             return packet
         try:
-            picture, key = layer.encode(frame.face, self.enhancement_size, rx.rung.enhancement_qp, self.source.fps / interval)
+            side = rx.rung.enhancement_size or self.enhancement_size  # a top rung's larger picture, else the model's E
+            picture, key = layer.encode(frame.face, side, rx.rung.enhancement_qp, self.source.fps / interval)
             message = pack_bundle(packet, picture, key, interval)
         except (ValueError, RuntimeError) as exc:  # a face crop smaller than E, an SVT-AV1 surprise: motion alone
             logger.warning("%s: enhancement picture not sent: %s", rx.link.prefix, exc)
@@ -740,12 +744,14 @@ class Sender:
 
 
 def _rung_dict(rung: Rung) -> dict[str, Any]:
-    """The rung for stats; ``enhancement_qp`` and ``enhancement_interval`` only on an enhanced rung (as in ``rate_decision``)."""
+    """The rung for stats; ``enhancement_qp``, ``enhancement_interval`` and ``enhancement_size`` (None: the model's E) only
+    on an enhanced rung (as in ``rate_decision``)."""
     out: dict[str, Any] = {"keypoints": rung.keypoints, "preset": get_preset(rung.preset_id).name,
                            "frames_per_packet": rung.frames_per_packet}
     if rung.enhancement_qp is not None:
         out["enhancement_qp"] = rung.enhancement_qp
         out["enhancement_interval"] = rung.enhancement_interval
+        out["enhancement_size"] = rung.enhancement_size
     return out
 
 

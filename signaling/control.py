@@ -103,6 +103,7 @@ class RateDecision:
     reason: str
     enhancement_qp: int | None = None  # the enhancement layer's qp on this rung (None: motion only); omitted when None
     enhancement_interval: int | None = None  # a picture with every N-th frame on this rung (None: motion only, or 1)
+    enhancement_size: int | None = None  # the picture's side on this rung (None: motion only)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Capabilities:
     TYPE: ClassVar[str] = "capabilities"
     frame_bundle: int  # the frame-bundle version it reads (codec.enhancement.bundle; 0: none)
     enhancement_size: int  # E of its model's enhancement branch (0: none)
+    enhancement_max_size: int = 0  # the largest picture side it reads (codec.enhancement.picture_rate; 0: E only)
 
 
 MOTION_TRANSPORTS = ("rtp", "datachannel", "rtp+audio")
@@ -336,6 +338,7 @@ def decode_control(data: str | bytes) -> ControlMessage:
             _number(obj, "max_kbps", 0.0, 1e6, optional=True), _number(obj, "estimated_kbps", 0.0, 1e6), _text(obj, "reason", 256),  # type: ignore[arg-type]
             None if obj.get("enhancement_qp") is None else _integer(obj, "enhancement_qp", 1, 63),
             None if obj.get("enhancement_interval") is None else _integer(obj, "enhancement_interval", 1, 4),
+            None if obj.get("enhancement_size") is None else _integer(obj, "enhancement_size", 1, 1024),
         )
     if cls is MotionTransport:
         transport = _text(obj, "transport", 16)
@@ -343,7 +346,8 @@ def decode_control(data: str | bytes) -> ControlMessage:
             raise ControlError(f"motion transport {transport!r} is not one of {list(MOTION_TRANSPORTS)}")
         return MotionTransport(transport)
     if cls is Capabilities:
-        return Capabilities(_integer(obj, "frame_bundle", 0, 255), _integer(obj, "enhancement_size", 0, 1024))
+        return Capabilities(_integer(obj, "frame_bundle", 0, 255), _integer(obj, "enhancement_size", 0, 1024),
+                            _integer(obj, "enhancement_max_size", 0, 1024) if "enhancement_max_size" in obj else 0)
     if cls is EnhancementKey:
         return EnhancementKey(_integer(obj, "seq", 0, 65535))
     if cls is Command:

@@ -142,7 +142,7 @@ def test_a_motion_only_model_has_no_rungs_and_qps_are_checked() -> None:
     with pytest.raises(ValueError, match="no enhancement branch"):
         enhanced_sweep(_factory("tiny"), (PictureRate(40),))
     for bad, said in ((("0",), "qp must be in 1..63"), (("40", "64"), "qp must be in 1..63"),
-                      (("48/5",), "every 1st to 4th frame"), (("fast",), "QP or QP/N")):
+                      (("48/5",), "every 1st to 4th frame"), (("fast",), r"\[SIZE:\]QP\[/N\]")):
         with pytest.raises(RdInputError, match=f"--enhancement-rungs: .*{said}"):
             validate_config(RdConfig(enhancement_rungs=bad))
 

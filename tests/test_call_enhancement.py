@@ -184,15 +184,43 @@ async def test_the_controller_picks_an_enhanced_rung_with_no_cap(server: Running
     receiver._add_sender = wrapped  # type: ignore[method-assign]
     assert await run_call(receiver, sender) == ("max_frames", "stopped")
     (stats,) = sender.link_stats()
-    assert stats["decisions"][0]["enhancement_qp"] == PICTURE_LADDER[0].qp and stats["decisions"][0]["frames_per_packet"] == 1
-    assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": PICTURE_LADDER[0].qp,
-                             "enhancement_interval": PICTURE_LADDER[0].interval}
-    assert messages.first_bytes and set(messages.first_bytes) == {0xB1}  # every message a bundle
-    assert stats["enhancement"]["qp"] == PICTURE_LADDER[0].qp and stats["enhancement"]["pictures"] == len(messages.first_bytes)
+    best = next(rate for rate in PICTURE_LADDER if rate.size is None)  # the tiny model's 64² output reads no larger side
+    assert stats["decisions"][0]["enhancement_qp"] == best.qp and stats["decisions"][0]["frames_per_packet"] == 1
+    assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": best.qp,
+                             "enhancement_interval": best.interval, "enhancement_size": None}
+    bundles = [b for b in messages.first_bytes if b == 0xB1]
+    assert bundles and len(bundles) >= len(messages.first_bytes) // best.interval  # a bundle with every N-th frame
+    assert stats["enhancement"]["qp"] == best.qp and stats["enhancement"]["pictures"] == len(bundles)
     (link,) = links
-    assert link.rate is not None and link.rate.enhancement_qp == PICTURE_LADDER[0].qp and link.rate.reason == "no cap"
+    assert link.rate is not None and link.rate.enhancement_qp == best.qp and link.rate.reason == "no cap"
     report = receiver.report()
     assert report["frames_output"] >= frames and report["render_errors"] == 0
+    assert report["enhancement_decoded"] >= frames // best.interval - 3 and report["frames_rendered_enhanced"] > 0
+
+
+async def test_a_top_rung_sends_a_larger_picture_to_a_receiver_that_reads_it(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """The tiny model renders 64² from E = 16 pictures; with 32² among the larger sides (the shipped 64² model's are
+    96²-256²) its receiver announces 32, the controller takes the top rung, a 32² picture with every frame, and the
+    receiver decodes and renders with it (G's correction at the picture's own side)."""
+    import codec.enhancement.picture_rate as picture_rate
+    import sender.controller as controller_module
+    from codec.enhancement.picture_rate import PictureRate
+
+    monkeypatch.setattr(picture_rate, "LARGER_SIZES", (32,))
+    monkeypatch.setattr(controller_module, "PICTURE_LADDER", (PictureRate(48, 1, 32), PictureRate(48)))
+    monkeypatch.setattr(controller_module, "_LARGER_PICTURE_PRIORS", {32: {40: 60.0, 48: 40.0, 55: 30.0}})
+    frames = 40
+    messages = RecordMessages()
+    receiver, sender, _ = tiny_enh_call(server.url, "enh-larger", frames, messages, frames_per_packet=None, enhancement_qp=None)
+    assert await run_call(receiver, sender) == ("max_frames", "stopped")
+    (stats,) = sender.link_stats()
+    assert sender.link_history[0].capabilities.enhancement_max_size == 32
+    assert stats["rung"]["enhancement_size"] == 32 and stats["decisions"][0]["enhancement_size"] == 32
+    assert set(messages.first_bytes) == {0xB1} and stats["enhancement"]["pictures"] == len(messages.first_bytes)
+    report = receiver.report()
+    assert report["render_errors"] == 0 and report["enhancement_dropped"] == 0
     assert report["enhancement_decoded"] >= frames - 3 and report["frames_rendered_enhanced"] > 0
 
 
@@ -229,7 +257,7 @@ async def test_a_picture_every_third_frame_serves_the_frames_between_and_a_lost_
     assert bundles[:6] == [0, 3, 6, 9, 12, 15] and all(b >> 4 == 0xA for i, b in enumerate(messages.first_bytes[:15]) if i % 3)
     (stats,) = sender.link_stats()
     assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": 48,
-                             "enhancement_interval": 3}
+                             "enhancement_interval": 3, "enhancement_size": None}
     assert stats["decisions"][0]["enhancement_interval"] == 3
     layer = stats["enhancement"]
     assert layer["pictures"] == len(bundles) and layer["key_pictures"] >= 2 and layer["key_requests"] >= 1

@@ -162,6 +162,19 @@ def test_a_picture_of_the_wrong_size_is_rejected(stream: list[bytes]) -> None:
     assert decoder.needs_key
 
 
+def test_a_new_stream_of_another_announced_size_decodes_from_its_key(stream: list[bytes], faces: np.ndarray) -> None:
+    """A rung with a larger picture: the sender opens a new stream at that side, whose key picture the same decoder
+    takes when it reads both sides; a side it does not read is refused."""
+    decoder = LowResDecoder((SIZE, 96))
+    assert [decoder.decode(data, i).shape for i, data in enumerate(stream[:5])] == [(SIZE, SIZE, 3)] * 5
+    with LowResEncoder(96, 55) as encoder:
+        larger = [encoder.encode(face) for face in faces[5:10]]
+    assert [decoder.decode(data, 5 + i).shape for i, data in enumerate(larger)] == [(96, 96, 3)] * 5
+    assert not decoder.needs_key
+    with pytest.raises(EnhancementDecodeError, match="decoded to 96x96, expected 48x48 or 64x64"):
+        LowResDecoder((SIZE, 64)).decode(larger[0])
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.zeros((256, 256), np.uint8), r"got shape \(256, 256\)"),
     (np.zeros((256, 256, 3), np.float32), "dtype float32"),

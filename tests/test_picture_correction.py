@@ -24,18 +24,19 @@ def test_area_matrix_refuses_an_upscale() -> None:
         area_matrix(16, 32)
 
 
-def test_an_open_gate_makes_the_output_agree_with_the_picture_at_its_scale() -> None:
+@pytest.mark.parametrize("side", [16, 24, 32])  # the trained E, and larger pictures (the ladder's top rungs)
+def test_an_open_gate_makes_the_output_agree_with_the_picture_at_its_scale(side: int) -> None:
     torch.manual_seed(0)
     correction = PictureCorrection(picture_size=16, channels=8).eval()
     image = torch.rand(2, 3, 64, 64) * 0.5 + 0.25  # (B, 3, S, S)
     coarse = torch.rand(2, 3, 4, 4) * 0.5 + 0.25
-    picture = torch.nn.functional.interpolate(coarse, size=(16, 16), mode="bilinear")  # (B, 3, E, E), smooth as faces
+    picture = torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear")  # (B, 3, P, P), smooth as faces
 
     with torch.no_grad():
         assert torch.equal(correction(image, picture), image)  # zero-initialised: no change untrained
         correction.net[-1].bias[0].fill_(20.0)  # gate tanh(20) = 1: trust the picture fully
         out = correction(image, picture, torch.tensor([1.0, 0.0]))
-    before = (correction.downscale(image) - picture).abs().mean()
-    after = (correction.downscale(out[:1]) - picture[:1]).abs().mean()
+    before = (correction.downscale(image, side) - picture).abs().mean()
+    after = (correction.downscale(out[:1], side) - picture[:1]).abs().mean()
     assert after < 0.2 * before  # back-projection: the output's E×E view moved to the picture's
     assert torch.equal(out[1], image[1])  # absent: untouched

@@ -114,3 +114,15 @@ def test_the_layers_control_messages_round_trip_and_old_rate_decisions_are_uncha
         c.decode_control(c.encode_control(plain)[:-1] + ',"enhancement_qp":0}')
     with pytest.raises(c.ControlError, match="'enhancement_interval' must be an integer in \\[1, 4\\]"):
         c.decode_control(c.encode_control(plain)[:-1] + ',"enhancement_qp":40,"enhancement_interval":5}')
+
+
+def test_a_larger_picture_decodes_only_where_the_receiver_announced_that_side() -> None:
+    from receiver.enhancement import EnhancementReceiver
+
+    with LowResEncoder(96, 40, 25.0) as encoder:  # a top rung's picture, larger than the model's E = 16
+        sent = [FrameBundle(b"\xa1", data, is_key_frame(data), 1) for data in (encoder.encode(f) for f in faces(3, 96))]
+    reads = EnhancementReceiver(E, max_size=128)  # its output is 128²: it reads 96² and 128² besides E
+    assert [reads.receive(b, 1, i, 1, now_ms=40.0 * i).shape for i, b in enumerate(sent)] == [(96, 96, 3)] * 3
+    own_only = EnhancementReceiver(E)  # E only: the larger stream is refused and waits for a key of its own size
+    assert [own_only.receive(b, 1, i, 1, now_ms=40.0 * i) for i, b in enumerate(sent)] == [None] * 3
+    assert own_only.counts().dropped == 3 and own_only.needs_key

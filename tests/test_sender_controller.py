@@ -218,8 +218,11 @@ def _ladder_of_2026_12_05(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_shipped_enhancement_priors_cover_the_ladder_and_shrink_with_qp() -> None:
-    qps, priors = [rate.qp for rate in PICTURE_LADDER], SHIPPED_PRIORS
+    qps, priors = [rate.qp for rate in PICTURE_LADDER if rate.size is None], SHIPPED_PRIORS
     assert list(qps) == sorted(qps) and set(qps) <= set(priors)
+    for size, table in controller_module._LARGER_PICTURE_PRIORS.items():
+        assert {r.qp for r in PICTURE_LADDER if r.size == size} <= set(table)
+        assert [table[q] for q in sorted(table)] == sorted(table.values(), reverse=True)
     factors = controller_module._INTERVAL_PICTURE_FACTOR
     assert {rate.interval for rate in PICTURE_LADDER} <= set(factors) and list(factors.values()) == sorted(factors.values())
     ordered = [priors[q] for q in sorted(priors)]
@@ -261,6 +264,27 @@ def test_picture_intervals_cost_a_share_of_a_dearer_picture_and_old_readers_get_
     pinned = BandwidthController(FPS, 20, max_kbps=None, enhancement_qp=55)
     pinned.set_enhancement(True)
     assert [r.picture_rate for r in pinned._candidates() if r.enhancement_qp is not None] == [PictureRate(55)]
+
+
+def test_larger_pictures_only_for_a_receiver_that_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    ladder = (PictureRate(48, 1, 256), PictureRate(55, 2, 128), PictureRate(40), PictureRate(55, 3))
+    monkeypatch.setattr(controller_module, "PICTURE_LADDER", ladder)
+    controller = _enhanced_controller(None)  # a receiver that announced no larger side: its model's E only
+    assert [r.picture_rate for r in controller._candidates() if r.enhancement_qp is not None] == [PictureRate(40), PictureRate(55, 3)]
+    controller.set_enhancement(True, max_size=128)
+    assert [r.picture_rate for r in controller._candidates() if r.enhancement_qp is not None] == list(ladder[1:])
+    controller.set_enhancement(True, max_size=256)
+    decision = controller.decide(0.0)  # no cap: the top rung, and the page is told its side
+    assert decision is not None and decision.rung.picture_rate == ladder[0]
+    assert (decision.message().enhancement_size, decision.message().enhancement_qp) == (256, 48)
+    # the prior of a larger picture is its own table's, not the 64² one's
+    assert prior_enhancement_bytes(48, 1, 256) > 3 * prior_enhancement_bytes(48)
+
+
+def test_shipped_ladder_costs_less_on_each_rung_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", SHIPPED_PRIORS)
+    costs = [prior_enhancement_bytes(r.qp, r.interval, r.size) / r.interval for r in PICTURE_LADDER]
+    assert costs == sorted(costs, reverse=True), costs  # the priors (training people) order the ladder as validation did
 
 
 def test_a_cap_under_ten_kbps_never_offers_the_layer() -> None:

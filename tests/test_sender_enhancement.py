@@ -18,6 +18,7 @@ class FakeEncoder:
     instances: list[FakeEncoder] = []
 
     def __init__(self, size: int, qp: int, fps: float, hang_at: tuple[int, ...] = ()) -> None:
+        self.size = size
         self.calls = 0
         self.hang_at = hang_at
         self.release = threading.Event()
@@ -59,6 +60,20 @@ def test_pictures_and_key_requests() -> None:
     sender.close()
     time.sleep(0.05)
     assert FakeEncoder.instances[0].closed
+
+
+def test_a_new_picture_size_opens_a_new_encoder_with_a_key_picture() -> None:
+    FakeEncoder.instances.clear()
+    sender = EnhancementSender(FakeEncoder)
+    face = np.zeros((256, 256, 3), np.uint8)
+    assert sender.encode(face, 64, 48, 25.0) == (b"key", True)
+    assert sender.encode(face, 64, 55, 25.0) == (b"delta", False)  # a new qp keeps the stream
+    assert sender.encode(face, 128, 55, 25.0) == (b"key", True)  # a new size: a new stream
+    assert [e.size for e in FakeEncoder.instances] == [64, 128]
+    assert sender.encode(face, 128, 55, 25.0) == (b"delta", False)
+    time.sleep(0.05)
+    assert FakeEncoder.instances[0].closed and not FakeEncoder.instances[1].closed
+    sender.close()
 
 
 def test_a_picture_is_due_every_nth_frame_and_at_once_after_a_pause() -> None:

@@ -125,16 +125,16 @@ def code_enhancement(frames: np.ndarray, size: int, qp: int, fps: float, interva
 class EnhancementLayer:
     """The enhancement pictures of each clip, coded and decoded once per (clip, rung) and shared by the rungs."""
 
-    def __init__(self, size: int) -> None:
-        if size <= 0:
-            raise ValueError(f"the enhancement picture size must be positive, got {size}: the model has no enhancement branch")
-        self.size = size
+    def __init__(self, model_size: int) -> None:
+        if model_size <= 0:
+            raise ValueError(f"the enhancement picture size must be positive, got {model_size}: the model has no enhancement branch")
+        self.model_size = model_size  # E of the model's branch: the side of a rung without its own
         self._coded: dict[tuple[str, PictureRate], CodedEnhancement] = {}
 
     def coded(self, clip: BenchClip, rate: PictureRate) -> CodedEnhancement:
         key = (clip.clip_id, rate)
         if key not in self._coded:
-            self._coded[key] = code_enhancement(clip.frames, self.size, rate.qp, clip.fps, rate.interval)
+            self._coded[key] = code_enhancement(clip.frames, rate.side(self.model_size), rate.qp, clip.fps, rate.interval)
         return self._coded[key]
 
 
@@ -144,18 +144,19 @@ class OursEnhancedCodec(OursCodec):
     codec = "ours+enh"
 
     def __init__(self, factory: OursFactory, preset: str, rate: PictureRate, layer: EnhancementLayer) -> None:
-        if layer.size != factory.enhancement_size:
-            raise ValueError(f"the enhancement layer codes {layer.size}² pictures, the model reads "
+        if layer.model_size != factory.enhancement_size:
+            raise ValueError(f"the enhancement layer codes {layer.model_size}² pictures, the model reads "
                              f"{factory.enhancement_size}²")
         super().__init__(factory, factory.num_keypoints, preset, 1)
         self.rate = rate
         self.layer = layer
-        self.setting = f"{self.setting} enh{layer.size} {rate.label()}"
+        self.side = rate.side(layer.model_size)
+        self.setting = f"{self.setting} enh{self.side} {rate.label().rpartition(':')[2]}"
 
     def params(self) -> dict[str, object]:
         return {
             **super().params(),
-            "enhancement_size": self.layer.size,
+            "enhancement_size": self.side,
             "enhancement_qp": self.rate.qp,
             "enhancement_interval": self.rate.interval,
             "transport": TRANSPORT,

@@ -379,11 +379,13 @@ class LowResDecoder:
     """libdav1d decoder of the enhancement stream with the receiver rule of the module docstring:
     frames decode only in order after a key frame; after a gap or an error it waits for a key frame."""
 
-    def __init__(self, size: int | None = None) -> None:
-        """size: E, when known; a decoded picture of another size raises EnhancementDecodeError."""
-        if size is not None and (not isinstance(size, int) or size < MIN_SIZE):
-            raise ValueError(f"size must be None or an integer >= {MIN_SIZE}, got {size!r}")
-        self._size = size
+    def __init__(self, size: int | tuple[int, ...] | None = None) -> None:
+        """size: the side E of the pictures, or the sides a picture may have, when known; a decoded picture of any
+        other size raises EnhancementDecodeError (checked before the picture is converted to RGB)."""
+        sizes = (size,) if isinstance(size, int) else size
+        if sizes is not None and (not sizes or any(not isinstance(s, int) or s < MIN_SIZE for s in sizes)):
+            raise ValueError(f"size must be None, an integer >= {MIN_SIZE} or a tuple of them, got {size!r}")
+        self._sizes = None if sizes is None else tuple(sizes)
         self._context: VideoCodecContext | None = None
         self._needs_key = True
         self._last_seq: int | None = None
@@ -437,13 +439,15 @@ class LowResDecoder:
         if not frames:
             logger.warning("enhancement packet%s gave no picture", where)
             return None
-        picture = frames[-1].to_ndarray(format="rgb24")  # (E, E, 3)
-        if self._size is not None and picture.shape != (self._size, self._size, 3):
+        frame = frames[-1]
+        if self._sizes is not None and (frame.width != frame.height or frame.width not in self._sizes):
             self._fail()
+            expected = " or ".join(f"{s}x{s}" for s in self._sizes)
             raise EnhancementDecodeError(
-                f"enhancement packet{where} decoded to {picture.shape[1]}x{picture.shape[0]}, expected {self._size}x{self._size}: "
+                f"enhancement packet{where} decoded to {frame.width}x{frame.height}, expected {expected}: "
                 f"sender and receiver disagree on the picture size; waiting for a key frame"
             )
+        picture = frame.to_ndarray(format="rgb24")  # (E, E, 3)
         self._needs_key = False
         return picture
 

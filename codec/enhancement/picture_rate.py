@@ -1,14 +1,19 @@
-"""How the enhancement layer spends its bits: the pictures' SVT-AV1 qp and how often a picture goes.
+"""How the enhancement layer spends its bits: the pictures' side, their SVT-AV1 qp and how often a picture goes.
 
-A rung of the layer is ``PictureRate(qp, interval)``: a picture rides with every ``interval``-th motion
+A rung of the layer is ``PictureRate(qp, interval, size)``: a picture rides with every ``interval``-th motion
 frame (1 = every frame), coded at ``qp``; the frames in between render with the newest picture the
 receiver has, as long as it is less than ``interval`` frames old (``codec.enhancement.bundle`` says the
-interval, so the receiver knows which frames carry none on purpose and which pictures were lost).
+interval, so the receiver knows which frames carry none on purpose and which pictures were lost). ``size``
+None is the model's own E (``ModelConfig.enhancement_size``, 64² for the shipped model, the side its branch was
+trained on); the top rungs send a larger picture (``LARGER_SIZES``, up to the output's 256²). G reads any of them:
+its correction compares the picture with G's output area-downscaled to the picture's side and adds back the
+difference it trusts (``codec.model.enhancement_branch``), so a larger picture corrects finer detail. A receiver
+announces the largest side it reads (``readable_sizes``; signaling ``capabilities``), and a sender offers no rung
+above it.
 
-Why pictures less often: measured on the validation people (codec.data.split; 7 clips, 100 frames,
-K = 20 default quantizer, the shipped cpu-enh64 model, the pictures coded by SVT-AV1 preset 4 low-delay as
-``codec.enhancement.lowres_codec`` codes them, 2026-12-07), face PSNR against the picture's payload kbps
-(motion alone: 26.39 dB)::
+Measured on the validation people (codec.data.split; 7 clips, 100 frames, K = 20 default quantizer, the shipped
+cpu-enh64 model, pictures coded by SVT-AV1 preset 4 low-delay as ``codec.enhancement.lowres_codec`` codes them,
+2026-12-07), face PSNR against the picture's payload kbps (motion alone: 26.39 dB). The model's own 64²::
 
     qp   every frame     every 2nd       every 3rd
     63   4.47  26.69     2.44  26.41     1.77  26.44
@@ -17,13 +22,27 @@ K = 20 default quantizer, the shipped cpu-enh64 model, the pictures coded by SVT
     40   11.26 29.20     7.59  28.77     5.94  28.41
     32   17.76 29.76     12.50 29.28     10.08 28.84
 
-At a few kbps a sharper picture every 3rd frame beats a coarse one every frame (3.5 kbps: 27.88 dB at
-qp 48 every 3rd, 26.69 at qp 63 every frame for 4.5); above ~11 kbps every frame is best. ``LADDER`` is the
-upper hull of that table (the model was trained on a picture for every frame; a stale one is still mostly
-right in its low frequencies, which is what it corrects). Points under the hull are left out: each change of
-qp re-opens the encoder and costs a key picture. Chosen on validation people; bench rd measures it on the
-test group. (With preset 10 in its real-time mode, 2026-12-06, the same table cost 1.0–1.4× these rates and
-its hull had qp 48 every 2nd frame where this one has qp 40 every 3rd.)
+and larger pictures, the same model untrained on them (/3, /2: every 3rd, 2nd frame)::
+
+    side  qp 63          qp 55          qp 48          qp 40          qp 32
+    96    5.28  27.23    7.19  28.49    9.99  29.19    16.55 29.83    28.49 30.25
+    128   6.11  27.87    9.49  29.42    14.08 30.25    24.56 30.94    43.95 31.39
+          /3 2.64 27.01  /3 4.79 28.38  /2 9.51 29.59
+          /2 3.61 27.25  /2 6.18 28.84
+    160   6.99  28.26    11.15 29.91    16.63 30.61
+          /3 3.11 27.37  /3 5.74 28.71  /2 7.38 29.25
+    192   7.71  28.78    13.11 30.41    19.94 31.18
+    256   10.12 29.58    18.73 31.38    29.86 32.09
+
+At the same bits a larger picture at a coarser qp beats a smaller, finer one from ~4.5 kbps up (9.5 kbps:
+128² qp 55 every 2nd frame 29.59 dB, 64² qp 40 every frame 29.20 for 11.3), and at a few kbps a sharper picture
+every 3rd frame beats a coarse one every frame. ``LADDER`` is the upper hull of both tables (the model was
+trained on a 64² picture for every frame; a stale one is still mostly right in its low frequencies, which is what
+it corrects). Points under the hull are left out: each change of qp re-opens the encoder's rate control and a
+change of side opens a new stream (a key picture). Chosen on validation people; bench rd measures it on the test
+group. Where G stops paying: SVT-AV1 at 256², shown as it decodes (no G), gives 28.59 dB at 10.52 kbps, 31.65 at
+19.13, 33.07 at 26.41 on the same clips: from ~19 kbps of picture up, G's output is worse than the picture
+it was sent (G was trained to correct 64² pictures, not to keep a sharp one).
 """
 
 from __future__ import annotations
@@ -34,38 +53,64 @@ from codec.enhancement.bundle import MAX_INTERVAL  # a picture at least every 4t
 from codec.enhancement.lowres_codec import MAX_QP, MIN_QP  # SVT-AV1's crf range
 
 
-@dataclass(frozen=True, order=True)
+LARGER_SIZES = (96, 128, 160, 192, 256)  # sides a picture may have beyond the model's own E (receivers announce the largest they read)
+
+
+@dataclass(frozen=True)
 class PictureRate:
-    """One rung of the enhancement layer: a picture at ``qp`` with every ``interval``-th frame."""
+    """One rung of the enhancement layer: a picture at ``qp`` with every ``interval``-th frame, ``size``² (None: the
+    model's own E, ``ModelConfig.enhancement_size``, the side its branch was trained on)."""
 
     qp: int
     interval: int = 1
+    size: int | None = None
 
     def __post_init__(self) -> None:
         if not MIN_QP <= self.qp <= MAX_QP:
             raise ValueError(f"an enhancement picture's qp must be in {MIN_QP}..{MAX_QP} (higher = fewer bytes), got {self.qp!r}")
         if not 1 <= self.interval <= MAX_INTERVAL:
             raise ValueError(f"a picture goes with every 1st to {MAX_INTERVAL}th frame, got interval {self.interval!r}")
+        if self.size is not None and self.size not in LARGER_SIZES:
+            raise ValueError(f"an enhancement picture is the model's own size or one of {LARGER_SIZES} pixels square, "
+                             f"got {self.size!r}")
+
+    def side(self, model_size: int) -> int:
+        """The picture's side with a model whose branch reads ``model_size``² pictures."""
+        return model_size if self.size is None else self.size
 
     def label(self) -> str:
-        """"qp48" for every frame, "qp48/3" for every 3rd (what ``parse_picture_rate`` reads)."""
-        return f"qp{self.qp}" if self.interval == 1 else f"qp{self.qp}/{self.interval}"
+        """"qp48" for the model's own E with every frame, "qp48/3" for every 3rd, "128:qp48/3" for a 128² picture
+        (what ``parse_picture_rate`` reads)."""
+        body = f"qp{self.qp}" if self.interval == 1 else f"qp{self.qp}/{self.interval}"
+        return body if self.size is None else f"{self.size}:{body}"
 
 
-# best first: the upper hull of the table in the module docstring
+# best first: the upper hull of the two tables in the module docstring
 LADDER = (
-    PictureRate(32, 1), PictureRate(40, 1), PictureRate(40, 2), PictureRate(40, 3),
-    PictureRate(48, 3), PictureRate(55, 3), PictureRate(63, 3),
+    PictureRate(48, 1, 256), PictureRate(55, 1, 256), PictureRate(48, 1, 160), PictureRate(55, 1, 192),
+    PictureRate(55, 1, 160), PictureRate(48, 2, 128), PictureRate(55, 2, 160), PictureRate(55, 2, 128),
+    PictureRate(55, 3, 160), PictureRate(55, 3, 128), PictureRate(48, 3), PictureRate(55, 3), PictureRate(63, 3),
 )
 
 
+def readable_sizes(model_size: int, output_size: int) -> tuple[int, ...]:
+    """The picture sides a receiver takes whose model reads ``model_size``² pictures and renders ``output_size``²: its
+    own E, and the larger ones up to its output (G compares a picture with its output downscaled to the picture's side,
+    ``codec.model.enhancement_branch``; a picture larger than the output would be resized down to E)."""
+    return (model_size, *(s for s in LARGER_SIZES if model_size < s <= output_size))
+
+
 def parse_picture_rate(text: str) -> PictureRate:
-    """"48", "qp48", "48/3" or "qp48/3" -> PictureRate; ValueError that says the form otherwise."""
-    body = text.strip().lower().removeprefix("qp")
+    """"48", "qp48", "48/3", "qp48/3", "128:48/3" or "128:qp48/3" -> PictureRate; ValueError that says the form
+    otherwise."""
+    size_text, _, body = text.strip().lower().rpartition(":")
+    body = body.removeprefix("qp")
     qp_text, _, interval_text = body.partition("/")
     try:
+        size = int(size_text) if size_text else None
         qp = int(qp_text)
         interval = int(interval_text) if interval_text else 1
     except ValueError:
-        raise ValueError(f"an enhancement rung is QP or QP/N (a picture with every N-th frame), e.g. 48 or 48/3; got {text!r}") from None
-    return PictureRate(qp, interval)
+        raise ValueError(f"an enhancement rung is [SIZE:]QP[/N] (a SIZE² picture with every N-th frame), e.g. 48, 48/3 or "
+                         f"128:55/2; got {text!r}") from None
+    return PictureRate(qp, interval, size)

@@ -68,29 +68,30 @@ class PictureCorrection(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
         self._matrices: dict[tuple[str, int, torch.device], torch.Tensor] = {}
 
-    def _matrix(self, kind: str, size: int, device: torch.device) -> torch.Tensor:
-        key = (kind, size, device)
+    def _matrix(self, kind: str, picture_size: int, size: int, device: torch.device) -> torch.Tensor:
+        key = (kind, picture_size, size, device)
         if key not in self._matrices:
-            e = self.picture_size
+            e = picture_size
             matrix = area_matrix(size, e) if kind == "area" else bicubic_matrix(e, size)
             self._matrices[key] = matrix.to(device)
         return self._matrices[key]
 
-    def downscale(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) -> (B, C, E, E) float32, area-averaged like the sender's cv2.INTER_AREA (in fp32 under
-        any autocast: at an integer ratio the mean of each block, else the area matrix on both axes)."""
-        size, e = image.shape[-1], self.picture_size
+    def downscale(self, image: torch.Tensor, picture_size: int) -> torch.Tensor:
+        """(B, C, S, S) -> (B, C, E, E) float32 (E = ``picture_size``), area-averaged like the sender's
+        cv2.INTER_AREA (in fp32 under any autocast: at an integer ratio the mean of each block, else the area
+        matrix on both axes)."""
+        size, e = image.shape[-1], picture_size
         image = image.float()
         if size % e == 0:
             return F.avg_pool2d(image, size // e)
-        area = self._matrix("area", size, image.device)  # (E, S)
+        area = self._matrix("area", e, size, image.device)  # (E, S)
         with torch.autocast(image.device.type, enabled=False):
             return area @ image @ area.t()
 
     def upscale(self, correction: torch.Tensor, size: int) -> torch.Tensor:
         """(B, C, E, E) -> (B, C, size, size) float32, what ``F.interpolate(mode="bicubic", align_corners=False)``
         gives, as two small matmuls (U X Uᵀ, U precomputed; the interpolation itself is ~8x slower on a CPU)."""
-        up = self._matrix("bicubic", size, correction.device)  # (size, E)
+        up = self._matrix("bicubic", correction.shape[-1], size, correction.device)  # (size, E)
         with torch.autocast(correction.device.type, enabled=False):
             return up @ correction.float() @ up.t()
 
@@ -99,7 +100,7 @@ class PictureCorrection(nn.Module):
         -> (B, 3, S, S) in [0, 1], equal to ``image`` where the picture is absent."""
         size = image.shape[-1]
         picture = picture.float()
-        down = self.downscale(image)  # (B, 3, E, E)
+        down = self.downscale(image, picture.shape[-1])  # (B, 3, E, E)
         difference = picture - down
         out = self.net(conv_layout(torch.cat([picture, down, difference], dim=1))).float()  # (B, 4, E, E)
         correction = torch.tanh(out[:, :1]) * difference + out[:, 1:]  # (B, 3, E, E); tanh: gate 0 still learns
@@ -130,8 +131,10 @@ class EnhancementBranch(nn.Module):
         -> residuals (B, C, S/4, S/4) and (B, C2, S/2, S/2), zero where the picture is absent."""
         size = (feature_size, feature_size)
         picture = picture.float()
-        if picture.shape[-1] != feature_size:  # at the same size the bilinear resize is the identity
+        if picture.shape[-1] < feature_size:  # a smaller picture (the trained one, 48² or 64², at S/4 = 64)
             picture = F.interpolate(picture, size=size, mode="bilinear", align_corners=False)
+        elif picture.shape[-1] > feature_size:  # a larger one (a top rung): area-averaged down, no aliasing
+            picture = F.interpolate(picture, size=size, mode="area")
         warped = warped_reference.float()
         if warped.shape[-1] % feature_size == 0:  # "area" at an integer ratio: the mean of each block
             warped = F.avg_pool2d(warped, warped.shape[-1] // feature_size)

@@ -68,6 +68,14 @@ def _to_tensor(image: np.ndarray, size: int, device: torch.device, what: str) ->
     return torch.from_numpy(np.array(image, copy=True)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
 
 
+def _picture_side(picture: np.ndarray, trained: int, output: int) -> int:
+    """The side at which G reads an enhancement picture: its own when square and in [trained, output], else trained."""
+    shape = getattr(picture, "shape", ())
+    if len(shape) == 3 and shape[0] == shape[1] and trained <= shape[0] <= output:
+        return int(shape[0])
+    return trained
+
+
 def _motion_from_outputs(out: dict[str, torch.Tensor], index: int = 0) -> MotionParams:
     k = out["expression"].shape[1]
     return MotionParams(
@@ -207,8 +215,10 @@ class FrameSynthesizer(_Wrapper):
         δ: those parts hold the reference's expression and follow the head pose (δ = 0 instead would pull them to
         the canonical face: measured on 120 validation pairs at K = 0, 4.5 dB lower whole-frame PSNR).
 
-        enhancement: (E, E, 3) uint8, the enhancement layer's decoded picture of this frame, for a model with the
-        branch (``enhancement_size``); None renders from motion alone (a missing, late or lost layer)."""
+        enhancement: (P, P, 3) uint8, the enhancement layer's decoded picture of this frame, for a model with the
+        branch (``enhancement_size`` E); None renders from motion alone (a missing, late or lost layer). A square
+        picture from E up to the output's side is read at its own size (the branch compares it with G's output
+        downscaled to P: a larger picture corrects finer detail); any other is resized to E."""
         if state.model_id != self.model_id:
             raise ValueError(f"reference state was prepared with model {state.model_id}, this synthesizer runs {self.model_id}")
         if motion.num_keypoints != self.num_keypoints:
@@ -226,7 +236,8 @@ class FrameSynthesizer(_Wrapper):
             size = self.enhancement_size
             if not size:
                 raise ValueError(f"model {self.model_id} has no enhancement branch: render without the picture")
-            extra["enhancement"] = _to_tensor(enhancement, size, dev, "enhancement picture")  # (1, 3, E, E)
+            side = _picture_side(enhancement, size, self.model.config.image_size)
+            extra["enhancement"] = _to_tensor(enhancement, side, dev, "enhancement picture")  # (1, 3, P, P)
         with torch.inference_mode(), self._autocast():
             kp_drv = transform_keypoints_torch(state.features.kp_canonical, rotation, translation, expression)
             out = self.model.synthesize(state.features, kp_drv, rotation, **extra)

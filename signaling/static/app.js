@@ -356,14 +356,16 @@
   }
 
   // The enhancement layer of a rate decision or stats: "enhancement qp 55", "enhancement qp 55, every 3rd frame",
-  // "motion only", or null when unknown. (rate_decision omits enhancement_qp on a motion-only rung; stats carry it as
-  // null once the sender decided.)
+  // "enhancement 128² qp 55, every 2nd frame" (a top rung's picture larger than the model's own), "motion only", or null
+  // when unknown. (rate_decision omits enhancement_qp on a motion-only rung; stats carry it as null once the sender decided.)
   function enhancementText(source) {
     if (!source || source.keypoints === undefined) return null;
     const qp = source.enhancement_qp;
     if (qp === null || qp === undefined) return "motion only";
     const every = source.enhancement_interval;
-    return every > 1 ? `enhancement qp ${qp}, every ${every === 2 ? "2nd" : every === 3 ? "3rd" : `${every}th`} frame` : `enhancement qp ${qp}`;
+    const size = source.enhancement_size ? `${source.enhancement_size}² ` : "";
+    const text = `enhancement ${size}qp ${qp}`;
+    return every > 1 ? `${text}, every ${every === 2 ? "2nd" : every === 3 ? "3rd" : `${every}th`} frame` : text;
   }
 
   function onRateDecision(msg) {

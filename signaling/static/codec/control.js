@@ -29,8 +29,8 @@ export const FIELDS = Object.freeze({
   pong: ["t_ms"],
   delay_report: ["jitter_ms", "playout_delay_ms", "late_frames", "concealed_frames"],
   rate_decision: ["keypoints", "preset", "frames_per_packet", "max_kbps", "estimated_kbps", "reason", "enhancement_qp",
-    "enhancement_interval"],
-  capabilities: ["frame_bundle", "enhancement_size"],
+    "enhancement_interval", "enhancement_size"],
+  capabilities: ["frame_bundle", "enhancement_size", "enhancement_max_size"],
   motion_transport: ["transport"],
   enhancement_key: ["seq"],
   command: ["keypoints", "frames_per_packet", "max_kbps", "view", "avatar"],
@@ -213,6 +213,8 @@ export function decodeControl(data) {
         enhancement_qp: obj.enhancement_qp === null || obj.enhancement_qp === undefined ? null : integer(obj, "enhancement_qp", 1, 63),
         enhancement_interval: obj.enhancement_interval === null || obj.enhancement_interval === undefined ? null
           : integer(obj, "enhancement_interval", 1, 4),
+        enhancement_size: obj.enhancement_size === null || obj.enhancement_size === undefined ? null
+          : integer(obj, "enhancement_size", 1, 1024),
       };
     case "motion_transport": {
       const transport = text(obj, "transport", 16);
@@ -222,7 +224,10 @@ export function decodeControl(data) {
       return { type: kind, transport };
     }
     case "capabilities":
-      return { type: kind, frame_bundle: integer(obj, "frame_bundle", 0, 255), enhancement_size: integer(obj, "enhancement_size", 0, 1024) };
+      return {
+        type: kind, frame_bundle: integer(obj, "frame_bundle", 0, 255), enhancement_size: integer(obj, "enhancement_size", 0, 1024),
+        enhancement_max_size: obj.enhancement_max_size === undefined ? 0 : integer(obj, "enhancement_max_size", 0, 1024),
+      };
     case "enhancement_key":
       return { type: kind, seq: integer(obj, "seq", 0, 65535) };
     case "command": {
