@@ -291,7 +291,7 @@ def build_codecs(config: RdConfig, ours: OursFactory | None) -> list[Codec]:
     if "ours" in config.codecs and ours is not None:
         codecs += ours.sweep(config.keypoints, config.presets, config.frames_per_packet)
         if config.enhancement_rungs and ours.enhancement_size > 0:
-            codecs += enhanced_sweep(ours, [parse_picture_rate(rung) for rung in config.enhancement_rungs])
+            codecs += enhanced_sweep(ours, [parse_picture_rate(rung) for rung in config.enhancement_rungs], crop_size=config.size)
         elif config.enhancement_rungs:
             logger.info("the model has no enhancement branch: no enhancement rungs")
     sweeps: dict[str, Callable[[], list[VideoCodec]]] = {

@@ -196,7 +196,8 @@ def run_speed_from_args(args: argparse.Namespace) -> int:
                       "render = FrameSynthesizer.render with the "
                       "reference prepared once, render_enhanced = the same with the model's enhancement picture (64² for cpu-enh64), "
                       "encode_enhanced = MotionEncoder.encode + the enhancement layer's encode (downscale + SVT-AV1 at "
-                      "enhancement_qp) of one frame, inter frames of a smooth picture drifting 1 px a frame; "
+                      "enhancement_qp) of one frame, inter frames of a smooth picture drifting 1 px a frame; *_largest: both "
+                      "with the ladder's largest picture (enhancement_largest_size); "
                       "enhancement_encode = the layer's encode alone"),
            "presets": results,
            "encode_ms": {k: v["encode_ms"] for k, v in results.items()},

@@ -174,3 +174,10 @@ def test_rd_sweep_without_the_branch_has_no_rungs(caplog: pytest.LogCaptureFixtu
         result = run_rd(_rd_config(), show_progress=False, ours=_factory("tiny"))
     assert [p["codec"] for p in result["points"]] == ["ours", "no-motion floor"]
     assert "the model has no enhancement branch: no enhancement rungs" in caplog.text
+
+
+def test_rungs_with_pictures_larger_than_the_crops_are_left_out() -> None:
+    rates = (PictureRate(48, 1, 96), PictureRate(40), PictureRate(55, 3))
+    kept = enhanced_sweep(_factory("tiny-enh"), rates, crop_size=64)
+    assert [codec.rate for codec in kept] == [PictureRate(40), PictureRate(55, 3)]
+    assert [codec.rate for codec in enhanced_sweep(_factory("tiny-enh"), rates, crop_size=128)] == list(rates)

@@ -148,7 +148,7 @@ def test_the_shipped_browser_models_read_the_shipped_models_motion(preset: str) 
         pytest.skip(f"{student_path} or {teacher_path} is not shipped")
     student, info = load_model_for_inference(student_path, device="cpu")
     teacher, teacher_info = load_model_for_inference(teacher_path, device="cpu")
-    assert info.preset == preset and info.motion_model_id == teacher_info.model_id  # a sender with cpu drives it
+    assert info.preset == preset and info.motion_model_id == teacher_info.motion_model_id  # a sender with cpu announces it
     for name in SHARED_MODULES:
         for (key, a), b in zip(getattr(student, name).state_dict().items(), getattr(teacher, name).state_dict().values()):
             assert torch.equal(a, b), key

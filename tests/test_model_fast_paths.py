@@ -27,7 +27,7 @@ def test_downscale_is_the_area_matrix_in_fp32_under_autocast(size_in: int) -> No
     image = torch.rand(1, 3, size_in, size_in)
     area = area_matrix(size_in, 64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        down = PictureCorrection(64, 8).downscale(image)
+        down = PictureCorrection(64, 8).downscale(image, 64)
     assert down.dtype == torch.float32
     assert torch.allclose(down, area @ image @ area.t(), atol=1e-6)
 

@@ -111,7 +111,7 @@ def _reference() -> Any:
     def crop(image: np.ndarray, size: int) -> np.ndarray:
         return np.asarray(Image.fromarray(image[20:276, 120:376]).resize((size, size), Image.Resampling.LANCZOS))
 
-    return make_reference(default_portrait(), info.image_size, info.model_id, info.model_version, crop=crop), info
+    return make_reference(default_portrait(), info.image_size, info.motion_model_id, info.model_version, crop=crop), info
 
 
 # -- the child process: server, sender, standby receiver and Chromium --------------------------------------------

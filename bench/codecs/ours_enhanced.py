@@ -193,7 +193,10 @@ class OursEnhancedCodec(OursCodec):
         return info, reconstruction
 
 
-def enhanced_sweep(factory: OursFactory, rates: Sequence[PictureRate], preset: str = ENHANCED_PRESET) -> list[OursEnhancedCodec]:
-    """One rung per picture rate, in the given order, sharing one ``EnhancementLayer``."""
+def enhanced_sweep(factory: OursFactory, rates: Sequence[PictureRate], preset: str = ENHANCED_PRESET,
+                   crop_size: int | None = None) -> list[OursEnhancedCodec]:
+    """One rung per picture rate, in the given order, sharing one ``EnhancementLayer``; a rung whose picture is larger
+    than the clips' crops (``crop_size``) is left out, as a sender leaves out rungs its receiver cannot read."""
     layer = EnhancementLayer(factory.enhancement_size)
-    return [OursEnhancedCodec(factory, preset, rate, layer) for rate in rates]
+    kept = [rate for rate in rates if crop_size is None or rate.side(factory.enhancement_size) <= crop_size]
+    return [OursEnhancedCodec(factory, preset, rate, layer) for rate in kept]

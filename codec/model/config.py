@@ -52,6 +52,8 @@ class ModelConfig:
     # this side (coded by a real video codec, codec.enhancement), through a zero-initialised branch
     # (codec/model/enhancement_branch.py); without the picture it renders from motion alone.
     enhancement_channels: int = 32  # width of that branch
+    enhancement_large_correction: bool = False  # a second picture correction for pictures larger than E (the ladder's
+    # top rungs send 96²-256²), fitted on its own by codec.train.fit_correction; False: one correction for every side.
     landmark_refinement: float = 0.0  # the fraction a the generator was trained to render keypoints refined with
     # (codec/model/landmark_refinement.py): the sender moves each keypoint a of the way to its guidance landmark's
     # motion. 0: not trained for it, nothing is refined. Not part of the architecture.

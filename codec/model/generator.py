@@ -6,7 +6,8 @@ reference's own pixels warped by the same flow with the decoded RGB, by a decode
 image = α · warp(reference) + (1 - α) · rgb.
 
 With an enhancement branch (``enhancement_size`` > 0) G also reads the enhancement layer's low-resolution
-picture of the driving frame when it is there (``codec/model/enhancement_branch.py``).
+picture of the driving frame when it is there (``codec/model/enhancement_branch.py``); a picture larger than E (the
+ladder's top rungs) goes through a second correction when the model has one (``enhancement_large_correction``).
 
 In the 3D form (``volume_depth`` > 0) the features are a (Cv, D, S/4, S/4) volume warped by the 3D
 flow, then projected to 2D as in the paper: depth folded into channels and a 1×1 conv.
@@ -50,6 +51,8 @@ class Generator(nn.Module):
         self.enhancement = EnhancementBranch(config, up) if config.enhancement_size else None
         self.correction = (PictureCorrection(config.enhancement_size, config.enhancement_channels)
                            if config.enhancement_size else None)
+        self.correction_large = (PictureCorrection(config.enhancement_size, config.enhancement_channels)
+                                 if config.enhancement_size and config.enhancement_large_correction else None)
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, flow: torch.Tensor,
                 occlusion: torch.Tensor, flow_3d: torch.Tensor | None = None, enhancement: torch.Tensor | None = None,
@@ -88,5 +91,8 @@ class Generator(nn.Module):
         assert out.shape[-1] == size
         result = alpha * warped + (1 - alpha) * rgb  # (B, 3, S, S)
         if enhancement is not None and self.correction is not None:
-            result = self.correction(result, enhancement, enhancement_present)
+            correction = self.correction
+            if self.correction_large is not None and enhancement.shape[-1] > self.correction.picture_size:
+                correction = self.correction_large  # a top rung's larger picture: the correction fitted for those
+            result = correction(result, enhancement, enhancement_present)
         return {"image": result, "warped_reference": warped, "alpha": alpha}
