@@ -41,7 +41,8 @@ from codec.model import FaceVid2VidModel, checkpoint
 
 logger = logging.getLogger("codec.train.fit_correction")
 
-COMBOS = ((64, 55), (64, 40), (128, 55), (128, 48), (160, 55), (160, 48), (192, 55), (256, 55), (256, 48), (256, 63))
+COMBOS = ((128, 55), (128, 48), (160, 55), (160, 48), (192, 55), (256, 55), (256, 48), (256, 63))  # (side, qp); the
+# shipped file's was fitted on a cache that also held (64, 55) and (64, 40), which stage 2 leaves out
 AGES = (0, 1, 2)  # a picture of the frame itself, or of 1 or 2 frames before
 HELD_OUT_PEOPLE = 4
 
