@@ -84,6 +84,12 @@ JITTER_STEP_DOWN_MS = 150.0
 HOLD_S = 5.0  # before moving up again, or after a congestion step
 DOWN_HOLD_S = 2.0  # before moving down again (the new rung's size needs measuring first)
 UP_HEADROOM = 0.97  # move up only when the better rung is predicted below this fraction of the cap
+# A change of the enhancement layer's side, qp or interval re-opens SVT-AV1: its first picture is a key picture, 16-22x
+# an inter one (measured 2026-12-07 on 6 training clips, 64²-256², qp 48-55). Moving up to another picture rate is
+# charged that key picture spread over SWITCH_AMORTIZE_S, so the ladder does not climb into a rung whose switch alone
+# would break the cap (a 10 s call at 15 kbps went to 24 kbps changing side back and forth).
+KEY_PICTURE_FACTOR = 19.0
+SWITCH_AMORTIZE_S = 10.0
 WINDOW_S = 6.0  # measured-rate window
 MIN_MEASURE_S = 3.0  # a rate needs this long a window before it is trusted
 MEASURE_PACKETS = 64  # payload size average over the last packets of a rung
@@ -429,6 +435,15 @@ class BandwidthController:
                 return prior * seen / prior_enhancement_bytes(seen_rate.qp, seen_rate.interval, seen_rate.size)
         return prior
 
+    def switch_kbps(self, current: Rung | None, rung: Rung) -> float:
+        """What moving from ``current`` to ``rung`` adds for a while: the key picture of a new picture rate, spread over
+        ``SWITCH_AMORTIZE_S`` (0 for the same picture rate, or a motion-only rung)."""
+        rate = rung.picture_rate
+        if rate is None or (current is not None and current.picture_rate == rate):
+            return 0.0
+        key_bytes = KEY_PICTURE_FACTOR * prior_enhancement_bytes(rate.qp, 1, rate.size)
+        return key_bytes * 8 / 1000 / SWITCH_AMORTIZE_S
+
     def enhancement_bytes_per_frame(self, rate: PictureRate) -> float:
         """What the layer adds per frame at ``rate``: a picture's bundle bytes over the frames it serves."""
         return self.enhancement_bytes_per_picture(rate) / rate.interval
@@ -517,7 +532,8 @@ class BandwidthController:
             if now_s - self._changed_at < HOLD_S or now_s < self._congested_until:
                 target = cur_index
             elif self.max_kbps is not None:
-                while target < cur_index and predicted[candidates[target]] > UP_HEADROOM * self.max_kbps:
+                while target < cur_index and (predicted[candidates[target]] + self.switch_kbps(current, candidates[target])
+                                              > UP_HEADROOM * self.max_kbps):
                     target += 1
         if cur_index is not None and target < cur_index:
             while target < cur_index and self._blocked_until.get(candidates[target], -1e9) > now_s:

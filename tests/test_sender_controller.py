@@ -215,6 +215,7 @@ def _ladder_of_2026_12_05(monkeypatch: pytest.MonkeyPatch) -> None:
     those)."""
     monkeypatch.setattr(controller_module, "PICTURE_LADDER", tuple(PictureRate(qp) for qp in (40, 48, 55, 63)))
     monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", {40: 50.0, 48: 32.0, 55: 24.0, 63: 20.0})
+    monkeypatch.setattr(controller_module, "KEY_PICTURE_FACTOR", 0.0)  # worked out before switches were charged
 
 
 def test_shipped_enhancement_priors_cover_the_ladder_and_shrink_with_qp() -> None:
@@ -285,6 +286,24 @@ def test_shipped_ladder_costs_less_on_each_rung_down(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", SHIPPED_PRIORS)
     costs = [prior_enhancement_bytes(r.qp, r.interval, r.size) / r.interval for r in PICTURE_LADDER]
     assert costs == sorted(costs, reverse=True), costs  # the priors (training people) order the ladder as validation did
+
+
+def test_moving_up_to_another_picture_rate_is_charged_its_key_picture(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controller_module, "KEY_PICTURE_FACTOR", 20.0)
+    controller = _enhanced_controller(None)
+    upper, lower = (r for r in controller._candidates() if r.enhancement_qp in (40, 48))
+    # qp 40's prior bundle 50 + 4 bytes: a key of 20 · 54 bytes over SWITCH_AMORTIZE_S (10 s) = 0.86 kbps
+    assert controller.switch_kbps(lower, upper) == pytest.approx(20 * 54 * 8 / 1000 / controller_module.SWITCH_AMORTIZE_S)
+    assert controller.switch_kbps(upper, upper) == 0.0 and controller.switch_kbps(upper, default_ladder(20)[0]) == 0.0
+    # on qp 48, a cap raised to where qp 40 fits with room to spare but not with its key picture: it stays on qp 48
+    for factor, climbs in ((60.0, False), (0.0, True)):  # a 2.6 kbps switch; uncharged, the same climbs (the test can fail)
+        monkeypatch.setattr(controller_module, "KEY_PICTURE_FACTOR", factor)
+        capped = _enhanced_controller(controller.motion_kbps(lower) + 2.0)
+        assert capped.decide(0.0) is not None and capped.current is not None and capped.current.rung.enhancement_qp == 48
+        end = _stream(capped, 0.0, 10.0, motion_bytes=18, picture_bytes={40: 50, 48: 32, 55: 24, 63: 20})
+        capped.set_max_kbps((capped.motion_kbps(upper) + 1.0 + 0.4) / controller_module.UP_HEADROOM)  # other traffic ≤ 1 kbps
+        _stream(capped, end, 20.0, motion_bytes=18, picture_bytes={40: 50, 48: 32, 55: 24, 63: 20})
+        assert any(d.rung.enhancement_qp == 40 for d in capped.decisions) is climbs, factor
 
 
 def test_a_cap_under_ten_kbps_never_offers_the_layer() -> None:
