@@ -156,8 +156,8 @@ def _held_out_psnr(correction: torch.nn.Module, cache: _Cache, rows: np.ndarray)
     correction.eval()
     with torch.no_grad():
         for side in sorted({int(s) for s in cache.index[rows, 0]}):
+            chosen = [int(r) for r in rows if cache.index[r, 0] == side]
             for age in (0, 2):
-                chosen = [int(r) for r in rows if cache.index[r, 0] == side]
                 psnrs = []
                 for j in range(0, len(chosen), 16):
                     part = chosen[j:j + 16]
@@ -221,8 +221,6 @@ def fit(config: FitConfig) -> dict[str, object]:
             logger.info("step %d (%.0f s): held-out PSNR %s", step, time.perf_counter() - start,
                         _held_out_psnr(correction, cache, held_rows))
     after = _held_out_psnr(correction, cache, held_rows)
-    for p in model.parameters():
-        p.requires_grad_(False)
     metadata = checkpoint.read_metadata(config.model)
     motion_id = metadata.get("motion_model_id") or metadata.get("model_id") or source_model_id
     keep = {k: v for k, v in metadata.items() if k not in {"format", "format_version", "config", "model_id"}}
