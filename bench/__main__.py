@@ -6,6 +6,7 @@
     python -m bench speed --json OUT.json               # model encode/render ms per preset (bench/speed.py)
     python -m bench signaling --clients 500 2000 --json OUT.json   # signaling load, 1 and 3 instances (bench/signaling_load.py)
     python -m bench fuzz --total 1000000 --json OUT.json   # every parser fed mutated inputs (bench/fuzz.py)
+    python -m bench priors --json OUT.json              # the controller's motion priors on real faces (bench/motion_priors.py)
 
 Adding one: give the module an ``add_<name>_parser(subparsers)`` that registers the sub-command and
 a ``run_<name>_from_args(args) -> int``, and list the pair in ``_COMMANDS``.
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from bench.bitstream import add_bitstream_parser, run_bitstream_from_args
 from bench.call import add_call_parser, run_call_from_args
 from bench.fuzz import add_fuzz_parser, run_fuzz_from_args
+from bench.motion_priors import add_priors_parser, run_priors_from_args
 from bench.rd import add_rd_parser, run_rd_from_args
 from bench.signaling_load import add_signaling_parser, run_signaling_from_args
 from bench.speed import add_speed_parser, run_speed_from_args
@@ -32,6 +34,7 @@ _COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callabl
     "speed": (add_speed_parser, run_speed_from_args),
     "signaling": (add_signaling_parser, run_signaling_from_args),
     "fuzz": (add_fuzz_parser, run_fuzz_from_args),
+    "priors": (add_priors_parser, run_priors_from_args),
 }
 
 

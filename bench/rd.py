@@ -63,9 +63,11 @@ VIDEO_CODECS = ("h264", "vp8", "vp9", "av1", "av1-64")  # av1-64: SVT-AV1 at 64Â
 LOWRES_AV1_SIZE = 64
 LOWRES_AV1_QPS = (32, 40, 48, 55, 63)
 ALL_CODECS = ("ours",) + VIDEO_CODECS
-PEOPLE_CHOICES = ("test", "val", "all")
+PEOPLE_CHOICES = ("test", "val", "train", "all")
 PEOPLE_SELECTION = {"test": "the test group (codec.data.split: never trained on, never used to pick a checkpoint)",
-                    "val": "validation people (codec.data.split: they picked the shipped checkpoint)"}
+                    "val": "validation people (codec.data.split: they picked the shipped checkpoint)",
+                    "train": "training people (codec.data.split: for fitting constants such as the controller's priors, "
+                             "never for figures)"}
 
 
 class RdInputError(ValueError):
@@ -78,7 +80,7 @@ class RdConfig:
 
     clips: str | None = None  # folder of mp4 files / JPEG folders (default: ../shared/data/clips)
     synthetic: bool = False  # use the embedded synthetic clip instead of real clips
-    people: str = "test"  # whose clips: test (the test group), val (validation people) or all (a folder without any of them uses all)
+    people: str = "test"  # whose clips: test (the test group), val (validation people), train (training people: fitting only) or all (a folder without any of them uses all)
     clips_per_person: int = 1  # clips taken per person (first ones in name order)
     frames: int = 150  # frames per clip at --fps (the first is the reference); all are coded, sent and decoded
     fps: float = 25.0  # clips are resampled by timestamp to this rate, a camera at the call's rate (0: the clip's own)

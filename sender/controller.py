@@ -23,14 +23,17 @@ an 8 kbps cap behaves as without the layer. ``enhancement_qp`` pins the qp of th
 motion-only rungs stay below it); 0 takes the layer off the ladder.
 
 ``payload_bytes_per_frame`` is the average over the rung's recent packets once 8 were sent, else a
-prior fitted on the synthetic trace (``_PRIORS``) scaled by measured/prior of the current rung;
+prior fitted on real faces (``_PRIORS``, ``python -m bench priors``) scaled by measured/prior of the current rung;
 ``packet_overhead`` is the SCTP+DTLS+UDP+IPv4 cost of one data-channel packet, or RTP+SRTP+UDP+IPv4 once the
 link carries motion as RTP (``set_packet_overhead``); "other traffic" is what
 the transport counters show beyond the motion packets over the last seconds (the SACKs the sender
 returns for every feedback message, control messages, ICE checks), assumed 1 kbps until measured.
-Moving down goes one rung at a time, ``DOWN_HOLD_S`` after the last change (so the new rung gets
-measured), unless the rate measured since the last change (over at least ``MIN_MEASURE_S``) is ``OVER_FACTOR``
-above the cap; moving up needs headroom under
+An enhanced rung predicted from priors alone (no picture measured yet) must fit ``PRIOR_HEADROOM`` of the cap, and a rung with
+another picture rate is charged its key picture (``switch_kbps``). Moving down waits ``DOWN_HOLD_S`` after the last
+change, then goes straight to the best rung predicted to fit once the current rung's own sizes are measured (its
+motion and pictures: every change of picture rate costs a key picture, so no stepping through the rungs between);
+unmeasured after ``MAX_DOWN_WAIT_S``, one rung at a time. The rate measured since the last change (over at least
+``MIN_MEASURE_S``) ``OVER_FACTOR`` above the cap moves down at once; moving up needs headroom under
 the cap and ``HOLD_S`` seconds, and a rung that had to be left within ``FAILED_UP_S`` of moving up to
 it is not probed again for ``BACKOFF_S`` (doubling each time). Congestion — frame loss in the receiver's Feedback
 above ``LOSS_STEP_DOWN`` or its reported jitter above ``JITTER_STEP_DOWN_MS`` — moves one rung down,
@@ -84,6 +87,11 @@ JITTER_STEP_DOWN_MS = 150.0
 HOLD_S = 5.0  # before moving up again, or after a congestion step
 DOWN_HOLD_S = 2.0  # before moving down again (the new rung's size needs measuring first)
 UP_HEADROOM = 0.97  # move up only when the better rung is predicted below this fraction of the cap
+# An enhanced rung predicted from priors alone (no picture measured yet: the call's first decision) must fit this share of the
+# cap: at K = 20 the training people's motion spans 0.6-1.3x the prior's mean, and a test-group clip's pictures measured
+# up to 2x theirs (bench call, 2026-12-07).
+PRIOR_HEADROOM = 0.8
+MAX_DOWN_WAIT_S = 4.0  # over the cap, the current rung's sizes are awaited this long, then it steps down one rung blind
 # A change of the enhancement layer's side, qp or interval re-opens SVT-AV1: its first picture is a key picture, 16-22x
 # an inter one (measured 2026-12-07 on 6 training clips, 64²-256², qp 48-55). Moving up to another picture rate is
 # charged that key picture spread over SWITCH_AMORTIZE_S, so the ladder does not climb into a rung whose switch alone
@@ -105,10 +113,12 @@ MAX_BACKOFF_S = 240.0
 IMPORTANCE_DECAY = 0.02  # EWMA weight of each new frame in the keypoint importance
 RERANK_S = 5.0  # at a held K, the keypoints sent are revised at most this often
 
-# Prior payload bytes per frame = a + b·K + (c + d·K) / fpp per preset id, least-squares fit on the
-# seeded synthetic trace at 25 fps with feedback every 1 s (max relative error ~23 %), for the
-# bitstream and presets of 2026-11-24 (codec.bitstream v1, presets fine/default/coarse).
-_PRIORS = {1: (2.251, 0.487, 8.894, 0.23), 2: (1.486, 0.265, 8.666, 0.152), 3: (0.924, 0.166, 8.185, 0.116)}
+# Prior payload bytes per frame = a + b·K + (c + d·K) / fpp per preset id, least squares on the relative error over
+# real faces: `python -m bench priors --frames 100` (bench/motion_priors.py), 75 training people's clips at 25 fps
+# with the sender's crop, refinement, keypoint choice and packetizer, K 0-20, fpp 1-8; max relative error 10-13 %;
+# 2026-12-07, codec.bitstream v1. At K = 20, one frame per packet the clips span 13-31 bytes a frame (mean 23.6);
+# the synthetic trace these replaced predicted 18.5, which made a call's first rungs overshoot.
+_PRIORS = {1: (2.177, 0.672, 6.899, 0.486), 2: (1.447, 0.404, 6.684, 0.386), 3: (1.008, 0.258, 6.446, 0.291)}
 
 BUNDLE_FRAMING_BYTES = 4  # a frame bundle's magic, two length varints and flags (codec.enhancement.bundle)
 # Prior enhancement picture bytes per frame by qp: E = 64, SVT-AV1 preset 4 low-delay
@@ -128,9 +138,9 @@ _LARGER_PICTURE_PRIORS = {
 # 1.25-1.80 at 4 (the finer the qp, the larger).
 _INTERVAL_PICTURE_FACTOR = {1: 1.0, 2: 1.26, 3: 1.45, 4: 1.57}
 # Under this cap no enhanced rung is offered. The cheapest costs 8.6 kbps in a call with sound (bench rd, test group,
-# 2026-12-07: K = 20 motion 6.5 with the portrait amortized over 60 s, + a qp-63 picture every 3rd frame 2.1), but at a
-# call's start the motion prior (fitted on the synthetic trace) is lower than a real face's, so an 8 kbps cap would
-# probe it for ~2 s (measured 2026-12-06).
+# 2026-12-07: K = 20 motion 6.5 with the portrait amortized over 60 s, + a qp-63 picture every 3rd frame 2.1), but a
+# face that moves more than the priors' mean (they span 0.6-1.3x of it) would make an 8 kbps cap probe it for ~2 s
+# (measured 2026-12-06 with the synthetic-trace priors, which were lower still).
 ENHANCEMENT_MIN_CAP_KBPS = 10.0
 
 
@@ -421,6 +431,18 @@ class BandwidthController:
             return None
         return sum(samples) / len(samples)
 
+    def _measured_rung(self, rung: Rung) -> bool:
+        """Whether ``rung``'s own motion packets, and pictures on an enhanced rung, were measured."""
+        rate = rung.picture_rate
+        return self._measured_per_frame(rung) is not None and (rate is None or self._measured_enhancement(rate) is not None)
+
+    def _on_priors(self, rung: Rung) -> bool:
+        """Whether ``rung`` is an enhanced rung whose pictures are predicted from priors alone (no picture measured
+        yet): leaving it when it does not fit costs a key picture; a motion-only rung that does not fit is left within
+        ``DOWN_HOLD_S`` at no cost."""
+        seen = self._enhancement_rate_seen
+        return rung.picture_rate is not None and (seen is None or self._measured_enhancement(seen) is None)
+
     def enhancement_bytes_per_picture(self, rate: PictureRate) -> float:
         """Bytes a frame bundle adds at ``rate``: measured when enough of its pictures were seen, else the prior scaled
         by measured/prior of the rate measured last (the face and E differ from the priors')."""
@@ -505,7 +527,8 @@ class BandwidthController:
         reason = ""
         target = 0
         if self.max_kbps is not None:
-            fitting = [i for i, r in enumerate(candidates) if predicted[r] <= self.max_kbps]
+            fitting = [i for i, r in enumerate(candidates) if predicted[r] + self.switch_kbps(current, r)
+                       <= self.max_kbps * (PRIOR_HEADROOM if self._on_priors(r) else 1.0)]
             target = fitting[0] if fitting else len(candidates) - 1
             reason = f"cap {self.max_kbps:g} kbps" if fitting else f"nothing fits the cap {self.max_kbps:g} kbps"
         else:
@@ -523,10 +546,17 @@ class BandwidthController:
             # key picture a change of qp or interval costs) would step down again and again, 40 ms apart.
             measured = self.measured_kbps(now_s, since_s=self._changed_at)
             far_over = self.max_kbps is not None and measured is not None and measured > OVER_FACTOR * self.max_kbps
-            if now_s - self._changed_at < DOWN_HOLD_S and not far_over:
+            held = now_s - self._changed_at
+            if far_over:
+                pass  # at once, as far as needed
+            elif held < DOWN_HOLD_S:
                 target = cur_index  # down: let the current rung be measured first
-            elif not far_over:
-                target = cur_index + 1  # one rung at a time
+            elif self._measured_rung(candidates[cur_index]):
+                pass  # the predictions below are scaled by what the current rung measured: straight to the best that fits
+            elif held < MAX_DOWN_WAIT_S:
+                target = cur_index  # its pictures are not yet measured (12 after the skip: ~3 s at every 3rd frame)
+            else:
+                target = cur_index + 1  # one rung at a time, blind
         if cur_index is not None and target < cur_index:
             # Up: needs headroom under the cap and a quiet period.
             if now_s - self._changed_at < HOLD_S or now_s < self._congested_until:
