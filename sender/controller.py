@@ -92,10 +92,11 @@ UP_HEADROOM = 0.97  # move up only when the better rung is predicted below this 
 # up to 2x theirs (bench call, 2026-12-07).
 PRIOR_HEADROOM = 0.8
 MAX_DOWN_WAIT_S = 4.0  # over the cap, the current rung's sizes are awaited this long, then it steps down one rung blind
-# A change of the enhancement layer's side, qp or interval re-opens SVT-AV1: its first picture is a key picture, 16-22x
-# an inter one (measured 2026-12-07 on 6 training clips, 64²-256², qp 48-55). Moving up to another picture rate is
-# charged that key picture spread over SWITCH_AMORTIZE_S, so the ladder does not climb into a rung whose switch alone
-# would break the cap (a 10 s call at 15 kbps went to 24 kbps changing side back and forth).
+# A change of the enhancement layer's side or qp re-opens SVT-AV1 (its interval does not: LowResEncoder.set_fps): its
+# first picture is a key picture, 16-22x an inter one (measured 2026-12-07 on 6 training clips, 64²-256², qp 48-55).
+# Taking a rung with another qp or side is charged that key picture spread over SWITCH_AMORTIZE_S, so the ladder does
+# not climb into a rung whose switch alone would break the cap (a 10 s call at 15 kbps went to 24 kbps changing side
+# back and forth).
 KEY_PICTURE_FACTOR = 19.0
 SWITCH_AMORTIZE_S = 10.0
 WINDOW_S = 6.0  # measured-rate window
@@ -120,6 +121,7 @@ RERANK_S = 5.0  # at a held K, the keypoints sent are revised at most this often
 # the synthetic trace these replaced predicted 18.5, which made a call's first rungs overshoot.
 _PRIORS = {1: (2.177, 0.672, 6.899, 0.486), 2: (1.447, 0.404, 6.684, 0.386), 3: (1.008, 0.258, 6.446, 0.291)}
 
+E_SIDE = 64  # the model's own picture side (rates with size None), for the nearest-side choice only
 BUNDLE_FRAMING_BYTES = 4  # a frame bundle's magic, two length varints and flags (codec.enhancement.bundle)
 # Prior enhancement picture bytes per frame by qp: E = 64, SVT-AV1 preset 4 low-delay
 # (codec.enhancement.lowres_codec) on 30 training people's face crops at 25 fps (150 frames each), inter pictures
@@ -353,18 +355,21 @@ class BandwidthController:
         energy = np.sum(np.square(motion.expression.astype(np.float64) - self._baseline), axis=1)  # (K,)
         self._importance += IMPORTANCE_DECAY * (energy - self._importance)
 
-    def on_packet(self, now_s: float, size_bytes: int, frames: int, rung: Rung, enhancement_bytes: int = 0) -> None:
+    def on_packet(self, now_s: float, size_bytes: int, frames: int, rung: Rung, enhancement_bytes: int = 0,
+                  key_picture: bool = False) -> None:
         """A motion data-channel message went out: ``size_bytes`` its motion packet, ``enhancement_bytes`` what a
         frame bundle adds to it (framing and picture; 0 for a plain motion packet, or a frame of an enhanced rung
-        that had no picture)."""
+        that had no picture). A key picture (a new stream, or one the receiver asked for) is left out of the rate's
+        picture sizes (a 20x outlier in 64 samples; what a switch costs is ``switch_kbps``'s), not out of the wire."""
         if rung != self._last_packet_rung:  # packets just after a change (a KEY when the preset changed, a key
             self._last_packet_rung, self._skip_until = rung, now_s + SKIP_AFTER_CHANGE_S  # picture when the qp changed,
         if now_s >= self._skip_until:  # references not yet confirmed) are not typical of the rung
             self._measured.setdefault(rung.motion_rung, deque(maxlen=MEASURE_PACKETS)).append((size_bytes, max(1, frames)))
             rate = rung.picture_rate
-            if rate is not None and enhancement_bytes > 0:
-                pictures = self._enhancement_measured.setdefault(rate, deque(maxlen=MEASURE_PACKETS))
+            if rate is not None and enhancement_bytes > 0 and not key_picture:
+                pictures = self._enhancement_measured.pop(rate, None) or deque(maxlen=MEASURE_PACKETS)
                 pictures.append(enhancement_bytes)
+                self._enhancement_measured[rate] = pictures  # (re-inserted: the dict's order is the order last seen)
                 self._enhancement_rate_seen = rate
         self._motion_wire_total += size_bytes + enhancement_bytes + self.packet_overhead_bytes
 
@@ -445,23 +450,37 @@ class BandwidthController:
 
     def enhancement_bytes_per_picture(self, rate: PictureRate) -> float:
         """Bytes a frame bundle adds at ``rate``: measured when enough of its pictures were seen, else the prior scaled
-        by measured/prior of the rate measured last (the face and E differ from the priors')."""
+        by measured/prior of the measured rate nearest in side (the face and E differ from the priors')."""
         measured = self._measured_enhancement(rate)
         if measured is not None:
             return measured
         prior = prior_enhancement_bytes(rate.qp, rate.interval, rate.size)
-        seen_rate = self._enhancement_rate_seen
-        if seen_rate is not None:
-            seen = self._measured_enhancement(seen_rate)
-            if seen is not None:
-                return prior * seen / prior_enhancement_bytes(seen_rate.qp, seen_rate.interval, seen_rate.size)
-        return prior
+        measured_rates = [r for r in self._enhancement_measured if self._measured_enhancement(r) is not None]
+        if not measured_rates:
+            return prior
+        # A face's cost relative to the priors need not be the same at every side (detail a 64² picture averages away
+        # costs bits at 256²): scale by the measured rate nearest in side, then in qp, then the newest.
+        order = list(self._enhancement_measured)  # insertion order, refreshed on each new sample: oldest first
+        nearest = min(measured_rates, key=lambda r: (abs(math.log((r.size or E_SIDE) / (rate.size or E_SIDE))),
+                                                     abs(r.qp - rate.qp), -order.index(r)))
+        measured = self._measured_enhancement(nearest)
+        assert measured is not None
+        return prior * measured / prior_enhancement_bytes(nearest.qp, nearest.interval, nearest.size)
+
+    def picture_measurements(self) -> list[dict[str, Any]]:
+        """Per picture rate seen, oldest first: its recent pictures' mean bundle bytes against the prior (for logs and
+        the benchmark: how far a face's pictures stray from the priors, by side and qp)."""
+        return [{"rate": rate.label(), "pictures": len(samples), "bytes_per_picture": round(sum(samples) / len(samples), 1),
+                 "prior": round(prior_enhancement_bytes(rate.qp, rate.interval, rate.size), 1)}
+                for rate, samples in self._enhancement_measured.items() if samples]
 
     def switch_kbps(self, current: Rung | None, rung: Rung) -> float:
-        """What moving from ``current`` to ``rung`` adds for a while: the key picture of a new picture rate, spread over
-        ``SWITCH_AMORTIZE_S`` (0 for the same picture rate, or a motion-only rung)."""
+        """What moving from ``current`` to ``rung`` adds for a while: the key picture of a new qp or picture side, spread
+        over ``SWITCH_AMORTIZE_S`` (0 for a motion-only rung, or the same qp and side at another interval: the stream
+        goes on)."""
         rate = rung.picture_rate
-        if rate is None or (current is not None and current.picture_rate == rate):
+        before = None if current is None else current.picture_rate
+        if rate is None or (before is not None and (before.qp, before.size) == (rate.qp, rate.size)):
             return 0.0
         key_bytes = KEY_PICTURE_FACTOR * prior_enhancement_bytes(rate.qp, 1, rate.size)
         return key_bytes * 8 / 1000 / SWITCH_AMORTIZE_S

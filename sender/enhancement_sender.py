@@ -22,6 +22,7 @@ import numpy as np
 
 from codec.bitstream import seq_newer
 from codec.enhancement.lowres_codec import LowResEncoder
+from codec.enhancement.picture_rate import MAX_INTERVAL
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +52,21 @@ class EnhancementSender:
         self.key_requests_ignored = 0  # a key picture after the requested seq was already on its way
         self.hangs = 0  # encoders abandoned because a call did not return in time
         self.qp: int | None = None  # of the newest picture
+        self.last_was_key = False  # the newest picture is a key picture
         self.encode_ms: deque[float] = deque(maxlen=500)
 
     def due(self, interval: int) -> bool:
         """Whether this frame gets a picture at one picture every ``interval`` frames: the first after a pause (a
         key), then every ``interval``-th frame offered (``skip`` counts the ones in between)."""
         return self.paused or self._since_picture + 1 >= interval
+
+    def step(self, interval: int) -> int:
+        """The interval the bundle of the picture due now says: ``interval`` for the first after a pause (a key), else
+        the frames since the previous picture. They differ only just after a shorter interval was chosen (a picture
+        due under the old one may be more than the new interval after the one before); the stream goes on across an
+        interval change (``LowResEncoder.set_fps``), and the receiver reads a step unlike the bundle's as a lost
+        picture. Call before ``encode``."""
+        return interval if self.paused or self.encoder is None else min(MAX_INTERVAL, self._since_picture + 1)
 
     def skip(self) -> None:
         """A frame of an enhanced rung went without a picture (not due): the receiver renders it with the last one."""
@@ -93,7 +103,8 @@ class EnhancementSender:
         self._encoded += 1
         self._since_picture = 0
         self.paused = False
-        return data, bool(self.encoder.last_was_key)
+        self.last_was_key = bool(self.encoder.last_was_key)
+        return data, self.last_was_key
 
     def on_key_request(self, seq: int) -> None:
         self.key_requests += 1

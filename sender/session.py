@@ -178,7 +178,7 @@ class _ReceiverLink:
         packetizer.frames_per_packet = rung.frames_per_packet
         if rung.enhancement_qp is None:
             self.enhancement.paused = True  # should the layer resume, its first picture is a key frame
-        # (a new qp takes effect at the next picture: LowResEncoder.set_qp re-opens SVT-AV1, so that one is a key frame)
+        # (a new qp or side takes effect at the next picture, a key frame: SVT-AV1 is re-opened; a new interval is not)
         self.rung = rung
         self.decision_log.append((time.time() * 1000.0, decision))
         self.send_control(decision.message())
@@ -640,7 +640,9 @@ class Sender:
         assert rx.motion is not None and rx.rung is not None
         frames_in_packet = rx.packetizer.frames_sent - frames_before
         message = self._with_picture(rx, frame, packet, frames_in_packet)
-        controller.on_packet(now_s, len(packet), frames_in_packet, rx.rung, len(message) - len(packet))
+        with_picture = message is not packet
+        controller.on_packet(now_s, len(packet), frames_in_packet, rx.rung, len(message) - len(packet),
+                             key_picture=with_picture and rx.enhancement.last_was_key)
         wire_packet: bytes | None = message if self._packet_filter is None else self._packet_filter(message)
         if wire_packet is None:
             self.packets_filtered_out += 1
@@ -686,8 +688,9 @@ class Sender:
             return packet
         try:
             side = rx.rung.enhancement_size or self.enhancement_size  # a top rung's larger picture, else the model's E
+            step = layer.step(interval)  # = interval, but for the first picture after a shorter interval was chosen
             picture, key = layer.encode(frame.face, side, rx.rung.enhancement_qp, self.source.fps / interval)
-            message = pack_bundle(packet, picture, key, interval)
+            message = pack_bundle(packet, picture, key, interval if key else step)
         except (ValueError, RuntimeError) as exc:  # a face crop smaller than E, an SVT-AV1 surprise: motion alone
             logger.warning("%s: enhancement picture not sent: %s", rx.link.prefix, exc)
             layer.paused = True
@@ -727,6 +730,7 @@ class Sender:
                 "motion_in_audio": None if rx.rider is None else {
                     "wait_ms": rx.rider.wait_ms, "hold_ms": rx.rider.hold_ms, **asdict(rx.rider.counters())},
                 "enhancement": rx.enhancement.stats(),
+                "pictures_measured": rx.controller.picture_measurements(),
                 "decisions": [
                     {"t_ms": t, **_rung_dict(d.rung), "estimated_kbps": round(d.estimated_kbps, 2), "reason": d.reason}
                     for t, d in rx.decision_log

@@ -33,7 +33,7 @@ def test_pictures_follow_their_frames_and_a_loss_waits_for_the_next_key() -> Non
     from receiver.enhancement import EnhancementReceiver
 
     sent = bundles(10, keys=(6,))
-    rx = EnhancementReceiver(E)
+    rx = EnhancementReceiver(E, reorder_wait_ms=0)  # a gap is a loss at once (reordering: below)
     base = 65533  # the 16-bit sequence numbers wrap inside the test
     got = {}
     requests = []
@@ -58,7 +58,7 @@ def test_a_picture_every_third_frame_serves_the_frames_between_and_a_loss_waits_
     from receiver.enhancement import EnhancementReceiver
 
     sent = bundles(7, keys=(5,), interval=3)  # pictures of frames 0, 3, 6, ... 18; frame 15's is a key picture
-    rx = EnhancementReceiver(E)
+    rx = EnhancementReceiver(E, reorder_wait_ms=0)
     base = 65530
     got = {}
     for j, bundle in enumerate(sent):
@@ -126,3 +126,66 @@ def test_a_larger_picture_decodes_only_where_the_receiver_announced_that_side() 
     own_only = EnhancementReceiver(E)  # E only: the larger stream is refused and waits for a key of its own size
     assert [own_only.receive(b, 1, i, 1, now_ms=40.0 * i) for i, b in enumerate(sent)] == [None] * 3
     assert own_only.counts().dropped == 3 and own_only.needs_key
+
+
+def test_a_new_interval_goes_on_in_the_same_stream_without_a_lost_picture() -> None:
+    """The sender's schedule (``EnhancementSender``) across interval changes 3 → 1 → 2 → 4 → 1 of one SVT-AV1 stream:
+    each bundle says the step from the picture before (``step``), so the receiver decodes every picture, asks for no
+    key; bundles saying the rung's interval instead read as losses there."""
+    from receiver.enhancement import EnhancementReceiver
+    from sender.enhancement_sender import EnhancementSender
+
+    schedule = [3] * 7 + [1] * 5 + [2] * 7 + [4] * 9 + [1] * 4  # the rung's interval at each frame
+    for says_step, clean in ((True, True), (False, False)):
+        sender, rx = EnhancementSender(), EnhancementReceiver(E)
+        frames = faces(len(schedule))
+        try:
+            for seq, (interval, face) in enumerate(zip(schedule, frames)):
+                if not sender.due(interval):
+                    sender.skip()
+                    continue
+                step = sender.step(interval)
+                data, key = sender.encode(face, E, 40, 25.0 / interval)
+                bundle = FrameBundle(b"\xa1", data, key, interval if key or not says_step else step)
+                rx.receive(bundle, 7, seq, 1, now_ms=40.0 * seq)
+                assert rx.key_request_due(40.0 * seq) is None or not clean, seq
+        finally:
+            sender.close()
+        counts = rx.counts()
+        assert (counts.dropped == 0) is clean, counts
+        if clean:
+            assert counts.decoded == counts.received, counts
+            # only the frames between the last picture at a shorter interval and the first at a longer one render from
+            # motion alone (that picture's bundle said the shorter interval): 12 (1 → 2), 19 and 20 (2 → 4)
+            assert [seq for seq in range(len(schedule)) if rx.take(7, seq) is None] == [12, 19, 20]
+
+
+def test_pictures_that_swap_places_on_the_way_are_decoded_in_order() -> None:
+    """Frame 4's bundle overtakes frame 3's (they took different paths): frame 4's picture waits for frame 3's, both
+    decode, no key picture is asked for. A picture whose predecessor never comes is decoded as after a loss once it
+    waited REORDER_WAIT_MS (the next arrival or a later one notices), and the key request follows."""
+    from receiver.enhancement import REORDER_WAIT_MS, EnhancementReceiver
+
+    sent = bundles(12)
+    rx = EnhancementReceiver(E)
+    order = [0, 1, 2, 4, 3, 5, 6, 7]  # 4 before 3
+    got = {i: rx.receive(sent[i], 7, i, 1, now_ms=40.0 * n) for n, i in enumerate(order)}
+    assert got[4] is None and got[3] is not None  # 4 waited, then decoded right after 3
+    assert all(rx.take(7, i) is not None for i in range(8)) and rx.key_request_due(320.0) is None
+    assert rx.counts().decoded == 8 and rx.counts().dropped == 0
+    # frame 8 lost: 9 waits; 10 arrives 40 ms later (still waiting), 11 after the wait: the gap is a loss
+    for i in (9, 10, 11):
+        rx.receive(sent[i], 7, i, 1, now_ms=320.0 + 40.0 * (i - 8))
+    assert 320.0 + 40.0 * 3 - 360.0 >= REORDER_WAIT_MS - 1e-9
+    assert rx.key_request_due(440.0) == 11 and rx.counts().dropped == 3
+
+
+def test_a_receiver_holds_few_pictures_for_reordering() -> None:
+    from receiver.enhancement import MAX_HELD, EnhancementReceiver
+
+    sent = bundles(MAX_HELD + 4)
+    rx = EnhancementReceiver(E, reorder_wait_ms=1e9)  # nothing expires: only the bound ends the wait
+    rx.receive(sent[0], 7, 0, 1, now_ms=0.0)
+    for i in range(2, MAX_HELD + 4):  # frame 1 never comes
+        rx.receive(sent[i], 7, i, 1, now_ms=float(i))
+    assert len(rx._held) <= MAX_HELD and rx.needs_key

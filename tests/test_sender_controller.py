@@ -275,6 +275,9 @@ def test_moving_up_to_another_picture_rate_is_charged_its_key_picture(monkeypatc
     # qp 40's prior bundle 50 + 4 bytes: a key of 20 · 54 bytes over SWITCH_AMORTIZE_S (10 s) = 0.86 kbps
     assert controller.switch_kbps(lower, upper) == pytest.approx(20 * 54 * 8 / 1000 / controller_module.SWITCH_AMORTIZE_S)
     assert controller.switch_kbps(upper, upper) == 0.0 and controller.switch_kbps(upper, default_ladder(20)[0]) == 0.0
+    every_third = Rung(1, 20, DEFAULT_PRESET_ID, 40, 3)
+    assert controller.switch_kbps(upper, every_third) == 0.0  # another interval: the same stream, no key picture
+    assert controller.switch_kbps(upper, Rung(1, 20, DEFAULT_PRESET_ID, 40, 1, 128)) > 0.0  # another side: a new one
     # on qp 48, a cap raised to where qp 40 fits with room to spare but not with its key picture: it stays on qp 48
     for factor, climbs in ((60.0, False), (0.0, True)):  # a 2.6 kbps switch; uncharged, the same climbs (the test can fail)
         monkeypatch.setattr(controller_module, "KEY_PICTURE_FACTOR", factor)
@@ -546,3 +549,30 @@ def test_unmeasured_pictures_are_awaited_then_the_descent_goes_one_rung_at_a_tim
             downs.append((round(now, 2), decision.rung.enhancement_qp))
     wait = controller_module.MAX_DOWN_WAIT_S
     assert downs[:2] == [(wait, 48), (2 * wait, 55)], downs
+
+
+def test_a_key_picture_the_receiver_asked_for_is_not_taken_for_the_rates_size() -> None:
+    controller = _enhanced_controller(None)
+    decision = controller.decide(0.0)
+    assert decision is not None and decision.rung.picture_rate is not None
+    rung, rate = decision.rung, decision.rung.picture_rate
+    for i in range(100):
+        now = 2.0 + i / FPS
+        key = i == 50  # a key picture 20x an inter one, well after the change
+        controller.on_packet(now, 18, 1, rung, 20 * 40 if key else 40, key_picture=key)
+    assert controller.enhancement_bytes_per_picture(rate) == pytest.approx(40.0)
+    assert controller.picture_measurements()[0]["bytes_per_picture"] == pytest.approx(40.0)
+
+
+def test_an_unmeasured_rate_is_scaled_by_the_measured_one_nearest_in_side() -> None:
+    controller = _enhanced_controller(None)
+    measured = {PictureRate(55, 1, 128): 2.0, PictureRate(55): 1.0}  # measured/prior: 128² pictures 2x, E's 1x
+    now = 2.0
+    for rate, ratio in measured.items():
+        rung = Rung(1, 20, DEFAULT_PRESET_ID, rate.qp, rate.interval, rate.size)
+        for _ in range(60):  # (the first SKIP_AFTER_CHANGE_S of each are left out)
+            now += 1 / FPS
+            controller.on_packet(now, 18, 1, rung, round(ratio * prior_enhancement_bytes(rate.qp, 1, rate.size)))
+    for rate, ratio in ((PictureRate(48, 2, 160), 2.0), (PictureRate(40, 1, 128), 2.0), (PictureRate(48, 3), 1.0)):
+        prior = prior_enhancement_bytes(rate.qp, rate.interval, rate.size)
+        assert controller.enhancement_bytes_per_picture(rate) == pytest.approx(ratio * prior, rel=0.02), rate
