@@ -232,12 +232,14 @@ class SenderHub:
         sender.last_feedback, sender.last_feedback_ms = state, now
         sender.send_feedback(pack_feedback(fb))
 
-    def send_delay_report(self, sender: SenderLink) -> None:
-        """How late motion arrives and what the playout buffer makes of it (the sender's controller reads it)."""
+    def send_delay_report(self, sender: SenderLink, rendered_fps: float | None = None) -> None:
+        """How late motion arrives and what the playout buffer makes of it (the sender's controller reads it); how
+        many frames a second the renderer made, while the sender sends pictures (``rendered_fps``)."""
         sender.send_control(
             c.DelayReport(
                 round(sender.network_jitter_ms, 2), round(self.playout.target_delay_ms, 2),
                 self.playout.frames_late, self.playout.frames_concealed,
+                None if rendered_fps is None or not sender.enhancement.active else round(rendered_fps, 2),
             )
         )
 

@@ -99,6 +99,7 @@ class Receiver:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped_reason = ""
         self._last_report = 0.0
+        self._rendered_at_report: int | None = None  # the render worker's frame count at the last delay report
         self.enhancement_size = int(getattr(synthesizer, "enhancement_size", 0) or 0)  # E of the model's branch (0: none)
         self.audio = AudioPlayout(self.playout)  # the active sender's audio, in sync with the faces (receiver.audio_playout)
         self.scene = SceneControl(
@@ -391,8 +392,13 @@ class Receiver:
             now = time.monotonic()
             sender = self.active
             if sender is not None and now - self._last_report >= self.config.report_interval_s:
-                self._last_report = now
-                self.sender_hub.send_delay_report(sender)
+                rendered = None if self._worker is None else self._worker.frames_rendered
+                rendered_fps = None
+                since = now - self._last_report  # (a gap: no sender for a while, the count covers no call)
+                if rendered is not None and self._rendered_at_report is not None and 0 < since <= 3 * self.config.report_interval_s:
+                    rendered_fps = (rendered - self._rendered_at_report) / since
+                self._last_report, self._rendered_at_report = now, rendered
+                self.sender_hub.send_delay_report(sender, rendered_fps)
             self.records.sample_rates(now, self.active, self._worker)
             if self.viewers:
                 self.viewer_hub.broadcast(c.Stats("receiver", self.stats()))

@@ -43,6 +43,10 @@ costs at most that many frames, concealed back to back) and steps down through f
 grid instead; only a cap that nothing at that many frames per packet fits lifts the ceiling, to the fewest frames
 per packet that fit the cap.
 
+A receiver that renders fewer frames than it is sent (its CPU is busy; ``DelayReport.rendered_fps``) gets pictures no
+more often than it renders (``min_picture_interval``): the enhanced rungs' intervals are stretched to it, so the bits go
+into larger or finer pictures it shows rather than ones it would decode and drop.
+
 Which keypoints: the K with the largest running mean of ||δ_k − δ_ref,k||² (an EWMA over the observed
 motion; δ_ref the portrait's own δ, which the receiver renders for keypoints not sent): the ones that
 stray most matter most. The choice is causal (only frames already captured count): made when K
@@ -87,10 +91,14 @@ JITTER_STEP_DOWN_MS = 150.0
 HOLD_S = 5.0  # before moving up again, or after a congestion step
 DOWN_HOLD_S = 2.0  # before moving down again (the new rung's size needs measuring first)
 UP_HEADROOM = 0.97  # move up only when the better rung is predicted below this fraction of the cap
+# ... this fraction when the better rung's pictures were never measured (predicted from another rate's measured/prior:
+# off by 17-54 % in bench calls at 15-30 kbps, 2026-12-07, each failed climb a key picture and a step back down)
+UNMEASURED_UP_HEADROOM = 0.85
 # An enhanced rung predicted from priors alone (no picture measured yet: the call's first decision) must fit this share of the
 # cap: at K = 20 the training people's motion spans 0.6-1.3x the prior's mean, and a test-group clip's pictures measured
 # up to 2x theirs (bench call, 2026-12-07).
 PRIOR_HEADROOM = 0.8
+RENDER_FPS_WEIGHT = 0.5  # EWMA weight of each delay report's render rate (reports come every 5 s)
 MAX_DOWN_WAIT_S = 4.0  # over the cap, the current rung's sizes are awaited this long, then it steps down one rung blind
 # A change of the enhancement layer's side or qp re-opens SVT-AV1 (its interval does not: LowResEncoder.set_fps): its
 # first picture is a key picture, 16-22x an inter one (measured 2026-12-07 on 6 training clips, 64²-256², qp 48-55).
@@ -224,6 +232,10 @@ class Decision:
     estimated_kbps: float
     max_kbps: float | None
     reason: str
+    # what the rung being left measured: its wire rate since it was taken (None: under MIN_MEASURE_S) and its
+    # predicted rate now (for logs and the benchmark: why the controller moved)
+    left_measured_kbps: float | None = None
+    left_predicted_kbps: float | None = None
 
     def message(self) -> RateDecision:
         return RateDecision(
@@ -287,6 +299,7 @@ class BandwidthController:
         self.jitter_ms = 0.0
         self._jitter_reports: deque[float] = deque(maxlen=2)
         self.rtt_ms: float | None = None
+        self.rendered_fps: float | None = None  # the receiver's render rate (DelayReport), smoothed
         self.current: Decision | None = None
         self._changed_at = -1e9
         self._congested_until = -1e9
@@ -333,6 +346,7 @@ class BandwidthController:
             enhanced = tuple(r for r in enhanced_ladder(self.num_keypoints) if r.enhancement_interval <= self.max_enhancement_interval
                              and (r.enhancement_size is None or r.enhancement_size <= self.max_enhancement_size))
         out: list[Rung] = []
+        min_interval = self.min_picture_interval()
         for rung in enhanced + self.ladder:
             qp = rung.enhancement_qp
             fpp = rung.frames_per_packet if max_fpp is None else min(rung.frames_per_packet, max_fpp)
@@ -341,12 +355,27 @@ class BandwidthController:
                 rung.keypoints if self.pin_keypoints is None else self.pin_keypoints,
                 self.pin_preset or rung.preset_id,
                 None if qp is None else self.pin_enhancement_qp or qp,
-                1 if self.pin_enhancement_qp else rung.enhancement_interval,  # a pinned qp: a picture with every frame
+                # a pinned qp: a picture with every frame; else no more often than the receiver renders
+                1 if self.pin_enhancement_qp else max(rung.enhancement_interval, min_interval if qp else 1),
                 None if self.pin_enhancement_qp else rung.enhancement_size,  # ... at the model's own E
             )
             if pinned not in out:
                 out.append(pinned)
-        return out
+        if min_interval == 1:
+            return out
+        # Stretched intervals can leave a rung dearer than one above it (192² qp 55 every 2nd frame costs less than 160²
+        # qp 48 every 2nd): keep only enhanced rungs cheaper by their priors than every enhanced rung above them.
+        cheapest = math.inf
+        kept: list[Rung] = []
+        for rung in out:
+            rate = rung.picture_rate
+            if rate is not None:
+                cost = prior_enhancement_bytes(rate.qp, rate.interval, rate.size) / rate.interval
+                if cost >= cheapest:
+                    continue
+                cheapest = cost
+            kept.append(rung)
+        return kept
 
     # -- observations ----------------------------------------------------------------------------
     def observe_motion(self, motion: MotionParams) -> None:
@@ -392,9 +421,22 @@ class BandwidthController:
         self._trim(self._loss, now_s)
 
     def on_delay_report(self, report: DelayReport) -> None:
-        """Jitter counts as congestion only when two reports in a row say so (a CPU stall is one)."""
+        """Jitter counts as congestion only when two reports in a row say so (a CPU stall is one); the receiver's
+        render rate, where it says it, is smoothed over reports (``min_picture_interval``)."""
         self._jitter_reports.append(report.jitter_ms)
         self.jitter_ms = min(self._jitter_reports)
+        if report.rendered_fps is not None:
+            fps = report.rendered_fps
+            self.rendered_fps = fps if self.rendered_fps is None else (1 - RENDER_FPS_WEIGHT) * self.rendered_fps + RENDER_FPS_WEIGHT * fps
+
+    def min_picture_interval(self) -> int:
+        """The shortest picture interval worth sending: a receiver that renders only every N-th frame (its CPU is
+        busy) would decode pictures it never shows, so pictures go with every N-th frame at most, N = fps / rendered
+        fps rounded down from .75 (25 fps rendered at 14: 2; at 10: 2; at 8: 3), at most the receiver's longest."""
+        if self.rendered_fps is None:
+            return 1
+        needed = self.fps / max(self.rendered_fps, 1e-3)
+        return max(1, min(self.max_enhancement_interval, MAX_INTERVAL, math.floor(needed + 0.25)))
 
     def on_rtt(self, rtt_ms: float) -> None:
         self.rtt_ms = rtt_ms if self.rtt_ms is None else 0.8 * self.rtt_ms + 0.2 * rtt_ms
@@ -440,6 +482,11 @@ class BandwidthController:
         """Whether ``rung``'s own motion packets, and pictures on an enhanced rung, were measured."""
         rate = rung.picture_rate
         return self._measured_per_frame(rung) is not None and (rate is None or self._measured_enhancement(rate) is not None)
+
+    def _up_headroom(self, rung: Rung) -> float:
+        """The share of the cap a rung moved up to may be predicted at: less where its pictures were never measured."""
+        rate = rung.picture_rate
+        return UP_HEADROOM if rate is None or self._measured_enhancement(rate) is not None else UNMEASURED_UP_HEADROOM
 
     def _on_priors(self, rung: Rung) -> bool:
         """Whether ``rung`` is an enhanced rung whose pictures are predicted from priors alone (no picture measured
@@ -582,7 +629,7 @@ class BandwidthController:
                 target = cur_index
             elif self.max_kbps is not None:
                 while target < cur_index and (predicted[candidates[target]] + self.switch_kbps(current, candidates[target])
-                                              > UP_HEADROOM * self.max_kbps):
+                                              > self._up_headroom(candidates[target]) * self.max_kbps):
                     target += 1
         if cur_index is not None and target < cur_index:
             while target < cur_index and self._blocked_until.get(candidates[target], -1e9) > now_s:
@@ -607,7 +654,12 @@ class BandwidthController:
         if order != self._order or self.current is None:
             self._ordered_at = now_s
         self._order = order
-        decision = Decision(rung, order, predicted[rung], self.max_kbps, reason)
+        if self.rendered_fps is not None and rung.picture_rate is not None and self.min_picture_interval() > 1:
+            reason += f"; the receiver renders {self.rendered_fps:.0f} fps: a picture every {self.min_picture_interval()} frames at most"
+        left = None if self.current is None else self.current.rung
+        decision = Decision(rung, order, predicted[rung], self.max_kbps, reason,
+                            None if left is None else self.measured_kbps(now_s, since_s=self._changed_at),
+                            None if left is None else self.motion_kbps(left) + other)
         logger.info(
             "rate: K=%d %s fpp=%d %s, predicted %.1f kbps (%s)",
             rung.keypoints, get_preset(rung.preset_id).name, rung.frames_per_packet,

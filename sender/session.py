@@ -732,7 +732,9 @@ class Sender:
                 "enhancement": rx.enhancement.stats(),
                 "pictures_measured": rx.controller.picture_measurements(),
                 "decisions": [
-                    {"t_ms": t, **_rung_dict(d.rung), "estimated_kbps": round(d.estimated_kbps, 2), "reason": d.reason}
+                    {"t_ms": t, **_rung_dict(d.rung), "estimated_kbps": round(d.estimated_kbps, 2), "reason": d.reason,
+                     "left_measured_kbps": None if d.left_measured_kbps is None else round(d.left_measured_kbps, 2),
+                     "left_predicted_kbps": None if d.left_predicted_kbps is None else round(d.left_predicted_kbps, 2)}
                     for t, d in rx.decision_log
                 ],
             }

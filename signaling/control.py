@@ -88,6 +88,9 @@ class DelayReport:
     playout_delay_ms: float  # the jitter buffer's current target delay
     late_frames: int  # cumulative frames that arrived after their playout time
     concealed_frames: int  # cumulative output frames synthesized without their motion
+    # output frames the receiver synthesized per second since its last report, sent while the sender sends pictures
+    # (the controller leaves out pictures it could not show); omitted when None
+    rendered_fps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,7 @@ def decode_control(data: str | bytes) -> ControlMessage:
         return DelayReport(
             _number(obj, "jitter_ms", 0.0, 1e6), _number(obj, "playout_delay_ms", 0.0, 1e6),  # type: ignore[arg-type]
             _integer(obj, "late_frames", 0, 2**53), _integer(obj, "concealed_frames", 0, 2**53),
+            _number(obj, "rendered_fps", 0.0, 1000.0, optional=True),
         )
     if cls is RateDecision:
         return RateDecision(

@@ -41,7 +41,7 @@ def control_messages() -> list[c.ControlMessage]:
     h = "ab" * 32
     return [
         c.Hello(1, 17, 25.0, h, MODEL_ID, MODEL_VERSION, 23456), c.ReferenceStatus(h, False), c.ReferenceReady(h, True),
-        c.Ping(123456.75), c.Pong(0.0), c.DelayReport(3.25, 45.0, 2, 9),
+        c.Ping(123456.75), c.Pong(0.0), c.DelayReport(3.25, 45.0, 2, 9), c.DelayReport(3.25, 45.0, 2, 9, 11.5),
         c.RateDecision(12, "default", 2, 8.0, 7.4, "under the cap"), c.RateDecision(20, "fine", 1, None, 11.5, "no cap", 40),
         c.RateDecision(20, "default", 1, 15.0, 12.4, "cap 15 kbps", 48, 3), c.RateDecision(20, "default", 1, 30.0, 24.1, "cap 30 kbps", 55, 1, 128),
         c.Capabilities(1, 64), c.Capabilities(1, 64, 192), c.MotionTransport("rtp+audio"), c.EnhancementKey(65535),

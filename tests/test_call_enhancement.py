@@ -57,7 +57,7 @@ class RecordMessages:
 
 
 def tiny_enh_call(server_url: str, room: str, frames: int, packet_filter: Any, with_faces: bool = True,
-                  **config: Any) -> tuple[Receiver, Sender, Any]:
+                  receiver_settings: dict[str, Any] | None = None, **config: Any) -> tuple[Receiver, Sender, Any]:
     """A call of the tiny-enh model; ``config``: SenderConfig fields (default: no cap, 1 frame/packet, qp pinned to QP);
     ``with_faces`` False: the plain trace, whose frames carry no face crop."""
     import torch
@@ -78,7 +78,7 @@ def tiny_enh_call(server_url: str, room: str, frames: int, packet_filter: Any, w
         return np.asarray(Image.fromarray(image[20:276, 120:376]).resize((output_size, output_size)))
 
     reference = make_reference(default_portrait(), size, synth.model_id, synth.model_version, crop=resize_crop)
-    receiver = Receiver(ReceiverConfig(server_url, room, rtc=LOOPBACK, max_frames=frames), synth)
+    receiver = Receiver(ReceiverConfig(server_url, room, rtc=LOOPBACK, max_frames=frames, **(receiver_settings or {})), synth)
     source: TraceSource = (FaceTraceSource(FPS, synth.num_keypoints, 4 * frames, size) if with_faces  # outlasts the
                            else TraceSource(FPS, num_keypoints=synth.num_keypoints, max_frames=4 * frames))  # receiver
     settings: dict[str, Any] = {"max_kbps": None, "frames_per_packet": 1, "enhancement_qp": QP, **config}
@@ -267,3 +267,16 @@ async def test_a_picture_every_third_frame_serves_the_frames_between_and_a_lost_
     # Pictures every 3rd frame, yet most frames render with one (the newest); after the loss some render without.
     assert report["frames_rendered_enhanced"] > 2 * report["enhancement_decoded"] > 0
     assert 0 < report["frames_rendered"] - report["frames_rendered_enhanced"] < report["frames_rendered_enhanced"]
+
+
+async def test_the_receiver_tells_the_sender_how_many_frames_it_renders(server: RunningServer) -> None:  # noqa: F811
+    """While pictures flow, each delay report says the frames rendered per second since the last one; the sender's
+    controller keeps it (and would stretch the picture interval to it: tests/test_sender_controller.py)."""
+    frames = 50
+    receiver, sender, _ = tiny_enh_call(server.url, "enh-render", frames, RecordMessages(),
+                                        receiver_settings={"report_interval_s": 0.3})
+    assert await run_call(receiver, sender) == ("max_frames", "stopped")
+    controller = sender.link_history[0].controller
+    report = receiver.report()
+    assert controller.rendered_fps is not None and 0 < controller.rendered_fps <= FPS * 1.5, controller.rendered_fps
+    assert report["frames_rendered"] > 0

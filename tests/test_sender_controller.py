@@ -185,6 +185,7 @@ def _stream(
 
 
 SHIPPED_PRIORS = dict(controller_module._ENHANCEMENT_PRIORS)  # before the fixture below patches them
+SHIPPED_LADDER = controller_module.PICTURE_LADDER
 
 
 @pytest.fixture(autouse=True)
@@ -196,6 +197,7 @@ def _ladder_of_2026_12_05(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", {40: 50.0, 48: 32.0, 55: 24.0, 63: 20.0})
     monkeypatch.setattr(controller_module, "KEY_PICTURE_FACTOR", 0.0)  # worked out before switches were charged
     monkeypatch.setattr(controller_module, "PRIOR_HEADROOM", 1.0)  # ... and before the priors had to leave headroom
+    monkeypatch.setattr(controller_module, "UNMEASURED_UP_HEADROOM", controller_module.UP_HEADROOM)  # ... or climbs more
 
 
 def test_shipped_enhancement_priors_cover_the_ladder_and_shrink_with_qp() -> None:
@@ -576,3 +578,55 @@ def test_an_unmeasured_rate_is_scaled_by_the_measured_one_nearest_in_side() -> N
     for rate, ratio in ((PictureRate(48, 2, 160), 2.0), (PictureRate(40, 1, 128), 2.0), (PictureRate(48, 3), 1.0)):
         prior = prior_enhancement_bytes(rate.qp, rate.interval, rate.size)
         assert controller.enhancement_bytes_per_picture(rate) == pytest.approx(ratio * prior, rel=0.02), rate
+
+
+def test_a_receiver_that_renders_few_frames_gets_pictures_no_more_often() -> None:
+    """A receiver rendering 10 of 25 frames a second gets a picture with every 2nd frame at most (the enhanced rungs'
+    intervals stretched: the bits buy the pictures it shows); back at 25 fps rendered, every frame again. A pinned qp
+    is left as pinned."""
+    controller = _enhanced_controller(None)
+    assert controller.min_picture_interval() == 1 and controller.decide(0.0) is not None
+    assert controller.current is not None and controller.current.rung.enhancement_interval == 1
+    controller.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=10.0))
+    assert controller.min_picture_interval() == 2
+    assert all(r.enhancement_interval >= 2 for r in controller._candidates() if r.enhancement_qp is not None)
+    decision = controller.decide(5.0)
+    assert decision is not None and decision.rung.enhancement_interval == 2 and "renders 10 fps" in decision.reason
+    for rendered, expected in ((8.0, 3), (8.0, 3), (12.0, 2), (25.0, 1)):  # smoothed: 9, 8.5, 10.25, 17.6
+        controller.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=rendered))
+        assert controller.min_picture_interval() == expected, (rendered, controller.rendered_fps)
+    pinned = BandwidthController(FPS, 20, max_kbps=None, enhancement_qp=48)
+    pinned.set_enhancement(True)
+    pinned.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=5.0))
+    assert {r.enhancement_interval for r in pinned._candidates() if r.enhancement_qp is not None} == {1}
+
+
+def test_a_stretched_ladder_keeps_only_rungs_cheaper_than_those_above(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controller_module, "PICTURE_LADDER", SHIPPED_LADDER)
+    monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", SHIPPED_PRIORS)
+    controller = _enhanced_controller(None)
+    controller.set_enhancement(True, max_size=256)
+    controller.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=10.0))
+    rates = [r.picture_rate for r in controller._candidates() if r.picture_rate is not None]
+    costs = [prior_enhancement_bytes(r.qp, r.interval, r.size) / r.interval for r in rates]
+    assert all(r.interval >= 2 for r in rates) and costs == sorted(costs, reverse=True) and len(set(costs)) == len(costs)
+    assert rates[0] == PictureRate(40, 2, 256) and len(rates) >= 6, rates
+
+
+def test_climbing_to_pictures_never_measured_needs_more_headroom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On qp 48 with pictures as the priors say, a cap where qp 40 is predicted at 91 % of it: qp 40's pictures were
+    never measured, so the controller stays (a prediction from another rate's pictures was off by up to 54 %); with
+    the measured rungs' headroom it would climb (the test can fail)."""
+    pictures = {40: 50, 48: 32, 55: 24, 63: 20}
+    for headroom, climbs in ((0.85, False), (controller_module.UP_HEADROOM, True)):
+        monkeypatch.setattr(controller_module, "UNMEASURED_UP_HEADROOM", headroom)
+        probe = _enhanced_controller(None)
+        qp40 = next(r for r in probe._candidates() if r.enhancement_qp == 40)
+        cap = (probe.motion_kbps(qp40) + 1.0) / 0.91
+        controller = _enhanced_controller(cap)
+        monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", {40: 200.0, 48: 32.0, 55: 24.0, 63: 20.0})
+        assert controller.decide(0.0) is not None and controller.current is not None  # qp 40 priced out at the start
+        assert controller.current.rung.enhancement_qp == 48
+        monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", {40: 50.0, 48: 32.0, 55: 24.0, 63: 20.0})
+        _stream(controller, 0.0, 20.0, motion_bytes=18, picture_bytes=pictures)
+        assert any(d.rung.enhancement_qp == 40 for d in controller.decisions) is climbs, headroom

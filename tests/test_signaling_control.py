@@ -22,7 +22,7 @@ HASH = "ab" * 32
         c.ReferenceReady(HASH, False),
         c.Ping(12.5),
         c.Pong(12.5),
-        c.DelayReport(3.5, 10.0, 2, 5),
+        c.DelayReport(3.5, 10.0, 2, 5), c.DelayReport(3.5, 10.0, 2, 5, 12.25),
         c.RateDecision(12, "coarse", 4, None, 7.8, "cap 8 kbps"),
         c.RateDecision(20, "default", 1, 8.0, 7.8, "cap 8 kbps"),
         c.Command(keypoints=12, max_kbps=8.0),

@@ -27,7 +27,7 @@ export const FIELDS = Object.freeze({
   reference_ready: ["content_hash", "cached"],
   ping: ["t_ms"],
   pong: ["t_ms"],
-  delay_report: ["jitter_ms", "playout_delay_ms", "late_frames", "concealed_frames"],
+  delay_report: ["jitter_ms", "playout_delay_ms", "late_frames", "concealed_frames", "rendered_fps"],
   rate_decision: ["keypoints", "preset", "frames_per_packet", "max_kbps", "estimated_kbps", "reason", "enhancement_qp",
     "enhancement_interval", "enhancement_size"],
   capabilities: ["frame_bundle", "enhancement_size", "enhancement_max_size"],
@@ -204,6 +204,7 @@ export function decodeControl(data) {
       return {
         type: kind, jitter_ms: number(obj, "jitter_ms", 0.0, 1e6), playout_delay_ms: number(obj, "playout_delay_ms", 0.0, 1e6),
         late_frames: integer(obj, "late_frames", 0, 2 ** 53), concealed_frames: integer(obj, "concealed_frames", 0, 2 ** 53),
+        rendered_fps: number(obj, "rendered_fps", 0.0, 1000.0, true),
       };
     case "rate_decision":
       return {
