@@ -11,7 +11,9 @@ Layout (version 1; varint = LEB128, minimal length)::
     varint     L, the motion packet's length     1 .. MAX_MOTION_BYTES
     L bytes    the motion packet (``codec.bitstream`` layout, first byte 0xA_)
     u8         flags: bit 0 = the picture is an AV1 key frame; bits 2-1 = the picture interval - 1
-               (a picture rides with every N-th frame, N = 1..4, ``codec.enhancement.picture_rate``);
+               (a picture rides with every N-th frame, N = 1..4, ``codec.enhancement.picture_rate``: the
+               frames from the picture before in the same AV1 stream, which is the rung's N except for the
+               first picture after a shorter N was chosen; a key picture says the rung's N);
                bits 7-3 reserved, 0
     varint     M, the picture's length           1 .. MAX_PICTURE_BYTES
     M bytes    the picture's AV1 data (``codec.enhancement.lowres_codec`` payload)
