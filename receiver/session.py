@@ -62,6 +62,8 @@ __all__ = ["CALL_RECORDS", "ERROR_REPLY_INTERVAL_S", "VIEWER_ERRORS_PER_S", "Out
 
 logger = logging.getLogger(__name__)
 
+FIRST_REPORTS_S = 2.0  # delay reports come this often until one carried the render rate (then report_interval_s)
+
 # The names these parts had when they lived here (tests import them from this module).
 _SenderLink = SenderLink
 _ViewerLink = ViewerLink
@@ -100,6 +102,7 @@ class Receiver:
         self._stopped_reason = ""
         self._last_report = 0.0
         self._rendered_at_report: int | None = None  # the render worker's frame count at the last delay report
+        self._rate_reported = False  # a delay report with the render rate went out
         self.enhancement_size = int(getattr(synthesizer, "enhancement_size", 0) or 0)  # E of the model's branch (0: none)
         self.audio = AudioPlayout(self.playout)  # the active sender's audio, in sync with the faces (receiver.audio_playout)
         self.scene = SceneControl(
@@ -391,12 +394,16 @@ class Receiver:
             await asyncio.sleep(min(self.config.report_interval_s, self.config.stats_interval_s))
             now = time.monotonic()
             sender = self.active
-            if sender is not None and now - self._last_report >= self.config.report_interval_s:
+            # Until a render rate went out, every FIRST_REPORTS_S: the sender's first rungs depend on it.
+            interval = self.config.report_interval_s if self._rate_reported else min(FIRST_REPORTS_S, self.config.report_interval_s)
+            if sender is not None and now - self._last_report >= interval:
                 rendered = None if self._worker is None else self._worker.frames_rendered
                 rendered_fps = None
                 since = now - self._last_report  # (a gap: no sender for a while, the count covers no call)
-                if rendered is not None and self._rendered_at_report is not None and 0 < since <= 3 * self.config.report_interval_s:
+                # only over a window that began with frames already rendering (not the call's start-up)
+                if rendered is not None and self._rendered_at_report and 0 < since <= 3 * self.config.report_interval_s:
                     rendered_fps = (rendered - self._rendered_at_report) / since
+                    self._rate_reported = True
                 self._last_report, self._rendered_at_report = now, rendered
                 self.sender_hub.send_delay_report(sender, rendered_fps)
             self.records.sample_rates(now, self.active, self._worker)
