@@ -609,7 +609,7 @@ class BandwidthController:
             target = max(target, cur_index)
         if cur_index is not None and target > cur_index:
             # Far over is judged on the current rung's own rate: a window that still holds the rung just left (and the
-            # key picture a change of qp or interval costs) would step down again and again, 40 ms apart.
+            # key picture a change of qp or side costs) would step down again and again, 40 ms apart.
             measured = self.measured_kbps(now_s, since_s=self._changed_at)
             far_over = self.max_kbps is not None and measured is not None and measured > OVER_FACTOR * self.max_kbps
             held = now_s - self._changed_at
