@@ -166,6 +166,7 @@ class CallRecords:
             "enhancement_ignored": totals.enhancement_ignored,
             "enhancement_key_requests": totals.enhancement_key_requests,
             "frames_rendered_enhanced": 0 if worker is None else worker.frames_enhanced,
+            "frames_shown_as_picture": 0 if worker is None else worker.frames_shown_as_picture,
             "motion_transport": links[-1].motion_transport if links else None,
             "rtp": asdict(links[-1].rtp.counters()) if links and links[-1].rtp is not None else None,
             "audio_rtp": asdict(links[-1].audio_rtp.counters()) if links and links[-1].audio_rtp is not None else None,

@@ -179,6 +179,13 @@ class EnhancementReceiver:
                 return picture if age < interval else None
         return None
 
+    def own_picture(self, stream_id: int, seq: int) -> tuple[np.ndarray, int] | None:
+        """Frame ``seq``'s own picture and the interval its bundle said, or None (it has none: an older picture, if
+        any, serves it through ``take``)."""
+        if stream_id != self._stream_id or self._last_ext is None:
+            return None
+        return self._pictures.get((stream_id, unwrap_seq(seq % SEQ_MODULUS, self._last_ext)))
+
     def key_request_due(self, now_ms: float) -> int | None:
         """The sequence number to put in an ``enhancement_key`` message when one should go now, else None."""
         if not self.needs_key or self._newest_seq is None:

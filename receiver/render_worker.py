@@ -5,7 +5,9 @@ building a backlog; the skipped output frames are repeated by the sinks). ``call
 model work (``prepare`` of a new reference) on the same thread, before any waiting render, and
 returns an awaitable. Finished frames are handed to the event loop with ``call_soon_threadsafe``.
 A job may carry the frame's enhancement picture (``receiver.enhancement``): the synthesizer then
-renders with it, otherwise from motion alone; ``frames_enhanced`` counts the former.
+renders with it, otherwise from motion alone; ``frames_enhanced`` counts the former. A job marked
+``show_picture`` (``codec.enhancement.passthrough``) is the picture itself: no render, counted in
+``frames_shown_as_picture`` (and as rendered with its picture), its time kept out of ``render_ms``.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class RenderWorker:
         self._loop = loop
         self._on_frame = on_frame
         self._cond = threading.Condition()
-        self._job: tuple[PlayoutFrame, Scene, float, np.ndarray | None] | None = None
+        self._job: tuple[PlayoutFrame, Scene, float, np.ndarray | None, bool] | None = None
         self._tasks: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="render", daemon=True)
@@ -85,17 +87,22 @@ class RenderWorker:
         self.frames_skipped = 0  # replaced before the thread got to them
         self.render_errors = 0
         self.frames_enhanced = 0  # rendered with their enhancement picture (the others from motion alone)
+        self.frames_shown_as_picture = 0  # ... of which shown as the decoded picture itself, without a render
         self.render_ms: deque[float] = deque(maxlen=500)
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, frame: PlayoutFrame, scene: Scene, enhancement: np.ndarray | None = None) -> None:
-        """Render ``frame`` next (replacing a job still waiting); ``enhancement``: its (E, E, 3) uint8 picture."""
+    def submit(self, frame: PlayoutFrame, scene: Scene, enhancement: np.ndarray | None = None,
+               show_picture: bool = False) -> None:
+        """Render ``frame`` next (replacing a job still waiting); ``enhancement``: its (E, E, 3) uint8 picture;
+        ``show_picture``: the frame is that picture, (S, S, 3), as it is."""
+        if show_picture and enhancement is None:
+            raise ValueError("show_picture needs the frame's picture")
         with self._cond:
             if self._job is not None:
                 self.frames_skipped += 1
-            self._job = (frame, scene, wall_ms(), enhancement)
+            self._job = (frame, scene, wall_ms(), enhancement, show_picture)
             self._cond.notify()
 
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -131,8 +138,19 @@ class RenderWorker:
                     future.set_exception(exc)
                 continue
             assert job is not None
-            frame, scene, submitted, enhancement = job
+            frame, scene, submitted, enhancement, show_picture = job
             start = time.perf_counter()
+            if show_picture:
+                assert enhancement is not None
+                self.frames_rendered += 1
+                self.frames_enhanced += 1
+                self.frames_shown_as_picture += 1
+                shown = RenderedFrame(frame, enhancement, submitted, wall_ms(), (time.perf_counter() - start) * 1000.0)
+                try:
+                    self._loop.call_soon_threadsafe(self._on_frame, shown)
+                except RuntimeError:  # the loop closed under us
+                    return
+                continue
             try:
                 motion = frame.motion if scene.motion_map is None else scene.motion_map(frame.motion)
                 if enhancement is None:

@@ -45,6 +45,7 @@ from receiver.config import ReceiverConfig
 from receiver.playout import PlayoutBuffer, PlayoutFrame
 from receiver.reference_intake import ReferenceIntake
 from receiver.references import ReferenceStore
+from codec.enhancement.passthrough import shows_picture
 from receiver.render_worker import RenderedFrame, RenderWorker, Scene, Synthesizer, wall_ms
 from receiver.scene_control import SceneControl
 from receiver.sender_link import ERROR_REPLY_INTERVAL_S, SenderLink
@@ -88,7 +89,8 @@ class Receiver:
         self._frame_gate = frame_gate  # False for a due frame: it is not rendered (the sinks keep the last picture)
         self.store = ReferenceStore(config.cache_dir, cache_max_bytes=config.cache_max_bytes)
         self.playout = PlayoutBuffer(max_delay_ms=config.max_delay_ms)
-        self.latest = LatestFrame(getattr(synthesizer, "image_size", 256))
+        self._output_size: int = getattr(synthesizer, "image_size", 256)
+        self.latest = LatestFrame(self._output_size)
         self.peer_roles: dict[str, m.Role] = {}  # what the server says each peer of the room is (only "sender" may offer a call)
         self._signaling_refusal: str | None = None  # a PERMANENT_CODES error the server sent: do not join again
         self.records = CallRecords()  # per-frame records and counts for stats(), report() and tests
@@ -362,7 +364,11 @@ class Receiver:
         if self._frame_gate is not None and not self._frame_gate(frame):
             self.records.frames_unscheduled += 1  # not rendered (its picture, if any, goes with it): the sinks keep the last one
             return
-        self._worker.submit(frame, scene, picture)
+        show = False
+        if picture is not None and sender is not None:
+            own = sender.enhancement.own_picture(frame.stream_id, frame.seq)
+            show = own is not None and shows_picture(own[0].shape[0], self._output_size, own[1], own=own[0] is picture)
+        self._worker.submit(frame, scene, picture, show_picture=show)
 
     async def _output_loop(self) -> None:
         while True:

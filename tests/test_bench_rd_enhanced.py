@@ -181,3 +181,19 @@ def test_rungs_with_pictures_larger_than_the_crops_are_left_out() -> None:
     kept = enhanced_sweep(_factory("tiny-enh"), rates, crop_size=64)
     assert [codec.rate for codec in kept] == [PictureRate(40), PictureRate(55, 3)]
     assert [codec.rate for codec in enhanced_sweep(_factory("tiny-enh"), rates, crop_size=128)] == list(rates)
+
+
+def test_a_picture_at_the_outputs_side_every_frame_is_shown_as_decoded(clip: BenchClip) -> None:
+    """A model whose E is its output's side (64²): every frame of a qp-40 rung is its decoded picture
+    (codec.enhancement.passthrough), not a render; with a picture every 2nd frame they are rendered."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = FaceVid2VidModel(dataclasses.replace(ModelConfig.preset("tiny-enh"), enhancement_size=64)).eval()
+    factory = OursFactory(MotionEncoder(model), FrameSynthesizer(model), {"model_id": "test-e64", "model_version": "1"})
+    layer = EnhancementLayer(64)
+    _, shown = OursEnhancedCodec(factory, "default", PictureRate(40), layer).run(clip)
+    pictures = layer.coded(clip, PictureRate(40)).pictures
+    assert np.array_equal(shown, pictures[1:])
+    _, rendered = OursEnhancedCodec(factory, "default", PictureRate(40, 2), layer).run(clip)
+    assert not np.array_equal(rendered[::2], layer.coded(clip, PictureRate(40, 2)).pictures[1::2])

@@ -189,3 +189,16 @@ def test_a_receiver_holds_few_pictures_for_reordering() -> None:
     for i in range(2, MAX_HELD + 4):  # frame 1 never comes
         rx.receive(sent[i], 7, i, 1, now_ms=float(i))
     assert len(rx._held) <= MAX_HELD and rx.needs_key
+
+
+def test_a_frames_own_picture_and_its_interval() -> None:
+    from receiver.enhancement import EnhancementReceiver
+
+    sent = bundles(3, interval=3)  # pictures of frames 0, 3, 6
+    rx = EnhancementReceiver(E)
+    for j, bundle in enumerate(sent):
+        rx.receive(bundle, 7, 3 * j, 1, now_ms=120.0 * j)
+    own = rx.own_picture(7, 3)
+    assert own is not None and own[0] is rx.take(7, 3) and own[1] == 3
+    assert rx.own_picture(7, 4) is None and rx.take(7, 4) is own[0]  # served by frame 3's picture, not its own
+    assert rx.own_picture(8, 3) is None

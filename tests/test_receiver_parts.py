@@ -122,6 +122,23 @@ async def test_render_worker_takes_the_latest_job_and_runs_tasks_first() -> None
         await worker.call(time.time)
 
 
+async def test_render_worker_shows_a_picture_as_it_is_without_rendering() -> None:
+    synth = FakeSynthesizer(render_ms=30.0)
+    done: list[RenderedFrame] = []
+    worker = RenderWorker(synth, asyncio.get_running_loop(), done.append)
+    worker.start()
+    state = await worker.call(synth.prepare, image(5))
+    picture = image(200)
+    worker.submit(playout_frame(1), Scene(state), picture, show_picture=True)
+    await asyncio.sleep(0.1)
+    assert done[-1].image is picture and done[-1].render_ms < 25 and not synth.rendered  # no render
+    assert (worker.frames_rendered, worker.frames_enhanced, worker.frames_shown_as_picture) == (1, 1, 1)
+    assert not worker.render_ms  # the generator's render times only
+    with pytest.raises(ValueError, match="needs the frame's picture"):
+        worker.submit(playout_frame(2), Scene(state), None, show_picture=True)
+    await worker.close()
+
+
 async def test_render_errors_are_counted_not_fatal() -> None:
     class Broken(FakeSynthesizer):
         def render(self, state, motion, view=None):  # type: ignore[no-untyped-def]

@@ -51,6 +51,7 @@ from bench.codecs.datachannel import data_channel_wire_bytes
 from bench.codecs.motion_transport import motion_packets, motion_wire_bytes, riding_wire_bytes
 from bench.codecs.ours import OursCodec, OursFactory
 from codec.enhancement.lowres_codec import LowResDecoder, LowResEncoder
+from codec.enhancement.passthrough import shows_picture
 from codec.enhancement.picture_rate import PictureRate
 
 ENHANCED_PRESET = "default"  # the motion's quantizer preset under the enhancement rungs
@@ -176,7 +177,12 @@ class OursEnhancedCodec(OursCodec):
         start_message = frame_bundle_bytes(0, coded.sizes[0])
         reconstruction = np.empty((idx.size,) + clip.frames.shape[1:], np.uint8)
         decode_ms = np.array(stream.unpack_ms, dtype=np.float64)[idx] + coded.decode_ms[1:][idx]
+        output_side = int(self.factory.synthesizer.image_size)
+        shown = shows_picture(self.side, output_side, self.rate.interval, own=True)  # every frame has its own picture
         for j, i in enumerate(idx):
+            if shown and coded.pictures[i + 1].shape[:2] == reconstruction.shape[1:3]:
+                reconstruction[j] = coded.pictures[i + 1]  # the receiver shows it as decoded: no render
+                continue
             image, render_ms = self.factory.render(clip, reference, stream.decoded[i], coded.pictures[i + 1])
             reconstruction[j] = image
             decode_ms[j] += render_ms
