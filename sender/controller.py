@@ -278,6 +278,7 @@ class BandwidthController:
         self.enhancement_available = False  # the link can carry the layer (set_enhancement)
         self.max_enhancement_interval = MAX_INTERVAL  # the longest picture interval the receiver reads (set_enhancement)
         self.max_enhancement_size = 0  # the largest picture side it reads (0: the model's E only; set_enhancement)
+        self.shown_side = 0  # the picture side it shows as decoded, one every frame (0: none; set_enhancement)
         self._importance = np.zeros(num_keypoints, np.float64)
         self._baseline = np.zeros((num_keypoints, 3), np.float64)
         if expression_baseline is not None:
@@ -300,6 +301,7 @@ class BandwidthController:
         self._jitter_reports: deque[float] = deque(maxlen=2)
         self.rtt_ms: float | None = None
         self.rendered_fps: float | None = None  # the receiver's render rate (DelayReport), smoothed
+        self._min_interval = 1  # min_picture_interval's last answer (its hysteresis)
         self.current: Decision | None = None
         self._changed_at = -1e9
         self._congested_until = -1e9
@@ -327,15 +329,19 @@ class BandwidthController:
         self.pin_keypoints, self.pin_frames_per_packet = keypoints, frames_per_packet
         self._changed_at = -1e9
 
-    def set_enhancement(self, available: bool, max_interval: int = MAX_INTERVAL, max_size: int = 0) -> None:
+    def set_enhancement(self, available: bool, max_interval: int = MAX_INTERVAL, max_size: int = 0,
+                        shown_side: int = 0) -> None:
         """Whether the link can carry the enhancement layer (the receiver reads frame bundles at the model's E), the
-        longest picture interval its receiver reads (1 for a reader of version-1 bundles only) and the largest picture
-        side (0: E only; rungs with a larger picture are left out)."""
-        if (available, max_interval, max_size) != (self.enhancement_available, self.max_enhancement_interval,
-                                                   self.max_enhancement_size):
+        longest picture interval its receiver reads (1 for a reader of version-1 bundles only), the largest picture
+        side (0: E only; rungs with a larger picture are left out), and the side of the pictures the receiver shows as
+        decoded, one every frame, without rendering (its output's, ``codec.enhancement.passthrough``; 0: none): a busy
+        receiver's render rate does not stretch those rungs' interval."""
+        if (available, max_interval, max_size, shown_side) != (
+                self.enhancement_available, self.max_enhancement_interval, self.max_enhancement_size, self.shown_side):
             self.enhancement_available = available
             self.max_enhancement_interval = max_interval
             self.max_enhancement_size = max_size
+            self.shown_side = shown_side
             self._changed_at = -1e9  # re-decide at once
 
     def _candidates(self, max_fpp: int | None = None) -> list[Rung]:
@@ -355,8 +361,9 @@ class BandwidthController:
                 rung.keypoints if self.pin_keypoints is None else self.pin_keypoints,
                 self.pin_preset or rung.preset_id,
                 None if qp is None else self.pin_enhancement_qp or qp,
-                # a pinned qp: a picture with every frame; else no more often than the receiver renders
-                1 if self.pin_enhancement_qp else max(rung.enhancement_interval, min_interval if qp else 1),
+                # a pinned qp: a picture with every frame; else no more often than the receiver renders (unless it
+                # shows those pictures as decoded, which costs it no render)
+                1 if self.pin_enhancement_qp else max(rung.enhancement_interval, 1 if not qp or self._shown(rung) else min_interval),
                 None if self.pin_enhancement_qp else rung.enhancement_size,  # ... at the model's own E
             )
             if pinned not in out:
@@ -432,11 +439,17 @@ class BandwidthController:
     def min_picture_interval(self) -> int:
         """The shortest picture interval worth sending: a receiver that renders only every N-th frame (its CPU is
         busy) would decode pictures it never shows, so pictures go with every N-th frame at most, N = fps / rendered
-        fps rounded down from .75 (25 fps rendered at 14: 2; at 10: 2; at 8: 3), at most the receiver's longest."""
+        fps rounded down from .75 (25 fps rendered at 14: 2; at 10: 2; at 8: 3), at most the receiver's longest; back
+        to a shorter one only once N is half an interval below (2 -> 1 above 16.7 fps rendered): sending fewer
+        pictures speeds the renderer up, which would otherwise swing the interval back and forth."""
         if self.rendered_fps is None:
             return 1
         needed = self.fps / max(self.rendered_fps, 1e-3)
-        return max(1, min(self.max_enhancement_interval, MAX_INTERVAL, math.floor(needed + 0.25)))
+        interval = math.floor(needed + 0.25)
+        if interval < self._min_interval and needed > self._min_interval - 0.5:
+            interval = self._min_interval  # back down only well clear of it: fewer pictures let the renderer catch up
+        self._min_interval = max(1, min(self.max_enhancement_interval, MAX_INTERVAL, interval))
+        return self._min_interval
 
     def on_rtt(self, rtt_ms: float) -> None:
         self.rtt_ms = rtt_ms if self.rtt_ms is None else 0.8 * self.rtt_ms + 0.2 * rtt_ms
@@ -482,6 +495,10 @@ class BandwidthController:
         """Whether ``rung``'s own motion packets, and pictures on an enhanced rung, were measured."""
         rate = rung.picture_rate
         return self._measured_per_frame(rung) is not None and (rate is None or self._measured_enhancement(rate) is not None)
+
+    def _shown(self, rung: Rung) -> bool:
+        """Whether the receiver shows ``rung``'s pictures as decoded, without rendering them."""
+        return bool(self.shown_side) and rung.enhancement_size == self.shown_side and rung.enhancement_interval == 1
 
     def _up_headroom(self, rung: Rung) -> float:
         """The share of the cap a rung moved up to may be predicted at: less where its pictures were never measured."""

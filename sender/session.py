@@ -490,8 +490,9 @@ class Sender:
             rx.controller.on_delay_report(msg)
         elif isinstance(msg, c.Capabilities):
             rx.capabilities = msg
+            square = self.reference.width == self.reference.height  # the portrait at the model's output side
             rx.controller.set_enhancement(self._layer_possible(rx), MAX_INTERVAL if msg.frame_bundle >= INTERVAL_READER_VERSION else 1,
-                                          msg.enhancement_max_size)
+                                          msg.enhancement_max_size, self.reference.width if square else 0)
             self._event("capabilities", f"{rx.peer_id}: frame bundle {msg.frame_bundle}, enhancement {msg.enhancement_size}"
                         + (f" up to {msg.enhancement_max_size}" if msg.enhancement_max_size > msg.enhancement_size else ""))
         elif isinstance(msg, c.MotionTransport):

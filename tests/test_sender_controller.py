@@ -595,6 +595,13 @@ def test_a_receiver_that_renders_few_frames_gets_pictures_no_more_often() -> Non
     for rendered, expected in ((8.0, 3), (8.0, 3), (12.0, 2), (25.0, 1)):  # smoothed: 9, 8.5, 10.25, 17.6
         controller.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=rendered))
         assert controller.min_picture_interval() == expected, (rendered, controller.rendered_fps)
+    hysteresis = _enhanced_controller(None)
+    hysteresis.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=12.0))
+    assert hysteresis.min_picture_interval() == 2
+    hysteresis.rendered_fps = 15.0  # 25/15 = 1.67 would round to 1 afresh, but is not half an interval clear of 2
+    assert hysteresis.min_picture_interval() == 2
+    hysteresis.rendered_fps = 17.5
+    assert hysteresis.min_picture_interval() == 1
     pinned = BandwidthController(FPS, 20, max_kbps=None, enhancement_qp=48)
     pinned.set_enhancement(True)
     pinned.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=5.0))
@@ -630,3 +637,18 @@ def test_climbing_to_pictures_never_measured_needs_more_headroom(monkeypatch: py
         monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", {40: 50.0, 48: 32.0, 55: 24.0, 63: 20.0})
         _stream(controller, 0.0, 20.0, motion_bytes=18, picture_bytes=pictures)
         assert any(d.rung.enhancement_qp == 40 for d in controller.decisions) is climbs, headroom
+
+
+def test_pictures_the_receiver_shows_as_decoded_are_not_stretched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy receiver shows a 256² picture with every frame as decoded (no render): those rungs keep a picture every
+    frame; the rungs it renders are stretched to its render rate."""
+    monkeypatch.setattr(controller_module, "PICTURE_LADDER", SHIPPED_LADDER)
+    monkeypatch.setattr(controller_module, "_ENHANCEMENT_PRIORS", SHIPPED_PRIORS)
+    controller = _enhanced_controller(None)
+    controller.set_enhancement(True, max_size=256, shown_side=256)
+    controller.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=10.0))
+    rates = [r.picture_rate for r in controller._candidates() if r.picture_rate is not None]
+    assert [r for r in rates if r.size == 256 and r.interval == 1] == [r for r in SHIPPED_LADDER if r.size == 256]
+    assert all(r.interval >= 2 for r in rates if r.size != 256)
+    controller.set_enhancement(True, max_size=256)  # a receiver that renders every picture: all stretched
+    assert all(r.picture_rate.interval >= 2 for r in controller._candidates() if r.picture_rate is not None)
