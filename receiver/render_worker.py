@@ -142,27 +142,22 @@ class RenderWorker:
             start = time.perf_counter()
             if show_picture:
                 assert enhancement is not None
-                self.frames_rendered += 1
-                self.frames_enhanced += 1
+                image = enhancement  # shown as decoded: no render
                 self.frames_shown_as_picture += 1
-                shown = RenderedFrame(frame, enhancement, submitted, wall_ms(), (time.perf_counter() - start) * 1000.0)
+            else:
                 try:
-                    self._loop.call_soon_threadsafe(self._on_frame, shown)
-                except RuntimeError:  # the loop closed under us
-                    return
-                continue
-            try:
-                motion = frame.motion if scene.motion_map is None else scene.motion_map(frame.motion)
-                if enhancement is None:
-                    image = self.synthesizer.render(scene.state, motion, view=scene.view)
-                else:
-                    image = self.synthesizer.render(scene.state, motion, view=scene.view, enhancement=enhancement)  # type: ignore[call-arg]
-            except Exception:  # noqa: BLE001 - one bad frame must not end the call
-                self.render_errors += 1
-                logger.exception("render of output frame %d failed", frame.slot)
-                continue
+                    motion = frame.motion if scene.motion_map is None else scene.motion_map(frame.motion)
+                    if enhancement is None:
+                        image = self.synthesizer.render(scene.state, motion, view=scene.view)
+                    else:
+                        image = self.synthesizer.render(scene.state, motion, view=scene.view, enhancement=enhancement)  # type: ignore[call-arg]
+                except Exception:  # noqa: BLE001 - one bad frame must not end the call
+                    self.render_errors += 1
+                    logger.exception("render of output frame %d failed", frame.slot)
+                    continue
             elapsed = (time.perf_counter() - start) * 1000.0
-            self.render_ms.append(elapsed)
+            if not show_picture:
+                self.render_ms.append(elapsed)
             self.frames_rendered += 1
             self.frames_enhanced += enhancement is not None
             rendered = RenderedFrame(frame, image, submitted, wall_ms(), elapsed)

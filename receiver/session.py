@@ -366,8 +366,8 @@ class Receiver:
             return
         show = False
         if picture is not None and sender is not None:
-            own = sender.enhancement.own_picture(frame.stream_id, frame.seq)
-            show = own is not None and shows_picture(own[0].shape[0], self._output_size, own[1], own=own[0] is picture)
+            own = sender.enhancement.own_picture(frame.stream_id, frame.seq)  # (take returns it first when there is one)
+            show = own is not None and shows_picture(own[0].shape[0], self._output_size, own[1], own=True)
         self._worker.submit(frame, scene, picture, show_picture=show)
 
     async def _output_loop(self) -> None:

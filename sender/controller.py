@@ -290,7 +290,6 @@ class BandwidthController:
         self._ordered_at = -1e9  # when the keypoints sent were last chosen
         self._measured: dict[Rung, deque[tuple[int, int]]] = {}  # recent (motion payload bytes, frames) per motion rung
         self._enhancement_measured: dict[PictureRate, deque[int]] = {}  # recent bundle bytes beyond the motion packet
-        self._enhancement_rate_seen: PictureRate | None = None  # the qp and interval of the newest picture measured
         self._last_packet_rung: Rung | None = None
         self._skip_until = 0.0
         self._wire: deque[tuple[float, int]] = deque()  # (time s, cumulative wire bytes sent)
@@ -301,7 +300,7 @@ class BandwidthController:
         self._jitter_reports: deque[float] = deque(maxlen=2)
         self.rtt_ms: float | None = None
         self.rendered_fps: float | None = None  # the receiver's render rate (DelayReport), smoothed
-        self._min_interval = 1  # min_picture_interval's last answer (its hysteresis)
+        self._render_interval = 1  # the picture interval the receiver's render rate allows (on_delay_report)
         self.current: Decision | None = None
         self._changed_at = -1e9
         self._congested_until = -1e9
@@ -406,7 +405,6 @@ class BandwidthController:
                 pictures = self._enhancement_measured.pop(rate, None) or deque(maxlen=MEASURE_PACKETS)
                 pictures.append(enhancement_bytes)
                 self._enhancement_measured[rate] = pictures  # (re-inserted: the dict's order is the order last seen)
-                self._enhancement_rate_seen = rate
         self._motion_wire_total += size_bytes + enhancement_bytes + self.packet_overhead_bytes
 
     def set_packet_overhead(self, overhead_bytes: int) -> None:
@@ -435,21 +433,23 @@ class BandwidthController:
         if report.rendered_fps is not None:
             fps = report.rendered_fps
             self.rendered_fps = fps if self.rendered_fps is None else (1 - RENDER_FPS_WEIGHT) * self.rendered_fps + RENDER_FPS_WEIGHT * fps
+            self._render_interval = self._interval_for_render_rate(self.rendered_fps)
+
+    def _interval_for_render_rate(self, rendered_fps: float) -> int:
+        """N = fps / rendered fps rounded down from .75 (25 fps rendered at 14: 2; at 10: 2; at 8: 3); back to a shorter
+        one than the current only once N is half an interval below it (2 -> 1 above 16.7 fps rendered): sending fewer
+        pictures speeds the renderer up, which would otherwise swing the interval back and forth."""
+        needed = self.fps / max(rendered_fps, 1e-3)
+        interval = max(1, min(MAX_INTERVAL, math.floor(needed + 0.25)))
+        if interval < self._render_interval and needed > self._render_interval - 0.5:
+            return self._render_interval
+        return interval
 
     def min_picture_interval(self) -> int:
         """The shortest picture interval worth sending: a receiver that renders only every N-th frame (its CPU is
-        busy) would decode pictures it never shows, so pictures go with every N-th frame at most, N = fps / rendered
-        fps rounded down from .75 (25 fps rendered at 14: 2; at 10: 2; at 8: 3), at most the receiver's longest; back
-        to a shorter one only once N is half an interval below (2 -> 1 above 16.7 fps rendered): sending fewer
-        pictures speeds the renderer up, which would otherwise swing the interval back and forth."""
-        if self.rendered_fps is None:
-            return 1
-        needed = self.fps / max(self.rendered_fps, 1e-3)
-        interval = math.floor(needed + 0.25)
-        if interval < self._min_interval and needed > self._min_interval - 0.5:
-            interval = self._min_interval  # back down only well clear of it: fewer pictures let the renderer catch up
-        self._min_interval = max(1, min(self.max_enhancement_interval, MAX_INTERVAL, interval))
-        return self._min_interval
+        busy) would decode pictures it never shows, so pictures go with every N-th frame at most (N from its delay
+        reports, ``_interval_for_render_rate``; 1 until one says), at most the receiver's longest."""
+        return min(self._render_interval, self.max_enhancement_interval)
 
     def on_rtt(self, rtt_ms: float) -> None:
         self.rtt_ms = rtt_ms if self.rtt_ms is None else 0.8 * self.rtt_ms + 0.2 * rtt_ms
@@ -506,11 +506,10 @@ class BandwidthController:
         return UP_HEADROOM if rate is None or self._measured_enhancement(rate) is not None else UNMEASURED_UP_HEADROOM
 
     def _on_priors(self, rung: Rung) -> bool:
-        """Whether ``rung`` is an enhanced rung whose pictures are predicted from priors alone (no picture measured
-        yet): leaving it when it does not fit costs a key picture; a motion-only rung that does not fit is left within
-        ``DOWN_HOLD_S`` at no cost."""
-        seen = self._enhancement_rate_seen
-        return rung.picture_rate is not None and (seen is None or self._measured_enhancement(seen) is None)
+        """Whether ``rung`` is an enhanced rung whose pictures are predicted from priors alone (no rate measured yet to
+        scale them by): leaving it when it does not fit costs a key picture; a motion-only rung that does not fit is
+        left within ``DOWN_HOLD_S`` at no cost."""
+        return rung.picture_rate is not None and not any(self._measured_enhancement(r) is not None for r in self._enhancement_measured)
 
     def enhancement_bytes_per_picture(self, rate: PictureRate) -> float:
         """Bytes a frame bundle adds at ``rate``: measured when enough of its pictures were seen, else the prior scaled
@@ -519,17 +518,15 @@ class BandwidthController:
         if measured is not None:
             return measured
         prior = prior_enhancement_bytes(rate.qp, rate.interval, rate.size)
-        measured_rates = [r for r in self._enhancement_measured if self._measured_enhancement(r) is not None]
-        if not measured_rates:
-            return prior
         # A face's cost relative to the priors need not be the same at every side (detail a 64² picture averages away
-        # costs bits at 256²): scale by the measured rate nearest in side, then in qp, then the newest.
-        order = list(self._enhancement_measured)  # insertion order, refreshed on each new sample: oldest first
-        nearest = min(measured_rates, key=lambda r: (abs(math.log((r.size or E_SIDE) / (rate.size or E_SIDE))),
-                                                     abs(r.qp - rate.qp), -order.index(r)))
-        measured = self._measured_enhancement(nearest)
-        assert measured is not None
-        return prior * measured / prior_enhancement_bytes(nearest.qp, nearest.interval, nearest.size)
+        # costs bits at 256²): scale by the measured rate nearest in side, then in qp, then the newest (the dict's
+        # order is the order last seen; newest first, ``min`` keeps the first of equals).
+        measured = [(r, m) for r in reversed(self._enhancement_measured) if (m := self._measured_enhancement(r)) is not None]
+        if not measured:
+            return prior
+        nearest, bytes_measured = min(measured, key=lambda rm: (abs(math.log((rm[0].size or E_SIDE) / (rate.size or E_SIDE))),
+                                                                abs(rm[0].qp - rate.qp)))
+        return prior * bytes_measured / prior_enhancement_bytes(nearest.qp, nearest.interval, nearest.size)
 
     def picture_measurements(self) -> list[dict[str, Any]]:
         """Per picture rate seen, oldest first: its recent pictures' mean bundle bytes against the prior (for logs and
@@ -598,6 +595,7 @@ class BandwidthController:
         """A new Decision if the setting should change now, else None."""
         other = self.other_kbps(now_s)
         max_fpp = self.loss_ceiling(now_s, other)
+        min_interval = self.min_picture_interval()
         candidates = self._candidates(max_fpp)
         predicted = {r: self.motion_kbps(r) + other for r in candidates}
         current = None if self.current is None else self.current.rung
@@ -671,8 +669,8 @@ class BandwidthController:
         if order != self._order or self.current is None:
             self._ordered_at = now_s
         self._order = order
-        if self.rendered_fps is not None and rung.picture_rate is not None and self.min_picture_interval() > 1:
-            reason += f"; the receiver renders {self.rendered_fps:.0f} fps: a picture every {self.min_picture_interval()} frames at most"
+        if self.rendered_fps is not None and rung.picture_rate is not None and min_interval > 1:
+            reason += f"; the receiver renders {self.rendered_fps:.0f} fps: a picture every {min_interval} frames at most"
         left = None if self.current is None else self.current.rung
         decision = Decision(rung, order, predicted[rung], self.max_kbps, reason,
                             None if left is None else self.measured_kbps(now_s, since_s=self._changed_at),

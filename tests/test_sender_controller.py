@@ -598,9 +598,10 @@ def test_a_receiver_that_renders_few_frames_gets_pictures_no_more_often() -> Non
     hysteresis = _enhanced_controller(None)
     hysteresis.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=12.0))
     assert hysteresis.min_picture_interval() == 2
-    hysteresis.rendered_fps = 15.0  # 25/15 = 1.67 would round to 1 afresh, but is not half an interval clear of 2
-    assert hysteresis.min_picture_interval() == 2
-    hysteresis.rendered_fps = 17.5
+    hysteresis.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=18.0))  # smoothed: 15.0
+    assert hysteresis.rendered_fps == pytest.approx(15.0)
+    assert hysteresis.min_picture_interval() == 2  # 25/15 = 1.67 would round to 1 afresh, but is not half an interval clear of 2
+    hysteresis.on_delay_report(DelayReport(5.0, 10.0, 0, 0, rendered_fps=20.0))  # smoothed: 17.5
     assert hysteresis.min_picture_interval() == 1
     pinned = BandwidthController(FPS, 20, max_kbps=None, enhancement_qp=48)
     pinned.set_enhancement(True)
