@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections import deque
 
 import numpy as np
@@ -575,9 +577,29 @@ def test_an_unmeasured_rate_is_scaled_by_the_measured_one_nearest_in_side() -> N
         for _ in range(60):  # (the first SKIP_AFTER_CHANGE_S of each are left out)
             now += 1 / FPS
             controller.on_packet(now, 18, 1, rung, round(ratio * prior_enhancement_bytes(rate.qp, 1, rate.size)))
-    for rate, ratio in ((PictureRate(48, 2, 160), 2.0), (PictureRate(40, 1, 128), 2.0), (PictureRate(48, 3), 1.0)):
+    octaves_160 = math.log2(160 / 128)  # 160² is nearest 128²: its ratio carries over only part of the way
+    for rate, ratio in ((PictureRate(48, 2, 160), 2.0 ** (1 / (1 + octaves_160))), (PictureRate(40, 1, 128), 2.0),
+                        (PictureRate(48, 3), 1.0)):
         prior = prior_enhancement_bytes(rate.qp, rate.interval, rate.size)
         assert controller.enhancement_bytes_per_picture(rate) == pytest.approx(ratio * prior, rel=0.02), rate
+
+
+def test_a_ratio_measured_at_one_side_carries_only_partly_to_another() -> None:
+    """128² pictures measured at 1.46x their prior (the 10 s test clip's first seconds) predict 64² ones at 1.46^(1/2)
+    of theirs, one octave away (they measured 0.9-1.1x), and 256² ones alike; the same side at another qp in full."""
+    controller = _enhanced_controller(None)
+    rate = PictureRate(55, 3, 128)
+    rung = Rung(1, 20, DEFAULT_PRESET_ID, rate.qp, rate.interval, rate.size)
+    now = 2.0
+    for _ in range(120):
+        now += 1 / FPS
+        controller.on_packet(now, 18, 1, rung, round(1.46 * prior_enhancement_bytes(rate.qp, rate.interval, rate.size)))
+    assert controller.enhancement_bytes_per_picture(rate) == pytest.approx(
+        1.46 * prior_enhancement_bytes(55, 3, 128), rel=0.01)
+    for other, ratio in ((PictureRate(63, 3), 1.46 ** 0.5), (PictureRate(48, 1, 256), 1.46 ** 0.5),
+                         (PictureRate(48, 3, 128), 1.46)):
+        predicted = controller.enhancement_bytes_per_picture(other)
+        assert predicted == pytest.approx(ratio * prior_enhancement_bytes(other.qp, other.interval, other.size), rel=0.01)
 
 
 def test_a_receiver_that_renders_few_frames_gets_pictures_no_more_often() -> None:
