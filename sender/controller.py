@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 
 from codec.bitstream import Feedback
+from codec.enhancement.passthrough import fallback_keypoints
 from codec.enhancement.picture_rate import LADDER as PICTURE_LADDER
 from codec.enhancement.picture_rate import MAX_INTERVAL, PictureRate
 from codec.motion import MotionParams
@@ -355,9 +356,11 @@ class BandwidthController:
         for rung in enhanced + self.ladder:
             qp = rung.enhancement_qp
             fpp = rung.frames_per_packet if max_fpp is None else min(rung.frames_per_packet, max_fpp)
+            # a rung the receiver shows as decoded needs its motion only after a lost picture: fewer keypoints
+            keypoints = fallback_keypoints(rung.keypoints) if qp is not None and self._shown(rung) else rung.keypoints
             pinned = Rung(
                 self.pin_frames_per_packet or fpp,
-                rung.keypoints if self.pin_keypoints is None else self.pin_keypoints,
+                keypoints if self.pin_keypoints is None else self.pin_keypoints,
                 self.pin_preset or rung.preset_id,
                 None if qp is None else self.pin_enhancement_qp or qp,
                 # a pinned qp: a picture with every frame; else no more often than the receiver renders (unless it

@@ -18,6 +18,7 @@ from bench.codecs.ours_enhanced import EnhancementLayer, OursEnhancedCodec, enha
 from bench.rd import RdConfig, RdInputError, run_rd, validate_config
 from bench.synthetic_clip import synthetic_talking_head
 from codec.enhancement.bundle import pack_bundle
+from codec.enhancement.passthrough import fallback_keypoints
 from codec.enhancement.lowres_codec import LowResEncoder, is_key_frame
 from codec.enhancement.picture_rate import PictureRate
 from codec.model.config import ModelConfig
@@ -92,6 +93,24 @@ def test_enhanced_point_sends_motion_and_pictures_in_one_bundle_per_frame(zero_b
     params = codec.params()
     assert params["frames_per_packet"] == 1 and params["enhancement_qp"] == 40 and params["enhancement_size"] == E
     assert "frame bundle v1" in str(params["transport"])
+
+
+def test_a_rung_shown_as_decoded_sends_the_fallback_motion(zero_branch: OursFactory, clip: BenchClip,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where every frame is shown as its picture (a 256² picture every frame with the shipped model; here forced on the
+    tiny one), the point sends the fallback motion a sender sends there; other rungs send all K."""
+    import bench.codecs.ours_enhanced as ours_enhanced
+
+    monkeypatch.setattr(ours_enhanced, "shows_picture", lambda side, output, interval, own: interval == 1)
+    shown = OursEnhancedCodec(zero_branch, "default", PictureRate(40), EnhancementLayer(E))
+    assert shown.keypoints == fallback_keypoints(K) < K and shown.name.startswith(f"ours+enh K={fallback_keypoints(K)} ")
+    info, reconstruction = shown.run(clip)
+    coded = shown.layer.coded(clip, PictureRate(40))
+    fallback = OursCodec(zero_branch, fallback_keypoints(K), "default", 1)
+    assert info.payload_bytes == fallback.run(clip)[0].payload_bytes + sum(coded.sizes[1:])
+    assert reconstruction.shape == (clip.num_driving, 64, 64, 3)  # (rendered: these pictures are smaller than the output)
+    every_third = OursEnhancedCodec(zero_branch, "default", PictureRate(40, 3), EnhancementLayer(E))
+    assert every_third.keypoints == K
 
 
 def test_zero_heads_render_as_motion_only_a_trained_branch_does_not(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from codec.bitstream import Feedback
+from codec.enhancement.passthrough import FALLBACK_KEYPOINTS
 from codec.enhancement.picture_rate import LADDER as PICTURE_LADDER
 from codec.enhancement.picture_rate import PictureRate
 from codec.motion import MotionParams
@@ -675,3 +676,21 @@ def test_pictures_the_receiver_shows_as_decoded_are_not_stretched(monkeypatch: p
     assert all(r.interval >= 2 for r in rates if r.size != 256)
     controller.set_enhancement(True, max_size=256)  # a receiver that renders every picture: all stretched
     assert all(r.picture_rate.interval >= 2 for r in controller._candidates() if r.picture_rate is not None)
+
+
+def test_rungs_shown_as_decoded_send_the_fallback_motion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rung whose pictures the receiver shows as decoded needs its motion only after a lost picture: it sends
+    FALLBACK_KEYPOINTS keypoints (cheaper by their priors), the rungs it renders all K; a pinned K stays pinned."""
+    monkeypatch.setattr(controller_module, "PICTURE_LADDER", SHIPPED_LADDER)
+    controller = _enhanced_controller(None)
+    controller.set_enhancement(True, max_size=256, shown_side=256)
+    enhanced = [r for r in controller._candidates() if r.picture_rate is not None]
+    shown = [r for r in enhanced if r.enhancement_size == 256 and r.enhancement_interval == 1]
+    assert shown and {r.keypoints for r in shown} == {FALLBACK_KEYPOINTS}
+    assert {r.keypoints for r in enhanced if r not in shown} == {20}
+    assert all(controller.motion_kbps(r.motion_rung) < controller.motion_kbps(Rung(1, 20, DEFAULT_PRESET_ID)) for r in shown)
+    controller.set_enhancement(True, max_size=256)  # a receiver that renders its pictures: every rung at all K
+    assert {r.keypoints for r in controller._candidates() if r.picture_rate is not None} == {20}
+    pinned = BandwidthController(FPS, 20, max_kbps=None, keypoints=12)
+    pinned.set_enhancement(True, max_size=256, shown_side=256)
+    assert {r.keypoints for r in pinned._candidates()} == {12}

@@ -1,8 +1,9 @@
 """Our codec with the enhancement layer in the benchmark: the motion plus the face crop at E×E through SVT-AV1.
 
 Operating points ("rungs"): the enhancement layer's AV1 qp and picture interval (``PictureRate``), atop the motion exactly as ``OursCodec``
-sends it at K = all (the model's K), one quantizer preset and 1 frame per packet. Only for a model
-with the enhancement branch (``ModelConfig.enhancement_size`` = E > 0).
+sends it at K = all (the model's K), one quantizer preset and 1 frame per packet; a rung whose frames are shown as their
+decoded pictures sends the fallback K a sender sends there (``codec.enhancement.passthrough.fallback_keypoints``). Only for
+a model with the enhancement branch (``ModelConfig.enhancement_size`` = E > 0).
 
 The enhancement layer: every ``interval``-th crop of the clip (frames 0, interval, ...) area-downscaled to E×E
 (inside ``LowResEncoder.encode``, as the sender does) and coded by one ``LowResEncoder`` stream at the
@@ -51,7 +52,7 @@ from bench.codecs.datachannel import data_channel_wire_bytes
 from bench.codecs.motion_transport import motion_packets, motion_wire_bytes, riding_wire_bytes
 from bench.codecs.ours import OursCodec, OursFactory
 from codec.enhancement.lowres_codec import LowResDecoder, LowResEncoder
-from codec.enhancement.passthrough import shows_picture
+from codec.enhancement.passthrough import fallback_keypoints, shows_picture
 from codec.enhancement.picture_rate import PictureRate
 
 ENHANCED_PRESET = "default"  # the motion's quantizer preset under the enhancement rungs
@@ -148,10 +149,14 @@ class OursEnhancedCodec(OursCodec):
         if layer.model_size != factory.enhancement_size:
             raise ValueError(f"the enhancement layer codes {layer.model_size}² pictures, the model reads "
                              f"{factory.enhancement_size}²")
-        super().__init__(factory, factory.num_keypoints, preset, 1)
+        side = rate.side(layer.model_size)
+        # a rung whose frames are shown as their pictures sends the fallback motion a sender sends there (fewer keypoints)
+        self.shows_pictures = shows_picture(side, int(factory.synthesizer.image_size), rate.interval, own=True)
+        keypoints = fallback_keypoints(factory.num_keypoints) if self.shows_pictures else factory.num_keypoints
+        super().__init__(factory, keypoints, preset, 1)
         self.rate = rate
         self.layer = layer
-        self.side = rate.side(layer.model_size)
+        self.side = side
         self.setting = f"{self.setting} enh{self.side} {rate.label().rpartition(':')[2]}"
 
     def params(self) -> dict[str, object]:
@@ -177,10 +182,8 @@ class OursEnhancedCodec(OursCodec):
         start_message = frame_bundle_bytes(0, coded.sizes[0])
         reconstruction = np.empty((idx.size,) + clip.frames.shape[1:], np.uint8)
         decode_ms = np.array(stream.unpack_ms, dtype=np.float64)[idx] + coded.decode_ms[1:][idx]
-        output_side = int(self.factory.synthesizer.image_size)
-        shown = shows_picture(self.side, output_side, self.rate.interval, own=True)  # every frame has its own picture
         for j, i in enumerate(idx):
-            if shown and coded.pictures[i + 1].shape[:2] == reconstruction.shape[1:3]:
+            if self.shows_pictures and coded.pictures[i + 1].shape[:2] == reconstruction.shape[1:3]:
                 reconstruction[j] = coded.pictures[i + 1]  # the receiver shows it as decoded: no render
                 continue
             image, render_ms = self.factory.render(clip, reference, stream.decoded[i], coded.pictures[i + 1])
