@@ -45,7 +45,9 @@ per packet that fit the cap.
 
 A receiver that renders fewer frames than it is sent (its CPU is busy; ``DelayReport.rendered_fps``) gets pictures no
 more often than it renders (``min_picture_interval``): the enhanced rungs' intervals are stretched to it, so the bits go
-into larger or finer pictures it shows rather than ones it would decode and drop.
+into larger or finer pictures it shows rather than ones it would decode and drop. Rungs whose pictures it shows as
+decoded (``shown_side``: a picture at the output's side with every frame) are not stretched, and send their motion at
+``codec.enhancement.passthrough.FALLBACK_KEYPOINTS`` keypoints: it serves only the frames after a lost picture.
 
 Which keypoints: the K with the largest running mean of ||δ_k − δ_ref,k||² (an EWMA over the observed
 motion; δ_ref the portrait's own δ, which the receiver renders for keypoints not sent): the ones that
