@@ -8,7 +8,7 @@ rate fits the ``max_kbps`` cap:
 
 On a link that can carry the enhancement layer (``set_enhancement(True)``: the receiver announced the
 capability and the model has the branch) the ladder starts with the enhanced rungs (``enhanced_ladder``):
-one frame per packet, all keypoints, the default preset, plus an AV1 picture in the same message as its
+one frame per packet, ``RUNG_KEYPOINTS`` (5) keypoints (the picture carries the expression), the default preset, plus an AV1 picture in the same message as its
 frame's motion (a frame bundle), from a 256² picture with every frame down to the model's own E×E with every 3rd
 frame at qp 63 (``codec.enhancement.picture_rate.LADDER``: at a few kbps a sharper picture less often is worth more,
 above ~5 kbps of pictures a larger one; rungs with a picture larger than E only when the receiver announced that
@@ -46,8 +46,7 @@ per packet that fit the cap.
 A receiver that renders fewer frames than it is sent (its CPU is busy; ``DelayReport.rendered_fps``) gets pictures no
 more often than it renders (``min_picture_interval``): the enhanced rungs' intervals are stretched to it, so the bits go
 into larger or finer pictures it shows rather than ones it would decode and drop. Rungs whose pictures it shows as
-decoded (``shown_side``: a picture at the output's side with every frame) are not stretched, and send their motion at
-``codec.enhancement.passthrough.FALLBACK_KEYPOINTS`` keypoints: it serves only the frames after a lost picture.
+decoded (``shown_side``: a picture at the output's side with every frame) are not stretched.
 
 Which keypoints: the K with the largest running mean of ||δ_k − δ_ref,k||² (an EWMA over the observed
 motion; δ_ref the portrait's own δ, which the receiver renders for keypoints not sent): the ones that
@@ -74,9 +73,8 @@ from typing import Any
 import numpy as np
 
 from codec.bitstream import Feedback
-from codec.enhancement.passthrough import fallback_keypoints
 from codec.enhancement.picture_rate import LADDER as PICTURE_LADDER
-from codec.enhancement.picture_rate import MAX_INTERVAL, PictureRate
+from codec.enhancement.picture_rate import MAX_INTERVAL, PictureRate, rung_keypoints
 from codec.motion import MotionParams
 from codec.quantize import DEFAULT_PRESET_ID, PRESETS_BY_NAME, get_preset
 from signaling.control import DelayReport, RateDecision
@@ -196,8 +194,10 @@ def default_ladder(num_keypoints: int) -> tuple[Rung, ...]:
 
 def enhanced_ladder(num_keypoints: int, rates: tuple[PictureRate, ...] | None = None) -> tuple[Rung, ...]:
     """The rungs above ``default_ladder`` on a link with the enhancement layer, best first (``rates``: the layer's
-    qp and picture interval of each, default ``codec.enhancement.picture_rate.LADDER``)."""
-    return tuple(Rung(1, num_keypoints, DEFAULT_PRESET_ID, rate.qp, rate.interval, rate.size) for rate in rates or PICTURE_LADDER)
+    qp and picture interval of each, default ``codec.enhancement.picture_rate.LADDER``), each with the keypoints sent
+    beside its pictures (``rung_keypoints``)."""
+    keypoints = rung_keypoints(num_keypoints)
+    return tuple(Rung(1, keypoints, DEFAULT_PRESET_ID, rate.qp, rate.interval, rate.size) for rate in rates or PICTURE_LADDER)
 
 
 def prior_enhancement_bytes(qp: int, interval: int = 1, size: int | None = None) -> float:
@@ -358,11 +358,9 @@ class BandwidthController:
         for rung in enhanced + self.ladder:
             qp = rung.enhancement_qp
             fpp = rung.frames_per_packet if max_fpp is None else min(rung.frames_per_packet, max_fpp)
-            # a rung the receiver shows as decoded needs its motion only after a lost picture: fewer keypoints
-            keypoints = fallback_keypoints(rung.keypoints) if qp is not None and self._shown(rung) else rung.keypoints
             pinned = Rung(
                 self.pin_frames_per_packet or fpp,
-                keypoints if self.pin_keypoints is None else self.pin_keypoints,
+                rung.keypoints if self.pin_keypoints is None else self.pin_keypoints,
                 self.pin_preset or rung.preset_id,
                 None if qp is None else self.pin_enhancement_qp or qp,
                 # a pinned qp: a picture with every frame; else no more often than the receiver renders (unless it

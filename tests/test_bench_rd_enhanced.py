@@ -18,15 +18,15 @@ from bench.codecs.ours_enhanced import EnhancementLayer, OursEnhancedCodec, enha
 from bench.rd import RdConfig, RdInputError, run_rd, validate_config
 from bench.synthetic_clip import synthetic_talking_head
 from codec.enhancement.bundle import pack_bundle
-from codec.enhancement.passthrough import fallback_keypoints
 from codec.enhancement.lowres_codec import LowResEncoder, is_key_frame
-from codec.enhancement.picture_rate import PictureRate
+from codec.enhancement.picture_rate import PictureRate, rung_keypoints
 from codec.model.config import ModelConfig
 from codec.model.face_model import FaceVid2VidModel
 from codec.model.wrappers import FrameSynthesizer, MotionEncoder
 
 E = ModelConfig.preset("tiny-enh").enhancement_size  # 16
 K = ModelConfig.preset("tiny-enh").num_keypoints  # 20
+KE = rung_keypoints(K)  # what an enhanced rung sends beside its pictures: 5
 FPS = 25.0
 
 
@@ -71,7 +71,7 @@ def test_varint_and_bundle_sizes() -> None:
 
 def test_enhanced_point_sends_motion_and_pictures_in_one_bundle_per_frame(zero_branch: OursFactory, clip: BenchClip) -> None:
     codec = OursEnhancedCodec(zero_branch, "default", PictureRate(40), EnhancementLayer(E))
-    motion_only = OursCodec(zero_branch, K, "default", 1)
+    motion_only = OursCodec(zero_branch, KE, "default", 1)
     info, reconstruction = codec.run(clip)
     motion_info, _ = motion_only.run(clip)
     with LowResEncoder(E, 40, FPS) as encoder:  # the same stream, coded afresh
@@ -89,28 +89,10 @@ def test_enhanced_point_sends_motion_and_pictures_in_one_bundle_per_frame(zero_b
     assert info.packets == clip.num_driving
     assert info.encode_ms.shape == (clip.num_driving,) and np.all(info.encode_ms > zero_branch.encoded(clip).encode_ms)
     assert info.decode_ms.shape == (clip.num_driving,) and reconstruction.shape == (clip.num_driving, 64, 64, 3)
-    assert codec.name == f"ours+enh K={K} default 1f/packet enh{E} qp40"
+    assert codec.name == f"ours+enh K={KE} default 1f/packet enh{E} qp40"
     params = codec.params()
     assert params["frames_per_packet"] == 1 and params["enhancement_qp"] == 40 and params["enhancement_size"] == E
     assert "frame bundle v1" in str(params["transport"])
-
-
-def test_a_rung_shown_as_decoded_sends_the_fallback_motion(zero_branch: OursFactory, clip: BenchClip,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where every frame is shown as its picture (a 256² picture every frame with the shipped model; here forced on the
-    tiny one), the point sends the fallback motion a sender sends there; other rungs send all K."""
-    import bench.codecs.ours_enhanced as ours_enhanced
-
-    monkeypatch.setattr(ours_enhanced, "shows_picture", lambda side, output, interval, own: interval == 1)
-    shown = OursEnhancedCodec(zero_branch, "default", PictureRate(40), EnhancementLayer(E))
-    assert shown.keypoints == fallback_keypoints(K) < K and shown.name.startswith(f"ours+enh K={fallback_keypoints(K)} ")
-    info, reconstruction = shown.run(clip)
-    coded = shown.layer.coded(clip, PictureRate(40))
-    fallback = OursCodec(zero_branch, fallback_keypoints(K), "default", 1)
-    assert info.payload_bytes == fallback.run(clip)[0].payload_bytes + sum(coded.sizes[1:])
-    assert reconstruction.shape == (clip.num_driving, 64, 64, 3)  # (rendered: these pictures are smaller than the output)
-    every_third = OursEnhancedCodec(zero_branch, "default", PictureRate(40, 3), EnhancementLayer(E))
-    assert every_third.keypoints == K
 
 
 def test_zero_heads_render_as_motion_only_a_trained_branch_does_not(
@@ -120,7 +102,7 @@ def test_zero_heads_render_as_motion_only_a_trained_branch_does_not(
     for factory, same in ((zero_branch, True), (trained_branch, False)):
         (codec,) = enhanced_sweep(factory, (PictureRate(40),))
         _, enhanced = codec.run(clip, shown)
-        _, plain = OursCodec(factory, K, "default", 1).run(clip, shown)
+        _, plain = OursCodec(factory, KE, "default", 1).run(clip, shown)
         assert enhanced.shape == plain.shape == (3, 64, 64, 3)
         assert np.array_equal(enhanced, plain) is same
 
@@ -139,7 +121,7 @@ def test_a_picture_every_nth_frame_and_the_newest_one_between(zero_branch: OursF
         pictures = [encoder.encode(frame) for frame in clip.frames[::3]]
     assert [len(p) for p in pictures] == list(sizes[::3])
     info, _ = third.run(clip)
-    motion = OursCodec(zero_branch, K, "default", 1).stream(clip).packets
+    motion = OursCodec(zero_branch, KE, "default", 1).stream(clip).packets
     messages = [frame_bundle_bytes(m, s) if s else m for m, s in zip(motion, sizes[1:])]  # frames 1..N-1
     assert info.wire_bytes == sum(motion_wire_bytes(size) for size in messages)
     assert info.payload_bytes == sum(motion) + int(sizes[1:].sum())
@@ -176,7 +158,7 @@ def test_rd_sweep_adds_the_rungs_for_a_model_with_the_branch(zero_branch: OursFa
     points = result["points"]
     ours = [p for p in points if p["codec"] == "ours"]
     enhanced = [p for p in points if p["codec"] == "ours+enh"]
-    assert [p["setting"] for p in enhanced] == [f"K={K} default 1f/packet enh{E} {rung}" for rung in ("qp40", "qp63/2")]
+    assert [p["setting"] for p in enhanced] == [f"K={KE} default 1f/packet enh{E} {rung}" for rung in ("qp40", "qp63/2")]
     assert [p["params"]["enhancement_interval"] for p in enhanced] == [1, 2]
     assert points[-1]["codec"] == "no-motion floor"
     for point in enhanced:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from codec.enhancement.passthrough import FALLBACK_KEYPOINTS, fallback_keypoints, shows_picture
+from codec.enhancement.passthrough import shows_picture
 
 
 @pytest.mark.parametrize(
@@ -22,8 +22,3 @@ def test_only_a_frames_own_picture_at_the_outputs_side_every_frame_is_shown(
 ) -> None:
     assert shows_picture(picture_side, 256, interval, own) is shown
 
-
-def test_the_fallback_motion_sends_at_most_its_keypoints() -> None:
-    assert FALLBACK_KEYPOINTS < 20
-    assert fallback_keypoints(20) == FALLBACK_KEYPOINTS
-    assert fallback_keypoints(FALLBACK_KEYPOINTS - 1) == FALLBACK_KEYPOINTS - 1

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from codec.bitstream import Feedback
-from codec.enhancement.passthrough import FALLBACK_KEYPOINTS
 from codec.enhancement.picture_rate import LADDER as PICTURE_LADDER
-from codec.enhancement.picture_rate import PictureRate
+from codec.enhancement.picture_rate import RUNG_KEYPOINTS, PictureRate, rung_keypoints
 from codec.motion import MotionParams
 from codec.quantize import DEFAULT_PRESET_ID, PRESETS_BY_NAME
 import sender.controller as controller_module
@@ -201,6 +200,7 @@ def _ladder_of_2026_12_05(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(controller_module, "KEY_PICTURE_FACTOR", 0.0)  # worked out before switches were charged
     monkeypatch.setattr(controller_module, "PRIOR_HEADROOM", 1.0)  # ... and before the priors had to leave headroom
     monkeypatch.setattr(controller_module, "UNMEASURED_UP_HEADROOM", controller_module.UP_HEADROOM)  # ... or climbs more
+    monkeypatch.setattr(controller_module, "rung_keypoints", lambda k: k)  # ... and with all K beside the pictures
 
 
 def test_shipped_enhancement_priors_cover_the_ladder_and_shrink_with_qp() -> None:
@@ -678,19 +678,18 @@ def test_pictures_the_receiver_shows_as_decoded_are_not_stretched(monkeypatch: p
     assert all(r.picture_rate.interval >= 2 for r in controller._candidates() if r.picture_rate is not None)
 
 
-def test_rungs_shown_as_decoded_send_the_fallback_motion(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A rung whose pictures the receiver shows as decoded needs its motion only after a lost picture: it sends
-    FALLBACK_KEYPOINTS keypoints (cheaper by their priors), the rungs it renders all K; a pinned K stays pinned."""
-    monkeypatch.setattr(controller_module, "PICTURE_LADDER", SHIPPED_LADDER)
+def test_enhanced_rungs_send_few_keypoints_beside_their_pictures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every enhanced rung sends RUNG_KEYPOINTS keypoints (the picture carries the expression; cheaper by their priors);
+    the motion-only rungs below start at all K; a pinned K stays pinned."""
+    monkeypatch.setattr(controller_module, "rung_keypoints", rung_keypoints)  # the shipped rule, not the fixture's
     controller = _enhanced_controller(None)
     controller.set_enhancement(True, max_size=256, shown_side=256)
-    enhanced = [r for r in controller._candidates() if r.picture_rate is not None]
-    shown = [r for r in enhanced if r.enhancement_size == 256 and r.enhancement_interval == 1]
-    assert shown and {r.keypoints for r in shown} == {FALLBACK_KEYPOINTS}
-    assert {r.keypoints for r in enhanced if r not in shown} == {20}
-    assert all(controller.motion_kbps(r.motion_rung) < controller.motion_kbps(Rung(1, 20, DEFAULT_PRESET_ID)) for r in shown)
-    controller.set_enhancement(True, max_size=256)  # a receiver that renders its pictures: every rung at all K
-    assert {r.keypoints for r in controller._candidates() if r.picture_rate is not None} == {20}
+    candidates = controller._candidates()
+    enhanced = [r for r in candidates if r.picture_rate is not None]
+    assert enhanced and {r.keypoints for r in enhanced} == {RUNG_KEYPOINTS} and RUNG_KEYPOINTS < 20
+    assert candidates[len(enhanced)] == Rung(1, 20, DEFAULT_PRESET_ID)  # the best motion-only rung
+    assert controller.motion_kbps(enhanced[0].motion_rung) < controller.motion_kbps(Rung(1, 20, DEFAULT_PRESET_ID))
+    assert enhanced_ladder(3)[0].keypoints == 3  # a model with fewer keypoints sends them all
     pinned = BandwidthController(FPS, 20, max_kbps=None, keypoints=12)
     pinned.set_enhancement(True, max_size=256, shown_side=256)
     assert {r.keypoints for r in pinned._candidates()} == {12}

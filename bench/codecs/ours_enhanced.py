@@ -1,9 +1,8 @@
 """Our codec with the enhancement layer in the benchmark: the motion plus the face crop at E×E through SVT-AV1.
 
 Operating points ("rungs"): the enhancement layer's AV1 qp and picture interval (``PictureRate``), atop the motion exactly as ``OursCodec``
-sends it at K = all (the model's K), one quantizer preset and 1 frame per packet; a rung whose frames are shown as their
-decoded pictures sends the fallback K a sender sends there (``codec.enhancement.passthrough.fallback_keypoints``). Only for
-a model with the enhancement branch (``ModelConfig.enhancement_size`` = E > 0).
+sends it at the enhanced rungs' K (``codec.enhancement.picture_rate.rung_keypoints``: 5 of the model's 20), one quantizer
+preset and 1 frame per packet. Only for a model with the enhancement branch (``ModelConfig.enhancement_size`` = E > 0).
 
 The enhancement layer: every ``interval``-th crop of the clip (frames 0, interval, ...) area-downscaled to E×E
 (inside ``LowResEncoder.encode``, as the sender does) and coded by one ``LowResEncoder`` stream at the
@@ -52,8 +51,8 @@ from bench.codecs.datachannel import data_channel_wire_bytes
 from bench.codecs.motion_transport import motion_packets, motion_wire_bytes, riding_wire_bytes
 from bench.codecs.ours import OursCodec, OursFactory
 from codec.enhancement.lowres_codec import LowResDecoder, LowResEncoder
-from codec.enhancement.passthrough import fallback_keypoints, shows_picture
-from codec.enhancement.picture_rate import PictureRate
+from codec.enhancement.passthrough import shows_picture
+from codec.enhancement.picture_rate import PictureRate, rung_keypoints
 
 ENHANCED_PRESET = "default"  # the motion's quantizer preset under the enhancement rungs
 TRANSPORT = (
@@ -150,10 +149,8 @@ class OursEnhancedCodec(OursCodec):
             raise ValueError(f"the enhancement layer codes {layer.model_size}² pictures, the model reads "
                              f"{factory.enhancement_size}²")
         side = rate.side(layer.model_size)
-        # a rung whose frames are shown as their pictures sends the fallback motion a sender sends there (fewer keypoints)
         self.shows_pictures = shows_picture(side, int(factory.synthesizer.image_size), rate.interval, own=True)
-        keypoints = fallback_keypoints(factory.num_keypoints) if self.shows_pictures else factory.num_keypoints
-        super().__init__(factory, keypoints, preset, 1)
+        super().__init__(factory, rung_keypoints(factory.num_keypoints), preset, 1)  # as a sender sends an enhanced rung
         self.rate = rate
         self.layer = layer
         self.side = side

@@ -14,18 +14,11 @@ still go through the generator.
     if shows_picture(picture.shape[0], output_size, interval, own=True):
         image = picture                      # (S, S, 3) uint8, as decoded
 
-A sender sends such a rung's motion with ``fallback_keypoints(K)`` keypoints (see ``FALLBACK_KEYPOINTS``).
+Such a rung's motion serves only the frames after a lost picture (until the key picture that restarts the stream): it
+is sent with ``codec.enhancement.picture_rate.RUNG_KEYPOINTS`` keypoints, as every enhanced rung's.
 """
 
 from __future__ import annotations
-
-# Such a rung's motion is only the fallback for frames whose picture was lost (until the key picture that restarts the
-# stream): it is sent with this many keypoints' δ, not all. Validation people (`python -m bench rd --people val
-# --codecs ours --keypoints 20,10,5,0 --presets default,coarse --frames-per-packet 1 --frames 100`, 7 clips,
-# 2026-12-07), motion alone at 1 frame per packet, payload kbps and face PSNR: K = 20 4.92, 26.40 dB; K = 10 3.33,
-# 25.51; K = 5 2.52, 25.18; K = 0 1.70, 24.73 (pose only: the mouth stays still). K = 5 saves 2.4 kbps on every top
-# rung for 1.2 dB on frames that are rendered only after a loss, where they stand in for a 31-35 dB picture anyway.
-FALLBACK_KEYPOINTS = 5
 
 
 def shows_picture(picture_side: int, output_side: int, interval: int, own: bool) -> bool:
@@ -33,7 +26,3 @@ def shows_picture(picture_side: int, output_side: int, interval: int, own: bool)
     stream with a picture every frame (``interval`` 1: no alternation between pictures and renders)."""
     return own and interval == 1 and picture_side == output_side
 
-
-def fallback_keypoints(num_keypoints: int) -> int:
-    """Keypoints sent on a rung whose frames are shown as their decoded pictures (at most ``FALLBACK_KEYPOINTS``)."""
-    return min(num_keypoints, FALLBACK_KEYPOINTS)

@@ -90,12 +90,41 @@ class PictureRate:
         return body if self.size is None else f"{self.size}:{body}"
 
 
-# best first: the upper hull of the tables in the module docstring (the larger sides' with the fitted correction)
+# best first: the upper hull of the tables in the module docstring (the larger sides' with the fitted correction), with
+# RUNG_KEYPOINTS keypoints (2026-12-07, late: the hull re-taken at that K)
 LADDER = (
-    PictureRate(40, 1, 256), PictureRate(48, 1, 256), PictureRate(55, 1, 256), PictureRate(48, 1, 160),
-    PictureRate(55, 1, 192), PictureRate(48, 2, 160), PictureRate(48, 2, 128), PictureRate(55, 2, 160),
-    PictureRate(55, 3, 160), PictureRate(55, 3, 128), PictureRate(48, 3), PictureRate(55, 3), PictureRate(63, 3),
+    PictureRate(40, 1, 256), PictureRate(48, 1, 256), PictureRate(55, 1, 256), PictureRate(55, 1, 192),
+    PictureRate(48, 2, 160), PictureRate(48, 2, 128), PictureRate(55, 3, 160), PictureRate(55, 3, 128),
+    PictureRate(48, 3), PictureRate(55, 3),
 )
+
+# Keypoints sent beside a rung's pictures: fewer than the model's K. The picture carries the expression; the keypoints
+# warp the portrait's detail into place, and a few of them do most of that. Validation people (7 clips, 100 frames,
+# every 2nd scored; bench rd --people val with the rungs at K = 20, 10 and 5, 2026-12-07), rate in a call with sound
+# (kbps) and face PSNR, K = 20 / 10 / 5:
+#
+#     192² qp 55          20.37 30.39   18.78 30.11   17.97 29.95
+#     160² qp 48 /2       18.16 29.43   16.57 29.16   15.74 29.00
+#     128² qp 48 /2       16.38 29.06   14.79 28.80   13.98 28.66
+#     160² qp 55 /3       12.42 28.62   10.83 28.36   10.03 28.21
+#     128² qp 55 /3       11.46 28.12    9.87 27.86    9.06 27.72
+#     64² qp 48 /3        10.15 27.86    8.57 27.34    7.76 27.06
+#     64² qp 55 /3         9.08 27.22    7.49 26.71    6.69 26.42
+#     64² qp 63 /3         8.35 26.42    6.76 25.88    5.95 25.62
+#     160² qp 48          23.96 31.00   22.36 30.68   21.55 30.48
+#
+# Each K = 5 point lies on or above the line through the K = 20 points around it (192² qp 55 at K = 5 gives more than
+# 160² qp 48 every 2nd frame at K = 20, for less); the ladder above is the upper hull of the K = 5 points and the 256²
+# rungs (shown as decoded, where the motion serves only the frames after a lost picture: 256² qp 55 23.70 kbps
+# 31.39 dB, which leaves out 160² qp 48 every frame; qp 63 14.95 28.13, under the hull). 64² qp 63 every 3rd frame
+# left the ladder: at K = 5 it is below motion alone at K = 20 (6.27 kbps, 26.40 dB). AKD is the price: 1.11 px at 192²
+# qp 55 with K = 20, 1.30 with 5 (motion alone 1.54).
+RUNG_KEYPOINTS = 5
+
+
+def rung_keypoints(num_keypoints: int) -> int:
+    """How many of the model's ``num_keypoints`` keypoints' δ an enhanced rung sends (``RUNG_KEYPOINTS`` at most)."""
+    return min(num_keypoints, RUNG_KEYPOINTS)
 
 
 def readable_sizes(model_size: int, output_size: int) -> tuple[int, ...]:
