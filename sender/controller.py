@@ -8,8 +8,8 @@ rate fits the ``max_kbps`` cap:
 
 On a link that can carry the enhancement layer (``set_enhancement(True)``: the receiver announced the
 capability and the model has the branch) the ladder starts with the enhanced rungs (``enhanced_ladder``):
-one frame per packet, ``RUNG_KEYPOINTS`` (5) keypoints (the picture carries the expression), the default preset, plus an AV1 picture in the same message as its
-frame's motion (a frame bundle), from a 256² picture with every frame down to the model's own E×E with every 3rd
+one frame per packet, ``RUNG_KEYPOINTS`` (5) keypoints (the picture carries the expression), the default preset,
+plus an AV1 picture in the same message as its frame's motion (a frame bundle), from a 256² picture with every frame down to the model's own E×E with every 3rd
 frame at qp 55 (``codec.enhancement.picture_rate.LADDER``: at a few kbps a sharper picture less often is worth more,
 above ~5 kbps of pictures a larger one; rungs with a picture larger than E only when the receiver announced that
 side, ``set_enhancement``); below them come the motion-only rungs. An enhanced rung's payload per frame is the motion packet's plus
