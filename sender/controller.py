@@ -148,8 +148,8 @@ _LARGER_PICTURE_PRIORS = {
 # Bytes per picture at N over those at 1, the same clips, mean over qps 32-63: 1.12-1.36 at 2, 1.20-1.64 at 3,
 # 1.25-1.80 at 4 (the finer the qp, the larger).
 _INTERVAL_PICTURE_FACTOR = {1: 1.0, 2: 1.26, 3: 1.45, 4: 1.57}
-# Under this cap no enhanced rung is offered. The cheapest costs 8.6 kbps in a call with sound (bench rd, test group,
-# 2026-12-07: K = 20 motion 6.5 with the portrait amortized over 60 s, + a qp-63 picture every 3rd frame 2.1), but a
+# Under this cap no enhanced rung is offered. The cheapest costs 7.1 kbps in a call with sound (bench rd, test group,
+# 2026-12-07 late: K = 5 motion with the portrait amortized over 60 s, + a 64² qp-55 picture every 3rd frame), but a
 # face that moves more than the priors' mean (they span 0.6-1.3x of it) would make an 8 kbps cap probe it for ~2 s
 # (measured 2026-12-06 with the synthetic-trace priors, which were lower still).
 ENHANCEMENT_MIN_CAP_KBPS = 10.0
