@@ -229,9 +229,10 @@ def test_bench_call_runs_and_reports(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_call_with_the_enhancement_layer_climbs_its_ladder_under_the_cap(tmp_path: Path) -> None:
     """A real clip, the shipped model: at a 15 kbps cap the sender sends pictures on an enhanced rung and keeps the
-    cap over a 10 s call, its start on priors and key pictures included (measured 2026-12-07, AMD EPYC 2 cores: 15.1
-    and 15.8 kbps, 3 key pictures, 64² qp 48 every 3rd frame at the end; before the real-face priors and the straight
-    descent 23-25 kbps, one rung down every 2 s each with a key picture)."""
+    cap over a 10 s call, its start on priors and key pictures included (measured 2026-12-07 late, AMD EPYC 2 cores, 5
+    runs: 15.4-16.3 kbps, 2 key pictures, 128² qp 55 every 3rd frame from 3 s on, pictures throughout; before the
+    partial cross-side scaling 2 of 14 runs fell to motion alone for 5 s, and before the real-face priors and the
+    straight descent 23-25 kbps, one rung down every 2 s each with a key picture)."""
     from bench.call import DEFAULT_CLIPS
 
     if not Path(DEFAULT_CLIPS).is_dir():
