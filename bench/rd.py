@@ -91,7 +91,7 @@ class RdConfig:
     keypoints: tuple[int, ...] = (20, 10, 5, 0)  # ours: K, how many keypoints' δ are sent
     presets: tuple[str, ...] = ("fine", "default", "coarse")  # ours: quantizer presets
     frames_per_packet: tuple[int, ...] = (1, 2, 4)  # ours: frames bundled in one motion packet
-    enhancement_rungs: tuple[str, ...] = tuple(rate.label() for rate in PICTURE_LADDER)  # ours+enh: each enhancement-layer rung as QP or QP/N (AV1 qp 1..63, a picture with every N-th frame, N ≤ 4), atop ours at K = all, 1 frame/packet (only a model with the enhancement branch)
+    enhancement_rungs: tuple[str, ...] = tuple(rate.label() for rate in PICTURE_LADDER)  # ours+enh: each enhancement-layer rung as QP or QP/N (AV1 qp 1..63, a picture with every N-th frame, N ≤ 4), atop ours at the enhanced rungs' K (5), 1 frame/packet (only a model with the enhancement branch)
     h264_crf: tuple[int, ...] = H264_CRFS  # H.264 (libx264 zerolatency) CRF sweep
     vp8_kbps: tuple[int, ...] = VP8_KBPS  # VP8 (libvpx realtime) target-bitrate sweep
     vp9_kbps: tuple[int, ...] = VP9_KBPS  # VP9 (libvpx realtime) target-bitrate sweep

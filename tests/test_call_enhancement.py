@@ -16,6 +16,7 @@ import pytest
 
 from receiver.session import Receiver, ReceiverConfig
 from codec.enhancement.picture_rate import LADDER as PICTURE_LADDER
+from codec.enhancement.picture_rate import rung_keypoints
 from sender.session import Sender, SenderConfig
 from sender.sources import MotionFrame, TraceSource
 from signaling.server import RunningServer
@@ -169,7 +170,8 @@ async def test_a_receiver_without_the_capability_gets_plain_motion_packets(serve
 
 async def test_the_controller_picks_an_enhanced_rung_with_no_cap(server: RunningServer) -> None:  # noqa: F811
     """No cap, nothing pinned: the receiver's capability puts the enhanced rungs on the ladder and the controller
-    takes the best one (the first of PICTURE_LADDER: its lowest qp, a picture every frame, at 1 frame/packet); the receiver is told, and renders frames with their picture."""
+    takes the best one (the first of PICTURE_LADDER the tiny model reads, at 1 frame/packet, with the enhanced rungs'
+    keypoints); the receiver is told, and renders frames with their picture."""
     frames = 40
     messages = RecordMessages()
     receiver, sender, _ = tiny_enh_call(server.url, "enh-auto", frames, messages, frames_per_packet=None, enhancement_qp=None)
@@ -186,7 +188,7 @@ async def test_the_controller_picks_an_enhanced_rung_with_no_cap(server: Running
     (stats,) = sender.link_stats()
     best = next(rate for rate in PICTURE_LADDER if rate.size is None)  # the tiny model's 64² output reads no larger side
     assert stats["decisions"][0]["enhancement_qp"] == best.qp and stats["decisions"][0]["frames_per_packet"] == 1
-    assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": best.qp,
+    assert stats["rung"] == {"keypoints": rung_keypoints(20), "preset": "default", "frames_per_packet": 1, "enhancement_qp": best.qp,
                              "enhancement_interval": best.interval, "enhancement_size": None}
     bundles = [b for b in messages.first_bytes if b == 0xB1]
     assert bundles and len(bundles) >= len(messages.first_bytes) // best.interval  # a bundle with every N-th frame
@@ -256,7 +258,7 @@ async def test_a_picture_every_third_frame_serves_the_frames_between_and_a_lost_
     bundles = [i for i, b in enumerate(messages.first_bytes) if b == 0xB1]
     assert bundles[:6] == [0, 3, 6, 9, 12, 15] and all(b >> 4 == 0xA for i, b in enumerate(messages.first_bytes[:15]) if i % 3)
     (stats,) = sender.link_stats()
-    assert stats["rung"] == {"keypoints": 20, "preset": "default", "frames_per_packet": 1, "enhancement_qp": 48,
+    assert stats["rung"] == {"keypoints": rung_keypoints(20), "preset": "default", "frames_per_packet": 1, "enhancement_qp": 48,
                              "enhancement_interval": 3, "enhancement_size": None}
     assert stats["decisions"][0]["enhancement_interval"] == 3
     layer = stats["enhancement"]
