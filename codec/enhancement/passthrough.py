@@ -25,4 +25,3 @@ def shows_picture(picture_side: int, output_side: int, interval: int, own: bool)
     """Whether a frame is shown as its decoded picture: its own picture (``own``), at the output's side, from a
     stream with a picture every frame (``interval`` 1: no alternation between pictures and renders)."""
     return own and interval == 1 and picture_side == output_side
-
