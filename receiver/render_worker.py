@@ -140,23 +140,13 @@ class RenderWorker:
             assert job is not None
             frame, scene, submitted, enhancement, show_picture = job
             start = time.perf_counter()
+            image = enhancement if show_picture else self._render(frame, scene, enhancement)  # shown as decoded: no render
+            if image is None:
+                continue  # the render failed (counted and logged)
+            elapsed = (time.perf_counter() - start) * 1000.0
             if show_picture:
-                assert enhancement is not None
-                image = enhancement  # shown as decoded: no render
                 self.frames_shown_as_picture += 1
             else:
-                try:
-                    motion = frame.motion if scene.motion_map is None else scene.motion_map(frame.motion)
-                    if enhancement is None:
-                        image = self.synthesizer.render(scene.state, motion, view=scene.view)
-                    else:
-                        image = self.synthesizer.render(scene.state, motion, view=scene.view, enhancement=enhancement)  # type: ignore[call-arg]
-                except Exception:  # noqa: BLE001 - one bad frame must not end the call
-                    self.render_errors += 1
-                    logger.exception("render of output frame %d failed", frame.slot)
-                    continue
-            elapsed = (time.perf_counter() - start) * 1000.0
-            if not show_picture:
                 self.render_ms.append(elapsed)
             self.frames_rendered += 1
             self.frames_enhanced += enhancement is not None
@@ -165,6 +155,18 @@ class RenderWorker:
                 self._loop.call_soon_threadsafe(self._on_frame, rendered)
             except RuntimeError:  # the loop closed under us
                 return
+
+    def _render(self, frame: PlayoutFrame, scene: Scene, enhancement: np.ndarray | None) -> np.ndarray | None:
+        """``frame`` rendered in ``scene`` (with its picture when it has one), or None when the render failed."""
+        try:
+            motion = frame.motion if scene.motion_map is None else scene.motion_map(frame.motion)
+            if enhancement is None:
+                return self.synthesizer.render(scene.state, motion, view=scene.view)
+            return self.synthesizer.render(scene.state, motion, view=scene.view, enhancement=enhancement)  # type: ignore[call-arg]
+        except Exception:  # noqa: BLE001 - one bad frame must not end the call
+            self.render_errors += 1
+            logger.exception("render of output frame %d failed", frame.slot)
+            return None
 
     async def close(self) -> None:
         with self._cond:

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from codec.enhancement.passthrough import shows_picture
 from codec.motion import MotionParams
 from receiver.audio_playout import AudioPlayout
 from receiver.bounded_state import MAX_EVENTS, SenderHistory
@@ -45,7 +46,6 @@ from receiver.config import ReceiverConfig
 from receiver.playout import PlayoutBuffer, PlayoutFrame
 from receiver.reference_intake import ReferenceIntake
 from receiver.references import ReferenceStore
-from codec.enhancement.passthrough import shows_picture
 from receiver.render_worker import RenderedFrame, RenderWorker, Scene, Synthesizer, wall_ms
 from receiver.scene_control import SceneControl
 from receiver.sender_link import ERROR_REPLY_INTERVAL_S, SenderLink

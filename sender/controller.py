@@ -512,7 +512,7 @@ class BandwidthController:
         """Whether ``rung`` is an enhanced rung whose pictures are predicted from priors alone (no rate measured yet to
         scale them by): leaving it when it does not fit costs a key picture; a motion-only rung that does not fit is
         left within ``DOWN_HOLD_S`` at no cost."""
-        return rung.picture_rate is not None and not any(self._measured_enhancement(r) is not None for r in self._enhancement_measured)
+        return rung.picture_rate is not None and not any(len(s) >= MIN_MEASURE_PACKETS for s in self._enhancement_measured.values())
 
     def enhancement_bytes_per_picture(self, rate: PictureRate) -> float:
         """Bytes a frame bundle adds at ``rate``: measured when enough of its pictures were seen, else the prior scaled
@@ -532,11 +532,12 @@ class BandwidthController:
         measured = [(r, m) for r in reversed(self._enhancement_measured) if (m := self._measured_enhancement(r)) is not None]
         if not measured:
             return prior
-        nearest, bytes_measured = min(measured, key=lambda rm: (abs(math.log((rm[0].size or E_SIDE) / (rate.size or E_SIDE))),
-                                                                abs(rm[0].qp - rate.qp)))
+        def octaves(other: PictureRate) -> float:
+            return abs(math.log2((other.size or E_SIDE) / (rate.size or E_SIDE)))
+
+        nearest, bytes_measured = min(measured, key=lambda rm: (octaves(rm[0]), abs(rm[0].qp - rate.qp)))
         ratio = bytes_measured / prior_enhancement_bytes(nearest.qp, nearest.interval, nearest.size)
-        octaves = abs(math.log2((nearest.size or E_SIDE) / (rate.size or E_SIDE)))
-        return prior * ratio ** (1.0 / (1.0 + octaves))  # at another side, only part of the way from the prior
+        return prior * ratio ** (1.0 / (1.0 + octaves(nearest)))  # at another side, only part of the way from the prior
 
     def picture_measurements(self) -> list[dict[str, Any]]:
         """Per picture rate seen, oldest first: its recent pictures' mean bundle bytes against the prior (for logs and

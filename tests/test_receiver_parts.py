@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -91,12 +92,17 @@ def playout_frame(slot: int) -> PlayoutFrame:
     return PlayoutFrame(slot, 1, slot, 0.0, MotionParams(float(slot), 0, 0, np.zeros(3), np.zeros((20, 3)), np.ones(20, bool)), 0.0, False, 1.0)
 
 
-async def test_render_worker_takes_the_latest_job_and_runs_tasks_first() -> None:
-    synth = FakeSynthesizer(render_ms=30.0)
+async def started_worker(synth: FakeSynthesizer) -> tuple[RenderWorker, list[RenderedFrame], Any]:
+    """A running RenderWorker on ``synth``, the frames it hands back, and a prepared reference's state."""
     done: list[RenderedFrame] = []
     worker = RenderWorker(synth, asyncio.get_running_loop(), done.append)
     worker.start()
-    state = await worker.call(synth.prepare, image(5))
+    return worker, done, await worker.call(synth.prepare, image(5))
+
+
+async def test_render_worker_takes_the_latest_job_and_runs_tasks_first() -> None:
+    synth = FakeSynthesizer(render_ms=30.0)
+    worker, done, state = await started_worker(synth)
     assert state.mean == 5.0
     scene = Scene(state)
     for slot in range(20):  # far faster than 30 ms per render
@@ -124,10 +130,7 @@ async def test_render_worker_takes_the_latest_job_and_runs_tasks_first() -> None
 
 async def test_render_worker_shows_a_picture_as_it_is_without_rendering() -> None:
     synth = FakeSynthesizer(render_ms=30.0)
-    done: list[RenderedFrame] = []
-    worker = RenderWorker(synth, asyncio.get_running_loop(), done.append)
-    worker.start()
-    state = await worker.call(synth.prepare, image(5))
+    worker, done, state = await started_worker(synth)
     picture = image(200)
     worker.submit(playout_frame(1), Scene(state), picture, show_picture=True)
     await asyncio.sleep(0.1)
