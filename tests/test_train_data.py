@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from codec.train import losses
-from codec.train.dataset import PairSampler, PreparedData, SamplerConfig, validation_pairs
+from codec.train.dataset import PairSampler, PreparedData, SamplerConfig, eye_openness, validation_pairs
 from codec.train.flip import MIRROR_LANDMARK_INDEX
 from codec.train.floors import STABLE_LANDMARKS, affine_floor, affine_transform, no_motion_floor
 from codec.train.state import Counters, load_state, read_metadata, save_state
@@ -226,3 +227,33 @@ def test_training_state_round_trip(tmp_path: Path) -> None:
     torch.testing.assert_close(opt_g2.state[gen2.weight]["exp_avg"], opt_g.state[gen.weight]["exp_avg"])
     assert json.loads(read_metadata(path)["model_config"]) == {"k": 1}
     assert not (tmp_path / "last.safetensors.tmp").exists()
+
+
+def test_eye_openness_is_the_eyelid_gap_over_the_eye_corners_distance() -> None:
+    landmarks = np.zeros((2, 478, 3), np.float32)
+    landmarks[:, 33, 0], landmarks[:, 263, 0] = 100, 200  # outer eye corners 100 px apart
+    landmarks[0, [159, 386], 1], landmarks[0, [145, 374], 1] = 50, 60  # open: 10 px
+    landmarks[1, [159, 386], 1], landmarks[1, [145, 374], 1] = 50, 51  # a blink: 1 px
+    np.testing.assert_allclose(eye_openness(landmarks), [0.10, 0.01], rtol=1e-5)
+    np.testing.assert_allclose(eye_openness(landmarks * 3), [0.10, 0.01], rtol=1e-5)  # scale-free
+
+
+def test_eye_pairs_draw_the_driving_frames_whose_eyes_differ_from_the_reference(fake_root: Path) -> None:
+    """With --eye-pair-fraction 1 every driving frame is drawn by its eyes' difference from the reference: in a clip
+    where only one frame blinks and the reference is open-eyed, that frame is every pair's driving frame."""
+    data = PreparedData(fake_root, "train")
+    for clip in data.clips:
+        clip.landmarks[:, 33, :2], clip.landmarks[:, 263, :2] = (8, 10), (24, 10)
+        clip.landmarks[:, [159, 386, 145, 374], 0] = 12
+        clip.landmarks[:, [159, 386], 1], clip.landmarks[:, [145, 374], 1] = 9, 11
+        clip.landmarks[5, [145, 374], 1] = 9  # frame 5 of every clip blinks
+    config = SamplerConfig(batch_size=40, first_frame_fraction=1.0)
+    indices = PairSampler(data, dataclasses.replace(config, eye_pair_fraction=1.0)).draw_indices(np.random.default_rng(0))
+    assert {drv for _, _, drv in indices} == {5}
+    uniform = PairSampler(data, config).draw_indices(np.random.default_rng(0))
+    assert len({drv for _, _, drv in uniform}) > 3
+    # a clip whose every frame's eyes are as open as the reference's keeps the uniformly drawn frame
+    for clip in data.clips:
+        clip.landmarks[5, [145, 374], 1] = 11
+    same = PairSampler(data, dataclasses.replace(config, eye_pair_fraction=1.0)).draw_indices(np.random.default_rng(0))
+    assert len({drv for _, _, drv in same}) > 3

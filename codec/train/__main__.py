@@ -112,7 +112,7 @@ class Trainer:
             batch_size=config.batch_size, first_frame_fraction=config.first_frame_fraction,
             flip_probability=config.flip_probability, brightness=config.color_jitter,
             contrast=config.color_jitter, saturation=config.color_jitter, enhancement_drop=config.enhancement_drop,
-            enhancement_stale=config.enhancement_stale))
+            enhancement_stale=config.enhancement_stale, eye_pair_fraction=config.eye_pair_fraction))
         self.model = model_io.build_generator(config.preset, self.train_data.size, config.landmark_refinement).to(device)
         if config.freeze_motion:  # L and H keep their weights (GroupNorm: no running statistics to keep either)
             self.model.canonical_keypoints.requires_grad_(False)

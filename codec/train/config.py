@@ -33,6 +33,7 @@ class TrainConfig:
     enhancement_qps: str = "40,48,55,63"  # presets with an enhancement branch: the coded pictures' qps drawn from (python -m codec.data enhance)
     enhancement_lr_scale: float = 10.0  # presets with an enhancement branch: its parameters learn at lr * this (new, small, from zero)
     enhancement_val_qp: int = 55  # presets with an enhancement branch: the qp of validation's enhanced pass
+    eye_pair_fraction: float = 0.0  # share of training pairs whose driving frame is drawn for its eyes' opening differing from the reference's (blinks)
     freeze_motion: bool = False  # keep L and H (the keypoint networks) as they are: a fine-tune of F, M and G only, whose model reads and makes the same motion (ship.py --motion-model-from keeps the motion id, so senders and the distilled web receivers stay compatible)
     # loss weights
     w_l1: float = 10.0  # multi-scale L1 (pyramid full, 1/2, 1/4, 1/8)
@@ -71,7 +72,8 @@ class TrainConfig:
 RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_minutes", "validate_minutes", "validate_steps", "log_steps",
                        "gan_start_step", "w_gan", "landmark_floor_fraction", "data",
                        "w_landmark_motion", "lr", "schedule_start_step", "warmup_steps", "min_lr_fraction",
-                       "ema_decay", "landmark_refinement", "w_region_l1", "enhancement_drop", "enhancement_stale")
+                       "ema_decay", "landmark_refinement", "w_region_l1", "enhancement_drop", "enhancement_stale",
+                       "eye_pair_fraction")
 
 
 def _help_texts() -> dict[str, str]:
@@ -127,7 +129,8 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     values.setdefault("ema_decay", 0.0)  # runs saved before the weight average existed kept none
     values.setdefault("landmark_refinement", 0.0)  # runs saved before it rendered from H's own keypoints
     values.setdefault("w_region_l1", 0.0)  # runs saved before the eye/mouth term existed trained without it
-    for name in ("enhancement_drop", "enhancement_qps", "enhancement_val_qp", "enhancement_stale", "freeze_motion"):  # runs saved before these existed
+    for name in ("enhancement_drop", "enhancement_qps", "enhancement_val_qp", "enhancement_stale", "freeze_motion",
+                 "eye_pair_fraction"):  # runs saved before these existed
         values.setdefault(name, getattr(TrainConfig, name))
     if "betas" in values:
         values["betas"] = tuple(values["betas"])

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from codec.data.split import SPLITS, split_of
+from codec.face.metrics import EYELIDS
 from codec.train.flip import NUM_LANDMARKS, flip_landmarks, flip_pose
 
 logger = logging.getLogger(__name__)
@@ -177,6 +178,20 @@ class SamplerConfig:
     enhancement_qp: int | None = None  # the pictures' qp (None: drawn per pair from the data's)
     enhancement_stale: float = 0.0  # share of pairs whose picture is of a frame 1 or 2 before the driving one (as the
     # frames between pictures get it in a call at a picture interval of 2 or 3: codec.enhancement.picture_rate)
+    eye_pair_fraction: float = 0.0  # share of pairs whose driving frame is drawn in proportion to how much its eyes'
+    # opening differs from the reference's (blinks are a few frames in a hundred: drawn uniformly G rarely sees one)
+
+
+EYE_CORNERS = (33, 263)  # mediapipe face-mesh outer eye corners: the scale eye openness is measured in
+
+
+def eye_openness(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 478, 2+) face-mesh landmarks -> (N,) both eyelids' mean gap over the outer eye corners' distance
+    (scale-free: ~0.1 open, ~0.02 in a blink)."""
+    points = np.asarray(landmarks, np.float32)[..., :2]
+    gaps = [np.linalg.norm(points[:, lower] - points[:, upper], axis=-1) for upper, lower in EYELIDS]  # each (N,)
+    width = np.linalg.norm(points[:, EYE_CORNERS[1]] - points[:, EYE_CORNERS[0]], axis=-1)  # (N,)
+    return (np.mean(gaps, axis=0) / np.maximum(width, 1e-6)).astype(np.float32)
 
 
 def normalize_landmarks(landmarks_px: np.ndarray, size: int) -> np.ndarray:
@@ -230,6 +245,18 @@ class PairSampler:
             np.array([data.clips[i].usable.size for i in by_person[p]], np.float64) for p in self._people
         ]
         self._clip_p = [w / w.sum() for w in self._clip_p]
+        self._eye_openness = [eye_openness(clip.landmarks) for clip in data.clips] if config.eye_pair_fraction > 0 else []
+
+    def eye_pair_driving_frame(self, clip_index: int, ref: int, rng: np.random.Generator) -> int | None:
+        """A driving frame of the clip drawn with weight |its eyes' openness − the reference's| (None when every
+        usable frame's eyes are as open as the reference's)."""
+        clip = self.data.clips[clip_index]
+        openness = self._eye_openness[clip_index]
+        weights = np.abs(openness[clip.usable] - openness[ref]).astype(np.float64)  # (M,)
+        total = weights.sum()
+        if not np.isfinite(total) or total <= 0:
+            return None
+        return int(rng.choice(clip.usable, p=weights / total))
 
     def draw_indices(self, rng: np.random.Generator) -> list[tuple[int, int, int]]:
         """Batch of (clip index, reference frame, driving frame)."""
@@ -243,6 +270,9 @@ class PairSampler:
                 ref = clip.first_usable
             else:
                 ref = int(rng.choice(clip.usable))
+            if self.config.eye_pair_fraction > 0 and rng.random() < self.config.eye_pair_fraction:
+                eye_pair = self.eye_pair_driving_frame(clip_index, ref, rng)
+                drv = drv if eye_pair is None else eye_pair
             out.append((clip_index, ref, drv))
         return out
 
