@@ -84,6 +84,25 @@ def test_init_grows_a_run_into_a_model_with_new_parameters(tmp_path: Path, monke
                   "--no-progress", "--stop-after-steps", "1"])
 
 
+def test_init_grows_a_run_that_kept_its_motion_frozen_into_the_eyelid_branch(tmp_path: Path) -> None:
+    """A --freeze-motion run's Adam state holds only F, M and G (L and H left out): growing it into the eyelid
+    branch's preset maps each moment to its own parameter, keeps the motion frozen, and the branch trains."""
+    data = write_fake_prepared(tmp_path / "data", size=64)
+    source = tmp_path / "source"
+    assert main(_args(data, source, "--stop-after-steps", "2", "--freeze-motion", "--eye-pair-fraction", "0.5")) == 0
+    grown = tmp_path / "grown"
+    assert main(["--run", str(grown), "--init", str(source / "last.safetensors"), "--preset", "tiny-eyes", "--threads", "1",
+                 "--no-progress", "--stop-after-steps", "2"]) == 0
+    config = json.loads(read_metadata(grown / "last.safetensors")["train_config"])
+    assert config["preset"] == "tiny-eyes" and config["freeze_motion"] and config["eye_pair_fraction"] == 0.5
+    with safe_open(str(source / "last.safetensors"), framework="pt") as before, \
+            safe_open(str(grown / "last.safetensors"), framework="pt") as after:
+        for name in before.keys():
+            if name.startswith(("generator.canonical_keypoints.", "generator.pose_expression.")):
+                torch.testing.assert_close(after.get_tensor(name), before.get_tensor(name))  # the motion: untouched
+        assert float(after.get_tensor("generator.generator.eyelids.to_features.weight").abs().sum()) > 0  # from zero
+
+
 def test_from_model_fine_tunes_a_model_file_with_a_fresh_discriminator(tmp_path: Path) -> None:
     """--from-model: a new run from a model file (the shipped fp16 format): its weights and counters, the generator
     frozen while the fresh discriminator catches up, then both train; the schedule restarts at the file's step."""

@@ -54,6 +54,8 @@ class ModelConfig:
     enhancement_channels: int = 32  # width of that branch
     enhancement_large_correction: bool = False  # a second picture correction for pictures larger than E (the ladder's
     # top rungs send 96²-256²), fitted on its own by codec.train.fit_correction; False: one correction for every side.
+    eyelid_branch: bool = False  # G also reads each eye's opening from the reference's and the driving keypoints
+    # (codec/model/eyelid_branch.py: M's 32² warp cannot close an eyelid); zero-initialised, nothing more is sent.
     landmark_refinement: float = 0.0  # the fraction a the generator was trained to render keypoints refined with
     # (codec/model/landmark_refinement.py): the sender moves each keypoint a of the way to its guidance landmark's
     # motion. 0: not trained for it, nothing is refined. Not part of the architecture.
@@ -83,6 +85,9 @@ PRESETS: dict[str, ModelConfig] = {
     # 64² rather than 48²: on the validation people, upscaled SVT-AV1 pictures at 64² give more face PSNR per bit
     # at every rate from 4 to 13 kbps (26.0 dB at 5.4 kbps against 25.4 interpolated at 48²).
     "cpu-enh64": ModelConfig(name="cpu-enh64", expression_spatial_channels=16, enhancement_size=64),
+    # cpu-enh64 plus the eyelid branch (grown from it: the same motion, blinks drawn by G).
+    "cpu-enh64-eyes": ModelConfig(name="cpu-enh64-eyes", expression_spatial_channels=16, enhancement_size=64,
+                                  eyelid_branch=True),
     # Browser-class receiver networks (issue 24): the cpu preset's L and H (the same motion: a sender with the cpu
     # model drives it), with F, M and G narrower (features 32, skip 8, M 16 wide, 2 decoder blocks, 16 at S/2),
     # distilled from the shipped model (python -m codec.train.distill). In onnxruntime-web WASM (2 threads, this
@@ -98,6 +103,9 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(name="tiny", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
                         skip_channels=8, motion_size=16, motion_width=16, decoder_blocks=1,
                         expression_spatial_channels=4),
+    "tiny-eyes": ModelConfig(name="tiny-eyes", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
+                             skip_channels=8, motion_size=16, motion_width=16, decoder_blocks=1,
+                             expression_spatial_channels=4, eyelid_branch=True),
     "tiny-enh": ModelConfig(name="tiny-enh", image_size=64, pose_input_size=64, estimator_width=8, feature_channels=16,
                             skip_channels=8, motion_size=16, motion_width=16, decoder_blocks=1,
                             expression_spatial_channels=4, enhancement_size=16, enhancement_channels=8),

@@ -84,7 +84,7 @@ class FaceVid2VidModel(nn.Module):
         else:  # the 2D form uses the projected Jacobian
             motion = self.motion_field(ref.image_small, ref.kp, kp_drv, jacobian[:, :2, :2], out_size=ref.features.shape[-1])
         out = self.generator(ref.features, ref.skip, ref.image, motion["flow"], motion["occlusion"], motion.get("flow_3d"),
-                             enhancement, enhancement_present)
+                             enhancement, enhancement_present, kp_ref=ref.kp, kp_drv=kp_drv)
         return {**out, "occlusion": motion["occlusion"], "masks": motion["masks"], "flow": motion["flow"]}
 
     def keypoints(self, image: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ image = α · warp(reference) + (1 - α) · rgb.
 With an enhancement branch (``enhancement_size`` > 0) G also reads the enhancement layer's low-resolution
 picture of the driving frame when it is there (``codec/model/enhancement_branch.py``); a picture larger than E (the
 ladder's top rungs) goes through a second correction when the model has one (``enhancement_large_correction``).
+With an eyelid branch (``eyelid_branch``) G reads each eye's opening from the keypoints (``codec/model/eyelid_branch.py``).
 
 In the 3D form (``volume_depth`` > 0) the features are a (Cv, D, S/4, S/4) volume warped by the 3D
 flow, then projected to 2D as in the paper: depth folded into channels and a 1×1 conv.
@@ -22,6 +23,7 @@ from torch import nn
 from codec.model.blocks import ResBlock, conv_layout
 from codec.model.config import ModelConfig
 from codec.model.enhancement_branch import EnhancementBranch, PictureCorrection
+from codec.model.eyelid_branch import EyelidBranch
 from codec.model.motion_field_3d import warp_volume
 
 
@@ -53,13 +55,16 @@ class Generator(nn.Module):
                            if config.enhancement_size else None)
         self.correction_large = (PictureCorrection(config.enhancement_size, config.enhancement_channels)
                                  if config.enhancement_size and config.enhancement_large_correction else None)
+        self.eyelids = EyelidBranch(c, up) if config.eyelid_branch else None
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, flow: torch.Tensor,
                 occlusion: torch.Tensor, flow_3d: torch.Tensor | None = None, enhancement: torch.Tensor | None = None,
-                enhancement_present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                enhancement_present: torch.Tensor | None = None, kp_ref: torch.Tensor | None = None,
+                kp_drv: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """features (B, C, S/4, S/4) or a volume (B, Cv, D, S/4, S/4) with flow_3d (B, D, S/4, S/4, 3);
         skip (B, Cs, S/2, S/2), image (B, 3, S, S) reference; flow (B, S/4, S/4, 2); occlusion (B, 1, m, m);
-        enhancement (B, 3, E, E) in [0, 1] or None, enhancement_present (B,) 1/0 or None (all present)
+        enhancement (B, 3, E, E) in [0, 1] or None, enhancement_present (B,) 1/0 or None (all present);
+        kp_ref, kp_drv (B, K, 3): the keypoints, read by the eyelid branch (a model with one needs them)
         -> image (B, 3, S, S) in [0, 1], warped_reference (B, 3, S, S), alpha (B, 1, S, S)."""
         size = image.shape[-1]
         occ4 = F.interpolate(occlusion, size=features.shape[-2:], mode="bilinear", align_corners=False)
@@ -79,10 +84,18 @@ class Generator(nn.Module):
                                  "render without the enhancement picture")
             extra, extra_skip = self.enhancement(enhancement, warped_image, x.shape[-1], enhancement_present)
             x = x + extra
+        eyelids_up = None
+        if self.eyelids is not None:
+            if kp_ref is None or kp_drv is None:
+                raise ValueError("this model has an eyelid branch: pass kp_ref and kp_drv to G")
+            eyelids, eyelids_up = self.eyelids(kp_ref, kp_drv, x.shape[-1], skip.shape[-1])
+            x = x + eyelids
         x = self.blocks(x)
         x = self.up1(x)  # (B, up, S/2, S/2)
         if extra_skip is not None:
             x = x + extra_skip
+        if eyelids_up is not None:
+            x = x + eyelids_up
         x = self.fuse(conv_layout(torch.cat([x, warp(skip, flow) * occ2], dim=1)))
         out = self.up2(x)  # (B, 4, S, S)
         warped = warped_image

@@ -135,10 +135,10 @@ class Trainer:
                     else "no VGG19 weights: L1 pyramid + SSIM + D feature matching")
 
     def generator_param_groups(self) -> list[dict[str, Any]]:
-        """G's parameters; the enhancement branch's (new, from zero) in a group of their own at lr × enhancement_lr_scale;
-        only those that train (``freeze_motion``: not L's and H's)."""
+        """G's parameters; the enhancement and eyelid branches' (new, from zero) in a group of their own at
+        lr × enhancement_lr_scale; only those that train (``freeze_motion``: not L's and H's)."""
         generator = self.model.generator
-        branch = [m for m in (generator.enhancement, generator.correction) if m is not None]
+        branch = [m for m in (generator.enhancement, generator.correction, generator.eyelids) if m is not None]
         branch_ids = {id(p) for m in branch for p in m.parameters()}
         rest = [p for p in self.model.parameters() if id(p) not in branch_ids and p.requires_grad]
         groups: list[dict[str, Any]] = [{"params": rest, "lr_scale": 1.0}]

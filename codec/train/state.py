@@ -185,9 +185,11 @@ def grow_from(
             tensors[key] = handle.get_tensor(key)
     saved = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
     new = _load_shared_weights(path, saved, generator)
-    # Adam state is indexed by parameter position; the state's positions are this model's parameters
-    # without the new ones (adding a module does not reorder the others).
-    named = [(name, p) for name, p in generator.named_parameters() if name in saved]
+    # Adam state is indexed by the position of a parameter in the optimizer's groups; the state's positions are
+    # this optimizer's parameters without the new ones (built alike: the same groups, frozen ones left out, and adding
+    # a module does not reorder the others).
+    name_of = {id(p): name for name, p in generator.named_parameters()}
+    named = [(name_of[id(p)], p) for group in opt_g.param_groups for p in group["params"] if name_of[id(p)] in saved]
     old_state = unflatten_optimizer("opt_g", tensors, metadata["opt_g.param_groups"])["state"]
     if old_state and max(old_state) >= len(named):
         raise ValueError(f"{path}: its generator optimizer has state for {max(old_state) + 1} parameters, "
