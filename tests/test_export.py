@@ -85,6 +85,21 @@ def test_tiny_export_runs_in_onnxruntime(tiny: tuple[FaceVid2VidModel, ModelInfo
     assert check.reference_max_abs_error <= 1e-4
 
 
+def test_a_model_with_the_eyelid_branch_exports_and_matches_pytorch(tmp_path: Path) -> None:
+    """The eyelid maps (codec/model/eyelid_branch.py) are part of the exported render; the branch given weights, so
+    that it changes the picture."""
+    torch.manual_seed(0)
+    model = FaceVid2VidModel(ModelConfig.preset("tiny-eyes")).eval()
+    with torch.no_grad():
+        for conv in (model.generator.eyelids.to_features, model.generator.eyelids.to_upsampled):
+            conv.weight.normal_(0.0, 0.5)
+    files = export_onnx(model, ModelInfo("tiny-eyes-test", "1", "tiny-eyes", 64, 20, "random", False), tmp_path)
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    reference_rgb = (image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    check = verify_export(files, model, reference_rgb, check_motions(model.config.num_keypoints, 3))
+    assert check.min_psnr_db >= MIN_PSNR_DB and check.max_abs_error <= MAX_ABS_ERROR
+
+
 @pytest.mark.pretrained
 def test_shipped_weights_export_matches_pytorch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     weights = default_weights_path()
