@@ -56,6 +56,9 @@ class ModelConfig:
     # top rungs send 96²-256²), fitted on its own by codec.train.fit_correction; False: one correction for every side.
     eyelid_branch: bool = False  # G also reads each eye's opening from the reference's and the driving keypoints
     # (codec/model/eyelid_branch.py: M's 32² warp cannot close an eyelid); zero-initialised, nothing more is sent.
+    eyelid_warp: float = 0.0  # > 0: the reference's pixels are sampled with its eyes opened or closed to the driver's
+    # opening, read from the keypoints, by this gain (codec/model/eyelid_warp.py; no weights). 0: off. Not part of
+    # the architecture: a model file's config may switch it on.
     landmark_refinement: float = 0.0  # the fraction a the generator was trained to render keypoints refined with
     # (codec/model/landmark_refinement.py): the sender moves each keypoint a of the way to its guidance landmark's
     # motion. 0: not trained for it, nothing is refined. Not part of the architecture.

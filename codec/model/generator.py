@@ -8,7 +8,9 @@ image = α · warp(reference) + (1 - α) · rgb.
 With an enhancement branch (``enhancement_size`` > 0) G also reads the enhancement layer's low-resolution
 picture of the driving frame when it is there (``codec/model/enhancement_branch.py``); a picture larger than E (the
 ladder's top rungs) goes through a second correction when the model has one (``enhancement_large_correction``).
-With an eyelid branch (``eyelid_branch``) G reads each eye's opening from the keypoints (``codec/model/eyelid_branch.py``).
+With an eyelid branch (``eyelid_branch``) G reads each eye's opening from the keypoints (``codec/model/eyelid_branch.py``);
+with the eyelid warp (``eyelid_warp`` > 0) the reference's pixels are sampled with the eyes opened or closed to the
+driver's opening (``codec/model/eyelid_warp.py``).
 
 In the 3D form (``volume_depth`` > 0) the features are a (Cv, D, S/4, S/4) volume warped by the 3D
 flow, then projected to 2D as in the paper: depth folded into channels and a 1×1 conv.
@@ -24,15 +26,21 @@ from codec.model.blocks import ResBlock, conv_layout
 from codec.model.config import ModelConfig
 from codec.model.enhancement_branch import EnhancementBranch, PictureCorrection
 from codec.model.eyelid_branch import EyelidBranch
+from codec.model.eyelid_warp import eyelid_offset
 from codec.model.motion_field_3d import warp_volume
+
+
+def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """flow (B, h, w, 2) -> (B, H, W, 2), bilinear."""
+    # resized as a contiguous (B, 2, h, w): PyTorch's CPU kernel for the permuted (channels-last) view is ~3x slower
+    return F.interpolate(flow.permute(0, 3, 1, 2).contiguous(), size=size, mode="bilinear",
+                         align_corners=False).permute(0, 2, 3, 1)
 
 
 def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """x (B, C, H, W) sampled at flow (B, h, w, 2) -> (B, C, h, w); flow resized to (H, W) if needed."""
     if flow.shape[1] != x.shape[-2]:
-        # resized as a contiguous (B, 2, h, w): PyTorch's CPU kernel for the permuted (channels-last) view is ~3x slower
-        flow = F.interpolate(flow.permute(0, 3, 1, 2).contiguous(), size=x.shape[-2:], mode="bilinear",
-                             align_corners=False).permute(0, 2, 3, 1)  # (B, H, W, 2)
+        flow = resize_flow(flow, x.shape[-2:])  # (B, H, W, 2)
     # sampled in fp32: under bf16 autocast the positions would be off by up to half a pixel
     return F.grid_sample(x.float(), flow.float(), mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -56,6 +64,7 @@ class Generator(nn.Module):
         self.correction_large = (PictureCorrection(config.enhancement_size, config.enhancement_channels)
                                  if config.enhancement_size and config.enhancement_large_correction else None)
         self.eyelids = EyelidBranch(c, up) if config.eyelid_branch else None
+        self.eyelid_warp = config.eyelid_warp
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, flow: torch.Tensor,
                 occlusion: torch.Tensor, flow_3d: torch.Tensor | None = None, enhancement: torch.Tensor | None = None,
@@ -75,7 +84,14 @@ class Generator(nn.Module):
             warped = self.project(warp_volume(features, flow_3d).flatten(1, 2))  # (B, Cv·D, h, w) -> (B, C, h, w)
         else:
             warped = warp(features, flow)  # (B, C, h, w)
-        warped_image = warp(image, flow)  # (B, 3, S, S)
+        if self.eyelid_warp > 0:
+            if kp_ref is None or kp_drv is None:
+                raise ValueError("this model has the eyelid warp: pass kp_ref and kp_drv to G")
+            full_flow = resize_flow(flow, image.shape[-2:])  # (B, S, S, 2)
+            full_flow = full_flow + eyelid_offset(kp_ref, kp_drv, size, self.eyelid_warp).to(full_flow.dtype)
+            warped_image = warp(image, full_flow)  # (B, 3, S, S)
+        else:
+            warped_image = warp(image, flow)  # (B, 3, S, S)
         x = conv_layout(warped * occ4)  # (B, C, h, w)
         extra_skip = None
         if enhancement is not None:
