@@ -1,0 +1,86 @@
+"""The eyelid warp (codec/model/eyelid_warp.py): the reference's rows between the lids scaled to the driver's
+opening, nothing elsewhere, nothing without a change; a model with it on renders the eyes only differently."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from codec.model import FaceVid2VidModel, ModelConfig
+from codec.model.eyelid_branch import EYE_CORNER_KEYPOINTS, EYELID_KEYPOINTS
+from codec.model.eyelid_warp import eyelid_offset
+
+SIZE = 64
+EYE_X, EYE_Y = -15 / 64, -15 / 64  # the right eye's centre: the centre of pixel (row 24, column 24) of a 64² map
+
+
+def _keypoints(opening: float, k: int = 20) -> torch.Tensor:
+    """(1, K, 3): outer eye corners 0.5 apart; each eye's lids ``opening`` × 0.5 apart around (±EYE_X, EYE_Y)."""
+    kp = torch.zeros(1, k, 3)
+    kp[0, EYE_CORNER_KEYPOINTS[0], :2] = torch.tensor([-0.25, EYE_Y])
+    kp[0, EYE_CORNER_KEYPOINTS[1], :2] = torch.tensor([0.25, EYE_Y])
+    for eye, (upper, lower) in enumerate(EYELID_KEYPOINTS):
+        x = EYE_X if eye == 0 else -EYE_X
+        kp[0, upper, :2] = torch.tensor([x, EYE_Y - 0.25 * opening])
+        kp[0, lower, :2] = torch.tensor([x, EYE_Y + 0.25 * opening])
+    return kp
+
+
+def _row(y: float) -> int:
+    return round((y + 1) / 2 * SIZE - 0.5)
+
+
+def test_no_change_of_opening_moves_nothing() -> None:
+    assert float(eyelid_offset(_keypoints(0.12), _keypoints(0.12), SIZE, gain=1.0).abs().max()) == 0.0
+
+
+def test_a_closing_eye_samples_its_lids_from_further_apart_and_nothing_far_from_the_eyes() -> None:
+    # reference gap 0.1875 (opening 0.375), the driver's 0.0625 (0.125): its lids one pixel (2/64) off the centre line
+    offset = eyelid_offset(_keypoints(0.375), _keypoints(0.125), SIZE, gain=1.0)  # (1, S, S, 2)
+    column = round((EYE_X + 1) / 2 * SIZE - 0.5)
+    upper_lid, lower_lid = _row(EYE_Y) - 1, _row(EYE_Y) + 1
+    # the driver's lids sample the reference's lids, three times as far from the centre line, along the lids' axis only
+    assert float(offset[0, upper_lid, column, 1]) == pytest.approx(-2 / 64 * 2, rel=1e-4)
+    assert float(offset[0, lower_lid, column, 1]) == pytest.approx(2 / 64 * 2, rel=1e-4)
+    assert abs(float(offset[0, upper_lid, column, 0])) < 1e-6
+    assert float(offset[0, _row(EYE_Y), column].abs().max()) < 1e-6  # the centre line stays
+    assert float(offset[0, _row(0.6):, :].abs().max()) < 1e-4  # the mouth's rows: nothing (0.06 at the lids)
+    assert float(offset[0, :, SIZE // 2 - 1:SIZE // 2 + 1].abs().max()) < 0.2 * float(offset.abs().max())  # between eyes
+    # twice the gain: the target gap smaller still (down to 15 % of the reference's), the lids sampled further out
+    stronger = eyelid_offset(_keypoints(0.375), _keypoints(0.125), SIZE, gain=2.0)
+    assert float(stronger[0, upper_lid, column, 1]) < float(offset[0, upper_lid, column, 1]) < 0
+
+
+def test_an_opening_eye_samples_its_lids_from_nearer_the_centre() -> None:
+    offset = eyelid_offset(_keypoints(0.04), _keypoints(0.12), SIZE, gain=1.0)
+    column = round((EYE_X + 1) / 2 * SIZE - 0.5)
+    assert float(offset[0, _row(EYE_Y) - 2, column, 1]) > 0  # above the centre: sampled lower, nearer the centre
+
+
+def test_the_warp_needs_the_eye_keypoints() -> None:
+    with pytest.raises(ValueError, match="K = 5"):
+        eyelid_offset(_keypoints(0.1)[:, :5], _keypoints(0.1)[:, :5], SIZE, gain=1.0)
+
+
+def test_a_model_with_the_warp_renders_as_without_it_unless_the_eyes_change() -> None:
+    torch.manual_seed(0)
+    config = ModelConfig.preset("tiny")
+    plain = FaceVid2VidModel(config).eval()
+    warped = FaceVid2VidModel(dataclasses.replace(config, eyelid_warp=1.0)).eval()
+    warped.load_state_dict(plain.state_dict())  # no weights of its own
+    reference = plain.encode_reference(torch.rand(1, 3, 64, 64))
+    with torch.no_grad():
+        base = reference.kp.clone()
+        for upper, lower in EYELID_KEYPOINTS:  # the driver's eyes a little more shut than the reference's
+            base[0, upper, 1] += 0.02
+            base[0, lower, 1] -= 0.02
+        rotation = reference.rotation
+        same = warped.synthesize(reference, reference.kp, rotation)["image"]
+        torch.testing.assert_close(same, plain.synthesize(reference, reference.kp, rotation)["image"])
+        closed = warped.synthesize(reference, base, rotation)["image"]
+        assert not torch.allclose(closed, plain.synthesize(reference, base, rotation)["image"])
+    with pytest.raises(ValueError, match="pass kp_ref and kp_drv"):
+        warped.generator(reference.features, reference.skip, reference.image, torch.zeros(1, 16, 16, 2),
+                         torch.ones(1, 1, 16, 16))
