@@ -9,8 +9,8 @@ With an enhancement branch (``enhancement_size`` > 0) G also reads the enhanceme
 picture of the driving frame when it is there (``codec/model/enhancement_branch.py``); a picture larger than E (the
 ladder's top rungs) goes through a second correction when the model has one (``enhancement_large_correction``).
 With an eyelid branch (``eyelid_branch``) G reads each eye's opening from the keypoints (``codec/model/eyelid_branch.py``);
-with the eyelid warp (``eyelid_warp`` > 0) the reference's pixels are sampled with the eyes opened or closed to the
-driver's opening (``codec/model/eyelid_warp.py``).
+with the eyelid warp (``eyelid_warp`` > 0) the reference's pixels and 2D features are sampled with the eyes opened or
+closed to the driver's opening (``codec/model/eyelid_warp.py``).
 
 In the 3D form (``volume_depth`` > 0) the features are a (Cv, D, S/4, S/4) volume warped by the 3D
 flow, then projected to 2D as in the paper: depth folded into channels and a 1×1 conv.
@@ -78,20 +78,23 @@ class Generator(nn.Module):
         size = image.shape[-1]
         occ4 = F.interpolate(occlusion, size=features.shape[-2:], mode="bilinear", align_corners=False)
         occ2 = F.interpolate(occlusion, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        if self.eyelid_warp > 0 and (kp_ref is None or kp_drv is None):
+            raise ValueError("this model has the eyelid warp: pass kp_ref and kp_drv to G")
+
+        def flow_at(side: int) -> torch.Tensor:
+            """The flow at side × side (B, side, side, 2), with the eyelid warp's offset when the model has it."""
+            resized = flow if flow.shape[1] == side else resize_flow(flow, (side, side))
+            if self.eyelid_warp <= 0:
+                return resized
+            return resized + eyelid_offset(kp_ref, kp_drv, side, self.eyelid_warp).to(resized.dtype)  # type: ignore[arg-type]
+
         if features.dim() == 5:
             if flow_3d is None:
                 raise ValueError("a feature volume needs flow_3d (the 3D motion field's output)")
             warped = self.project(warp_volume(features, flow_3d).flatten(1, 2))  # (B, Cv·D, h, w) -> (B, C, h, w)
         else:
-            warped = warp(features, flow)  # (B, C, h, w)
-        if self.eyelid_warp > 0:
-            if kp_ref is None or kp_drv is None:
-                raise ValueError("this model has the eyelid warp: pass kp_ref and kp_drv to G")
-            full_flow = resize_flow(flow, image.shape[-2:])  # (B, S, S, 2)
-            full_flow = full_flow + eyelid_offset(kp_ref, kp_drv, size, self.eyelid_warp).to(full_flow.dtype)
-            warped_image = warp(image, full_flow)  # (B, 3, S, S)
-        else:
-            warped_image = warp(image, flow)  # (B, 3, S, S)
+            warped = warp(features, flow_at(features.shape[-1]))  # (B, C, h, w)
+        warped_image = warp(image, flow_at(size))  # (B, 3, S, S)
         x = conv_layout(warped * occ4)  # (B, C, h, w)
         extra_skip = None
         if enhancement is not None:
@@ -112,7 +115,7 @@ class Generator(nn.Module):
             x = x + extra_skip
         if eyelids_up is not None:
             x = x + eyelids_up
-        x = self.fuse(conv_layout(torch.cat([x, warp(skip, flow) * occ2], dim=1)))
+        x = self.fuse(conv_layout(torch.cat([x, warp(skip, flow_at(skip.shape[-1])) * occ2], dim=1)))
         out = self.up2(x)  # (B, 4, S, S)
         warped = warped_image
         alpha = torch.sigmoid(out[:, 3:4])
