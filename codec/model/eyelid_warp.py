@@ -15,12 +15,12 @@ So the receiver moves the pixels itself. For each eye, from the reference's and 
 the driving frame the eye's centre and axis (upper → lower lid). Along that axis, the reference's rows between the
 lids are scaled about the centre line so that its gap becomes the target (a closing eye: the lids come together
 over the eyeball); beyond the lids the shift fades out over one reference gap, and across the eye over a Gaussian
-of 0.2 × the corners' distance. The offset is added to the flow that samples the reference's pixels at full
-resolution. Nothing crosses the network, and without an opening change the offset is zero.
+of 0.2 × the corners' distance. G adds the offset to each flow that samples the reference (its features at S/4 and
+S/2, its pixels at S). Nothing crosses the network, and without an opening change the offset is zero.
 
 Chosen on the validation people (gain 1, 1.5 and a narrower fade tried; a variant that shifted the eye up instead
-of scaling it moved the iris and cost 0.2 px of eye AKD): gain 1 brought the eyes' opening error from 1.83 to 1.53
-px, under the no-motion floor's 1.63, for −0.03 dB face PSNR and +0.03 px AKD (model card).
+of scaling it moved the iris and cost 0.2 px of eye AKD): gain 1 brought the eyes' opening error from 1.83 to 1.52
+px, under the no-motion floor's 1.63, for −0.02 dB face PSNR and +0.03 px AKD (model card).
 """
 
 from __future__ import annotations
