@@ -84,3 +84,19 @@ def test_a_model_with_the_warp_renders_as_without_it_unless_the_eyes_change() ->
     with pytest.raises(ValueError, match="pass kp_ref and kp_drv"):
         warped.generator(reference.features, reference.skip, reference.image, torch.zeros(1, 16, 16, 2),
                          torch.ones(1, 1, 16, 16))
+
+
+def test_a_turned_head_with_the_references_eyelids_is_not_read_as_a_blink() -> None:
+    """Openings are 3D distances: the reference's keypoints rotated (pitched down 25°, as the receiver renders eyelid
+    rows the sender did not transmit: the reference's δ under the driver's pose) give no offset, though their
+    image-plane gaps shrank."""
+    from codec.motion import angles_to_rotation_torch
+
+    reference = _keypoints(0.375)
+    reference[..., 2] = torch.linspace(-0.1, 0.1, reference.shape[1])  # some depth
+    rotation = angles_to_rotation_torch(torch.tensor([0.0]), torch.tensor([25.0]), torch.tensor([0.0]))  # (1, 3, 3)
+    turned = reference @ rotation.transpose(1, 2) + torch.tensor([0.02, 0.01, 0.0])
+    upper, lower = EYELID_KEYPOINTS[0]
+    assert float((turned[0, upper, :2] - turned[0, lower, :2]).norm()) < 0.95 * float(
+        (reference[0, upper, :2] - reference[0, lower, :2]).norm())  # the image-plane gap shrank
+    assert float(eyelid_offset(reference, turned, SIZE, gain=1.5).abs().max()) < 1e-5
