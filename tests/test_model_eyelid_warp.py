@@ -100,30 +100,3 @@ def test_a_turned_head_with_the_references_eyelids_is_not_read_as_a_blink() -> N
     assert float((turned[0, upper, :2] - turned[0, lower, :2]).norm()) < 0.95 * float(
         (reference[0, upper, :2] - reference[0, lower, :2]).norm())  # the image-plane gap shrank
     assert float(eyelid_offset(reference, turned, SIZE, gain=1.5).abs().max()) < 1e-5
-
-
-def test_the_warp_reads_only_frames_whose_eyelid_rows_were_transmitted() -> None:
-    """K = 5 (the ladder's rungs with a picture send the mouth's rows): the receiver renders without the warp, exactly
-    as a model without it; all 20 rows: with it."""
-    import numpy as np
-
-    from codec.model.eyelid_warp import WARP_KEYPOINTS, eyelid_rows_present
-
-    assert eyelid_rows_present(np.ones(20, bool))
-    assert not eyelid_rows_present(np.arange(20) < 5)
-    some = np.ones(20, bool)
-    some[WARP_KEYPOINTS[0]] = False
-    assert not eyelid_rows_present(some) and not eyelid_rows_present(np.ones(5, bool))
-    torch.manual_seed(0)
-    config = ModelConfig.preset("tiny")
-    plain = FaceVid2VidModel(config).eval()
-    warped = FaceVid2VidModel(dataclasses.replace(config, eyelid_warp=1.5)).eval()
-    warped.load_state_dict(plain.state_dict())
-    reference = plain.encode_reference(torch.rand(1, 3, 64, 64))
-    kp = reference.kp.clone()
-    for upper, lower in EYELID_KEYPOINTS:
-        kp[0, upper, 1] += 0.02
-        kp[0, lower, 1] -= 0.02
-    with torch.no_grad():
-        skipped = warped.synthesize(reference, kp, reference.rotation, eyelid_warp=False)["image"]
-        torch.testing.assert_close(skipped, plain.synthesize(reference, kp, reference.rotation)["image"])

@@ -27,7 +27,6 @@ moved the iris and cost 0.2 px of eye AKD): the shipped file's gain 1.5 brings t
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,15 +35,6 @@ from codec.model.eyelid_branch import EYE_CORNER_KEYPOINTS, EYELID_KEYPOINTS, MI
 FADE = 1.0  # beyond the lids the shift fades over this × the reference's gap (Gaussian σ)
 ACROSS = 0.2  # σ of the window along the eye, × the outer eye corners' distance
 MIN_GAP, MAX_GAP = 0.15, 2.0  # the target gap, as a fraction of the reference's own
-WARP_KEYPOINTS = tuple(sorted({*(k for pair in EYELID_KEYPOINTS for k in pair), *EYE_CORNER_KEYPOINTS}))  # rows it reads
-
-
-def eyelid_rows_present(present: np.ndarray) -> bool:
-    """Whether a frame's transmitted δ rows (``MotionParams.present``, (K,) bool) include every row the warp reads.
-    Without them (the ladder's K = 5 rungs send the mouth's) the receiver renders those rows with the reference's δ:
-    under another head pose their 3D distances change a little (δ is added after the rotation), which the warp would
-    read as the eyes opening or closing; so it is skipped."""
-    return len(present) >= MIN_KEYPOINTS and bool(np.asarray(present)[list(WARP_KEYPOINTS)].all())
 
 
 def eyelid_offset(kp_ref: torch.Tensor, kp_drv: torch.Tensor, size: int, gain: float) -> torch.Tensor:

@@ -75,17 +75,16 @@ class FaceVid2VidModel(nn.Module):
 
     def synthesize(self, ref: ReferenceFeatures, kp_drv: torch.Tensor, rotation_drv: torch.Tensor,
                    enhancement: torch.Tensor | None = None,
-                   enhancement_present: torch.Tensor | None = None, eyelid_warp: bool = True) -> dict[str, torch.Tensor]:
+                   enhancement_present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """enhancement: (B, 3, E, E) in [0, 1], the enhancement layer's picture of the driving frame (None: motion
-        only); enhancement_present: (B,) 1/0 per sample (None: all present); eyelid_warp: False skips the model's
-        eyelid warp (the frame's eyelid rows were not transmitted: ``codec.model.eyelid_warp.eyelid_rows_present``)."""
+        only); enhancement_present: (B,) 1/0 per sample (None: all present)."""
         jacobian = matmul_exact(ref.rotation, rotation_drv.transpose(1, 2))  # (B, 3, 3) = R_s R_d^-1
         if self.config.volume_depth:
             motion = self.motion_field(ref.features, ref.kp, kp_drv, jacobian)
         else:  # the 2D form uses the projected Jacobian
             motion = self.motion_field(ref.image_small, ref.kp, kp_drv, jacobian[:, :2, :2], out_size=ref.features.shape[-1])
         out = self.generator(ref.features, ref.skip, ref.image, motion["flow"], motion["occlusion"], motion.get("flow_3d"),
-                             enhancement, enhancement_present, kp_ref=ref.kp, kp_drv=kp_drv, eyelid_warp=eyelid_warp)
+                             enhancement, enhancement_present, kp_ref=ref.kp, kp_drv=kp_drv)
         return {**out, "occlusion": motion["occlusion"], "masks": motion["masks"], "flow": motion["flow"]}
 
     def keypoints(self, image: torch.Tensor) -> torch.Tensor:

@@ -66,38 +66,35 @@ class Generator(nn.Module):
         self.eyelids = EyelidBranch(c, up) if config.eyelid_branch else None
         self.eyelid_warp = config.eyelid_warp
 
-    @staticmethod
-    def _flow_at(flow: torch.Tensor, side: int, kp_ref: torch.Tensor | None, kp_drv: torch.Tensor | None,
-                 gain: float) -> torch.Tensor:
-        """flow (B, h, w, 2) at side × side, plus the eyelid warp's offset at this gain (0: none)."""
+    def _flow_at(self, flow: torch.Tensor, side: int, kp_ref: torch.Tensor | None,
+                 kp_drv: torch.Tensor | None) -> torch.Tensor:
+        """flow (B, h, w, 2) at side × side, plus the eyelid warp's offset when the model has it."""
         resized = flow if flow.shape[1] == side else resize_flow(flow, (side, side))
-        if gain <= 0 or kp_ref is None or kp_drv is None:
+        if self.eyelid_warp <= 0 or kp_ref is None or kp_drv is None:
             return resized
-        return resized + eyelid_offset(kp_ref, kp_drv, side, gain).to(resized.dtype)
+        return resized + eyelid_offset(kp_ref, kp_drv, side, self.eyelid_warp).to(resized.dtype)
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, flow: torch.Tensor,
                 occlusion: torch.Tensor, flow_3d: torch.Tensor | None = None, enhancement: torch.Tensor | None = None,
                 enhancement_present: torch.Tensor | None = None, kp_ref: torch.Tensor | None = None,
-                kp_drv: torch.Tensor | None = None, eyelid_warp: bool = True) -> dict[str, torch.Tensor]:
+                kp_drv: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """features (B, C, S/4, S/4) or a volume (B, Cv, D, S/4, S/4) with flow_3d (B, D, S/4, S/4, 3);
         skip (B, Cs, S/2, S/2), image (B, 3, S, S) reference; flow (B, S/4, S/4, 2); occlusion (B, 1, m, m);
         enhancement (B, 3, E, E) in [0, 1] or None, enhancement_present (B,) 1/0 or None (all present);
-        kp_ref, kp_drv (B, K, 3): the keypoints, read by the eyelid branch and warp (a model with either needs them);
-        eyelid_warp: False skips the model's eyelid warp for this frame (its eyelid rows were not transmitted)
+        kp_ref, kp_drv (B, K, 3): the keypoints, read by the eyelid branch and warp (a model with either needs them)
         -> image (B, 3, S, S) in [0, 1], warped_reference (B, 3, S, S), alpha (B, 1, S, S)."""
         size = image.shape[-1]
         occ4 = F.interpolate(occlusion, size=features.shape[-2:], mode="bilinear", align_corners=False)
         occ2 = F.interpolate(occlusion, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        gain = self.eyelid_warp if eyelid_warp else 0.0
-        if gain > 0 and (kp_ref is None or kp_drv is None):
+        if self.eyelid_warp > 0 and (kp_ref is None or kp_drv is None):
             raise ValueError("this model has the eyelid warp: pass kp_ref and kp_drv to G")
         if features.dim() == 5:
             if flow_3d is None:
                 raise ValueError("a feature volume needs flow_3d (the 3D motion field's output)")
             warped = self.project(warp_volume(features, flow_3d).flatten(1, 2))  # (B, Cv·D, h, w) -> (B, C, h, w)
         else:
-            warped = warp(features, self._flow_at(flow, features.shape[-1], kp_ref, kp_drv, gain))  # (B, C, h, w)
-        warped_image = warp(image, self._flow_at(flow, size, kp_ref, kp_drv, gain))  # (B, 3, S, S)
+            warped = warp(features, self._flow_at(flow, features.shape[-1], kp_ref, kp_drv))  # (B, C, h, w)
+        warped_image = warp(image, self._flow_at(flow, size, kp_ref, kp_drv))  # (B, 3, S, S)
         x = conv_layout(warped * occ4)  # (B, C, h, w)
         extra_skip = None
         if enhancement is not None:
@@ -118,7 +115,7 @@ class Generator(nn.Module):
             x = x + extra_skip
         if eyelids_up is not None:
             x = x + eyelids_up
-        x = self.fuse(conv_layout(torch.cat([x, warp(skip, self._flow_at(flow, skip.shape[-1], kp_ref, kp_drv, gain)) * occ2], dim=1)))
+        x = self.fuse(conv_layout(torch.cat([x, warp(skip, self._flow_at(flow, skip.shape[-1], kp_ref, kp_drv)) * occ2], dim=1)))
         out = self.up2(x)  # (B, 4, S, S)
         warped = warped_image
         alpha = torch.sigmoid(out[:, 3:4])

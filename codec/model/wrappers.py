@@ -30,7 +30,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from codec.lru_files import LruFiles
-from codec.model.eyelid_warp import eyelid_rows_present
 from codec.model.face_model import FaceVid2VidModel, ReferenceFeatures
 from codec.model.landmark_refinement import LandmarkRefiner
 from codec.model.loading import ModelInfo, configure_cpu_threads, load_model_for_inference, pick_precision
@@ -241,8 +240,7 @@ class FrameSynthesizer(_Wrapper):
             extra["enhancement"] = _to_tensor(enhancement, side, dev, "enhancement picture")  # (1, 3, P, P)
         with torch.inference_mode(), self._autocast():
             kp_drv = transform_keypoints_torch(state.features.kp_canonical, rotation, translation, expression)
-            out = self.model.synthesize(state.features, kp_drv, rotation, **extra,
-                                        eyelid_warp=eyelid_rows_present(motion.present))
+            out = self.model.synthesize(state.features, kp_drv, rotation, **extra)
         image = out["image"][0].float().clamp(0, 1).mul(255).round().byte()  # (3, S, S)
         return image.permute(1, 2, 0).cpu().numpy()
 
