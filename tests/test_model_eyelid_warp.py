@@ -87,9 +87,8 @@ def test_a_model_with_the_warp_renders_as_without_it_unless_the_eyes_change() ->
 
 
 def test_a_turned_head_with_the_references_eyelids_is_not_read_as_a_blink() -> None:
-    """Openings are 3D distances: the reference's keypoints rotated (pitched down 25°, as the receiver renders eyelid
-    rows the sender did not transmit: the reference's δ under the driver's pose) give no offset, though their
-    image-plane gaps shrank."""
+    """Openings are 3D distances: the reference's keypoints turned rigidly (pitched down 25°) and moved give no offset,
+    though their image-plane gaps shrank."""
     from codec.motion import angles_to_rotation_torch
 
     reference = _keypoints(0.375)

@@ -41,9 +41,9 @@ MIN_KEYPOINTS = 1 + max(max(pair) for pair in (*EYELID_KEYPOINTS, EYE_CORNER_KEY
 def eye_openings(kp: torch.Tensor) -> torch.Tensor:
     """kp (B, K, 3) normalised -> (B, 2): each eye's eyelid gap over the outer eye corners' distance.
 
-    Distances in 3D, so the head's rotation and position do not change them (x = R (x_c + δ) + t): a driving frame
-    whose eyelid rows were not transmitted (the receiver renders them with the reference's own δ, e.g. K = 5) has
-    exactly the reference's openings, and a head tilted down does not read as closing eyes."""
+    Distances in 3D, so a rigid turn or move of the head does not change them (a head tilted down does not read as
+    closing eyes). Eyelid rows that were not transmitted (the receiver renders them with the reference's own δ, e.g.
+    at K = 5) change a little with the pose: x = R x_c + t + δ adds δ after the rotation."""
     points = kp.float()
     width = (points[:, EYE_CORNER_KEYPOINTS[1]] - points[:, EYE_CORNER_KEYPOINTS[0]]).norm(dim=-1).clamp_min(1e-3)  # (B,)
     gaps = [(points[:, upper] - points[:, lower]).norm(dim=-1) for upper, lower in EYELID_KEYPOINTS]  # each (B,)
