@@ -86,8 +86,8 @@ class Generator(nn.Module):
         size = image.shape[-1]
         occ4 = F.interpolate(occlusion, size=features.shape[-2:], mode="bilinear", align_corners=False)
         occ2 = F.interpolate(occlusion, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        if self.eyelid_warp > 0 and (kp_ref is None or kp_drv is None):
-            raise ValueError("this model has the eyelid warp: pass kp_ref and kp_drv to G")
+        if (self.eyelid_warp > 0 or self.eyelids is not None) and (kp_ref is None or kp_drv is None):
+            raise ValueError("this model reads the eyes' opening (eyelid warp or branch): pass kp_ref and kp_drv to G")
         if features.dim() == 5:
             if flow_3d is None:
                 raise ValueError("a feature volume needs flow_3d (the 3D motion field's output)")
@@ -104,9 +104,7 @@ class Generator(nn.Module):
             extra, extra_skip = self.enhancement(enhancement, warped_image, x.shape[-1], enhancement_present)
             x = x + extra
         eyelids_up = None
-        if self.eyelids is not None:
-            if kp_ref is None or kp_drv is None:
-                raise ValueError("this model has an eyelid branch: pass kp_ref and kp_drv to G")
+        if self.eyelids is not None and kp_ref is not None and kp_drv is not None:  # checked above
             eyelids, eyelids_up = self.eyelids(kp_ref, kp_drv, x.shape[-1], skip.shape[-1])
             x = x + eyelids
         x = self.blocks(x)

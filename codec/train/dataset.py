@@ -25,6 +25,7 @@ import torch
 
 from codec.data.split import SPLITS, split_of
 from codec.face.metrics import EYELIDS
+from codec.model.eyelid_branch import EYE_CORNER_LANDMARKS
 from codec.train.flip import NUM_LANDMARKS, flip_landmarks, flip_pose
 
 logger = logging.getLogger(__name__)
@@ -182,15 +183,12 @@ class SamplerConfig:
     # opening differs from the reference's (blinks are a few frames in a hundred: drawn uniformly G rarely sees one)
 
 
-EYE_CORNERS = (33, 263)  # mediapipe face-mesh outer eye corners: the scale eye openness is measured in
-
-
 def eye_openness(landmarks: np.ndarray) -> np.ndarray:
     """(N, 478, 2+) face-mesh landmarks -> (N,) both eyelids' mean gap over the outer eye corners' distance
     (scale-free: ~0.1 open, ~0.02 in a blink)."""
     points = np.asarray(landmarks, np.float32)[..., :2]
     gaps = [np.linalg.norm(points[:, lower] - points[:, upper], axis=-1) for upper, lower in EYELIDS]  # each (N,)
-    width = np.linalg.norm(points[:, EYE_CORNERS[1]] - points[:, EYE_CORNERS[0]], axis=-1)  # (N,)
+    width = np.linalg.norm(points[:, EYE_CORNER_LANDMARKS[1]] - points[:, EYE_CORNER_LANDMARKS[0]], axis=-1)  # (N,)
     return (np.mean(gaps, axis=0) / np.maximum(width, 1e-6)).astype(np.float32)
 
 
