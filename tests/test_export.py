@@ -148,3 +148,25 @@ def test_variants_export_to_folders_listed_best_first_and_must_read_one_motion(t
     with pytest.raises(ValueError, match="must read the same"):
         main(["--weights", str(tmp_path / "teacher.safetensors"), "--weights", str(tmp_path / "stranger.safetensors"),
               "--out", str(tmp_path / "bad")])
+
+
+def test_a_model_with_the_eyelid_warp_exports_with_the_eyelid_rows_flag_and_matches_pytorch(tmp_path: Path) -> None:
+    """The warp is part of the exported render; frames without the eyelid rows (every third of check_motions) render
+    without it through a further input, as the receiver renders them."""
+    import dataclasses
+
+    from codec.export.networks import EYELID_INPUT
+    from codec.model.eyelid_warp import WARP_KEYPOINTS
+
+    torch.manual_seed(0)
+    model = FaceVid2VidModel(dataclasses.replace(ModelConfig.preset("tiny-eyes"), eyelid_branch=False,
+                                                 eyelid_warp=1.5)).eval()
+    files = export_onnx(model, ModelInfo("tiny-warp-test", "1", "tiny-eyes", 64, 20, "random", False), tmp_path)
+    manifest = json.loads(files.manifest.read_text())
+    assert [i["name"] for i in manifest["render"]["inputs"]] == [*RENDER_INPUTS, EYELID_INPUT]
+    assert manifest["render"]["eyelid_rows"] == list(WARP_KEYPOINTS)
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    reference_rgb = (image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    motions = check_motions(model.config.num_keypoints, 6)
+    check = verify_export(files, model, reference_rgb, motions)
+    assert check.min_psnr_db >= MIN_PSNR_DB and check.max_abs_error <= MAX_ABS_ERROR

@@ -8,7 +8,7 @@ enhancement picture), from the same modules and weights, with three rewrites tha
   separable matrices, ``A @ image @ Aᵀ`` (opset 17's Resize has no antialias; the matrix is the torch
   resize applied to unit impulses, so it is the same linear map);
 - the reference state as plain tensors in and out, in a fixed order (``REFERENCE_OUTPUTS``,
-  ``RENDER_INPUTS``), so a browser keeps the reference network's outputs and feeds them back each frame.
+  ``RENDER_INPUTS``, plus ``eyelids_present`` for a model with the eyelid warp: ``render_inputs``), so a browser keeps the reference network's outputs and feeds them back each frame.
 
 Shapes for the shipped ``cpu`` model (S = 256, K = 20, C = 64, Cs = 16, m = 32) are in the docstrings.
 """
@@ -29,6 +29,7 @@ REFERENCE_OUTPUTS = ("features", "skip", "image_small", "kp_canonical", "kp_ref"
                      "angles_ref", "translation_ref", "expression_ref")
 RENDER_INPUTS = ("features", "skip", "image", "image_small", "kp_canonical", "kp_ref", "rotation_ref",
                  "angles", "translation", "expression")
+EYELID_INPUT = "eyelids_present"  # (1,) 1/0: a further render input of models with the eyelid warp (``render_inputs``)
 RENDER_OUTPUTS = ("rendered",)
 DEG_TO_RAD = math.pi / 180.0
 
@@ -106,12 +107,21 @@ class RenderNetwork(nn.Module):
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, image_small: torch.Tensor,
                 kp_canonical: torch.Tensor, kp_ref: torch.Tensor, rotation_ref: torch.Tensor, angles: torch.Tensor,
-                translation: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+                translation: torch.Tensor, expression: torch.Tensor,
+                eyelids_present: torch.Tensor | None = None) -> torch.Tensor:
         """The reference state (``ReferenceNetwork``'s outputs and the image (1, 3, S, S)) and one frame's
         motion: angles (1, 3) yaw/pitch/roll degrees, translation (1, 3), expression (1, K, 3) with absent
-        rows already replaced by the reference's own δ -> rendered (1, 3, S, S) in [0, 1]."""
+        rows already replaced by the reference's own δ; for a model with the eyelid warp eyelids_present (1,)
+        1 when the frame's δ rows include ``WARP_KEYPOINTS`` (the manifest's ``eyelid_rows``), else 0
+        -> rendered (1, 3, S, S) in [0, 1]."""
         rotation = rotation_from_degrees(angles)  # (1, 3, 3)
         kp_drv = transform_keypoints_torch(kp_canonical, rotation, translation, expression)  # (1, K, 3)
         ref = ReferenceFeatures(features, skip, image, image_small, kp_canonical, {}, kp_ref, rotation_ref)
-        out = self.model.synthesize(ref, kp_drv, rotation)
+        out = self.model.synthesize(ref, kp_drv, rotation, eyelids_present=eyelids_present)
         return out["image"].clamp(0.0, 1.0)
+
+
+def render_inputs(model: FaceVid2VidModel) -> tuple[str, ...]:
+    """The render network's input names, in order: ``RENDER_INPUTS``, and ``EYELID_INPUT`` for a model with the
+    eyelid warp."""
+    return RENDER_INPUTS + ((EYELID_INPUT,) if model.config.eyelid_warp > 0 else ())

@@ -8,7 +8,8 @@ and cast to fp32 when the session is built (``store_weights_fp16``): half the by
 
 manifest.json: format, model_id, motion_model_id (the sender's model whose motion it reads), model_version (a browser receiver refuses motion for another version), preset,
 image_size, num_keypoints, opset, and per network its file, byte size, sha256 and the name, shape and dtype of
-every input and output in order.
+every input and output in order. A model with the eyelid warp has one more render input, ``eyelids_present``
+(1,): 1 when the frame's transmitted δ rows include every row of the render section's ``eyelid_rows``, else 0.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import torch
 from codec.export.networks import (
     REFERENCE_INPUTS,
     REFERENCE_OUTPUTS,
-    RENDER_INPUTS,
     RENDER_OUTPUTS,
     ReferenceNetwork,
     RenderNetwork,
+    render_inputs,
 )
+from codec.model.eyelid_warp import WARP_KEYPOINTS
 from codec.model.face_model import FaceVid2VidModel
 from codec.model.loading import ModelInfo
 
@@ -67,6 +69,8 @@ def example_inputs(model: FaceVid2VidModel) -> tuple[tuple[torch.Tensor, ...], t
     angles = angles_ref + torch.tensor([[10.0, -5.0, 3.0]])  # (1, 3)
     render = (features, skip, image, image_small, kp_canonical, kp_ref, rotation_ref, angles, translation_ref,
               expression_ref)
+    if model.config.eyelid_warp > 0:
+        render = render + (torch.ones(1),)  # eyelids_present
     return (image,), render
 
 
@@ -134,7 +138,7 @@ def export_onnx(model: FaceVid2VidModel, info: ModelInfo, out_dir: Path, fp16_we
     networks = {
         "reference": (ReferenceNetwork(model), reference_args, REFERENCE_FILE, REFERENCE_INPUTS, REFERENCE_OUTPUTS,
                       reference_outputs),
-        "render": (RenderNetwork(model), render_args, RENDER_FILE, RENDER_INPUTS, RENDER_OUTPUTS, (rendered,)),
+        "render": (RenderNetwork(model), render_args, RENDER_FILE, render_inputs(model), RENDER_OUTPUTS, (rendered,)),
     }
     manifest: dict[str, object] = {
         "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "model_id": info.model_id,
@@ -150,6 +154,8 @@ def export_onnx(model: FaceVid2VidModel, info: ModelInfo, out_dir: Path, fp16_we
             log.info("%s: %d weights stored as fp16, %d kept fp32", filename, converted, unchanged)
         manifest[key] = {"file": filename, "bytes": path.stat().st_size, "sha256": _sha256(path),
                          "inputs": _describe(inputs, args), "outputs": _describe(outputs, results)}
+    if model.config.eyelid_warp > 0:
+        manifest["render"]["eyelid_rows"] = list(WARP_KEYPOINTS)  # type: ignore[index]
     manifest_path = out_dir / MANIFEST_FILE
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return ExportedFiles(out_dir / REFERENCE_FILE, out_dir / RENDER_FILE, manifest_path)

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec.export.networks import REFERENCE_OUTPUTS, RENDER_INPUTS, RenderNetwork
+from codec.export.networks import EYELID_INPUT, REFERENCE_OUTPUTS, RenderNetwork, render_inputs
 from codec.export.onnx_export import ExportedFiles
+from codec.model.eyelid_warp import eyelid_rows_present
 from codec.model.face_model import FaceVid2VidModel
 from codec.model.wrappers import FrameSynthesizer
 from codec.motion import MotionParams
@@ -83,12 +84,15 @@ def verify_export(files: ExportedFiles, model: FaceVid2VidModel, reference_rgb: 
     psnrs: list[float] = []
     max_error = 0.0
     network = RenderNetwork(model).eval()
+    names = render_inputs(model)
     for motion in motions:
         feed = {**state_inputs, **motion_inputs(motion, outputs["expression_ref"])}
+        if EYELID_INPUT in names:
+            feed[EYELID_INPUT] = np.array([float(eyelid_rows_present(motion.present))], np.float32)
         rendered = render.run(None, feed)[0]  # (1, 3, S, S)
         with torch.inference_mode():
             want = synth.render(state, motion)  # (S, S, 3) uint8
-            want_float = network(*(torch.from_numpy(feed[k]) for k in RENDER_INPUTS)).numpy()  # (1, 3, S, S)
+            want_float = network(*(torch.from_numpy(feed[k]) for k in names)).numpy()  # (1, 3, S, S)
         max_error = max(max_error, float(np.abs(rendered - want_float).max()))
         psnrs.append(psnr_db(to_uint8(rendered), want))
     return ExportCheck(tuple(psnrs), max_error, reference_error)

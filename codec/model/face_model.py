@@ -7,7 +7,7 @@ Contract (used by training, by the inference wrappers and by the tests):
     estimate_motion(img) -> dict: yaw/pitch/roll_logits (B,bins), yaw/pitch/roll (B,) degrees,
         translation (B,3), expression (B,K,3).
     driving_keypoints(kp_canonical, motion) -> (kp (B,K,3), rotation (B,3,3)):  x = R x_c + t + δ (Eq. 2)
-    synthesize(ref, kp_drv, rotation_drv, enhancement=None, enhancement_present=None) -> dict: image (B,3,S,S) [0,1], occlusion (B,1,m,m),
+    synthesize(ref, kp_drv, rotation_drv, enhancement=None, enhancement_present=None, eyelids_present=None) -> dict: image (B,3,S,S) [0,1], occlusion (B,1,m,m),
         masks (B,K+1,m,m) (3D form: (B,K+1,D,m,m)), warped_reference (B,3,S,S), alpha (B,1,S,S)
     forward(ref_img, drv_img) -> the synthesize dict plus kp_canonical, kp_ref, kp_drv, motion_ref, motion_drv.
     keypoints(img) -> the image's own x = R x_c + t + δ with x_c from the same image (equivariance).
@@ -75,16 +75,19 @@ class FaceVid2VidModel(nn.Module):
 
     def synthesize(self, ref: ReferenceFeatures, kp_drv: torch.Tensor, rotation_drv: torch.Tensor,
                    enhancement: torch.Tensor | None = None,
-                   enhancement_present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   enhancement_present: torch.Tensor | None = None,
+                   eyelids_present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """enhancement: (B, 3, E, E) in [0, 1], the enhancement layer's picture of the driving frame (None: motion
-        only); enhancement_present: (B,) 1/0 per sample (None: all present)."""
+        only); enhancement_present: (B,) 1/0 per sample (None: all present); eyelids_present: (B,) 1/0 per sample,
+        0 renders without the eyelid warp (the frame's eyelid rows were not transmitted; None: all 1)."""
         jacobian = matmul_exact(ref.rotation, rotation_drv.transpose(1, 2))  # (B, 3, 3) = R_s R_d^-1
         if self.config.volume_depth:
             motion = self.motion_field(ref.features, ref.kp, kp_drv, jacobian)
         else:  # the 2D form uses the projected Jacobian
             motion = self.motion_field(ref.image_small, ref.kp, kp_drv, jacobian[:, :2, :2], out_size=ref.features.shape[-1])
         out = self.generator(ref.features, ref.skip, ref.image, motion["flow"], motion["occlusion"], motion.get("flow_3d"),
-                             enhancement, enhancement_present, kp_ref=ref.kp, kp_drv=kp_drv)
+                             enhancement, enhancement_present, kp_ref=ref.kp, kp_drv=kp_drv,
+                             eyelids_present=eyelids_present)
         return {**out, "occlusion": motion["occlusion"], "masks": motion["masks"], "flow": motion["flow"]}
 
     def keypoints(self, image: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from codec.model.blocks import ResBlock, conv_layout
 from codec.model.config import ModelConfig
 from codec.model.enhancement_branch import EnhancementBranch, PictureCorrection
 from codec.model.eyelid_branch import EyelidBranch
-from codec.model.eyelid_warp import eyelid_offset
+from codec.model.eyelid_warp import eyelid_offsets
 from codec.model.motion_field_3d import warp_volume
 
 
@@ -66,35 +66,41 @@ class Generator(nn.Module):
         self.eyelids = EyelidBranch(c, up) if config.eyelid_branch else None
         self.eyelid_warp = config.eyelid_warp
 
-    def _flow_at(self, flow: torch.Tensor, side: int, kp_ref: torch.Tensor | None,
-                 kp_drv: torch.Tensor | None) -> torch.Tensor:
-        """flow (B, h, w, 2) at side × side, plus the eyelid warp's offset when the model has it."""
+    @staticmethod
+    def _flow_at(flow: torch.Tensor, side: int, offsets: dict[int, torch.Tensor]) -> torch.Tensor:
+        """flow (B, h, w, 2) at side × side, plus the eyelid warp's offset at that side when there is one."""
         resized = flow if flow.shape[1] == side else resize_flow(flow, (side, side))
-        if self.eyelid_warp <= 0 or kp_ref is None or kp_drv is None:
-            return resized
-        return resized + eyelid_offset(kp_ref, kp_drv, side, self.eyelid_warp).to(resized.dtype)
+        side = int(side)  # a traced shape is a tensor (ONNX export): the offsets are keyed by int
+        return resized + offsets[side].to(resized.dtype) if side in offsets else resized
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor, image: torch.Tensor, flow: torch.Tensor,
                 occlusion: torch.Tensor, flow_3d: torch.Tensor | None = None, enhancement: torch.Tensor | None = None,
                 enhancement_present: torch.Tensor | None = None, kp_ref: torch.Tensor | None = None,
-                kp_drv: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                kp_drv: torch.Tensor | None = None, eyelids_present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """features (B, C, S/4, S/4) or a volume (B, Cv, D, S/4, S/4) with flow_3d (B, D, S/4, S/4, 3);
         skip (B, Cs, S/2, S/2), image (B, 3, S, S) reference; flow (B, S/4, S/4, 2); occlusion (B, 1, m, m);
         enhancement (B, 3, E, E) in [0, 1] or None, enhancement_present (B,) 1/0 or None (all present);
-        kp_ref, kp_drv (B, K, 3): the keypoints, read by the eyelid branch and warp (a model with either needs them)
+        kp_ref, kp_drv (B, K, 3): the keypoints, read by the eyelid branch and warp (a model with either needs them);
+        eyelids_present (B,) 1/0 or None (all 1): 0 skips the eyelid warp for that sample (its eyelid rows were not
+        transmitted: ``codec.model.eyelid_warp.eyelid_rows_present``)
         -> image (B, 3, S, S) in [0, 1], warped_reference (B, 3, S, S), alpha (B, 1, S, S)."""
         size = image.shape[-1]
         occ4 = F.interpolate(occlusion, size=features.shape[-2:], mode="bilinear", align_corners=False)
         occ2 = F.interpolate(occlusion, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         if (self.eyelid_warp > 0 or self.eyelids is not None) and (kp_ref is None or kp_drv is None):
             raise ValueError("this model reads the eyes' opening (eyelid warp or branch): pass kp_ref and kp_drv to G")
+        offsets: dict[int, torch.Tensor] = {}
+        if self.eyelid_warp > 0 and kp_ref is not None and kp_drv is not None:  # checked above
+            sides = (int(features.shape[-1]), int(skip.shape[-1]), int(size))  # ints also when traced (static shapes)
+            offsets = eyelid_offsets(kp_ref, kp_drv, sides, self.eyelid_warp,
+                                     eyelids_present)
         if features.dim() == 5:
             if flow_3d is None:
                 raise ValueError("a feature volume needs flow_3d (the 3D motion field's output)")
             warped = self.project(warp_volume(features, flow_3d).flatten(1, 2))  # (B, Cv·D, h, w) -> (B, C, h, w)
         else:
-            warped = warp(features, self._flow_at(flow, features.shape[-1], kp_ref, kp_drv))  # (B, C, h, w)
-        warped_image = warp(image, self._flow_at(flow, size, kp_ref, kp_drv))  # (B, 3, S, S)
+            warped = warp(features, self._flow_at(flow, features.shape[-1], offsets))  # (B, C, h, w)
+        warped_image = warp(image, self._flow_at(flow, size, offsets))  # (B, 3, S, S)
         x = conv_layout(warped * occ4)  # (B, C, h, w)
         extra_skip = None
         if enhancement is not None:
@@ -113,7 +119,7 @@ class Generator(nn.Module):
             x = x + extra_skip
         if eyelids_up is not None:
             x = x + eyelids_up
-        x = self.fuse(conv_layout(torch.cat([x, warp(skip, self._flow_at(flow, skip.shape[-1], kp_ref, kp_drv)) * occ2], dim=1)))
+        x = self.fuse(conv_layout(torch.cat([x, warp(skip, self._flow_at(flow, skip.shape[-1], offsets)) * occ2], dim=1)))
         out = self.up2(x)  # (B, 4, S, S)
         warped = warped_image
         alpha = torch.sigmoid(out[:, 3:4])

@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from codec.lru_files import LruFiles
+from codec.model.eyelid_warp import eyelid_rows_present
 from codec.model.face_model import FaceVid2VidModel, ReferenceFeatures
 from codec.model.landmark_refinement import LandmarkRefiner
 from codec.model.loading import ModelInfo, configure_cpu_threads, load_model_for_inference, pick_precision
@@ -238,6 +239,8 @@ class FrameSynthesizer(_Wrapper):
                 raise ValueError(f"model {self.model_id} has no enhancement branch: render without the picture")
             side = _picture_side(enhancement, size, self.model.config.image_size)
             extra["enhancement"] = _to_tensor(enhancement, side, dev, "enhancement picture")  # (1, 3, P, P)
+        if self.model.config.eyelid_warp > 0 and not eyelid_rows_present(motion.present):
+            extra["eyelids_present"] = torch.zeros(1, device=dev)  # the warp would read the reference's δ under a new pose
         with torch.inference_mode(), self._autocast():
             kp_drv = transform_keypoints_torch(state.features.kp_canonical, rotation, translation, expression)
             out = self.model.synthesize(state.features, kp_drv, rotation, **extra)

@@ -192,6 +192,13 @@ export class NeuralRenderer {
       translation: new Tensor("float32", Float32Array.from(motion.translation), [1, 3]),
       expression: new Tensor("float32", expression, [1, k, 3]),
     };
+    // a model with the eyelid warp reads the eyes' opening only from frames that carry every eyelid row
+    // (the ladder's K = 5 rungs send the mouth's): manifest.render.eyelid_rows names them
+    if (this.manifest.render.inputs.some((input) => input.name === "eyelids_present")) {
+      const rows = this.manifest.render.eyelid_rows ?? [];
+      const present = rows.length > 0 && rows.every((i) => i < k && motion.present[i]);
+      feeds.eyelids_present = new Tensor("float32", Float32Array.of(present ? 1 : 0), [1]);
+    }
     for (const name of STATE_NAMES) feeds[name] = keep(this.state[name]);
     const out = await this.renderSession.run(feeds);
     return out.rendered.data;
