@@ -97,6 +97,7 @@ class RdConfig:
     vp9_kbps: tuple[int, ...] = VP9_KBPS  # VP9 (libvpx realtime) target-bitrate sweep
     av1_qp: tuple[int, ...] = AV1_QPS  # AV1 (SVT-AV1 rtc) QP sweep
     weights: str | None = None  # ours: model weights file (default: the shipped trained weights if any)
+    no_calibration: bool = False  # ours: no keypoint calibration on the clip's first frames (sender/calibration.py)
     call_seconds: float = 60.0  # call length over which the stream start (reference, keyframe) is amortized
     latency_budget_ms: float = 120.0  # glass-to-glass p95 a call may have: the headline uses only points within it
     unbundled_p95_ms: float = 102.0  # glass-to-glass p95 of ours at 1 frame/packet (bench call, README)
@@ -397,7 +398,7 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
     machine = machine_info()
     if "ours" in config.codecs and ours is None:
         try:
-            ours = OursFactory.load(config.weights)
+            ours = OursFactory.load(config.weights, calibration=not config.no_calibration)
         except (ValueError, FileNotFoundError) as exc:  # CheckpointError is a ValueError
             raise RdInputError(f"cannot load the model weights {config.weights!r}: {exc}") from exc
     bar = tqdm(total=0, disable=not show_progress, unit="step", dynamic_ncols=True, file=sys.stderr)

@@ -144,6 +144,10 @@ class Refiner(Protocol):
     def __call__(self, motion: MotionParams, landmarks_px: np.ndarray | None) -> MotionParams: ...
 
 
+class Calibrator(Protocol):
+    def __call__(self, motion: MotionParams, face: np.ndarray | None, landmarks: np.ndarray | None) -> MotionParams: ...
+
+
 def _iter_av(path: str, fmt: str | None = None) -> Iterator[tuple[np.ndarray, float | None]]:
     """Decoded RGB frames (H, W, 3) uint8 and the stream's frame rate from a file or device (PyAV)."""
     import av  # imported here: only video sources need it
@@ -178,7 +182,7 @@ class VideoSource(MotionSource):
     def __init__(
         self, frames: Callable[[], Iterator[tuple[np.ndarray, float | None]]], name: str, cropper: Cropper, encoder: Encoder,
         fps: float | None = None, live: bool = False, max_frames: int | None = None, clock: Callable[[], float] = wall_clock_ms,
-        smooth: bool = True, refiner: Refiner | None = None,
+        smooth: bool = True, refiner: Refiner | None = None, calibrator: Calibrator | None = None,
     ) -> None:
         self._open_frames = frames
         self.name = name
@@ -194,6 +198,7 @@ class VideoSource(MotionSource):
         self.faces_missed = 0
         self._smooth = smooth  # One-Euro filter on the encoder's output (sender/motion_filter.py)
         self._refiner = refiner  # landmark refinement (codec/model/landmark_refinement.py), before smoothing
+        self.calibrator = calibrator  # keypoint calibration (sender/calibration.py), after refinement, before smoothing
 
     def _work(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[MotionFrame | BaseException | None]) -> None:
         def put(item: MotionFrame | BaseException | None) -> None:
@@ -235,6 +240,8 @@ class VideoSource(MotionSource):
                     motion = self._encoder.encode(face)
                     if self._refiner is not None:
                         motion = self._refiner(motion, getattr(crop, "landmarks", None))
+                    if self.calibrator is not None:
+                        motion = self.calibrator(motion, face, getattr(crop, "landmarks", None))
                     if self._smooth:
                         smoother = smoother or MotionSmoother(self.fps)
                         motion = smoother(motion)
@@ -272,10 +279,11 @@ class VideoSource(MotionSource):
 def create_source(
     spec: str, fps: float | None = None, num_keypoints: int = DEFAULT_NUM_KEYPOINTS, max_frames: int | None = None,
     cropper: Cropper | None = None, encoder: Encoder | None = None, seed: int = 0, smooth: bool = True,
-    refiner: Refiner | None = None,
+    refiner: Refiner | None = None, calibrator: Calibrator | None = None,
 ) -> MotionSource:
     """``default`` (the trace), ``webcam`` / a device path, a video file or an image folder. ``refiner``: the
-    encoder's landmark refinement for the portrait sent (``MotionEncoder.landmark_refiner``), if any."""
+    encoder's landmark refinement for the portrait sent (``MotionEncoder.landmark_refiner``), if any; ``calibrator``:
+    the keypoint calibration (``sender.calibration.KeypointCalibrator``), if any."""
     if spec == DEFAULT_SOURCE:
         return TraceSource(fps or 25.0, num_keypoints=num_keypoints, seed=seed, max_frames=max_frames)
     live = spec == "webcam" or spec.startswith("/dev/video")
@@ -298,4 +306,5 @@ def create_source(
         frames = lambda: _iter_folder(path)  # noqa: E731
     else:
         frames = lambda: _iter_av(str(path))  # noqa: E731
-    return VideoSource(frames, spec, cropper, encoder, fps=fps, live=live, max_frames=max_frames, smooth=smooth, refiner=refiner)
+    return VideoSource(frames, spec, cropper, encoder, fps=fps, live=live, max_frames=max_frames, smooth=smooth, refiner=refiner,
+                       calibrator=calibrator)

@@ -129,6 +129,29 @@ async def test_the_refiner_sees_each_face_crops_landmarks_before_smoothing(tmp_p
     assert [f.motion.roll for f in frames] == [1.0, 1.0, 1.0, 1.0]
 
 
+async def test_the_calibrator_sees_each_refined_frame_with_its_face_and_landmarks(tmp_path: Path) -> None:
+    for i in range(3):
+        Image.fromarray(np.full((24, 24, 3), 40 * i, np.uint8)).save(tmp_path / f"{i:03d}.png")
+
+    class LandmarkCropper(CentreCropper):
+        def crop(self, frame_rgb: np.ndarray) -> SimpleNamespace:
+            crop = super().crop(frame_rgb)
+            return SimpleNamespace(**vars(crop), landmarks=np.full((478, 3), float(self.calls)))
+
+    seen: list[tuple[float, object, float]] = []
+
+    def calibrator(motion: MotionParams, face: np.ndarray | None, landmarks: np.ndarray | None) -> MotionParams:
+        seen.append((motion.roll, None if face is None else face.shape, float(np.asarray(landmarks)[0, 0])))
+        return MotionParams(motion.yaw, motion.pitch, motion.roll + 10, motion.translation, motion.expression, motion.present)
+
+    source = create_source(str(tmp_path), fps=100.0, cropper=LandmarkCropper(), encoder=ShadeEncoder(),
+                           refiner=RecordingRefiner(), calibrator=calibrator, smooth=False)
+    frames = await collect(source)
+    assert [roll for roll, _, _ in seen] == [1.0, 1.0, 1.0]  # after the refinement (+1)
+    assert [lm for _, _, lm in seen] == [1.0, 2.0, 3.0] and all(shape is not None for _, shape, _ in seen)
+    assert [f.motion.roll for f in frames] == [11.0, 11.0, 11.0]
+
+
 async def test_a_failing_source_reports_its_error(tmp_path: Path) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
     source = create_source(str(tmp_path / "broken.mp4"), cropper=CentreCropper(), encoder=ShadeEncoder())
@@ -171,7 +194,8 @@ def test_default_portrait_and_reference(tmp_path: Path) -> None:
 
 
 def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_path: Path) -> None:
-    """python -m sender: a video source gets the model's landmark refinement (built from the portrait it sends);
+    """python -m sender: a video source gets the model's landmark refinement (built from the portrait it sends) and the
+    keypoint calibration (--no-calibration: none);
     --no-refinement, the trace source and a model not trained for it get none."""
     import argparse
     import dataclasses
@@ -197,6 +221,15 @@ def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_pa
     assert refiner_of("--weights", str(trained), "--source", str(tmp_path), "--no-refinement") is None
     assert refiner_of("--weights", str(plain), "--source", str(tmp_path)) is None
     assert refiner_of("--weights", str(trained)) is None  # the trace: motion without a face to measure
+
+    def calibrator_of(*argv: str) -> object:
+        return getattr(create_sender(parser.parse_args(["--device", "cpu", *argv])).source, "calibrator", None)
+
+    from sender.calibration import KeypointCalibrator
+
+    assert isinstance(calibrator_of("--weights", str(plain), "--source", str(tmp_path)), KeypointCalibrator)
+    assert calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--no-calibration") is None
+    assert calibrator_of("--weights", str(plain)) is None  # the trace: no camera frames to fit on
     sender = create_sender(parser.parse_args(["--device", "cpu", "--weights", str(trained), "--source", str(tmp_path)]))
     baseline = sender._expression_baseline  # the portrait's own δ: the controller ranks keypoints against it
     assert baseline is not None and baseline.shape == (PRESETS["tiny"].num_keypoints, 3)

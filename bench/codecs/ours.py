@@ -120,21 +120,24 @@ class OursFactory:
         encoder: MotionEncoderLike,
         synthesizer: FrameSynthesizerLike,
         description: dict[str, Any],
+        calibration: bool = False,
     ) -> None:
         self.encoder = encoder
+        self.calibration = calibration  # the sender's keypoint calibration (sender/calibration.py), inline
         self.synthesizer = synthesizer
         self.description = dict(description)
         self._encoded: dict[str, _Encoded] = {}
+        self.calibrations: dict[str, dict[str, object]] = {}  # clip id -> the calibration's stats
         self._references: dict[str, _Reference] = {}
         self._renders: dict[tuple[str, bytes, bytes], tuple[np.ndarray, float]] = {}
         self._warmed_up: set[bool] = set()  # render paths warmed up: with an enhancement picture or without
 
     @classmethod
-    def load(cls, weights: str | None = None, preset: str | None = None) -> OursFactory:
+    def load(cls, weights: str | None = None, preset: str | None = None, calibration: bool = True) -> OursFactory:
         """The project's model: ``weights`` if given, else the shipped trained weights, else random init.
 
         One model is shared by the encoder and the synthesizer (the same weights a sender and a
-        receiver would load).
+        receiver would load). ``calibration``: the sender's keypoint calibration, as a sender runs it.
         """
         from codec.model.loading import configure_cpu_threads, load_model_for_inference
         from codec.model.wrappers import FrameSynthesizer, MotionEncoder
@@ -143,7 +146,7 @@ class OursFactory:
         model, info = load_model_for_inference(weights, preset=preset)
         encoder = MotionEncoder(model, info=info)
         synthesizer = FrameSynthesizer(model, info=info)
-        return cls(encoder, synthesizer, info.as_dict())
+        return cls(encoder, synthesizer, info.as_dict(), calibration=calibration)
 
     @property
     def model_id(self) -> str:
@@ -175,6 +178,7 @@ class OursFactory:
             out["reference_payload_bytes"] = float(np.mean([r.sent.payload_bytes for r in self._references.values()]))
         out["keypoint_choice"] = "the sender's causal choice (bench.keypoint_choice), revised as each clip goes"
         out["enhancement_size"] = self.enhancement_size
+        out["keypoint_calibration"] = {"on": self.calibration, "clips": dict(self.calibrations)}
         return out
 
     def sweep(
@@ -188,16 +192,32 @@ class OursFactory:
         if clip.clip_id not in self._encoded:
             from sender.motion_filter import MotionSmoother
 
-            refine = self.encoder.landmark_refiner(clip.frames[0])  # as the sender does (refinement, then smoothing)
-            face_mesh = _face_mesh() if refine.active else None
+            # as the sender does: refinement, calibration, then smoothing
+            refine = self.encoder.landmark_refiner(clip.frames[0])
+            calibrate = None
+            if self.calibration and hasattr(self.encoder, "model"):
+                from sender.calibration import KeypointCalibrator
+
+                # inline: the fit runs when its frames are in, its offset ramps in from the next frame (a live sender
+                # fits on a background thread, so its offset arrives that much later)
+                calibrate = KeypointCalibrator(self.encoder.model, self.reference(clip).sent.image, background=False)
+            face_mesh = _face_mesh() if refine.active or calibrate is not None else None
             refine(self.encoder.encode(clip.frames[0]), face_mesh(clip.frames[0]) if face_mesh else None)  # warm-up, anchor
             smoother = MotionSmoother(clip.fps)  # sender/motion_filter.py
             motions, times = [], np.zeros(clip.num_driving)
             for i in range(clip.num_driving):
                 landmarks = face_mesh(clip.frames[i + 1]) if face_mesh else None  # the sender's crop has them already
                 start = time.perf_counter()
-                motions.append(smoother(refine(self.encoder.encode(clip.frames[i + 1]), landmarks)))
+                motion = refine(self.encoder.encode(clip.frames[i + 1]), landmarks)
+                if calibrate is not None:
+                    before, fitting = calibrate.state, time.perf_counter()
+                    motion = calibrate(motion, clip.frames[i + 1], landmarks)
+                    if before == "collecting" and calibrate.state != "collecting":  # the one-off fit ran: not per frame
+                        start += time.perf_counter() - fitting
+                motions.append(smoother(motion))
                 times[i] = (time.perf_counter() - start) * 1e3
+            if calibrate is not None:
+                self.calibrations[clip.clip_id] = calibrate.stats()
             baseline = self.encoder.encode(self.reference(clip).sent.image).expression  # as the sender: the decoded portrait
             self._encoded[clip.clip_id] = _Encoded(tuple(motions), times, np.asarray(baseline, np.float64))
         return self._encoded[clip.clip_id]

@@ -1,0 +1,123 @@
+"""The sender's keypoint calibration in a call: a few frames of its first seconds, one fit, an offset on every later δ.
+
+    calibrator = KeypointCalibrator(encoder.model, portrait)
+    motion = calibrator(motion, face, landmarks)   # per frame, after the landmark refinement and before smoothing
+
+Every ``spacing``-th frame with a face (and its landmarks) is kept until ``frames`` are; then the fit
+(``codec.model.keypoint_calibration``) runs once on a background thread (or inline with ``background=False``, as
+``bench rd`` runs it) and its offset is blended in over ``ramp`` frames, so the picture does not jump. Before fitting,
+the portrait must show the person in front of the camera: dlib's identity distance between the portrait and the kept
+frames under ``SAME_PERSON_DISTANCE`` (a painting, a cartoon or someone else's photo is driven as before). A fit that
+does not lower G's error on its own frames is dropped. ``state`` says where it is (``stats``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from codec.face.identity import SAME_PERSON_DISTANCE, IdentityEmbedder, identity_distance
+from codec.face.regions import face_hull_mask
+from codec.model.keypoint_calibration import Calibration, apply_offset, calibrate_keypoints
+from codec.motion import MotionParams
+
+logger = logging.getLogger(__name__)
+
+FRAMES = 8
+SPACING = 3  # every 3rd face frame: 8 frames over the first ~1 s at 25 fps
+RAMP = 12  # frames over which the offset is blended in
+
+
+class KeypointCalibrator:
+    """Per-frame hook of the sender's motion (see the module docstring); thread-safe between the frame thread and the
+    fit's thread."""
+
+    def __init__(self, model: Any, portrait: np.ndarray, frames: int = FRAMES, spacing: int = SPACING, ramp: int = RAMP,
+                 background: bool = True,
+                 same_person: Callable[[np.ndarray, list[np.ndarray], list[np.ndarray]], float] | None = None) -> None:
+        if frames < 1 or spacing < 1 or ramp < 0:
+            raise ValueError(f"calibration needs frames ≥ 1, spacing ≥ 1 and ramp ≥ 0, got {frames}, {spacing}, {ramp}")
+        self._model = model
+        self._portrait = np.ascontiguousarray(portrait)
+        self._frames_wanted, self._spacing, self._ramp = frames, spacing, ramp
+        self._background = background
+        self._same_person = same_person or _identity_distance
+        self._seen = 0
+        self._kept: list[tuple[np.ndarray, MotionParams, np.ndarray]] = []  # (face, motion, landmarks)
+        self._lock = threading.Lock()
+        self._offset: np.ndarray | None = None
+        self._applied = 0  # frames since the offset arrived (for the ramp)
+        self.state = "collecting"  # collecting -> fitting -> applied | skipped: <reason>
+        self.result: Calibration | None = None
+
+    def __call__(self, motion: MotionParams, face: np.ndarray | None, landmarks: np.ndarray | None) -> MotionParams:
+        with self._lock:
+            offset = self._offset
+            if offset is not None:
+                self._applied += 1
+                fraction = min(1.0, self._applied / self._ramp) if self._ramp else 1.0
+        if offset is not None:
+            return apply_offset(motion, offset, fraction)
+        if self.state == "collecting" and face is not None and landmarks is not None and bool(motion.present.all()):
+            self._seen += 1
+            if (self._seen - 1) % self._spacing == 0:
+                self._kept.append((np.array(face, copy=True), motion, np.asarray(landmarks)))
+                if len(self._kept) == self._frames_wanted:
+                    self.state = "fitting"
+                    if self._background:
+                        threading.Thread(target=self._fit, name="keypoint calibration", daemon=True).start()
+                    else:
+                        self._fit()
+        return motion
+
+    def stats(self) -> dict[str, object]:
+        out: dict[str, object] = {"state": self.state}
+        if self.result is not None:
+            out.update(loss_before=self.result.loss_before, loss_after=self.result.loss_after,
+                       seconds=round(self.result.seconds, 2), mean_abs_offset=float(np.abs(self.result.offset).mean()))
+        return out
+
+    def _fit(self) -> None:
+        faces = [face for face, _, _ in self._kept]
+        landmarks = [lm for _, _, lm in self._kept]
+        try:
+            distance = self._same_person(self._portrait, faces, landmarks)
+            if not distance < SAME_PERSON_DISTANCE:
+                self.state = f"skipped: the portrait is not the person on camera (identity distance {distance:.2f})"
+                logger.info("keypoint calibration %s", self.state)
+                return
+            size = faces[0].shape[0]
+            masks = [face_hull_mask(lm[:, :2], size) for lm in landmarks]
+            result = calibrate_keypoints(self._model, self._portrait, faces, [m for _, m, _ in self._kept], masks)
+        except Exception as exc:  # noqa: BLE001 - a failed fit leaves the call as it was, and says why
+            self.state = f"skipped: {type(exc).__name__}: {exc}"
+            logger.warning("keypoint calibration failed, sending motion as it is: %s", exc)
+            return
+        finally:
+            self._kept.clear()
+        self.result = result
+        if not result.improved:
+            self.state = "skipped: the fit did not lower the render's error"
+            logger.info("keypoint calibration %s (%.4f -> %.4f)", self.state, result.loss_before, result.loss_after)
+            return
+        with self._lock:
+            self._offset = result.offset
+            self.state = "applied"
+        logger.info("keypoint calibration applied: render error %.4f -> %.4f on %d frames, mean |offset| %.4f, %.1f s",
+                    result.loss_before, result.loss_after, result.frames, float(np.abs(result.offset).mean()), result.seconds)
+
+
+def _identity_distance(portrait: np.ndarray, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> float:
+    """dlib's distance between the portrait and the median descriptor of three kept frames (inf: no face found)."""
+    embedder = IdentityEmbedder(central_fallback=True)
+    reference = embedder.describe(portrait)
+    picks = np.linspace(0, len(faces) - 1, min(3, len(faces))).astype(int)
+    described = [embedder.describe(faces[i], landmarks=landmarks[i]) for i in picks]
+    found = [d for d in described if d is not None]
+    if reference is None or not found:
+        return float("inf")
+    return identity_distance(reference, np.median(np.stack(found), axis=0))
