@@ -113,6 +113,7 @@ class CallBenchConfig:
     motion_audio_wait_ms: float | None = None  # the sender's --motion-audio-wait-ms (None: its default)
     audio_hold_ms: float = 20.0  # the sender's --audio-hold-ms
     enhancement: bool = False  # a clip source with a model that has the branch: the enhancement layer's ladder is on
+    calibration: str = "auto"  # a clip source: the sender's keypoint calibration (sender/calibration.py): auto, on, off
 
     def rtc(self) -> Any:
         from signaling.rtc import RtcOptions
@@ -234,15 +235,22 @@ def _clip_inputs(config: CallBenchConfig) -> tuple[Any, Any, np.ndarray | None, 
     portrait = decode_portrait(reference)  # as the receiver decodes it
     refiner = encoder.landmark_refiner(portrait) if hasattr(encoder, "landmark_refiner") else None
     baseline = np.asarray(encoder.encode(portrait).expression) if hasattr(encoder, "encode") else None
+    calibrator = None
+    from sender.calibration import KeypointCalibrator, calibration_wanted
+
+    device_type = str(getattr(getattr(encoder, "device", None), "type", "cpu"))
+    if config.renderer == "model" and hasattr(encoder, "model") and calibration_wanted(config.calibration, device_type):
+        calibrator = KeypointCalibrator(encoder.model, portrait)
     frames = LoopedClip(path, config.fps)
     source = VideoSource(
         frames, str(path), FaceCropper(output_size=encoder.image_size, fps=config.fps), encoder, fps=config.fps,
-        refiner=refiner if refiner is not None and refiner.active else None,
+        refiner=refiner if refiner is not None and refiner.active else None, calibrator=calibrator,
     )
     info = {
         "kind": "clip", "name": str(path), "clip_seconds": round(clip_seconds(path), 3),
         "portrait": f"frame {index} of the clip (the first with a face)",
         "landmark_refinement": bool(refiner is not None and refiner.active),
+        "keypoint_calibration": calibrator is not None,  # its outcome: the sender's link stats
         "enhancement_size": int(encoder.model.config.enhancement_size) if hasattr(encoder, "model") else 0,  # E of its branch
     }
     return source, reference, baseline, frames, info
@@ -590,6 +598,8 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--audio-kbps", type=float, default=d.audio_kbps, help="Opus bitrate (default %(default)g)")
     p.add_argument("--srtp-tag-bits", type=int, choices=(80, 32), default=d.srtp_tag_bits,
                    help="SRTP tag both ends prefer for RTP motion (default %(default)s)")
+    p.add_argument("--calibration", choices=("auto", "on", "off"), default=d.calibration,
+                   help="a clip source: the sender's keypoint calibration, as its CLI (default %(default)s)")
     p.add_argument("--enhancement", action="store_true",
                    help="with a clip --source and a model with the enhancement branch: the sender may send the enhancement "
                         "layer (its ladder climbs to the rungs the cap allows; codec.enhancement.picture_rate)")
@@ -629,7 +639,7 @@ def run_call_from_args(args: argparse.Namespace) -> int:
         motion_transport=args.motion_transport, srtp_tag_bits=args.srtp_tag_bits,
         impair_loss=args.impair_loss, impair_jitter_ms=args.impair_jitter_ms, audio=args.audio, audio_kbps=args.audio_kbps,
         audio_frame_ms=args.audio_frame_ms, motion_audio_wait_ms=args.motion_audio_wait_ms, audio_hold_ms=args.audio_hold_ms,
-        enhancement=args.enhancement,
+        enhancement=args.enhancement, calibration=args.calibration,
     )
     try:
         result = run_call_bench(config)

@@ -69,9 +69,9 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-refinement", action="store_true",
                         help="send the motion encoder's keypoints as they are (default: moved towards the face mesh's "
                              "motion as far as the model was trained for, codec/model/landmark_refinement.py)")
-    parser.add_argument("--no-calibration", action="store_true",
-                        help="do not fit the one-off keypoint offset on the call's first frames (sender/calibration.py; "
-                             "it runs only when the portrait shows the person on camera)")
+    parser.add_argument("--calibration", choices=("auto", "on", "off"), default="auto",
+                        help="fit one keypoint offset on the call's first frames when the portrait shows the person on "
+                             "camera (sender/calibration.py); auto: with a GPU or at least 4 CPU cores (default auto)")
     parser.add_argument("--frames-per-packet", type=int, default=None, help="motion frames per packet, 1-8 (default: adaptive)")
     parser.add_argument("--preset", choices=sorted(PRESETS_BY_NAME), default=None, help="quantizer preset (default: adaptive)")
     parser.add_argument("--enhancement-qp", type=enhancement_qp_argument, default=None, metavar="QP|off|auto",
@@ -128,9 +128,10 @@ def create_sender(args: argparse.Namespace, signaling: Signaling | None = None) 
         logger.info("landmark refinement: %s", f"{refiner.fraction:g} of the way to the face mesh's motion"
                     if refiner.active else "off (the model was not trained for it)")
     calibrator = None
-    if args.source != DEFAULT_SOURCE and not args.no_calibration and hasattr(encoder, "model"):
-        from sender.calibration import KeypointCalibrator
+    from sender.calibration import KeypointCalibrator, calibration_wanted
 
+    device_type = str(getattr(getattr(encoder, "device", None), "type", "cpu"))
+    if args.source != DEFAULT_SOURCE and hasattr(encoder, "model") and calibration_wanted(args.calibration, device_type):
         calibrator = KeypointCalibrator(encoder.model, portrait)
         logger.info("keypoint calibration: fitted on the first frames if the portrait shows the person on camera")
     source = create_source(

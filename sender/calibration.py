@@ -13,7 +13,11 @@ does not lower G's error on its own frames is dropped. ``state`` says where it i
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
+import multiprocessing
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -27,9 +31,25 @@ from codec.motion import MotionParams
 
 logger = logging.getLogger(__name__)
 
+MODES = ("auto", "on", "off")
+MIN_CPU_CORES = 4  # "auto" fits on a CPU only with this many cores (see ``calibration_wanted``)
 FRAMES = 8
 SPACING = 3  # every 3rd face frame: 8 frames over the first ~1 s at 25 fps
 RAMP = 12  # frames over which the offset is blended in
+
+
+def calibration_wanted(mode: str, device_type: str, cpu_cores: int | None = None) -> bool:
+    """Whether a sender calibrates: ``on``/``off`` as asked; ``auto`` when its model runs on a GPU (the fit takes about
+    a second) or the CPU has at least ``MIN_CPU_CORES`` cores. On 2 cores shared with the call's rendering (`bench call`,
+    60 s, sender and receiver on one 2-core machine) the fit, even in a niced child process, had not finished after
+    60 s and the call's p95 latency went from 223 to 308 ms (concealed frames 8-14 -> 67): not worth it there by
+    default."""
+    if mode not in MODES:
+        raise ValueError(f"--calibration must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode != "auto":
+        return mode == "on"
+    cores = cpu_cores if cpu_cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return device_type != "cpu" or cores >= MIN_CPU_CORES
 
 
 class KeypointCalibrator:
@@ -69,7 +89,7 @@ class KeypointCalibrator:
                 if len(self._kept) == self._frames_wanted:
                     self.state = "fitting"
                     if self._background:
-                        threading.Thread(target=self._fit, name="keypoint calibration", daemon=True).start()
+                        threading.Thread(target=self._fit_in_background, name="keypoint calibration", daemon=True).start()
                     else:
                         self._fit()
         return motion
@@ -81,7 +101,11 @@ class KeypointCalibrator:
                        seconds=round(self.result.seconds, 2), mean_abs_offset=float(np.abs(self.result.offset).mean()))
         return out
 
-    def _fit(self) -> None:
+    def _fit_in_background(self) -> None:
+        parameter = next(iter(self._model.parameters()), None) if hasattr(self._model, "parameters") else None
+        self._fit(in_process=parameter is not None and parameter.device.type == "cpu")  # a GPU fits in ~1 s: here
+
+    def _fit(self, in_process: bool = False) -> None:
         faces = [face for face, _, _ in self._kept]
         landmarks = [lm for _, _, lm in self._kept]
         try:
@@ -92,7 +116,11 @@ class KeypointCalibrator:
                 return
             size = faces[0].shape[0]
             masks = [face_hull_mask(lm[:, :2], size) for lm in landmarks]
-            result = calibrate_keypoints(self._model, self._portrait, faces, [m for _, m, _ in self._kept], masks)
+            motions = [m for _, m, _ in self._kept]
+            if in_process:
+                result = _fit_in_process(self._model, self._portrait, faces, motions, masks)
+            else:
+                result = calibrate_keypoints(self._model, self._portrait, faces, motions, masks)
         except Exception as exc:  # noqa: BLE001 - a failed fit leaves the call as it was, and says why
             self.state = f"skipped: {type(exc).__name__}: {exc}"
             logger.warning("keypoint calibration failed, sending motion as it is: %s", exc)
@@ -109,6 +137,23 @@ class KeypointCalibrator:
             self.state = "applied"
         logger.info("keypoint calibration applied: render error %.4f -> %.4f on %d frames, mean |offset| %.4f, %.1f s",
                     result.loss_before, result.loss_after, result.frames, float(np.abs(result.offset).mean()), result.seconds)
+
+
+def _lowest_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(19)
+
+
+def _fit_in_process(model: Any, portrait: np.ndarray, faces: list[np.ndarray], motions: list[MotionParams],
+                    masks: list[np.ndarray]) -> Calibration:
+    """The fit in a child process at the lowest CPU priority: on a machine whose cores also encode (and perhaps
+    render) the call it takes only the cycles those leave, and it holds no lock of the sender's interpreter.
+    Measured in `bench call` (sender and receiver on the same 2 cores, 60 s): run on a thread of the sender at normal
+    priority it cost the receiver a quarter of its rendered frames while it ran; niced but on a thread, the sender's
+    packets still came late (p95 latency 223 -> 510 ms)."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process with running threads
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_lowest_priority) as pool:
+        return pool.submit(calibrate_keypoints, model, portrait, faces, motions, masks).result()
 
 
 def _identity_distance(portrait: np.ndarray, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> float:

@@ -716,6 +716,8 @@ class Sender:
         packet: motion, control messages, SACKs, DTLS), from the DTLS transport's counters.
         """
         out = []
+        calibrator = getattr(self.source, "calibrator", None)  # sender/calibration.py, on a camera or file source
+        calibration = calibrator.stats() if hasattr(calibrator, "stats") else None
         for rx in self.link_history:
             p = rx.packetizer
             counters = rx.link.counters()
@@ -731,6 +733,7 @@ class Sender:
                 "motion_in_audio": None if rx.rider is None else {
                     "wait_ms": rx.rider.wait_ms, "hold_ms": rx.rider.hold_ms, **asdict(rx.rider.counters())},
                 "enhancement": rx.enhancement.stats(),
+                "keypoint_calibration": calibration,
                 "pictures_measured": rx.controller.picture_measurements(),
                 "decisions": [
                     {"t_ms": t, **_rung_dict(d.rung), "estimated_kbps": round(d.estimated_kbps, 2), "reason": d.reason,

@@ -120,3 +120,33 @@ def test_the_fit_runs_off_the_frame_thread(model: FaceVid2VidModel) -> None:
 def test_bad_settings_are_refused(model: FaceVid2VidModel) -> None:
     with pytest.raises(ValueError, match="frames ≥ 1"):
         KeypointCalibrator(model, np.zeros((64, 64, 3), np.uint8), frames=0)
+
+
+def test_a_background_fit_on_the_cpu_runs_in_a_child_process_and_its_offset_arrives(model: FaceVid2VidModel) -> None:
+    """The real path of a call: the identity check on the sender's thread, the fit in a spawned, niced process."""
+    import time
+
+    rng = np.random.default_rng(3)
+    portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    hidden = rng.normal(0, 0.03, (model.config.num_keypoints, 3)).astype(np.float32)
+    frames = _frames(model, 8, hidden, portrait, rng)
+    calibrator = KeypointCalibrator(model, portrait, frames=2, spacing=1, ramp=0, same_person=lambda *a: 0.1)
+    for motion, face in frames[:2]:
+        calibrator(motion, face, _landmarks())
+    deadline = time.monotonic() + 120
+    while calibrator.state == "fitting" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert calibrator.state == "applied", calibrator.state
+    motion = frames[2][0]
+    np.testing.assert_allclose(calibrator(motion, None, None).expression, motion.expression + calibrator.result.offset,
+                               atol=1e-6)
+
+
+def test_auto_calibrates_with_a_gpu_or_four_cores() -> None:
+    from sender.calibration import calibration_wanted
+
+    assert calibration_wanted("auto", "cuda", cpu_cores=2) and calibration_wanted("auto", "cpu", cpu_cores=4)
+    assert not calibration_wanted("auto", "cpu", cpu_cores=2)
+    assert calibration_wanted("on", "cpu", cpu_cores=1) and not calibration_wanted("off", "cuda", cpu_cores=16)
+    with pytest.raises(ValueError, match="auto, on, off"):
+        calibration_wanted("sometimes", "cpu")

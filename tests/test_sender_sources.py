@@ -195,7 +195,7 @@ def test_default_portrait_and_reference(tmp_path: Path) -> None:
 
 def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_path: Path) -> None:
     """python -m sender: a video source gets the model's landmark refinement (built from the portrait it sends) and the
-    keypoint calibration (--no-calibration: none);
+    keypoint calibration (--calibration on/off/auto);
     --no-refinement, the trace source and a model not trained for it get none."""
     import argparse
     import dataclasses
@@ -227,9 +227,10 @@ def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_pa
 
     from sender.calibration import KeypointCalibrator
 
-    assert isinstance(calibrator_of("--weights", str(plain), "--source", str(tmp_path)), KeypointCalibrator)
-    assert calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--no-calibration") is None
-    assert calibrator_of("--weights", str(plain)) is None  # the trace: no camera frames to fit on
+    assert isinstance(calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--calibration", "on"),
+                      KeypointCalibrator)
+    assert calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--calibration", "off") is None
+    assert calibrator_of("--weights", str(plain), "--calibration", "on") is None  # the trace: no camera frames
     sender = create_sender(parser.parse_args(["--device", "cpu", "--weights", str(trained), "--source", str(tmp_path)]))
     baseline = sender._expression_baseline  # the portrait's own δ: the controller ranks keypoints against it
     assert baseline is not None and baseline.shape == (PRESETS["tiny"].num_keypoints, 3)
