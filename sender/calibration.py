@@ -13,11 +13,11 @@ does not lower G's error on its own frames is dropped. ``state`` says where it i
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +72,8 @@ class KeypointCalibrator:
         self._offset: np.ndarray | None = None
         self._applied = 0  # frames since the offset arrived (for the ramp)
         self.state = "collecting"  # collecting -> fitting -> applied | skipped: <reason>
+        self._process: Any = None  # the fit's child process, while it runs
+        self._closed = False
         self.result: Calibration | None = None
 
     def __call__(self, motion: MotionParams, face: np.ndarray | None, landmarks: np.ndarray | None) -> MotionParams:
@@ -105,6 +107,39 @@ class KeypointCalibrator:
         parameter = next(iter(self._model.parameters()), None) if hasattr(self._model, "parameters") else None
         self._fit(in_process=parameter is not None and parameter.device.type == "cpu")  # a GPU fits in ~1 s: here
 
+    def close(self) -> None:
+        """Stop a fit still running in its child process (the source is closing); the motion stays as it is."""
+        self._closed = True
+        process = self._process
+        if process is not None and process.is_alive():
+            process.terminate()
+
+    def _fit_in_process(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray]) -> Calibration:
+        """The fit in a spawned child process at the lowest CPU priority: on a machine whose cores also encode (and
+        perhaps render) the call it takes only the cycles those leave, and it holds no lock of the sender's
+        interpreter. Measured in `bench call` (sender and receiver on the same 2 cores, 60 s): on a thread of the
+        sender at normal priority it cost the receiver a quarter of its rendered frames while it ran; niced but on a
+        thread, the sender's packets still came late (p95 latency 223 -> 510 ms)."""
+        context = multiprocessing.get_context("spawn")  # no fork of a process with running threads
+        receiving, sending = context.Pipe(duplex=False)
+        process = context.Process(target=_fit_child, args=(sending, self._model, self._portrait, faces, motions, masks),
+                                  name="keypoint calibration", daemon=True)
+        if self._closed:
+            raise RuntimeError("the source closed before the fit started")
+        process.start()
+        self._process = process
+        sending.close()
+        try:
+            result = receiving.recv()  # EOFError when the child died (closed, killed, out of memory)
+        except EOFError:
+            raise RuntimeError(f"the fit's process ended without a result (exit code {process.exitcode})") from None
+        finally:
+            receiving.close()
+            process.join(timeout=10)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
     def _fit(self, in_process: bool = False) -> None:
         faces = [face for face, _, _ in self._kept]
         landmarks = [lm for _, _, lm in self._kept]
@@ -118,7 +153,7 @@ class KeypointCalibrator:
             masks = [face_hull_mask(lm[:, :2], size) for lm in landmarks]
             motions = [m for _, m, _ in self._kept]
             if in_process:
-                result = _fit_in_process(self._model, self._portrait, faces, motions, masks)
+                result = self._fit_in_process(faces, motions, masks)
             else:
                 result = calibrate_keypoints(self._model, self._portrait, faces, motions, masks)
         except Exception as exc:  # noqa: BLE001 - a failed fit leaves the call as it was, and says why
@@ -139,21 +174,20 @@ class KeypointCalibrator:
                     result.loss_before, result.loss_after, result.frames, float(np.abs(result.offset).mean()), result.seconds)
 
 
-def _lowest_priority() -> None:
+def _fit_child(connection: Any, *args: Any) -> None:
+    """The child process: lowest CPU priority, dies with the thread that started it, sends back the fit or its error."""
     with contextlib.suppress(OSError, AttributeError):
         os.nice(19)
+    with contextlib.suppress(OSError, AttributeError):  # Linux: SIGTERM when the parent goes, however it goes
+        import ctypes
 
-
-def _fit_in_process(model: Any, portrait: np.ndarray, faces: list[np.ndarray], motions: list[MotionParams],
-                    masks: list[np.ndarray]) -> Calibration:
-    """The fit in a child process at the lowest CPU priority: on a machine whose cores also encode (and perhaps
-    render) the call it takes only the cycles those leave, and it holds no lock of the sender's interpreter.
-    Measured in `bench call` (sender and receiver on the same 2 cores, 60 s): run on a thread of the sender at normal
-    priority it cost the receiver a quarter of its rendered frames while it ran; niced but on a thread, the sender's
-    packets still came late (p95 latency 223 -> 510 ms)."""
-    context = multiprocessing.get_context("spawn")  # no fork of a process with running threads
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_lowest_priority) as pool:
-        return pool.submit(calibrate_keypoints, model, portrait, faces, motions, masks).result()
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    try:
+        connection.send(calibrate_keypoints(*args))
+    except Exception as exc:  # noqa: BLE001 - reported to the sender, which logs it and sends motion as it is
+        connection.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    finally:
+        connection.close()
 
 
 def _identity_distance(portrait: np.ndarray, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> float:

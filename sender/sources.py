@@ -274,6 +274,8 @@ class VideoSource(MotionSource):
 
     def close(self) -> None:
         self._stop.set()
+        if hasattr(self.calibrator, "close"):
+            self.calibrator.close()  # a fit still running in its own process
 
 
 def create_source(

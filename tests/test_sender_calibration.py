@@ -150,3 +150,25 @@ def test_auto_calibrates_with_a_gpu_or_four_cores() -> None:
     assert calibration_wanted("on", "cpu", cpu_cores=1) and not calibration_wanted("off", "cuda", cpu_cores=16)
     with pytest.raises(ValueError, match="auto, on, off"):
         calibration_wanted("sometimes", "cpu")
+
+
+def test_closing_the_source_ends_a_fit_still_running_in_its_process(model: FaceVid2VidModel) -> None:
+    import time
+
+    rng = np.random.default_rng(4)
+    portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    frames = _frames(model, 3, np.zeros((model.config.num_keypoints, 3), np.float32), portrait, rng)
+    calibrator = KeypointCalibrator(model, portrait, frames=2, spacing=1, same_person=lambda *a: 0.1)
+    for motion, face in frames[:2]:
+        calibrator(motion, face, _landmarks())
+    deadline = time.monotonic() + 30
+    while calibrator._process is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process = calibrator._process
+    calibrator.close()  # the child is still importing torch: it has no result yet
+    process.join(10)
+    assert not process.is_alive()
+    while calibrator.state == "fitting" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert calibrator.state.startswith("skipped") and "without a result" in calibrator.state
+    assert calibrator(frames[2][0], None, None) is frames[2][0]
