@@ -96,6 +96,14 @@ async def test_image_folder_source_holds_motion_when_no_face(tmp_path: Path) -> 
     assert isinstance(source, VideoSource) and source.faces_missed == 2
 
 
+class LandmarkCropper(CentreCropper):
+    """Stand-in cropper whose crops carry landmarks that number the call (None where no face was found)."""
+
+    def crop(self, frame_rgb: np.ndarray) -> SimpleNamespace:
+        crop = super().crop(frame_rgb)
+        return SimpleNamespace(**vars(crop), landmarks=np.full((478, 3), float(self.calls)) if crop.face_found else None)
+
+
 class RecordingRefiner:
     """Stand-in landmark refiner: records what it sees, adds 1 to roll (so refined frames can be told apart)."""
 
@@ -115,11 +123,6 @@ async def test_the_refiner_sees_each_face_crops_landmarks_before_smoothing(tmp_p
     for i in range(4):
         Image.fromarray(np.full((24, 24, 3), 40 * i, np.uint8)).save(tmp_path / f"{i:03d}.png")
 
-    class LandmarkCropper(CentreCropper):
-        def crop(self, frame_rgb: np.ndarray) -> SimpleNamespace:
-            crop = super().crop(frame_rgb)
-            return SimpleNamespace(**vars(crop), landmarks=np.full((478, 3), float(self.calls)) if crop.face_found else None)
-
     refiner = RecordingRefiner()
     source = create_source(str(tmp_path), fps=100.0, cropper=LandmarkCropper(miss={2}), encoder=ShadeEncoder(),
                            refiner=refiner, smooth=False)
@@ -132,11 +135,6 @@ async def test_the_refiner_sees_each_face_crops_landmarks_before_smoothing(tmp_p
 async def test_the_calibrator_sees_each_refined_frame_with_its_face_and_landmarks(tmp_path: Path) -> None:
     for i in range(3):
         Image.fromarray(np.full((24, 24, 3), 40 * i, np.uint8)).save(tmp_path / f"{i:03d}.png")
-
-    class LandmarkCropper(CentreCropper):
-        def crop(self, frame_rgb: np.ndarray) -> SimpleNamespace:
-            crop = super().crop(frame_rgb)
-            return SimpleNamespace(**vars(crop), landmarks=np.full((478, 3), float(self.calls)))
 
     seen: list[tuple[float, object, float]] = []
 
