@@ -235,12 +235,9 @@ def _clip_inputs(config: CallBenchConfig) -> tuple[Any, Any, np.ndarray | None, 
     portrait = decode_portrait(reference)  # as the receiver decodes it
     refiner = encoder.landmark_refiner(portrait) if hasattr(encoder, "landmark_refiner") else None
     baseline = np.asarray(encoder.encode(portrait).expression) if hasattr(encoder, "encode") else None
-    calibrator = None
-    from sender.calibration import KeypointCalibrator, calibration_wanted
+    from sender.calibration import make_calibrator  # as the sender CLI
 
-    device_type = str(getattr(getattr(encoder, "device", None), "type", "cpu"))
-    if config.renderer == "model" and hasattr(encoder, "model") and calibration_wanted(config.calibration, device_type):
-        calibrator = KeypointCalibrator(encoder.model, portrait)
+    calibrator = make_calibrator(config.calibration, encoder, portrait) if config.renderer == "model" else None
     frames = LoopedClip(path, config.fps)
     source = VideoSource(
         frames, str(path), FaceCropper(output_size=encoder.image_size, fps=config.fps), encoder, fps=config.fps,

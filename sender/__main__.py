@@ -128,12 +128,12 @@ def create_sender(args: argparse.Namespace, signaling: Signaling | None = None) 
         logger.info("landmark refinement: %s", f"{refiner.fraction:g} of the way to the face mesh's motion"
                     if refiner.active else "off (the model was not trained for it)")
     calibrator = None
-    from sender.calibration import KeypointCalibrator, calibration_wanted
+    if args.source != DEFAULT_SOURCE:
+        from sender.calibration import make_calibrator
 
-    device_type = str(getattr(getattr(encoder, "device", None), "type", "cpu"))
-    if args.source != DEFAULT_SOURCE and hasattr(encoder, "model") and calibration_wanted(args.calibration, device_type):
-        calibrator = KeypointCalibrator(encoder.model, portrait)
-        logger.info("keypoint calibration: fitted on the first frames if the portrait shows the person on camera")
+        calibrator = make_calibrator(args.calibration, encoder, portrait)
+        if calibrator is not None:
+            logger.info("keypoint calibration: fitted on the first frames if the portrait shows the person on camera")
     source = create_source(
         args.source, fps=args.fps, num_keypoints=encoder.num_keypoints, max_frames=args.frames,
         encoder=encoder if args.source != DEFAULT_SOURCE else None, smooth=not args.no_smoothing,

@@ -48,8 +48,18 @@ def calibration_wanted(mode: str, device_type: str, cpu_cores: int | None = None
         raise ValueError(f"--calibration must be one of {', '.join(MODES)}, got {mode!r}")
     if mode != "auto":
         return mode == "on"
-    cores = cpu_cores if cpu_cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return device_type != "cpu" or cores >= MIN_CPU_CORES
+    if cpu_cores is None:
+        cpu_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return device_type != "cpu" or cpu_cores >= MIN_CPU_CORES
+
+
+def make_calibrator(mode: str, encoder: Any, portrait: np.ndarray) -> KeypointCalibrator | None:
+    """The sender's calibrator for ``encoder`` (a ``MotionEncoder``: its model and device) and the portrait the
+    receiver decodes, or None where ``mode`` (``calibration_wanted``) or an encoder without a model says no."""
+    if not hasattr(encoder, "model"):
+        return None
+    device_type = str(getattr(getattr(encoder, "device", None), "type", "cpu"))
+    return KeypointCalibrator(encoder.model, portrait) if calibration_wanted(mode, device_type) else None
 
 
 class KeypointCalibrator:

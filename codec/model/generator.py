@@ -92,8 +92,7 @@ class Generator(nn.Module):
         offsets: dict[int, torch.Tensor] = {}
         if self.eyelid_warp > 0 and kp_ref is not None and kp_drv is not None:  # checked above
             sides = (int(features.shape[-1]), int(skip.shape[-1]), int(size))  # ints also when traced (static shapes)
-            offsets = eyelid_offsets(kp_ref, kp_drv, sides, self.eyelid_warp,
-                                     eyelids_present)
+            offsets = eyelid_offsets(kp_ref, kp_drv, sides, self.eyelid_warp, eyelids_present)
         if features.dim() == 5:
             if flow_3d is None:
                 raise ValueError("a feature volume needs flow_3d (the 3D motion field's output)")
