@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from codec.model import FaceVid2VidModel, ModelConfig
-from codec.model.keypoint_calibration import FIRST_ROW, MAX_OFFSET, apply_offset, calibrate_keypoints
+from codec.model.keypoint_calibration import MAX_OFFSET, OPENING_PAIRS, apply_offset, calibrate_keypoints, tying_matrix
 from codec.motion import MotionParams
 
 
@@ -26,15 +26,16 @@ def _render(model: FaceVid2VidModel, portrait: np.ndarray, motion: MotionParams)
 
 
 def test_the_fit_finds_an_offset_the_frames_were_rendered_with() -> None:
-    """Frames rendered by G with the δ of the fitted rows shifted by a hidden offset: the fit lowers the error on them and its offset
-    points the hidden one's way; the model's weights and their grad flags are untouched."""
+    """Frames rendered by G with δ shifted by a hidden offset (each opening pair's two rows by the same): the fit lowers
+    the error on them, its offset points the hidden one's way and moves each opening pair together; the model's weights
+    and their grad flags are untouched."""
     torch.manual_seed(0)
     model = FaceVid2VidModel(ModelConfig.preset("tiny")).eval()
     k = model.config.num_keypoints
     rng = np.random.default_rng(0)
     portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
     hidden = rng.normal(0, 0.03, (k, 3)).astype(np.float32)
-    hidden[:FIRST_ROW] = 0  # the mouth's and eyes' rows are not fitted
+    hidden = (tying_matrix(k) @ torch.from_numpy(hidden)).numpy()  # an offset the fit can express
     motions = [_motion(k, rng) for _ in range(4)]
     frames = [_render(model, portrait, apply_offset(m, hidden)) for m in motions]
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -43,7 +44,9 @@ def test_the_fit_finds_an_offset_the_frames_were_rendered_with() -> None:
     assert result.improved and result.loss_after < 0.9 * result.loss_before
     assert result.offset.shape == (k, 3) and result.offset.dtype == np.float32 and result.frames == 4
     assert float(np.abs(result.offset).max()) <= MAX_OFFSET + 1e-6
-    assert not result.offset[:FIRST_ROW].any()  # the openings' keypoints stay as sent
+    for upper, lower in OPENING_PAIRS:  # lips and eyelids move in pairs: the openings stay as sent
+        np.testing.assert_array_equal(result.offset[upper], result.offset[lower])
+    assert np.abs(result.offset[12:]).max() > 0  # the other rows move on their own
     cosine = float((result.offset * hidden).sum() / (np.linalg.norm(result.offset) * np.linalg.norm(hidden)))
     assert cosine > 0.3, cosine
     for name, p in model.named_parameters():
@@ -86,3 +89,25 @@ def test_the_offset_goes_on_the_present_rows() -> None:
     assert np.all(half.expression[[2, 4]] == 0) and half.yaw == motion.yaw
     with pytest.raises(ValueError, match="does not match"):
         apply_offset(motion, np.zeros((4, 3), np.float32))
+
+
+def test_the_tying_matrix_shares_one_offset_per_opening_pair() -> None:
+    tie = tying_matrix(20)
+    free = torch.arange(60, dtype=torch.float32).view(20, 3)
+    offset = tie @ free
+    for upper, lower in OPENING_PAIRS:
+        assert torch.equal(offset[upper], offset[lower]) and torch.equal(offset[upper], (free[upper] + free[lower]) / 2)
+    assert torch.equal(offset[[0, 1, 10, 11, 12, 19]], free[[0, 1, 10, 11, 12, 19]])
+    small = tying_matrix(5)  # K = 5: only the outer lips' pair is whole
+    assert small[2, 3] == 0.5 and small[4, 4] == 1.0
+
+
+def test_an_opening_pair_half_present_keeps_its_opening() -> None:
+    """A frame with the inner upper lip (row 4) sent but not the lower one (row 5): moving row 4 alone would open or
+    close the mouth, so it stays as sent; the whole pairs and the single rows move."""
+    rng = np.random.default_rng(4)
+    motion = _motion(6, rng).with_present(np.array([True, True, True, True, True, False]))
+    offset = np.full((6, 3), 0.01, np.float32)
+    moved = apply_offset(motion, offset)
+    np.testing.assert_array_equal(moved.expression[4], motion.expression[4])
+    np.testing.assert_allclose(moved.expression[[0, 1, 2, 3]], motion.expression[[0, 1, 2, 3]] + 0.01, atol=1e-7)

@@ -3,14 +3,17 @@ for another person's portrait, a fit that does not help, or a failure."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from codec.model import FaceVid2VidModel, ModelConfig
-from codec.model.keypoint_calibration import apply_offset
+from codec.model.keypoint_calibration import apply_offset, calibrate_keypoints
+from codec.model.wrappers import image_hash
 from codec.motion import MotionParams
-from sender.calibration import KeypointCalibrator
+from sender.calibration import FitProfile, KeypointCalibrator
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +21,10 @@ def model() -> FaceVid2VidModel:
     torch.manual_seed(0)
     return FaceVid2VidModel(ModelConfig.preset("tiny")).eval()
 
+
+
+def _profile(frames: int, spacing: int) -> FitProfile:
+    return FitProfile(frames=frames, spacing=spacing, steps=20, learning_rate=0.002)
 
 def _landmarks(size: int = 64) -> np.ndarray:
     angles = np.linspace(0, 2 * np.pi, 478, endpoint=False)
@@ -49,7 +56,7 @@ def test_kept_frames_fit_once_and_the_offset_ramps_in(model: FaceVid2VidModel) -
         asked.append(len(faces))
         return 0.2
 
-    calibrator = KeypointCalibrator(model, portrait, frames=3, spacing=2, ramp=4, background=False,
+    calibrator = KeypointCalibrator(model, portrait, _profile(3, 2), ramp=4, background=False,
                                     same_person=same_person)
     frames = _frames(model, 12, hidden, portrait, rng)
     outputs = []
@@ -84,7 +91,7 @@ def test_a_skipped_calibration_leaves_the_motion_alone(model: FaceVid2VidModel, 
         monkeypatch.setattr("sender.calibration.calibrate_keypoints",
                             lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")))
     distance = 0.9 if case == "another person" else 0.1
-    calibrator = KeypointCalibrator(model, portrait, frames=2, spacing=1, background=False,
+    calibrator = KeypointCalibrator(model, portrait, _profile(2, 1), background=False,
                                     same_person=lambda *a: distance)
     for motion, face in frames:
         assert calibrator(motion, face, _landmarks()) is motion
@@ -105,7 +112,7 @@ def test_the_fit_runs_off_the_frame_thread(model: FaceVid2VidModel) -> None:
         release.wait(10)
         return 0.9
 
-    calibrator = KeypointCalibrator(model, portrait, frames=2, spacing=1, same_person=same_person)
+    calibrator = KeypointCalibrator(model, portrait, _profile(2, 1), same_person=same_person)
     for motion, face in frames:
         assert calibrator(motion, face, _landmarks()) is motion  # returns at once while the fit waits
     assert calibrator.state == "fitting"
@@ -119,7 +126,7 @@ def test_the_fit_runs_off_the_frame_thread(model: FaceVid2VidModel) -> None:
 
 def test_bad_settings_are_refused(model: FaceVid2VidModel) -> None:
     with pytest.raises(ValueError, match="frames ≥ 1"):
-        KeypointCalibrator(model, np.zeros((64, 64, 3), np.uint8), frames=0)
+        KeypointCalibrator(model, np.zeros((64, 64, 3), np.uint8), _profile(0, 1))
 
 
 def test_a_background_fit_on_the_cpu_runs_in_a_child_process_and_its_offset_arrives(model: FaceVid2VidModel) -> None:
@@ -130,7 +137,7 @@ def test_a_background_fit_on_the_cpu_runs_in_a_child_process_and_its_offset_arri
     portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
     hidden = rng.normal(0, 0.03, (model.config.num_keypoints, 3)).astype(np.float32)
     frames = _frames(model, 8, hidden, portrait, rng)
-    calibrator = KeypointCalibrator(model, portrait, frames=2, spacing=1, ramp=0, same_person=lambda *a: 0.1)
+    calibrator = KeypointCalibrator(model, portrait, _profile(2, 1), ramp=0, same_person=lambda *a: 0.1)
     for motion, face in frames[:2]:
         calibrator(motion, face, _landmarks())
     deadline = time.monotonic() + 120
@@ -142,14 +149,15 @@ def test_a_background_fit_on_the_cpu_runs_in_a_child_process_and_its_offset_arri
                                atol=1e-6)
 
 
-def test_auto_calibrates_with_a_gpu_or_four_cores() -> None:
-    from sender.calibration import calibration_wanted
+def test_the_full_fit_with_a_gpu_or_four_cores_the_light_one_below() -> None:
+    from sender.calibration import FULL, LIGHT, fit_profile
 
-    assert calibration_wanted("auto", "cuda", cpu_cores=2) and calibration_wanted("auto", "cpu", cpu_cores=4)
-    assert not calibration_wanted("auto", "cpu", cpu_cores=2)
-    assert calibration_wanted("on", "cpu", cpu_cores=1) and not calibration_wanted("off", "cuda", cpu_cores=16)
+    assert fit_profile("auto", "cuda", cpu_cores=2) is FULL and fit_profile("auto", "cpu", cpu_cores=4) is FULL
+    assert fit_profile("auto", "cpu", cpu_cores=2) is LIGHT and fit_profile("on", "cpu", cpu_cores=1) is LIGHT
+    assert fit_profile("off", "cuda", cpu_cores=16) is None
+    assert LIGHT.frames * LIGHT.steps * 4 == FULL.frames * FULL.steps and LIGHT.threads == 1  # a quarter, on one core
     with pytest.raises(ValueError, match="auto, on, off"):
-        calibration_wanted("sometimes", "cpu")
+        fit_profile("sometimes", "cpu")
 
 
 def test_closing_the_source_ends_a_fit_still_running_in_its_process(model: FaceVid2VidModel) -> None:
@@ -158,7 +166,7 @@ def test_closing_the_source_ends_a_fit_still_running_in_its_process(model: FaceV
     rng = np.random.default_rng(4)
     portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
     frames = _frames(model, 3, np.zeros((model.config.num_keypoints, 3), np.float32), portrait, rng)
-    calibrator = KeypointCalibrator(model, portrait, frames=2, spacing=1, same_person=lambda *a: 0.1)
+    calibrator = KeypointCalibrator(model, portrait, _profile(2, 1), same_person=lambda *a: 0.1)
     for motion, face in frames[:2]:
         calibrator(motion, face, _landmarks())
     deadline = time.monotonic() + 30
@@ -172,3 +180,67 @@ def test_closing_the_source_ends_a_fit_still_running_in_its_process(model: FaceV
         time.sleep(0.05)
     assert calibrator.state.startswith("skipped") and "without a result" in calibrator.state
     assert calibrator(frames[2][0], None, None) is frames[2][0]
+
+
+def test_the_next_call_with_the_same_portrait_applies_the_kept_offset_without_fitting(
+        model: FaceVid2VidModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """First call: fit, keep the offset. Second call (same model id, same portrait): the kept offset is checked on
+    its frames and applied, no fit. Another portrait, or a kept offset that no longer helps: fit again."""
+    from sender.calibration_cache import CalibrationCache
+
+    rng = np.random.default_rng(5)
+    portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    hidden = rng.normal(0, 0.03, (model.config.num_keypoints, 3)).astype(np.float32)
+    frames = _frames(model, 4, hidden, portrait, rng)
+    cache = CalibrationCache(tmp_path / "calibration")
+
+    def call(portrait: np.ndarray) -> KeypointCalibrator:
+        calibrator = KeypointCalibrator(model, portrait, _profile(2, 1), ramp=0, background=False,
+                                        same_person=lambda *a: 0.1, cache=cache, model_id="model-a")
+        for motion, face in frames[:3]:
+            calibrator(motion, face, _landmarks())
+        return calibrator
+
+    first = call(portrait)
+    assert first.state == "applied" and first.result is not None
+    np.testing.assert_array_equal(cache.load("model-a", image_hash(portrait)), first.result.offset)
+    fits: list[int] = []
+    real_fit = calibrate_keypoints
+
+    def counting_fit(*args: object, **kwargs: object) -> object:
+        if kwargs.get("steps", 1):  # a fit; steps=0 is the check of a kept offset
+            fits.append(1)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr("sender.calibration.calibrate_keypoints", counting_fit)
+    monkeypatch.setattr("codec.model.keypoint_calibration.calibrate_keypoints", counting_fit)
+    second = call(portrait)
+    assert second.state == "applied: kept from an earlier call" and not fits
+    assert second.result is not None and second.result.loss_after < second.result.loss_before
+    np.testing.assert_array_equal(second.result.offset, first.result.offset)
+    other = portrait.copy()
+    other[0, 0] ^= 1
+    assert call(other).state == "applied" and fits == [1]  # another portrait: its own fit
+    cache.store("model-a", image_hash(portrait), -4 * first.result.offset)  # a kept offset that makes things worse
+    assert call(portrait).state == "applied" and fits == [1, 1]
+
+
+def test_the_calibration_cache_ignores_what_is_not_its_offset(tmp_path: Path) -> None:
+    from sender.calibration_cache import CalibrationCache
+
+    cache = CalibrationCache(tmp_path, max_bytes=3000)
+    assert cache.load("m", "p") is None
+    offset = np.full((20, 3), 0.01, np.float32)
+    path = cache.store("m", "p", offset)
+    np.testing.assert_array_equal(cache.load("m", "p"), offset)
+    assert cache.load("m", "q") is None and cache.load("n", "p") is None
+    path.write_bytes(b"not a zip")  # a damaged file: fit again, and the next store replaces it
+    assert cache.load("m", "p") is None
+    cache.store("m", "p", offset)
+    np.testing.assert_array_equal(cache.load("m", "p"), offset)
+    with pytest.raises(ValueError, match=r"\(K, 3\) finite"):
+        cache.store("m", "p", np.full((20, 3), np.nan, np.float32))
+    for i in range(10):  # capped in bytes: the least recently used go first
+        cache.store("m", f"p{i}", offset)
+    assert cache.load("m", "p9") is not None and cache.load("m", "p0") is None
+    assert sum(f.stat().st_size for f in tmp_path.iterdir()) <= 3000

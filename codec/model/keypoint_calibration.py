@@ -9,12 +9,18 @@ adds it to every later frame's δ. Since x = R x_c + t + δ, the bitstream and t
 constant it leaves the frame-to-frame differences (and so the rate) as they were.
 
 Measured on the validation people (9 clips, reference = frame 0; offset fitted on 8 frames spread over the clip's
-first half, 20 steps at lr 0.002; scored on 8 frames of its second half, never seen by the fit): an offset on all 20
-keypoints raised face PSNR 25.43 → 26.05 dB but pulled the mouth and eyes toward their average (inner-lip gap error
-2.28 → 2.86 px, eyes' opening error 1.31 → 1.45; weighting the mouth box 3× did not help: 2.95); on the keypoints of
-brows, nose, chin, jaw and forehead only (``FIRST_ROW``) it gives 25.76 dB, AKD 1.656 → 1.648 px, with the openings as
-they were (2.28 → 2.33, 1.31 → 1.31): what ships. Fitting every frame on its own instead (20 steps each, all rows, not
-affordable on a CPU sender at 25 fps) reached 27.00. It only makes sense when the portrait is the sender's own face:
+first half, 20 steps at lr 0.002; scored on 8 frames of its second half, never seen by the fit): a free offset on
+all 20 keypoints raised face PSNR 25.43 → 26.05 dB but pulled the mouth and eyes toward their average (inner-lip gap
+error 2.28 → 2.86 px, eyes' opening error 1.31 → 1.45; weighting the mouth box 3× did not help: 2.95); on the
+keypoints of brows, nose, chin, jaw and forehead only it gave 25.76 dB with the openings as they were. What ships
+moves every keypoint but ties each opening's two keypoints (upper and lower lip, upper and lower eyelid:
+``OPENING_PAIRS``) to one shared offset, so the pair moves together and the opening stays as sent. On the 7
+validation people's first clips (100 frames at 25 fps, fit on frames 1-43, scored on 50-92, 2026-12-07): none
+25.62 dB, brows-to-forehead only 25.93, free on all 26.17 (inner-lip gap error 2.60 → 2.93 px), **tied 26.08** (AKD
+1.71 → 1.54 px, inner-lip gap 2.60 → 2.61, eyes' opening 1.30 → 1.25). A per-call gain on each coordinate's
+deviation (δ' = δ + o + g ⊙ (δ - mean δ)) overfitted the 8 frames (26.13, inner-lip gap 3.26). Fitting every frame
+on its own instead (20 steps each, all rows, not affordable on a CPU sender at 25 fps) reached 27.00 on the 9 clips.
+It only makes sense when the portrait is the sender's own face:
 the caller checks that (``sender.calibration``).
 """
 
@@ -35,8 +41,19 @@ STEPS = 20
 LEARNING_RATE = 0.002  # normalised coordinates per Adam step (δ's quantizer step is 0.005)
 BACKGROUND_WEIGHT = 0.2  # L1 weight outside the face (inside: 1 + this)
 MAX_OFFSET = 0.05  # normalised (6.4 px at 256²): a larger fitted offset is clamped (validation: mean |offset| ≤ 0.012)
-FIRST_ROW = 12  # only keypoints from this index on move (brows, nose, chin, jaw, forehead: codec.model.config
-# KEYPOINT_LANDMARK_INDICES); the mouth's and the eyes' rows (0-11) stay as sent, see the module docstring
+# Rows of codec.model.config KEYPOINT_LANDMARK_INDICES whose distance is an opening: upper/lower outer lip, upper/lower
+# inner lip, right upper/lower eyelid, left upper/lower eyelid. Each pair shares one offset (see the module docstring).
+OPENING_PAIRS: tuple[tuple[int, int], ...] = ((2, 3), (4, 5), (6, 7), (8, 9))
+
+
+def tying_matrix(num_keypoints: int) -> torch.Tensor:
+    """(K, K) T: offset = T @ free, every row its own free offset except each opening pair (both rows < K), whose
+    two rows both get the mean of the pair's free offsets."""
+    tie = torch.eye(num_keypoints)
+    for upper, lower in OPENING_PAIRS:
+        if lower < num_keypoints:
+            tie[[upper, upper, lower, lower], [upper, lower, upper, lower]] = 0.5
+    return tie
 
 
 @dataclass(frozen=True)
@@ -70,11 +87,12 @@ def _images(frames: Sequence[np.ndarray], size: int, device: torch.device) -> to
 
 def calibrate_keypoints(model: FaceVid2VidModel, portrait: np.ndarray, frames: Sequence[np.ndarray],
                         motions: Sequence[MotionParams], face_masks: Sequence[np.ndarray] | None = None,
-                        steps: int = STEPS, learning_rate: float = LEARNING_RATE) -> Calibration:
+                        steps: int = STEPS, learning_rate: float = LEARNING_RATE,
+                        start: np.ndarray | None = None) -> Calibration:
     """portrait (S, S, 3) uint8 as the receiver decodes it; frames (P, P, 3) uint8 face crops (resized to S if P
     differs) with the motions the sender transmits for them (every row present); face_masks (P, P) bool each, or None
-    (the whole crop weighted as the face) -> Calibration. Runs G forward and backward ``steps`` times on all frames at once (the model's own
-    weights are not changed)."""
+    (the whole crop weighted as the face) -> Calibration. Runs G forward and backward ``steps`` times on all frames at
+    once (the model's own weights are not changed), from ``start`` (K, 3) if given (tied as the fit ties), else zero."""
     if not frames or len(frames) != len(motions):
         raise ValueError(f"calibration needs frames and one motion each, got {len(frames)} frames, {len(motions)} motions")
     device = next(model.parameters()).device
@@ -101,10 +119,14 @@ def calibrate_keypoints(model: FaceVid2VidModel, portrait: np.ndarray, frames: S
         translation = torch.tensor(np.stack([m.translation for m in motions]), dtype=torch.float32, device=device)
         expression = torch.tensor(np.stack([m.expression for m in motions]), dtype=torch.float32, device=device)
         kp = transform_keypoints_torch(reference.kp_canonical, rotation, translation, expression)  # (N, K, 3)
-    rows = torch.zeros(1, kp.shape[1], 1, device=device)
-    rows[:, FIRST_ROW:] = 1.0  # (1, K, 1): which keypoints the offset moves
-    offset = torch.zeros(1, *kp.shape[1:], device=device, requires_grad=True)
-    optimizer = torch.optim.Adam([offset], lr=learning_rate)
+    tie = tying_matrix(kp.shape[1]).to(device)  # (K, K)
+    free = torch.zeros(kp.shape[1:], device=device)  # (K, 3)
+    if start is not None:
+        if start.shape != tuple(kp.shape[1:]):
+            raise ValueError(f"start offset {start.shape} does not match the model's keypoints {tuple(kp.shape[1:])}")
+        free = torch.from_numpy(np.asarray(start, np.float32)).to(device)
+    free.requires_grad_(True)
+    optimizer = torch.optim.Adam([free], lr=learning_rate)
     trainable = [p for p in model.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)
@@ -112,7 +134,7 @@ def calibrate_keypoints(model: FaceVid2VidModel, portrait: np.ndarray, frames: S
         losses = []
         for step in range(steps + 1):
             with torch.set_grad_enabled(step < steps):
-                rendered = model.synthesize(reference, kp + offset * rows, rotation)["image"]  # (N, 3, S, S)
+                rendered = model.synthesize(reference, kp + (tie @ free)[None], rotation)["image"]  # (N, 3, S, S)
                 loss = ((rendered.float() - targets).abs() * weight).mean()
             losses.append(float(loss.detach()))
             if step < steps:
@@ -120,17 +142,32 @@ def calibrate_keypoints(model: FaceVid2VidModel, portrait: np.ndarray, frames: S
                 loss.backward()
                 optimizer.step()
                 with torch.no_grad():
-                    offset.clamp_(-MAX_OFFSET, MAX_OFFSET)
+                    free.clamp_(-MAX_OFFSET, MAX_OFFSET)
     finally:
         for p in trainable:
             p.requires_grad_(True)
-    return Calibration((offset * rows).detach()[0].cpu().numpy().astype(np.float32), losses[0], losses[-1], count,
+    return Calibration((tie @ free).detach().cpu().numpy().astype(np.float32), losses[0], losses[-1], count,
                        time.perf_counter() - started)
 
 
+def check_offset(model: FaceVid2VidModel, portrait: np.ndarray, frames: Sequence[np.ndarray],
+                 motions: Sequence[MotionParams], offset: np.ndarray,
+                 face_masks: Sequence[np.ndarray] | None = None) -> Calibration:
+    """An offset fitted before (an earlier call's) on these frames, no fit: loss_before without it, loss_after with it
+    (two forward passes of G); ``improved`` says whether it still helps."""
+    without = calibrate_keypoints(model, portrait, frames, motions, face_masks, steps=0)
+    kept = calibrate_keypoints(model, portrait, frames, motions, face_masks, steps=0, start=offset)
+    return Calibration(kept.offset, without.loss_before, kept.loss_before, len(frames), without.seconds + kept.seconds)
+
+
 def apply_offset(motion: MotionParams, offset: np.ndarray, fraction: float = 1.0) -> MotionParams:
-    """motion with ``fraction`` × offset (K, 3) added to its δ (the present rows; absent rows stay as sent)."""
+    """motion with ``fraction`` × offset (K, 3) added to its δ on the present rows; absent rows stay as sent, and so
+    does the present row of an opening pair whose other row is absent (moving it alone would change the opening)."""
     if offset.shape != motion.expression.shape:
         raise ValueError(f"offset {offset.shape} does not match the motion's δ {motion.expression.shape}")
-    expression = np.asarray(motion.expression, np.float32) + np.float32(fraction) * offset * motion.present[:, None]
+    moved = motion.present.copy()
+    for upper, lower in OPENING_PAIRS:
+        if lower < len(moved) and moved[upper] != moved[lower]:
+            moved[[upper, lower]] = False
+    expression = np.asarray(motion.expression, np.float32) + np.float32(fraction) * offset * moved[:, None]
     return MotionParams(motion.yaw, motion.pitch, motion.roll, motion.translation, expression, motion.present)
