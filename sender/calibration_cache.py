@@ -28,6 +28,7 @@ from codec.lru_files import LruFiles
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_DIR = Path.home() / ".cache" / "kpcall" / "calibration"  # the sender CLI's --calibration-cache
 SUFFIX = ".kpcal.npz"
 MAX_BYTES = 4 * 2**20  # ~1 KB each: thousands of portraits
 

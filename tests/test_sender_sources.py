@@ -225,8 +225,12 @@ def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_pa
 
     from sender.calibration import KeypointCalibrator
 
-    assert isinstance(calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--calibration", "on"),
-                      KeypointCalibrator)
+    calibrator = calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--calibration", "on",
+                               "--calibration-cache", str(tmp_path / "kept"))
+    assert isinstance(calibrator, KeypointCalibrator) and calibrator._cache is not None
+    assert calibrator._cache.dir == tmp_path / "kept" and calibrator._cache_key[0]  # kept under the model's id
+    calibrator = calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--calibration-cache", "off")
+    assert isinstance(calibrator, KeypointCalibrator) and calibrator._cache is None  # auto: on, light on a small CPU
     assert calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--calibration", "off") is None
     assert calibrator_of("--weights", str(plain), "--calibration", "on") is None  # the trace: no camera frames
     sender = create_sender(parser.parse_args(["--device", "cpu", "--weights", str(trained), "--source", str(tmp_path)]))
