@@ -7,6 +7,7 @@
     python -m bench signaling --clients 500 2000 --json OUT.json   # signaling load, 1 and 3 instances (bench/signaling_load.py)
     python -m bench fuzz --total 1000000 --json OUT.json   # every parser fed mutated inputs (bench/fuzz.py)
     python -m bench priors --json OUT.json              # the controller's motion priors on real faces (bench/motion_priors.py)
+    python -m bench calibration --people val --json OUT.json   # the sender's keypoint calibration on held-out frames (bench/calibration.py)
 
 Adding one: give the module an ``add_<name>_parser(subparsers)`` that registers the sub-command and
 a ``run_<name>_from_args(args) -> int``, and list the pair in ``_COMMANDS``.
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Callable
 
 from bench.bitstream import add_bitstream_parser, run_bitstream_from_args
+from bench.calibration import add_calibration_parser, run_calibration_from_args
 from bench.call import add_call_parser, run_call_from_args
 from bench.fuzz import add_fuzz_parser, run_fuzz_from_args
 from bench.motion_priors import add_priors_parser, run_priors_from_args
@@ -35,6 +37,7 @@ _COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callabl
     "signaling": (add_signaling_parser, run_signaling_from_args),
     "fuzz": (add_fuzz_parser, run_fuzz_from_args),
     "priors": (add_priors_parser, run_priors_from_args),
+    "calibration": (add_calibration_parser, run_calibration_from_args),
 }
 
 
