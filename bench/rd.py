@@ -98,6 +98,7 @@ class RdConfig:
     av1_qp: tuple[int, ...] = AV1_QPS  # AV1 (SVT-AV1 rtc) QP sweep
     weights: str | None = None  # ours: model weights file (default: the shipped trained weights if any)
     no_calibration: bool = False  # ours: no keypoint calibration on the clip's first frames (sender/calibration.py)
+    light_calibration: bool = False  # ours: the light fit (sender.calibration.LIGHT, what a CPU under 4 cores runs) instead of the full one
     call_seconds: float = 60.0  # call length over which the stream start (reference, keyframe) is amortized
     latency_budget_ms: float = 120.0  # glass-to-glass p95 a call may have: the headline uses only points within it
     unbundled_p95_ms: float = 102.0  # glass-to-glass p95 of ours at 1 frame/packet (bench call, README)
@@ -185,6 +186,8 @@ def validate_config(config: RdConfig) -> None:
         raise RdInputError(f"--call-seconds must be positive, got {config.call_seconds}")
     if config.synthetic and config.clips:
         raise RdInputError("pass either --clips DIR or --synthetic, not both")
+    if config.no_calibration and config.light_calibration:
+        raise RdInputError("pass either --no-calibration or --light-calibration, not both")
     for preset in config.presets:
         try:
             get_preset(preset)
@@ -398,7 +401,8 @@ def run_rd(config: RdConfig, show_progress: bool = True, ours: OursFactory | Non
     machine = machine_info()
     if "ours" in config.codecs and ours is None:
         try:
-            ours = OursFactory.load(config.weights, calibration=not config.no_calibration)
+            ours = OursFactory.load(config.weights, calibration=not config.no_calibration,
+                                    light_calibration=config.light_calibration)
         except (ValueError, FileNotFoundError) as exc:  # CheckpointError is a ValueError
             raise RdInputError(f"cannot load the model weights {config.weights!r}: {exc}") from exc
     bar = tqdm(total=0, disable=not show_progress, unit="step", dynamic_ncols=True, file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -42,3 +43,16 @@ def test_the_cli_refuses_the_training_people() -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["calibration", "--people", "train"])
     assert parser.parse_args(["calibration", "--people", "test"]).people == "test"
+
+
+def test_bench_rd_can_fit_as_a_small_cpu_does() -> None:
+    """--light-calibration: ours' encoder fits with sender.calibration.LIGHT, and the report says which fit ran."""
+    from bench.codecs.ours import OursFactory
+    from sender.calibration import FULL, LIGHT
+
+    synthesizer = SimpleNamespace(enhancement_size=0)
+    light = OursFactory(object(), synthesizer, {}, calibration=True, calibration_profile=LIGHT)
+    assert light.describe()["keypoint_calibration"]["profile"] == vars(LIGHT)
+    full = OursFactory(object(), synthesizer, {}, calibration=True)
+    assert full.describe()["keypoint_calibration"]["profile"] == vars(FULL)
+    assert OursFactory(object(), synthesizer, {}).describe()["keypoint_calibration"]["profile"] is None

@@ -172,6 +172,8 @@ def test_clip_selection_takes_the_test_group_by_default_or_a_users_own_clips(tmp
     assert len(pairs) == 5
     with pytest.raises(RdInputError, match="--people must be one of"):
         validate_config(RdConfig(people="everyone"))
+    with pytest.raises(RdInputError, match="either --no-calibration or --light-calibration"):
+        validate_config(RdConfig(no_calibration=True, light_calibration=True))
     with pytest.raises(RdInputError, match="no 'val' people's clips"):  # test people only: not a user's own folder
         select_clips(RdConfig(clips=str(shared / "liax"), people="val"))
     mine = tmp_path / "mine" / "calls"

@@ -121,9 +121,11 @@ class OursFactory:
         synthesizer: FrameSynthesizerLike,
         description: dict[str, Any],
         calibration: bool = False,
+        calibration_profile: Any = None,
     ) -> None:
         self.encoder = encoder
         self.calibration = calibration  # the sender's keypoint calibration (sender/calibration.py), inline
+        self.calibration_profile = calibration_profile  # its sender.calibration.FitProfile (None: FULL)
         self.synthesizer = synthesizer
         self.description = dict(description)
         self._encoded: dict[str, _Encoded] = {}
@@ -133,11 +135,13 @@ class OursFactory:
         self._warmed_up: set[bool] = set()  # render paths warmed up: with an enhancement picture or without
 
     @classmethod
-    def load(cls, weights: str | None = None, preset: str | None = None, calibration: bool = True) -> OursFactory:
+    def load(cls, weights: str | None = None, preset: str | None = None, calibration: bool = True,
+             light_calibration: bool = False) -> OursFactory:
         """The project's model: ``weights`` if given, else the shipped trained weights, else random init.
 
         One model is shared by the encoder and the synthesizer (the same weights a sender and a
-        receiver would load). ``calibration``: the sender's keypoint calibration, as a sender runs it.
+        receiver would load). ``calibration``: the sender's keypoint calibration, as a sender runs it (its full fit, or
+        with ``light_calibration`` the light one a CPU under 4 cores runs).
         """
         from codec.model.loading import configure_cpu_threads, load_model_for_inference
         from codec.model.wrappers import FrameSynthesizer, MotionEncoder
@@ -146,7 +150,12 @@ class OursFactory:
         model, info = load_model_for_inference(weights, preset=preset)
         encoder = MotionEncoder(model, info=info)
         synthesizer = FrameSynthesizer(model, info=info)
-        return cls(encoder, synthesizer, info.as_dict(), calibration=calibration)
+        profile = None
+        if light_calibration:
+            from sender.calibration import LIGHT
+
+            profile = LIGHT
+        return cls(encoder, synthesizer, info.as_dict(), calibration=calibration, calibration_profile=profile)
 
     @property
     def model_id(self) -> str:
@@ -178,7 +187,10 @@ class OursFactory:
             out["reference_payload_bytes"] = float(np.mean([r.sent.payload_bytes for r in self._references.values()]))
         out["keypoint_choice"] = "the sender's causal choice (bench.keypoint_choice), revised as each clip goes"
         out["enhancement_size"] = self.enhancement_size
-        out["keypoint_calibration"] = {"on": self.calibration, "clips": dict(self.calibrations)}
+        from sender.calibration import FULL
+
+        profile = vars(self.calibration_profile or FULL) if self.calibration else None
+        out["keypoint_calibration"] = {"on": self.calibration, "profile": profile, "clips": dict(self.calibrations)}
         return out
 
     def sweep(
@@ -196,11 +208,12 @@ class OursFactory:
             refine = self.encoder.landmark_refiner(clip.frames[0])
             calibrate = None
             if self.calibration and hasattr(self.encoder, "model"):
-                from sender.calibration import KeypointCalibrator
+                from sender.calibration import FULL, KeypointCalibrator
 
                 # inline: the fit runs when its frames are in, its offset ramps in from the next frame (a live sender
                 # fits on a background thread, so its offset arrives that much later)
-                calibrate = KeypointCalibrator(self.encoder.model, self.reference(clip).sent.image, background=False)
+                calibrate = KeypointCalibrator(self.encoder.model, self.reference(clip).sent.image,
+                                               self.calibration_profile or FULL, background=False)
             face_mesh = _face_mesh() if refine.active or calibrate is not None else None
             refine(self.encoder.encode(clip.frames[0]), face_mesh(clip.frames[0]) if face_mesh else None)  # warm-up, anchor
             smoother = MotionSmoother(clip.fps)  # sender/motion_filter.py
