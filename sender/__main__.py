@@ -135,7 +135,6 @@ def create_sender(args: argparse.Namespace, signaling: Signaling | None = None) 
     calibrator = None
     if args.source != DEFAULT_SOURCE:
         from sender.calibration import make_calibrator
-
         from sender.calibration_cache import CalibrationCache
 
         cache = None if args.calibration_cache == "off" else CalibrationCache(Path(args.calibration_cache).expanduser())
