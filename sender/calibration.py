@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -122,10 +123,14 @@ class KeypointCalibrator:
         self._applied = 0  # frames since the offset arrived (for the ramp)
         self.state = "collecting"  # collecting -> fitting -> applied | applied: kept from an earlier call | skipped: <reason>
         self._process: Any = None  # the fit's child process, while it runs
+        self._first_frame_at: float | None = None  # monotonic time of the first frame seen
+        self.seconds_to_offset: float | None = None  # from the first frame to the offset's arrival
         self._closed = False
         self.result: Calibration | None = None
 
     def __call__(self, motion: MotionParams, face: np.ndarray | None, landmarks: np.ndarray | None) -> MotionParams:
+        if self._first_frame_at is None:
+            self._first_frame_at = time.monotonic()
         with self._lock:
             offset = self._offset
             if offset is not None:
@@ -147,6 +152,8 @@ class KeypointCalibrator:
 
     def stats(self) -> dict[str, object]:
         out: dict[str, object] = {"state": self.state}
+        if self.seconds_to_offset is not None:
+            out["seconds_to_offset"] = round(self.seconds_to_offset, 2)
         if self.result is not None:
             out.update(loss_before=self.result.loss_before, loss_after=self.result.loss_after,
                        seconds=round(self.result.seconds, 2), mean_abs_offset=float(np.abs(self.result.offset).mean()))
@@ -190,6 +197,10 @@ class KeypointCalibrator:
             raise result
         return result
 
+    def _arrived(self) -> None:
+        if self._first_frame_at is not None:
+            self.seconds_to_offset = time.monotonic() - self._first_frame_at
+
     def _apply_kept(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray]) -> bool:
         """An offset kept from an earlier call with this portrait and model, if it still lowers G's error on these
         frames (two renders, no fit): applied, True. Otherwise False (fit as usual)."""
@@ -207,6 +218,7 @@ class KeypointCalibrator:
         with self._lock:
             self._offset = result.offset
             self.state = "applied: kept from an earlier call"
+            self._arrived()
         logger.info("keypoint calibration applied from an earlier call: render error %.4f -> %.4f on %d frames",
                     result.loss_before, result.loss_after, result.frames)
         return True
@@ -244,6 +256,7 @@ class KeypointCalibrator:
         with self._lock:
             self._offset = result.offset
             self.state = "applied"
+            self._arrived()
         if self._cache is not None:
             try:
                 self._cache.store(*self._cache_key, result.offset)

@@ -72,6 +72,7 @@ def test_kept_frames_fit_once_and_the_offset_ramps_in(model: FaceVid2VidModel) -
     offset = calibrator.result.offset
     stats = calibrator.stats()
     assert stats["state"] == "applied" and stats["loss_after"] < stats["loss_before"]
+    assert 0 <= stats["seconds_to_offset"] < 60  # from the first frame seen to the offset's arrival
     for j, (fraction, (motion, _)) in enumerate(zip((0.25, 0.5, 0.75, 1.0, 1.0, 1.0), frames[6:])):
         np.testing.assert_allclose(outputs[6 + j].expression, motion.expression + fraction * offset, atol=1e-6)
 
@@ -216,6 +217,7 @@ def test_the_next_call_with_the_same_portrait_applies_the_kept_offset_without_fi
     monkeypatch.setattr("codec.model.keypoint_calibration.calibrate_keypoints", counting_fit)
     second = call(portrait)
     assert second.state == "applied: kept from an earlier call" and not fits
+    assert second.stats()["state"] == second.state and second.stats()["seconds_to_offset"] >= 0
     assert second.result is not None and second.result.loss_after < second.result.loss_before
     np.testing.assert_array_equal(second.result.offset, first.result.offset)
     other = portrait.copy()
