@@ -16,6 +16,7 @@ once instead of fitting. ``state`` says where it is (``stats``).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from codec.face.identity import SAME_PERSON_DISTANCE, IdentityEmbedder, identity_distance
 from codec.face.regions import face_hull_mask
@@ -175,11 +177,18 @@ class KeypointCalibrator:
         perhaps render) the call it takes only the cycles those leave, and it holds no lock of the sender's
         interpreter. Measured in `bench call` (sender and receiver on the same 2 cores, 60 s): on a thread of the
         sender at normal priority it cost the receiver a quarter of its rendered frames while it ran; niced but on a
-        thread, the sender's packets still came late (p95 latency 223 -> 510 ms)."""
+        thread, the sender's packets still came late (p95 latency 223 -> 510 ms).
+
+        The child gets the model as bytes (its config and a serialized copy of its weights), never the module itself:
+        handing a torch module to a spawned process moves its parameters into shared memory in place, under the frame
+        thread that is reading them to encode, which made a call's motion NaN once in ``bench call``."""
         context = multiprocessing.get_context("spawn")  # no fork of a process with running threads
         receiving, sending = context.Pipe(duplex=False)
-        process = context.Process(target=_fit_child, args=(sending, self.profile.threads, self._model, self._portrait, faces,
-                                                           motions, masks, self.profile.steps, self.profile.learning_rate),
+        weights = io.BytesIO()
+        torch.save(self._model.state_dict(), weights)  # reads the weights only, as the encoder does
+        process = context.Process(target=_fit_child, args=(sending, self.profile.threads, self._model.config,
+                                                           weights.getvalue(), self._portrait, faces, motions, masks,
+                                                           self.profile.steps, self.profile.learning_rate),
                                   name="keypoint calibration", daemon=True)
         if self._closed:
             raise RuntimeError("the source closed before the fit started")
@@ -266,23 +275,26 @@ class KeypointCalibrator:
                     result.loss_before, result.loss_after, result.frames, float(np.abs(result.offset).mean()), result.seconds)
 
 
-def _fit_child(connection: Any, threads: int | None, *args: Any) -> None:
+def _fit_child(connection: Any, threads: int | None, config: Any, weights: bytes, *args: Any) -> None:
     """The child process: idle CPU priority (Linux's SCHED_IDLE, elsewhere nice 19), ``threads`` torch threads, dies
-    with the thread that started it, sends back the fit or its error."""
+    with the thread that started it, rebuilds the model from ``config`` and the serialized ``weights``, sends back the
+    fit or its error."""
     with contextlib.suppress(OSError, AttributeError):
         os.nice(19)
     with contextlib.suppress(OSError, AttributeError):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     if threads is not None:
-        import torch
-
         torch.set_num_threads(threads)
     with contextlib.suppress(OSError, AttributeError):  # Linux: SIGTERM when the parent goes, however it goes
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     try:
-        connection.send(calibrate_keypoints(*args))
+        from codec.model.face_model import FaceVid2VidModel
+
+        model = FaceVid2VidModel(config)
+        model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
+        connection.send(calibrate_keypoints(model.eval(), *args))
     except Exception as exc:  # noqa: BLE001 - reported to the sender, which logs it and sends motion as it is
         connection.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
     finally:

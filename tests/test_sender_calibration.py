@@ -131,9 +131,12 @@ def test_bad_settings_are_refused(model: FaceVid2VidModel) -> None:
 
 
 def test_a_background_fit_on_the_cpu_runs_in_a_child_process_and_its_offset_arrives(model: FaceVid2VidModel) -> None:
-    """The real path of a call: the identity check on the sender's thread, the fit in a spawned, niced process."""
+    """The real path of a call: the identity check on the sender's thread, the fit in a spawned, niced process. The
+    sender's own model is left where it is: handing the module to the child would move its weights into shared memory
+    under the frame thread reading them (a NaN motion in a call, once)."""
     import time
 
+    before = {name: (p.data_ptr(), p.is_shared()) for name, p in model.named_parameters()}
     rng = np.random.default_rng(3)
     portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
     hidden = rng.normal(0, 0.03, (model.config.num_keypoints, 3)).astype(np.float32)
@@ -148,6 +151,7 @@ def test_a_background_fit_on_the_cpu_runs_in_a_child_process_and_its_offset_arri
     motion = frames[2][0]
     np.testing.assert_allclose(calibrator(motion, None, None).expression, motion.expression + calibrator.result.offset,
                                atol=1e-6)
+    assert {name: (p.data_ptr(), p.is_shared()) for name, p in model.named_parameters()} == before
 
 
 def test_the_full_fit_with_a_gpu_or_four_cores_the_light_one_below() -> None:

@@ -127,25 +127,18 @@ def calibrate_keypoints(model: FaceVid2VidModel, portrait: np.ndarray, frames: S
         free = torch.from_numpy(np.asarray(start, np.float32)).to(device)
     free.requires_grad_(True)
     optimizer = torch.optim.Adam([free], lr=learning_rate)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        losses = []
-        for step in range(steps + 1):
-            with torch.set_grad_enabled(step < steps):
-                rendered = model.synthesize(reference, kp + (tie @ free)[None], rotation)["image"]  # (N, 3, S, S)
-                loss = ((rendered.float() - targets).abs() * weight).mean()
-            losses.append(float(loss.detach()))
-            if step < steps:
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    free.clamp_(-MAX_OFFSET, MAX_OFFSET)
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
+    losses = []
+    for step in range(steps + 1):  # the gradient goes to the offset alone: the model (perhaps shared with a thread
+        with torch.set_grad_enabled(step < steps):  # encoding frames) is only read, never flagged or written
+            rendered = model.synthesize(reference, kp + (tie @ free)[None], rotation)["image"]  # (N, 3, S, S)
+            loss = ((rendered.float() - targets).abs() * weight).mean()
+        losses.append(float(loss.detach()))
+        if step < steps:
+            optimizer.zero_grad()
+            (free.grad,) = torch.autograd.grad(loss, [free])
+            optimizer.step()
+            with torch.no_grad():
+                free.clamp_(-MAX_OFFSET, MAX_OFFSET)
     return Calibration((tie @ free).detach().cpu().numpy().astype(np.float32), losses[0], losses[-1], count,
                        time.perf_counter() - started)
 
