@@ -172,8 +172,9 @@ class KeypointCalibrator:
         if process is not None and process.is_alive():
             process.terminate()
 
-    def _fit_in_process(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray]) -> Calibration:
-        """The fit in a spawned child process at the lowest CPU priority: on a machine whose cores also encode (and
+    def _in_process(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray],
+                    kept: np.ndarray | None = None) -> Calibration:
+        """The fit (or, given a ``kept`` offset, its check) in a spawned child process at the lowest CPU priority: on a machine whose cores also encode (and
         perhaps render) the call it takes only the cycles those leave, and it holds no lock of the sender's
         interpreter. Measured in `bench call` (sender and receiver on the same 2 cores, 60 s): on a thread of the
         sender at normal priority it cost the receiver a quarter of its rendered frames while it ran; niced but on a
@@ -187,8 +188,8 @@ class KeypointCalibrator:
         weights = io.BytesIO()
         torch.save(self._model.state_dict(), weights)  # reads the weights only, as the encoder does
         process = context.Process(target=_fit_child, args=(sending, self.profile.threads, self._model.config,
-                                                           weights.getvalue(), self._portrait, faces, motions, masks,
-                                                           self.profile.steps, self.profile.learning_rate),
+                                                           weights.getvalue(), kept, self._portrait, faces, motions,
+                                                           masks, self.profile.steps, self.profile.learning_rate),
                                   name="keypoint calibration", daemon=True)
         if self._closed:
             raise RuntimeError("the source closed before the fit started")
@@ -210,15 +211,20 @@ class KeypointCalibrator:
         if self._first_frame_at is not None:
             self.seconds_to_offset = time.monotonic() - self._first_frame_at
 
-    def _apply_kept(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray]) -> bool:
+    def _apply_kept(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray],
+                    in_process: bool) -> bool:
         """An offset kept from an earlier call with this portrait and model, if it still lowers G's error on these
-        frames (two renders, no fit): applied, True. Otherwise False (fit as usual)."""
+        frames (two renders, no fit; in the child process like the fit on a CPU): applied, True. Otherwise False (fit
+        as usual)."""
         if self._cache is None:
             return False
         kept = self._cache.load(*self._cache_key)
         if kept is None or kept.shape != motions[0].expression.shape:
             return False
-        result = check_offset(self._model, self._portrait, faces, motions, kept, masks)
+        if in_process:
+            result = self._in_process(faces, motions, masks, kept)
+        else:
+            result = check_offset(self._model, self._portrait, faces, motions, kept, masks)
         if not result.improved:
             logger.info("keypoint calibration: the kept offset no longer helps (%.4f -> %.4f): fitting again",
                         result.loss_before, result.loss_after)
@@ -244,10 +250,10 @@ class KeypointCalibrator:
             size = faces[0].shape[0]
             masks = [face_hull_mask(lm[:, :2], size) for lm in landmarks]
             motions = [m for _, m, _ in self._kept]
-            if self._apply_kept(faces, motions, masks):
+            if self._apply_kept(faces, motions, masks, in_process):
                 return
             if in_process:
-                result = self._fit_in_process(faces, motions, masks)
+                result = self._in_process(faces, motions, masks)
             else:
                 result = calibrate_keypoints(self._model, self._portrait, faces, motions, masks, self.profile.steps,
                                              self.profile.learning_rate)
@@ -275,10 +281,12 @@ class KeypointCalibrator:
                     result.loss_before, result.loss_after, result.frames, float(np.abs(result.offset).mean()), result.seconds)
 
 
-def _fit_child(connection: Any, threads: int | None, config: Any, weights: bytes, *args: Any) -> None:
+def _fit_child(connection: Any, threads: int | None, config: Any, weights: bytes, kept: np.ndarray | None,
+               portrait: np.ndarray, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray],
+               steps: int, learning_rate: float) -> None:
     """The child process: idle CPU priority (Linux's SCHED_IDLE, elsewhere nice 19), ``threads`` torch threads, dies
     with the thread that started it, rebuilds the model from ``config`` and the serialized ``weights``, sends back the
-    fit or its error."""
+    fit (or the check of a ``kept`` offset) or its error."""
     with contextlib.suppress(OSError, AttributeError):
         os.nice(19)
     with contextlib.suppress(OSError, AttributeError):
@@ -294,7 +302,11 @@ def _fit_child(connection: Any, threads: int | None, config: Any, weights: bytes
 
         model = FaceVid2VidModel(config)
         model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
-        connection.send(calibrate_keypoints(model.eval(), *args))
+        model.eval()
+        if kept is not None:
+            connection.send(check_offset(model, portrait, faces, motions, kept, masks))
+        else:
+            connection.send(calibrate_keypoints(model, portrait, faces, motions, masks, steps, learning_rate))
     except Exception as exc:  # noqa: BLE001 - reported to the sender, which logs it and sends motion as it is
         connection.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
     finally:

@@ -250,3 +250,46 @@ def test_the_calibration_cache_ignores_what_is_not_its_offset(tmp_path: Path) ->
         cache.store("m", f"p{i}", offset)
     assert cache.load("m", "p9") is not None and cache.load("m", "p0") is None
     assert sum(f.stat().st_size for f in tmp_path.iterdir()) <= 3000
+
+
+def test_a_kept_offset_is_checked_in_the_child_process_on_a_cpu(model: FaceVid2VidModel, tmp_path: Path) -> None:
+    """In a call on a CPU the check of a kept offset runs where the fit would (the spawned, idle-priority process),
+    not on a thread of the sender."""
+    import threading
+    import time
+
+    from sender.calibration_cache import CalibrationCache
+
+    rng = np.random.default_rng(6)
+    portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    hidden = rng.normal(0, 0.03, (model.config.num_keypoints, 3)).astype(np.float32)
+    frames = _frames(model, 4, hidden, portrait, rng)
+    cache = CalibrationCache(tmp_path)
+    first = KeypointCalibrator(model, portrait, _profile(2, 1), ramp=0, background=False, same_person=lambda *a: 0.1,
+                               cache=cache, model_id="m")
+    for motion, face in frames[:2]:
+        first(motion, face, _landmarks())
+    assert first.state == "applied"
+    checked_here: list[str] = []
+    second = KeypointCalibrator(model, portrait, _profile(2, 1), ramp=0, same_person=lambda *a: 0.1, cache=cache,
+                                model_id="m")
+    import sender.calibration as calibration
+
+    real = calibration.check_offset
+
+    def spy(*args: object, **kwargs: object) -> object:
+        checked_here.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    calibration.check_offset = spy  # type: ignore[assignment]
+    try:
+        for motion, face in frames[:2]:
+            second(motion, face, _landmarks())
+        deadline = time.monotonic() + 120
+        while second.state == "fitting" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        calibration.check_offset = real  # type: ignore[assignment]
+    assert second.state == "applied: kept from an earlier call", second.state
+    assert not checked_here  # not in this process
+    assert second.result is not None and second._process is not None
