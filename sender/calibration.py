@@ -15,14 +15,15 @@ once instead of fitting. ``state`` says where it is (``stats``).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import multiprocessing
 import os
-import signal
+import pickle
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,7 @@ from codec.motion import MotionParams
 from sender.calibration_cache import CalibrationCache
 
 logger = logging.getLogger(__name__)
+_REPO_ROOT = Path(__file__).resolve().parent.parent  # where the worker's packages are, installed or not
 
 MODES = ("auto", "on", "off")
 MIN_CPU_CORES = 4  # the full fit on a CPU needs this many cores; fewer get the light one (see ``fit_profile``)
@@ -169,40 +171,40 @@ class KeypointCalibrator:
         """Stop a fit still running in its child process (the source is closing); the motion stays as it is."""
         self._closed = True
         process = self._process
-        if process is not None and process.is_alive():
+        if process is not None and process.poll() is None:
             process.terminate()
 
     def _in_process(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray],
                     kept: np.ndarray | None = None) -> Calibration:
-        """The fit (or, given a ``kept`` offset, its check) in a spawned child process at the lowest CPU priority: on a machine whose cores also encode (and
-        perhaps render) the call it takes only the cycles those leave, and it holds no lock of the sender's
-        interpreter. Measured in `bench call` (sender and receiver on the same 2 cores, 60 s): on a thread of the
+        """The fit (or, given a ``kept`` offset, its check) in a child process at the lowest CPU priority: on a machine
+        whose cores also encode (and perhaps render) the call it takes only the cycles those leave, and it holds no
+        lock of the sender's interpreter. Measured in `bench call` (sender and receiver on the same 2 cores, 60 s): on a thread of the
         sender at normal priority it cost the receiver a quarter of its rendered frames while it ran; niced but on a
         thread, the sender's packets still came late (p95 latency 223 -> 510 ms).
 
-        The child gets the model as bytes (its config and a serialized copy of its weights), never the module itself:
-        handing a torch module to a spawned process moves its parameters into shared memory in place, under the frame
-        thread that is reading them to encode, which made a call's motion NaN once in ``bench call``."""
-        context = multiprocessing.get_context("spawn")  # no fork of a process with running threads
-        receiving, sending = context.Pipe(duplex=False)
+        The child (``sender.calibration_worker``) is a fresh interpreter that lowers its own priority before it imports
+        anything heavy, and gets the model as bytes (its config and a serialized copy of its weights), never the module
+        itself: handing a torch module to a ``multiprocessing`` child moves its parameters into shared memory in place,
+        under the frame thread that is reading them to encode (a call's motion went NaN once in ``bench call``)."""
         weights = io.BytesIO()
         torch.save(self._model.state_dict(), weights)  # reads the weights only, as the encoder does
-        process = context.Process(target=_fit_child, args=(sending, self.profile.threads, self._model.config,
-                                                           weights.getvalue(), kept, self._portrait, faces, motions,
-                                                           masks, self.profile.steps, self.profile.learning_rate),
-                                  name="keypoint calibration", daemon=True)
+        job = pickle.dumps({"threads": self.profile.threads, "config": self._model.config, "weights": weights.getvalue(),
+                            "kept": kept, "portrait": self._portrait, "faces": faces, "motions": motions, "masks": masks,
+                            "steps": self.profile.steps, "learning_rate": self.profile.learning_rate})
         if self._closed:
             raise RuntimeError("the source closed before the fit started")
-        process.start()
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT),
+                                                                                 os.environ.get("PYTHONPATH")])))
+        process = subprocess.Popen([sys.executable, "-m", "sender.calibration_worker"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
         self._process = process
-        sending.close()
-        try:
-            result = receiving.recv()  # EOFError when the child died (closed, killed, out of memory)
-        except EOFError:
-            raise RuntimeError(f"the fit's process ended without a result (exit code {process.exitcode})") from None
-        finally:
-            receiving.close()
-            process.join(timeout=10)
+        if self._closed:  # closed while it started
+            process.terminate()
+        out, err = process.communicate(job)
+        if process.returncode != 0 or not out:
+            tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise RuntimeError(f"the fit's process ended without a result (exit code {process.returncode}) {tail[0]}")
+        result = pickle.loads(out)  # from the child we started, on our own pipe
         if isinstance(result, Exception):
             raise result
         return result
@@ -279,38 +281,6 @@ class KeypointCalibrator:
                 logger.warning("keypoint calibration: could not keep the offset for the next call: %s", exc)
         logger.info("keypoint calibration applied: render error %.4f -> %.4f on %d frames, mean |offset| %.4f, %.1f s",
                     result.loss_before, result.loss_after, result.frames, float(np.abs(result.offset).mean()), result.seconds)
-
-
-def _fit_child(connection: Any, threads: int | None, config: Any, weights: bytes, kept: np.ndarray | None,
-               portrait: np.ndarray, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray],
-               steps: int, learning_rate: float) -> None:
-    """The child process: idle CPU priority (Linux's SCHED_IDLE, elsewhere nice 19), ``threads`` torch threads, dies
-    with the thread that started it, rebuilds the model from ``config`` and the serialized ``weights``, sends back the
-    fit (or the check of a ``kept`` offset) or its error."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(19)
-    with contextlib.suppress(OSError, AttributeError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    if threads is not None:
-        torch.set_num_threads(threads)
-    with contextlib.suppress(OSError, AttributeError):  # Linux: SIGTERM when the parent goes, however it goes
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    try:
-        from codec.model.face_model import FaceVid2VidModel
-
-        model = FaceVid2VidModel(config)
-        model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
-        model.eval()
-        if kept is not None:
-            connection.send(check_offset(model, portrait, faces, motions, kept, masks))
-        else:
-            connection.send(calibrate_keypoints(model, portrait, faces, motions, masks, steps, learning_rate))
-    except Exception as exc:  # noqa: BLE001 - reported to the sender, which logs it and sends motion as it is
-        connection.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
-    finally:
-        connection.close()
 
 
 def _identity_distance(portrait: np.ndarray, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> float:
