@@ -131,8 +131,8 @@ def test_bad_settings_are_refused(model: FaceVid2VidModel) -> None:
 
 
 def test_a_background_fit_on_the_cpu_runs_in_a_child_process_and_its_offset_arrives(model: FaceVid2VidModel) -> None:
-    """The real path of a call: the identity check on the sender's thread, the fit in a spawned, niced process. The
-    sender's own model is left where it is: handing the module to the child would move its weights into shared memory
+    """The real path of a call: the identity check on the sender's thread, the fit in an idle-priority child process. The
+    sender's own model is left where it is: handing the module to a multiprocessing child would move its weights into shared memory
     under the frame thread reading them (a NaN motion in a call, once)."""
     import time
 
@@ -253,7 +253,7 @@ def test_the_calibration_cache_ignores_what_is_not_its_offset(tmp_path: Path) ->
 
 
 def test_a_kept_offset_is_checked_in_the_child_process_on_a_cpu(model: FaceVid2VidModel, tmp_path: Path) -> None:
-    """In a call on a CPU the check of a kept offset runs where the fit would (the spawned, idle-priority process),
+    """In a call on a CPU the check of a kept offset runs where the fit would (the idle-priority child process),
     not on a thread of the sender."""
     import threading
     import time
