@@ -237,7 +237,6 @@ def _clip_inputs(config: CallBenchConfig) -> tuple[Any, Any, np.ndarray | None, 
     refiner = encoder.landmark_refiner(portrait) if hasattr(encoder, "landmark_refiner") else None
     baseline = np.asarray(encoder.encode(portrait).expression) if hasattr(encoder, "encode") else None
     from sender.calibration import make_calibrator  # as the sender CLI
-
     from sender.calibration_cache import CalibrationCache
 
     cache = CalibrationCache(Path(config.calibration_cache)) if config.calibration_cache else None

@@ -191,14 +191,12 @@ class KeypointCalibrator:
         job = pickle.dumps({"threads": self.profile.threads, "config": self._model.config, "weights": weights.getvalue(),
                             "kept": kept, "portrait": self._portrait, "faces": faces, "motions": motions, "masks": masks,
                             "steps": self.profile.steps, "learning_rate": self.profile.learning_rate})
-        if self._closed:
-            raise RuntimeError("the source closed before the fit started")
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT),
                                                                                  os.environ.get("PYTHONPATH")])))
         process = subprocess.Popen([sys.executable, "-m", "sender.calibration_worker"], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
         self._process = process
-        if self._closed:  # closed while it started
+        if self._closed:  # closed before or while it started
             process.terminate()
         out, err = process.communicate(job)
         if process.returncode != 0 or not out:
@@ -208,6 +206,16 @@ class KeypointCalibrator:
         if isinstance(result, Exception):
             raise result
         return result
+
+    def _run(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray], in_process: bool,
+             kept: np.ndarray | None = None) -> Calibration:
+        """The fit, or the check of a ``kept`` offset: in the idle child process, or here (a GPU, ``bench rd``)."""
+        if in_process:
+            return self._in_process(faces, motions, masks, kept)
+        if kept is not None:
+            return check_offset(self._model, self._portrait, faces, motions, kept, masks)
+        return calibrate_keypoints(self._model, self._portrait, faces, motions, masks, self.profile.steps,
+                                   self.profile.learning_rate)
 
     def _arrived(self) -> None:
         if self._first_frame_at is not None:
@@ -223,10 +231,7 @@ class KeypointCalibrator:
         kept = self._cache.load(*self._cache_key)
         if kept is None or kept.shape != motions[0].expression.shape:
             return False
-        if in_process:
-            result = self._in_process(faces, motions, masks, kept)
-        else:
-            result = check_offset(self._model, self._portrait, faces, motions, kept, masks)
+        result = self._run(faces, motions, masks, in_process, kept)
         if not result.improved:
             logger.info("keypoint calibration: the kept offset no longer helps (%.4f -> %.4f): fitting again",
                         result.loss_before, result.loss_after)
@@ -254,11 +259,7 @@ class KeypointCalibrator:
             motions = [m for _, m, _ in self._kept]
             if self._apply_kept(faces, motions, masks, in_process):
                 return
-            if in_process:
-                result = self._in_process(faces, motions, masks)
-            else:
-                result = calibrate_keypoints(self._model, self._portrait, faces, motions, masks, self.profile.steps,
-                                             self.profile.learning_rate)
+            result = self._run(faces, motions, masks, in_process)
         except Exception as exc:  # noqa: BLE001 - a failed fit leaves the call as it was, and says why
             self.state = f"skipped: {type(exc).__name__}: {exc}"
             logger.warning("keypoint calibration failed, sending motion as it is: %s", exc)

@@ -1,6 +1,6 @@
 """The sender's keypoint calibrations kept across calls, one per (motion model, portrait).
 
-    cache = CalibrationCache(Path.home() / ".cache" / "kpcall" / "calibration")
+    cache = CalibrationCache(Path("~/.cache/kpcall/calibration").expanduser())   # the sender's --calibration-cache
     offset = cache.load(model_id, portrait_hash)        # (K, 3) float32, or None
     cache.store(model_id, portrait_hash, offset)
 
@@ -28,7 +28,6 @@ from codec.lru_files import LruFiles
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DIR = Path.home() / ".cache" / "kpcall" / "calibration"  # the sender CLI's --calibration-cache
 SUFFIX = ".kpcal.npz"
 MAX_BYTES = 4 * 2**20  # ~1 KB each: thousands of portraits
 

@@ -51,8 +51,9 @@ def test_bench_rd_can_fit_as_a_small_cpu_does() -> None:
     from sender.calibration import FULL, LIGHT
 
     synthesizer = SimpleNamespace(enhancement_size=0)
-    light = OursFactory(object(), synthesizer, {}, calibration=True, calibration_profile=LIGHT)
-    assert light.describe()["keypoint_calibration"]["profile"] == vars(LIGHT)
-    full = OursFactory(object(), synthesizer, {}, calibration=True)
+    light = OursFactory(object(), synthesizer, {}, calibration=LIGHT)
+    assert light.describe()["keypoint_calibration"] == {"on": True, "profile": vars(LIGHT), "clips": {}}
+    full = OursFactory(object(), synthesizer, {}, calibration=FULL)
     assert full.describe()["keypoint_calibration"]["profile"] == vars(FULL)
-    assert OursFactory(object(), synthesizer, {}).describe()["keypoint_calibration"]["profile"] is None
+    off = OursFactory(object(), synthesizer, {}).describe()["keypoint_calibration"]
+    assert off["on"] is False and off["profile"] is None

@@ -120,12 +120,10 @@ class OursFactory:
         encoder: MotionEncoderLike,
         synthesizer: FrameSynthesizerLike,
         description: dict[str, Any],
-        calibration: bool = False,
-        calibration_profile: Any = None,
+        calibration: Any = None,
     ) -> None:
         self.encoder = encoder
-        self.calibration = calibration  # the sender's keypoint calibration (sender/calibration.py), inline
-        self.calibration_profile = calibration_profile  # its sender.calibration.FitProfile (None: FULL)
+        self.calibration = calibration  # the sender's keypoint calibration, inline: a sender.calibration.FitProfile or None (off)
         self.synthesizer = synthesizer
         self.description = dict(description)
         self._encoded: dict[str, _Encoded] = {}
@@ -150,12 +148,10 @@ class OursFactory:
         model, info = load_model_for_inference(weights, preset=preset)
         encoder = MotionEncoder(model, info=info)
         synthesizer = FrameSynthesizer(model, info=info)
-        profile = None
-        if light_calibration:
-            from sender.calibration import LIGHT
+        from sender.calibration import FULL, LIGHT
 
-            profile = LIGHT
-        return cls(encoder, synthesizer, info.as_dict(), calibration=calibration, calibration_profile=profile)
+        profile = (LIGHT if light_calibration else FULL) if calibration else None
+        return cls(encoder, synthesizer, info.as_dict(), calibration=profile)
 
     @property
     def model_id(self) -> str:
@@ -187,10 +183,8 @@ class OursFactory:
             out["reference_payload_bytes"] = float(np.mean([r.sent.payload_bytes for r in self._references.values()]))
         out["keypoint_choice"] = "the sender's causal choice (bench.keypoint_choice), revised as each clip goes"
         out["enhancement_size"] = self.enhancement_size
-        from sender.calibration import FULL
-
-        profile = vars(self.calibration_profile or FULL) if self.calibration else None
-        out["keypoint_calibration"] = {"on": self.calibration, "profile": profile, "clips": dict(self.calibrations)}
+        profile = None if self.calibration is None else vars(self.calibration)
+        out["keypoint_calibration"] = {"on": profile is not None, "profile": profile, "clips": dict(self.calibrations)}
         return out
 
     def sweep(
@@ -207,13 +201,13 @@ class OursFactory:
             # as the sender does: refinement, calibration, then smoothing
             refine = self.encoder.landmark_refiner(clip.frames[0])
             calibrate = None
-            if self.calibration and hasattr(self.encoder, "model"):
-                from sender.calibration import FULL, KeypointCalibrator
+            if self.calibration is not None and hasattr(self.encoder, "model"):
+                from sender.calibration import KeypointCalibrator
 
                 # inline: the fit runs when its frames are in, its offset ramps in from the next frame (a live sender
                 # fits on a background thread, so its offset arrives that much later)
-                calibrate = KeypointCalibrator(self.encoder.model, self.reference(clip).sent.image,
-                                               self.calibration_profile or FULL, background=False)
+                calibrate = KeypointCalibrator(self.encoder.model, self.reference(clip).sent.image, self.calibration,
+                                               background=False)
             face_mesh = _face_mesh() if refine.active or calibrate is not None else None
             refine(self.encoder.encode(clip.frames[0]), face_mesh(clip.frames[0]) if face_mesh else None)  # warm-up, anchor
             smoother = MotionSmoother(clip.fps)  # sender/motion_filter.py
