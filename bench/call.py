@@ -461,6 +461,8 @@ def summarize(config: CallBenchConfig, sender: dict[str, Any], receiver: dict[st
         "rendered_fps": receiver["rendered_fps"],
         "latency_ms_median": latency["median"],
         "latency_ms_p95": latency["p95"],
+        "latency_parts_ms": receiver.get("latency_parts_ms"),
+        "latency_ms_by_window": receiver.get("latency_ms_by_window"),
         "render_ms_median": render["median"],
         "render_ms_p95": render["p95"],
         "playout_delay_ms": receiver["playout_delay_ms"],

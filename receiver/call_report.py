@@ -15,6 +15,7 @@ from receiver.render_worker import RenderWorker, wall_ms
 from receiver.sender_link import SenderLink
 
 CALL_RECORDS = 15_000  # per-frame output and render records kept for report() (the last 10 min at 25 fps)
+LATENCY_WINDOW_S = 10.0  # report()'s latency over the call: percentiles per window of this many seconds of capture time
 RATE_WINDOW_S = 3.0  # the "recent" rates of the viewers' stats (payload, wire, rendered fps) span this long
 
 
@@ -148,6 +149,8 @@ class CallRecords:
             "output_fps": round((len(outputs) - 1) / span_s, 3) if span_s else None,
             "rendered_fps": round((len(renders) - 1) / duration_s, 3) if duration_s else None,
             "latency_ms": percentiles([r.rendered_ms - r.capture_ms for r in decoded]),
+            "latency_parts_ms": _latency_parts(decoded, outputs, percentiles),
+            "latency_ms_by_window": _latency_by_window(decoded, LATENCY_WINDOW_S),
             "render_ms": percentiles([r.render_ms for r in renders]),
             "playout_delay_ms": round(playout.target_delay_ms, 2),
             "network_jitter_ms": round(links[-1].network_jitter_ms, 2) if links else None,
@@ -188,3 +191,33 @@ def _enhancement_stats(sender: SenderLink | None, worker: RenderWorker | None) -
         "frames_rendered_enhanced": enhanced,
         "frames_rendered_motion_only": rendered - enhanced,
     }
+
+
+def _latency_parts(
+    decoded: list[RenderRecord], outputs: list[OutputRecord], percentiles: Any,
+) -> dict[str, dict[str, float | None]]:
+    """Where each decoded frame's latency went: capture → arrival (sender and network), arrival → due (the jitter
+    buffer), due → rendered (render queue and render); matched by output slot, frames with an arrival time."""
+    by_slot = {o.slot: o for o in outputs if not o.concealed and o.arrival_ms is not None}
+    pairs = [(by_slot[r.slot], r) for r in decoded if r.slot in by_slot]
+    return {
+        "to_arrival": percentiles([o.arrival_ms - o.capture_ms for o, _ in pairs]),
+        "arrival_to_due": percentiles([o.due_ms - o.arrival_ms for o, _ in pairs]),
+        "due_to_rendered": percentiles([r.rendered_ms - o.due_ms for o, r in pairs]),
+    }
+
+
+def _latency_by_window(decoded: list[RenderRecord], window_s: float) -> list[dict[str, float | int]]:
+    """Latency median and p95 per ``window_s`` of capture time from the first decoded frame (a call's early seconds
+    apart from its steady state)."""
+    if not decoded:
+        return []
+    start = decoded[0].capture_ms
+    windows: dict[int, list[float]] = {}
+    for r in decoded:
+        windows.setdefault(int((r.capture_ms - start) / 1000.0 // window_s), []).append(r.rendered_ms - r.capture_ms)
+    return [
+        {"from_s": index * window_s, "frames": len(values), "median": round(float(np.median(values)), 1),
+         "p95": round(float(np.percentile(values, 95)), 1)}
+        for index, values in sorted(windows.items())
+    ]

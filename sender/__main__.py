@@ -23,6 +23,7 @@ from codec.quantize import PRESETS_BY_NAME
 from codec.reference_message import decode_portrait
 from sender.audio_sender import DEFAULT_AUDIO_KBPS, AudioConfig, AudioSender
 from sender.audio_sources import AUDIO_AUTO, DEFAULT_FRAME_MS, FRAME_MS_CHOICES, create_audio_source, default_audio_spec
+from sender.calibration_cache import DEFAULT_DIR as DEFAULT_CALIBRATION_CACHE
 from sender.motion_rider import DEFAULT_HOLD_MS
 from sender.portrait import default_portrait, make_reference, read_photo
 from sender.session import DEFAULT_MAX_KBPS, Sender, SenderConfig
@@ -73,11 +74,10 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fit one keypoint offset on the call's first frames when the portrait shows the person on "
                              "camera (sender/calibration.py); auto: the full fit with a GPU or at least 4 CPU cores, a "
                              "light one (a quarter of the work, one core, idle priority) below (default auto)")
-    parser.add_argument("--calibration-cache", type=str, default="off", metavar="DIR|off",
-                        help="keep each fitted offset in DIR (e.g. ~/.cache/kpcall/calibration) for the next call with the "
-                             "same portrait and model, which checks it and applies it at once instead of fitting (default "
-                             "off: in bench call an offset applied in the call's first seconds raised p95 latency, not yet "
-                             "understood; README)")
+    parser.add_argument("--calibration-cache", type=str, default=str(DEFAULT_CALIBRATION_CACHE), metavar="DIR|off",
+                        help="keep each fitted offset (~1 KB of numbers, no image) in DIR for the next call with the same "
+                             "portrait and model, which checks it and applies it instead of fitting again; off: keep "
+                             "nothing (default %(default)s)")
     parser.add_argument("--frames-per-packet", type=int, default=None, help="motion frames per packet, 1-8 (default: adaptive)")
     parser.add_argument("--preset", choices=sorted(PRESETS_BY_NAME), default=None, help="quantizer preset (default: adaptive)")
     parser.add_argument("--enhancement-qp", type=enhancement_qp_argument, default=None, metavar="QP|off|auto",

@@ -10,7 +10,8 @@ the portrait must show the person in front of the camera: dlib's identity distan
 frames under ``SAME_PERSON_DISTANCE`` (a painting, a cartoon or someone else's photo is driven as before). A fit that
 does not lower G's error on its own frames is dropped. With a ``CalibrationCache``, a fitted offset is kept for the
 next call with the same portrait and model, which checks it on its own kept frames (two renders) and applies it at
-once instead of fitting. ``state`` says where it is (``stats``).
+once instead of fitting. The check of identity, kept offset and fit is one job (``sender.calibration_job``), run on a CPU
+in an idle-priority child process. ``state`` says where it is (``stats``).
 """
 
 from __future__ import annotations
@@ -24,26 +25,18 @@ import sys
 import threading
 import time
 from pathlib import Path
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from codec.face.identity import SAME_PERSON_DISTANCE, IdentityEmbedder, identity_distance
-from codec.face.regions import face_hull_mask
-from codec.model.keypoint_calibration import (
-    LEARNING_RATE,
-    STEPS,
-    Calibration,
-    apply_offset,
-    calibrate_keypoints,
-    check_offset,
-)
+from codec.face.identity import SAME_PERSON_DISTANCE
+from codec.model.keypoint_calibration import LEARNING_RATE, STEPS, Calibration, apply_offset
 from codec.model.wrappers import image_hash
 from codec.motion import MotionParams
 from sender.calibration_cache import CalibrationCache
+from sender.calibration_job import CalibrationJob, CalibrationOutcome, SamePerson, run_job
 
 logger = logging.getLogger(__name__)
 _REPO_ROOT = Path(__file__).resolve().parent.parent  # where the worker's packages are, installed or not
@@ -107,7 +100,7 @@ class KeypointCalibrator:
 
     def __init__(self, model: Any, portrait: np.ndarray, profile: FitProfile = FULL, ramp: int = RAMP,
                  background: bool = True,
-                 same_person: Callable[[np.ndarray, list[np.ndarray], list[np.ndarray]], float] | None = None,
+                 same_person: SamePerson | None = None,
                  cache: CalibrationCache | None = None, model_id: str = "") -> None:
         if profile.frames < 1 or profile.spacing < 1 or profile.steps < 0 or ramp < 0:
             raise ValueError(f"calibration needs frames ≥ 1, spacing ≥ 1, steps ≥ 0 and ramp ≥ 0, got {profile} and "
@@ -117,7 +110,7 @@ class KeypointCalibrator:
         self.profile = profile
         self._frames_wanted, self._spacing, self._ramp = profile.frames, profile.spacing, ramp
         self._background = background
-        self._same_person = same_person or _identity_distance
+        self._same_person = same_person  # None: dlib's distance, measured with the job (in the child on a CPU)
         self._cache = cache if cache is not None and model_id else None  # an offset is only kept under its model's id
         self._cache_key = (model_id, image_hash(self._portrait))
         self._seen = 0
@@ -129,6 +122,7 @@ class KeypointCalibrator:
         self._process: Any = None  # the fit's child process, while it runs
         self._first_frame_at: float | None = None  # monotonic time of the first frame seen
         self.seconds_to_offset: float | None = None  # from the first frame to the offset's arrival
+        self.identity_distance: float | None = None  # portrait to the person on camera, once measured
         self._closed = False
         self.result: Calibration | None = None
 
@@ -156,6 +150,9 @@ class KeypointCalibrator:
 
     def stats(self) -> dict[str, object]:
         out: dict[str, object] = {"state": self.state}
+        if self.identity_distance is not None:
+            # inf (no face found) as None: these stats go out as JSON
+            out["identity_distance"] = round(self.identity_distance, 3) if np.isfinite(self.identity_distance) else None
         if self.seconds_to_offset is not None:
             out["seconds_to_offset"] = round(self.seconds_to_offset, 2)
         if self.result is not None:
@@ -174,13 +171,13 @@ class KeypointCalibrator:
         if process is not None and process.poll() is None:
             process.terminate()
 
-    def _in_process(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray],
-                    kept: np.ndarray | None = None) -> Calibration:
-        """The fit (or, given a ``kept`` offset, its check) in a child process at the lowest CPU priority: on a machine
-        whose cores also encode (and perhaps render) the call it takes only the cycles those leave, and it holds no
-        lock of the sender's interpreter. Measured in `bench call` (sender and receiver on the same 2 cores, 60 s): on a thread of the
-        sender at normal priority it cost the receiver a quarter of its rendered frames while it ran; niced but on a
-        thread, the sender's packets still came late (p95 latency 223 -> 510 ms).
+    def _in_child(self, job: CalibrationJob) -> CalibrationOutcome:
+        """The job in a child process at the lowest CPU priority: on a machine whose cores also encode (and perhaps
+        render) the call it takes only the cycles those leave, and it holds no lock of the sender's interpreter. Measured
+        in `bench call` (sender and receiver on the same 2 cores, 60 s): on a thread of the sender at normal priority the
+        fit cost the receiver a quarter of its rendered frames while it ran; niced but on a thread, the sender's packets
+        still came late (p95 latency 223 -> 510 ms); the identity check alone on the sender's thread raised the first
+        10 s's p95 to ~450 ms (``sender.calibration_job``).
 
         The child (``sender.calibration_worker``) is a fresh interpreter that lowers its own priority before it imports
         anything heavy, and gets the model as bytes (its config and a serialized copy of its weights), never the module
@@ -188,9 +185,8 @@ class KeypointCalibrator:
         under the frame thread that is reading them to encode (a call's motion went NaN once in ``bench call``)."""
         weights = io.BytesIO()
         torch.save(self._model.state_dict(), weights)  # reads the weights only, as the encoder does
-        job = pickle.dumps({"threads": self.profile.threads, "config": self._model.config, "weights": weights.getvalue(),
-                            "kept": kept, "portrait": self._portrait, "faces": faces, "motions": motions, "masks": masks,
-                            "steps": self.profile.steps, "learning_rate": self.profile.learning_rate})
+        request = pickle.dumps({"threads": self.profile.threads, "config": self._model.config,
+                                "weights": weights.getvalue(), "job": job})
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT),
                                                                                  os.environ.get("PYTHONPATH")])))
         process = subprocess.Popen([sys.executable, "-m", "sender.calibration_worker"], stdin=subprocess.PIPE,
@@ -198,7 +194,7 @@ class KeypointCalibrator:
         self._process = process
         if self._closed:  # closed before or while it started
             process.terminate()
-        out, err = process.communicate(job)
+        out, err = process.communicate(request)
         if process.returncode != 0 or not out:
             tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
             raise RuntimeError(f"the fit's process ended without a result (exit code {process.returncode}) {tail[0]}")
@@ -207,74 +203,53 @@ class KeypointCalibrator:
             raise result
         return result
 
-    def _run(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray], in_process: bool,
-             kept: np.ndarray | None = None) -> Calibration:
-        """The fit, or the check of a ``kept`` offset: in the idle child process, or here (a GPU, ``bench rd``)."""
-        if in_process:
-            return self._in_process(faces, motions, masks, kept)
-        if kept is not None:
-            return check_offset(self._model, self._portrait, faces, motions, kept, masks)
-        return calibrate_keypoints(self._model, self._portrait, faces, motions, masks, self.profile.steps,
-                                   self.profile.learning_rate)
-
     def _arrived(self) -> None:
         if self._first_frame_at is not None:
             self.seconds_to_offset = time.monotonic() - self._first_frame_at
 
-    def _apply_kept(self, faces: list[np.ndarray], motions: list[MotionParams], masks: list[np.ndarray],
-                    in_process: bool) -> bool:
-        """An offset kept from an earlier call with this portrait and model, if it still lowers G's error on these
-        frames (two renders, no fit; in the child process like the fit on a CPU): applied, True. Otherwise False (fit
-        as usual)."""
-        if self._cache is None:
-            return False
-        kept = self._cache.load(*self._cache_key)
-        if kept is None or kept.shape != motions[0].expression.shape:
-            return False
-        result = self._run(faces, motions, masks, in_process, kept)
-        if not result.improved:
-            logger.info("keypoint calibration: the kept offset no longer helps (%.4f -> %.4f): fitting again",
-                        result.loss_before, result.loss_after)
-            return False
-        self.result = result
-        with self._lock:
-            self._offset = result.offset
-            self.state = "applied: kept from an earlier call"
-            self._arrived()
-        logger.info("keypoint calibration applied from an earlier call: render error %.4f -> %.4f on %d frames",
-                    result.loss_before, result.loss_after, result.frames)
-        return True
-
     def _fit(self, in_process: bool = False) -> None:
-        faces = [face for face, _, _ in self._kept]
-        landmarks = [lm for _, _, lm in self._kept]
+        """The job (``sender.calibration_job``): in the idle child process on a CPU (``in_process``), else here (a
+        GPU, ``bench rd``). A ``same_person`` given to the calibrator is asked here, before the job."""
         try:
-            distance = self._same_person(self._portrait, faces, landmarks)
-            if not distance < SAME_PERSON_DISTANCE:
-                self.state = f"skipped: the portrait is not the person on camera (identity distance {distance:.2f})"
-                logger.info("keypoint calibration %s", self.state)
-                return
-            size = faces[0].shape[0]
-            masks = [face_hull_mask(lm[:, :2], size) for lm in landmarks]
-            motions = [m for _, m, _ in self._kept]
-            if self._apply_kept(faces, motions, masks, in_process):
-                return
-            result = self._run(faces, motions, masks, in_process)
+            kept = self._cache.load(*self._cache_key) if self._cache is not None else None
+            faces = [face for face, _, _ in self._kept]
+            landmarks = [lm for _, _, lm in self._kept]
+            distance = None if self._same_person is None else self._same_person(self._portrait, faces, landmarks)
+            job = CalibrationJob(self._portrait, faces, [m for _, m, _ in self._kept], landmarks, kept,
+                                 self.profile.steps, self.profile.learning_rate, distance)
+            if distance is not None and not distance < SAME_PERSON_DISTANCE:
+                outcome = CalibrationOutcome(distance)
+            elif in_process:
+                outcome = self._in_child(job)
+            else:
+                outcome = run_job(self._model, job)
         except Exception as exc:  # noqa: BLE001 - a failed fit leaves the call as it was, and says why
             self.state = f"skipped: {type(exc).__name__}: {exc}"
             logger.warning("keypoint calibration failed, sending motion as it is: %s", exc)
             return
         finally:
             self._kept.clear()
+        self.identity_distance = outcome.distance
+        if not outcome.same_person:
+            self.state = f"skipped: the portrait is not the person on camera (identity distance {outcome.distance:.2f})"
+            logger.info("keypoint calibration %s", self.state)
+            return
+        if outcome.checked is not None and outcome.fitted is None:  # the kept offset still helps
+            self._apply(outcome.checked, "applied: kept from an earlier call")
+            logger.info("keypoint calibration applied from an earlier call: render error %.4f -> %.4f on %d frames",
+                        outcome.checked.loss_before, outcome.checked.loss_after, outcome.checked.frames)
+            return
+        if outcome.checked is not None:
+            logger.info("keypoint calibration: the kept offset no longer helps (%.4f -> %.4f): fitted again",
+                        outcome.checked.loss_before, outcome.checked.loss_after)
+        result = outcome.fitted
+        assert result is not None  # run_job fits whenever the person matches and no kept offset helped
         self.result = result
         if not result.improved:
             self.state = "skipped: the fit did not lower the render's error"
             logger.info("keypoint calibration %s (%.4f -> %.4f)", self.state, result.loss_before, result.loss_after)
             return
-        with self._lock:
-            self._offset = result.offset
-            self.state = "applied"
-            self._arrived()
+        self._apply(result, "applied")
         if self._cache is not None:
             try:
                 self._cache.store(*self._cache_key, result.offset)
@@ -283,14 +258,9 @@ class KeypointCalibrator:
         logger.info("keypoint calibration applied: render error %.4f -> %.4f on %d frames, mean |offset| %.4f, %.1f s",
                     result.loss_before, result.loss_after, result.frames, float(np.abs(result.offset).mean()), result.seconds)
 
-
-def _identity_distance(portrait: np.ndarray, faces: list[np.ndarray], landmarks: list[np.ndarray]) -> float:
-    """dlib's distance between the portrait and the median descriptor of three kept frames (inf: no face found)."""
-    embedder = IdentityEmbedder(central_fallback=True)
-    reference = embedder.describe(portrait)
-    picks = np.linspace(0, len(faces) - 1, min(3, len(faces))).astype(int)
-    described = [embedder.describe(faces[i], landmarks=landmarks[i]) for i in picks]
-    found = [d for d in described if d is not None]
-    if reference is None or not found:
-        return float("inf")
-    return identity_distance(reference, np.median(np.stack(found), axis=0))
+    def _apply(self, result: Calibration, state: str) -> None:
+        self.result = result
+        with self._lock:
+            self._offset = result.offset
+            self.state = state
+            self._arrived()

@@ -1,6 +1,6 @@
 """The sender's keypoint calibrations kept across calls, one per (motion model, portrait).
 
-    cache = CalibrationCache(Path("~/.cache/kpcall/calibration").expanduser())   # the sender's --calibration-cache
+    cache = CalibrationCache(DEFAULT_DIR)               # the sender's --calibration-cache (default)
     offset = cache.load(model_id, portrait_hash)        # (K, 3) float32, or None
     cache.store(model_id, portrait_hash, offset)
 
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 SUFFIX = ".kpcal.npz"
 MAX_BYTES = 4 * 2**20  # ~1 KB each: thousands of portraits
+DEFAULT_DIR = Path.home() / ".cache" / "kpcall" / "calibration"  # beside the receiver's portrait cache
 
 
 class CalibrationCache:

@@ -1,5 +1,6 @@
 """The keypoint calibration's child process on a CPU: ``python -m sender.calibration_worker`` (started by
-``sender.calibration``), the job pickled on stdin, its ``Calibration`` (or error) pickled on stdout.
+``sender.calibration``), the job (``sender.calibration_job.CalibrationJob``, with the model's config and weights) pickled
+on stdin, its ``CalibrationOutcome`` (or error) pickled on stdout.
 
 It drops to idle CPU priority (Linux's SCHED_IDLE, else nice 19) in its first lines, before it imports numpy, torch
 and the model, so that even its start-up (seconds of imports and unpickling) takes only the cycles the call leaves. A
@@ -34,23 +35,19 @@ def main() -> int:
     import io
     import pickle
 
-    job = pickle.loads(sys.stdin.buffer.read())  # from our own parent only: a pipe it opened
+    request = pickle.loads(sys.stdin.buffer.read())  # from our own parent only: a pipe it opened
     try:
         import torch
 
         from codec.model.face_model import FaceVid2VidModel
-        from codec.model.keypoint_calibration import calibrate_keypoints, check_offset
+        from sender.calibration_job import run_job
 
-        if job["threads"] is not None:
-            torch.set_num_threads(job["threads"])
-        model = FaceVid2VidModel(job["config"])
-        model.load_state_dict(torch.load(io.BytesIO(job["weights"]), weights_only=True))
+        if request["threads"] is not None:
+            torch.set_num_threads(request["threads"])
+        model = FaceVid2VidModel(request["config"])
+        model.load_state_dict(torch.load(io.BytesIO(request["weights"]), weights_only=True))
         model.eval()
-        args = (model, job["portrait"], job["faces"], job["motions"])
-        if job["kept"] is not None:
-            result: object = check_offset(*args, job["kept"], job["masks"])
-        else:
-            result = calibrate_keypoints(*args, job["masks"], job["steps"], job["learning_rate"])
+        result: object = run_job(model, request["job"])
     except Exception as exc:  # noqa: BLE001 - reported to the sender, which logs it and sends motion as it is
         result = RuntimeError(f"{type(exc).__name__}: {exc}")
     sys.stdout.buffer.write(pickle.dumps(result))

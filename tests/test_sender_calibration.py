@@ -86,10 +86,10 @@ def test_a_skipped_calibration_leaves_the_motion_alone(model: FaceVid2VidModel, 
     if case == "no gain":
         from codec.model.keypoint_calibration import Calibration
 
-        monkeypatch.setattr("sender.calibration.calibrate_keypoints",
+        monkeypatch.setattr("sender.calibration_job.calibrate_keypoints",
                             lambda *a, **k: Calibration(np.ones((20, 3), np.float32), 0.1, 0.1, 2, 0.0))
     if case == "failure":
-        monkeypatch.setattr("sender.calibration.calibrate_keypoints",
+        monkeypatch.setattr("sender.calibration_job.calibrate_keypoints",
                             lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")))
     distance = 0.9 if case == "another person" else 0.1
     calibrator = KeypointCalibrator(model, portrait, _profile(2, 1), background=False,
@@ -131,7 +131,8 @@ def test_bad_settings_are_refused(model: FaceVid2VidModel) -> None:
 
 
 def test_a_background_fit_on_the_cpu_runs_in_a_child_process_and_its_offset_arrives(model: FaceVid2VidModel) -> None:
-    """The real path of a call: the identity check on the sender's thread, the fit in an idle-priority child process. The
+    """The real path of a call: the fit in an idle-priority child process (here with the identity measured by the
+    caller's ``same_person``). The
     sender's own model is left where it is: handing the module to a multiprocessing child would move its weights into shared memory
     under the frame thread reading them (a NaN motion in a call, once)."""
     import time
@@ -217,8 +218,7 @@ def test_the_next_call_with_the_same_portrait_applies_the_kept_offset_without_fi
             fits.append(1)
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr("sender.calibration.calibrate_keypoints", counting_fit)
-    monkeypatch.setattr("codec.model.keypoint_calibration.calibrate_keypoints", counting_fit)
+    monkeypatch.setattr("sender.calibration_job.calibrate_keypoints", counting_fit)
     second = call(portrait)
     assert second.state == "applied: kept from an earlier call" and not fits
     assert second.stats()["state"] == second.state and second.stats()["seconds_to_offset"] >= 0
@@ -273,7 +273,7 @@ def test_a_kept_offset_is_checked_in_the_child_process_on_a_cpu(model: FaceVid2V
     checked_here: list[str] = []
     second = KeypointCalibrator(model, portrait, _profile(2, 1), ramp=0, same_person=lambda *a: 0.1, cache=cache,
                                 model_id="m")
-    import sender.calibration as calibration
+    import sender.calibration_job as calibration
 
     real = calibration.check_offset
 
@@ -293,3 +293,49 @@ def test_a_kept_offset_is_checked_in_the_child_process_on_a_cpu(model: FaceVid2V
     assert second.state == "applied: kept from an earlier call", second.state
     assert not checked_here  # not in this process
     assert second.result is not None and second._process is not None
+
+
+def test_the_identity_check_runs_in_the_child_process_on_a_cpu(model: FaceVid2VidModel,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """dlib holds Python's lock while it works: with no ``same_person`` given (a call), the portrait's identity is
+    measured in the idle child with the fit, never on a thread of the sender."""
+    import time
+
+    def not_here(*args: object) -> float:
+        raise AssertionError("the identity check ran in the sender's process")
+
+    monkeypatch.setattr("sender.calibration_job.identity_distance_to_faces", not_here)
+    rng = np.random.default_rng(7)
+    portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    frames = _frames(model, 3, np.zeros((model.config.num_keypoints, 3), np.float32), portrait, rng)
+    calibrator = KeypointCalibrator(model, portrait, _profile(2, 1))
+    for motion, face in frames[:2]:
+        calibrator(motion, face, _landmarks())
+    deadline = time.monotonic() + 120
+    while calibrator.state == "fitting" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert calibrator.state != "fitting" and "AssertionError" not in calibrator.state, calibrator.state
+    assert calibrator._process is not None  # the job ran in the child, dlib's distance with it:
+    assert np.isfinite(calibrator.stats()["identity_distance"])
+
+
+def test_a_job_checks_identity_then_the_kept_offset_then_fits(model: FaceVid2VidModel) -> None:
+    from sender.calibration_job import CalibrationJob, run_job
+
+    rng = np.random.default_rng(8)
+    portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    hidden = rng.normal(0, 0.03, (model.config.num_keypoints, 3)).astype(np.float32)
+    frames = _frames(model, 2, hidden, portrait, rng)
+    faces, motions = [f for _, f in frames], [m for m, _ in frames]
+
+    def job(kept: np.ndarray | None, distance: float | None = None) -> CalibrationJob:
+        return CalibrationJob(portrait, faces, motions, [_landmarks()] * 2, kept, 5, 0.002, distance)
+
+    stranger = run_job(model, job(hidden), same_person=lambda *a: 0.9)
+    assert not stranger.same_person and stranger.checked is None and stranger.fitted is None
+    fitted = run_job(model, job(None, distance=0.1))
+    assert fitted.same_person and fitted.checked is None and fitted.fitted is not None
+    kept = run_job(model, job(hidden, distance=0.1))  # the offset that made these frames: it helps, no fit
+    assert kept.checked is not None and kept.checked.improved and kept.fitted is None
+    stale = run_job(model, job(-4 * hidden, distance=0.1))  # a kept offset that hurts: checked, then a fit
+    assert stale.checked is not None and not stale.checked.improved and stale.fitted is not None

@@ -232,6 +232,10 @@ def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_pa
     calibrator = calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--calibration-cache", "off")
     assert isinstance(calibrator, KeypointCalibrator) and calibrator._cache is None  # auto: on, light on a small CPU
     assert calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--calibration", "off") is None
+    from sender.calibration_cache import DEFAULT_DIR
+
+    calibrator = calibrator_of("--weights", str(plain), "--source", str(tmp_path))  # kept by default (nothing written yet)
+    assert isinstance(calibrator, KeypointCalibrator) and calibrator._cache is not None and calibrator._cache.dir == DEFAULT_DIR
     assert calibrator_of("--weights", str(plain), "--calibration", "on") is None  # the trace: no camera frames
     sender = create_sender(parser.parse_args(["--device", "cpu", "--weights", str(trained), "--source", str(tmp_path)]))
     baseline = sender._expression_baseline  # the portrait's own δ: the controller ranks keypoints against it
