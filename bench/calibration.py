@@ -46,9 +46,10 @@ def split_frames(num_driving: int, spacing: int) -> tuple[list[int], list[int]]:
 
 
 def evaluate_clip(factory: Any, clip: BenchClip, profiles: Mapping[str, Any], spacing: int,
-                  detector: Any, embedder: Any) -> dict[str, dict[str, float]]:
+                  detector: Any, embedder: Any, tracked_steps: int = 0) -> dict[str, dict[str, float]]:
     """{variant: {metric: mean over the scored frames}} for one clip; ``profiles``: name -> FitProfile or None (no
-    calibration)."""
+    calibration). ``tracked_steps`` > 0 adds the variant ``<first profile with a fit>+tracked``: its offset, then a
+    ``KeypointTracker`` of that many steps over every frame of the second half, in order."""
     from bench.quality import detect_landmarks, score_frames
     from codec.face.regions import face_hull_mask
     from codec.model.keypoint_calibration import apply_offset, calibrate_keypoints
@@ -61,6 +62,7 @@ def evaluate_clip(factory: Any, clip: BenchClip, profiles: Mapping[str, Any], sp
     original_landmarks = detect_landmarks(detector, originals)
     pool_landmarks = detect_landmarks(detector, clip.frames[fit_pool])
     out: dict[str, dict[str, float]] = {}
+    offsets: dict[str, np.ndarray | None] = {}
     for name, profile in profiles.items():
         offset = None
         seconds = 0.0
@@ -74,6 +76,7 @@ def evaluate_clip(factory: Any, clip: BenchClip, profiles: Mapping[str, Any], sp
                                              [face_hull_mask(pool_landmarks[p][:, :2], size) for p in picks],
                                              profile.steps, profile.learning_rate)
                 offset, seconds = (result.offset if result.improved else None), result.seconds
+        offsets[name] = offset
         rendered = np.stack([factory.synthesizer.render(factory.reference(clip).state,
                                                         motions[i - 1] if offset is None else apply_offset(motions[i - 1], offset))
                              for i in scored])
@@ -82,13 +85,38 @@ def evaluate_clip(factory: Any, clip: BenchClip, profiles: Mapping[str, Any], sp
         out[name] = {key: float(np.nanmean(scores.values[key])) for key in METRICS}
         out[name]["fit_seconds"] = seconds
         out[name]["applied"] = float(offset is not None)
+    fitted = [name for name, profile in profiles.items() if profile is not None]
+    if tracked_steps > 0 and fitted:
+        from codec.model.keypoint_tracking import KeypointTracker
+
+        offset = offsets[fitted[0]]
+        tracker = KeypointTracker(model, portrait, steps=tracked_steps)
+        half = clip.num_driving // 2
+        track = list(range(half + 1, clip.num_driving + 1))
+        landmarks = detect_landmarks(detector, clip.frames[track])
+        size = clip.frames.shape[1]
+        started = time.perf_counter()
+        tracked = {}
+        for i, lm in zip(track, landmarks):
+            motion = motions[i - 1] if offset is None else apply_offset(motions[i - 1], offset)
+            mask = face_hull_mask(lm[:, :2], size) if np.all(np.isfinite(lm)) else None
+            tracked[i] = tracker(motion, clip.frames[i], mask)
+        seconds = (time.perf_counter() - started) / len(track)
+        rendered = np.stack([factory.synthesizer.render(factory.reference(clip).state, tracked[i]) for i in scored])
+        scores = score_frames(originals, original_landmarks, np.asarray(rendered, np.uint8), detector, embedder,
+                              identity_every=len(scored) + 1)
+        name = f"{fitted[0]}+tracked"
+        out[name] = {key: float(np.nanmean(scores.values[key])) for key in METRICS}
+        out[name]["fit_seconds"] = out[fitted[0]]["fit_seconds"]
+        out[name]["applied"] = out[fitted[0]]["applied"]
+        out[name]["tracking_seconds_per_frame"] = seconds
     return out
 
 
 def run_calibration(people: str = "val", frames: int = DEFAULT_FRAMES, spacing: int = DEFAULT_SPACING,
                     clips_dir: str | None = None, synthetic: bool = False, weights: str | None = None,
                     profiles: Mapping[str, Any] | None = None,
-                    progress: Callable[[str], None] = logger.info) -> dict[str, Any]:
+                    progress: Callable[[str], None] = logger.info, tracked_steps: int = 0) -> dict[str, Any]:
     from bench.codecs.ours import OursFactory
     from bench.quality import make_identity_embedder, make_static_detector
     from sender.calibration import FULL, LIGHT
@@ -101,14 +129,15 @@ def run_calibration(people: str = "val", frames: int = DEFAULT_FRAMES, spacing: 
     started = time.perf_counter()
     per_clip = {}
     for clip in clips:
-        per_clip[clip.clip_id] = evaluate_clip(factory, clip, profiles, spacing, detector, embedder)
+        per_clip[clip.clip_id] = evaluate_clip(factory, clip, profiles, spacing, detector, embedder, tracked_steps)
         progress(f"{clip.clip_id}: " + ", ".join(f"{name} {v['face_psnr']:.2f} dB" for name, v in per_clip[clip.clip_id].items()))
-    mean = {name: {key: float(np.mean([c[name][key] for c in per_clip.values()])) for key in (*METRICS, "fit_seconds", "applied")}
-            for name in profiles}
+    mean = {name: {key: float(np.mean([c[name][key] for c in per_clip.values()]))
+                   for key in (*METRICS, "fit_seconds", "applied", "tracking_seconds_per_frame") if key in variant}
+            for name, variant in next(iter(per_clip.values()), {}).items()}
     return {
         "benchmark": "calibration",
         "method": __doc__.split("\n\n", 2)[2].replace("\n", " ").strip(),
-        "config": {"people": people, "frames": frames, "spacing": spacing, "weights": weights,
+        "config": {"people": people, "frames": frames, "spacing": spacing, "weights": weights, "tracked_steps": tracked_steps,
                    "profiles": {name: None if p is None else vars(p) for name, p in profiles.items()}},
         "machine": machine_info(),
         "model": factory.describe(),
@@ -139,11 +168,17 @@ def add_calibration_parser(subparsers: argparse._SubParsersAction) -> None:  # t
     parser.add_argument("--spacing", type=int, default=DEFAULT_SPACING,
                         help="every n-th driving frame is a fit candidate (first half) or scored (second half)")
     parser.add_argument("--weights", default=None, help="model weights (default: the shipped ones)")
+    parser.add_argument("--tracked-steps", type=int, default=0,
+                        help="also the full fit's offset plus a per-frame correction of this many steps over every "
+                             "frame of the second half (codec/model/keypoint_tracking.py; default 0: not run)")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
 
 
 def run_calibration_from_args(args: argparse.Namespace) -> int:
-    report = run_calibration(args.people, args.frames, args.spacing, args.clips, args.synthetic, args.weights)
+    if args.tracked_steps < 0:
+        raise SystemExit(f"--tracked-steps must be 0 or more, got {args.tracked_steps}")
+    report = run_calibration(args.people, args.frames, args.spacing, args.clips, args.synthetic, args.weights,
+                             tracked_steps=args.tracked_steps)
     print(format_table(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

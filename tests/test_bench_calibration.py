@@ -25,15 +25,16 @@ def test_the_fit_never_sees_a_scored_frame() -> None:
 @pytest.mark.pretrained
 def test_a_run_on_the_synthetic_clip_reports_each_variant(tmp_path: Path) -> None:
     profiles = {"none": None, "quick": FitProfile(frames=2, spacing=1, steps=2, learning_rate=0.002)}
-    report = run_calibration(synthetic=True, frames=13, spacing=3, profiles=profiles)
-    assert set(report["mean"]) == {"none", "quick"} and report["config"]["profiles"]["quick"]["steps"] == 2
+    report = run_calibration(synthetic=True, frames=13, spacing=3, profiles=profiles, tracked_steps=1)
+    assert set(report["mean"]) == {"none", "quick", "quick+tracked"} and report["config"]["profiles"]["quick"]["steps"] == 2
+    assert report["mean"]["quick+tracked"]["tracking_seconds_per_frame"] > 0
     none, quick = report["mean"]["none"], report["mean"]["quick"]
     assert none["fit_seconds"] == 0 and none["applied"] == 0
     assert 10 < none["face_psnr"] < 60 and 10 < quick["face_psnr"] < 60
     if quick["applied"]:  # a fit that lowered the error on its frames moves the scored frames' render
         assert quick["face_psnr"] != none["face_psnr"]
     table = format_table(report)
-    assert table.count("\n") == 3 and "| quick |" in table
+    assert table.count("\n") == 4 and "| quick |" in table and "| quick+tracked |" in table
     json.dumps(report, default=str)  # the CLI writes it as JSON
 
 

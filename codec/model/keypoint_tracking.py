@@ -1,0 +1,94 @@
+"""A per-frame correction of the transmitted δ, tracked over the call (analysis by synthesis, frame by frame).
+
+    tracker = KeypointTracker(model, portrait, steps=2)
+    motion = tracker(motion, face, face_mask)    # per frame, after the call's offset (``keypoint_calibration``)
+
+The call's offset (``codec.model.keypoint_calibration``) corrects the bias H has for this person; what is left is
+each frame's own error. Here every frame gets a (K, 3) correction that starts where the previous frame's ended (the
+face moves little between frames) and takes ``steps`` Adam steps on G's render of that frame against the camera's
+(the calibration's weighted L1; Adam's moments carry over from frame to frame). Each opening's two keypoints share
+one correction as in the calibration (``OPENING_PAIRS``). Nothing changes in the bitstream or at the receiver.
+
+Measured on the validation people (7 clips, 100 frames at 25 fps; call offset fitted on the first half, tracked over
+every frame of the second half, scored on every 6th: ``python -m bench calibration --tracked-steps N``; 2026-12-08,
+experiment script in issue 20's notes), face PSNR / mouth opening error: call offset alone 26.23 dB / 2.64 px; 1 step
+a frame, openings free 26.60 / 3.29; 2 steps free 26.85 / 3.43; **2 steps tied 26.71 / 3.03** (no calibration:
+25.68 / 2.68). The picture gains about 1 dB over no calibration, but the mouth's opening follows the driver less
+well: what G renders closest to the frame in L1 is not always the opening that was sent. Cost: ``steps`` forward and
+backward passes of G per frame (~0.25 s each on 2 CPU cores at 256²): a GPU sender's tool; no sender uses it yet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from codec.model.face_model import FaceVid2VidModel
+from codec.model.keypoint_calibration import BACKGROUND_WEIGHT, MAX_OFFSET, _images, apply_offset, tying_matrix
+from codec.motion import MotionParams, angles_to_rotation_torch, transform_keypoints_torch
+
+TRACKING_STEPS = 2
+TRACKING_LEARNING_RATE = 0.002
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPSILON = 1e-8
+
+
+class KeypointTracker:
+    """Per-frame δ corrections for one portrait and call (see the module docstring). Not thread-safe: one frame at a
+    time, in order."""
+
+    def __init__(self, model: FaceVid2VidModel, portrait: np.ndarray, steps: int = TRACKING_STEPS,
+                 learning_rate: float = TRACKING_LEARNING_RATE) -> None:
+        if steps < 1 or not learning_rate > 0:
+            raise ValueError(f"tracking needs steps ≥ 1 and a positive learning rate, got {steps} and {learning_rate}")
+        self._model = model
+        self._device = next(model.parameters()).device
+        self._size = model.config.image_size
+        self.steps, self.learning_rate = steps, learning_rate
+        with torch.no_grad():
+            self._reference = model.encode_reference(_images([np.ascontiguousarray(portrait)], self._size, self._device))
+        k = self._reference.kp_canonical.shape[1]
+        self._tie = tying_matrix(k).to(self._device)  # (K, K)
+        self._free = torch.zeros(k, 3, device=self._device)  # the last frame's correction, untied
+        self._moments = (torch.zeros_like(self._free), torch.zeros_like(self._free))
+        self._step = 0
+        self.correction = np.zeros((k, 3), np.float32)  # the last frame's (K, 3), tied
+
+    def __call__(self, motion: MotionParams, face: np.ndarray, face_mask: np.ndarray | None = None) -> MotionParams:
+        """motion as sent for ``face`` (P, P, 3) uint8, the camera's face crop; face_mask (P, P) bool or None (the
+        whole crop as face) -> the motion with this frame's correction on its present rows (``apply_offset``)."""
+        if motion.expression.shape != tuple(self._free.shape):
+            raise ValueError(f"motion δ {motion.expression.shape} does not match the model's keypoints "
+                             f"{tuple(self._free.shape)}")
+        size, device = self._size, self._device
+        target = _images([face], size, device)  # (1, 3, S, S)
+        if face_mask is None:
+            weight = torch.ones(1, 1, size, size, device=device)
+        else:
+            weight = torch.from_numpy(np.asarray(face_mask, np.float32)).to(device)[None, None]  # (1, 1, P, P)
+            weight = F.interpolate(weight, size=(size, size), mode="nearest")
+        weight = weight + BACKGROUND_WEIGHT
+        with torch.no_grad():
+            angles = torch.tensor([[motion.yaw, motion.pitch, motion.roll]], dtype=torch.float32, device=device)
+            rotation = angles_to_rotation_torch(angles[:, 0], angles[:, 1], angles[:, 2])  # (1, 3, 3)
+            translation = torch.tensor(np.asarray(motion.translation, np.float32)[None], device=device)  # (1, 3)
+            expression = torch.tensor(np.asarray(motion.expression, np.float32)[None], device=device)  # (1, K, 3)
+            kp = transform_keypoints_torch(self._reference.kp_canonical, rotation, translation, expression)  # (1, K, 3)
+        free = self._free.clone().requires_grad_(True)
+        first, second = self._moments
+        beta1, beta2 = ADAM_BETAS
+        for _ in range(self.steps):  # the gradient goes to the correction alone; the model is only read
+            rendered = self._model.synthesize(self._reference, kp + (self._tie @ free)[None], rotation)["image"]
+            loss = ((rendered.float() - target).abs() * weight).mean()
+            (grad,) = torch.autograd.grad(loss, [free])
+            self._step += 1
+            first = beta1 * first + (1 - beta1) * grad
+            second = beta2 * second + (1 - beta2) * grad * grad
+            with torch.no_grad():
+                step = first / (1 - beta1 ** self._step) / ((second / (1 - beta2 ** self._step)).sqrt() + ADAM_EPSILON)
+                free -= self.learning_rate * step
+                free.clamp_(-MAX_OFFSET, MAX_OFFSET)
+        self._free, self._moments = free.detach(), (first, second)
+        self.correction = (self._tie @ self._free).cpu().numpy().astype(np.float32)
+        return apply_offset(motion, self.correction)
