@@ -115,6 +115,7 @@ class CallBenchConfig:
     enhancement: bool = False  # a clip source with a model that has the branch: the enhancement layer's ladder is on
     calibration: str = "auto"  # a clip source: the sender's keypoint calibration (sender/calibration.py): auto, on, off
     calibration_cache: str = ""  # a folder of offsets kept across runs (sender/calibration_cache.py), as the sender CLI's; "": none
+    keypoint_tracking: str = "auto"  # per-frame corrections after the offset (sender/keypoint_tracking.py): auto, on, off
 
     def rtc(self) -> Any:
         from signaling.rtc import RtcOptions
@@ -240,7 +241,8 @@ def _clip_inputs(config: CallBenchConfig) -> tuple[Any, Any, np.ndarray | None, 
     from sender.calibration_cache import CalibrationCache
 
     cache = CalibrationCache(Path(config.calibration_cache)) if config.calibration_cache else None
-    calibrator = make_calibrator(config.calibration, encoder, portrait, cache) if config.renderer == "model" else None
+    calibrator = (make_calibrator(config.calibration, encoder, portrait, cache, config.keypoint_tracking)
+                  if config.renderer == "model" else None)
     frames = LoopedClip(path, config.fps)
     source = VideoSource(
         frames, str(path), FaceCropper(output_size=encoder.image_size, fps=config.fps), encoder, fps=config.fps,
@@ -602,6 +604,8 @@ def add_call_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
                    help="SRTP tag both ends prefer for RTP motion (default %(default)s)")
     p.add_argument("--calibration", choices=("auto", "on", "off"), default=d.calibration,
                    help="a clip source: the sender's keypoint calibration, as its CLI (default %(default)s)")
+    p.add_argument("--keypoint-tracking", choices=("auto", "on", "off"), default=d.keypoint_tracking,
+                   help="a clip source: per-frame keypoint corrections after the offset, as the sender CLI's (default %(default)s)")
     p.add_argument("--calibration-cache", default=d.calibration_cache, metavar="DIR",
                    help="keep fitted offsets here across runs, as the sender CLI does (default: none, every run fits)")
     p.add_argument("--enhancement", action="store_true",
@@ -644,6 +648,7 @@ def run_call_from_args(args: argparse.Namespace) -> int:
         impair_loss=args.impair_loss, impair_jitter_ms=args.impair_jitter_ms, audio=args.audio, audio_kbps=args.audio_kbps,
         audio_frame_ms=args.audio_frame_ms, motion_audio_wait_ms=args.motion_audio_wait_ms, audio_hold_ms=args.audio_hold_ms,
         enhancement=args.enhancement, calibration=args.calibration, calibration_cache=args.calibration_cache,
+        keypoint_tracking=args.keypoint_tracking,
     )
     try:
         result = run_call_bench(config)

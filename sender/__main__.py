@@ -78,6 +78,10 @@ def add_sender_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep each fitted offset (~1 KB of numbers, no image) in DIR for the next call with the same "
                              "portrait and model, which checks it and applies it instead of fitting again; off: keep "
                              "nothing (default %(default)s)")
+    parser.add_argument("--keypoint-tracking", choices=("auto", "on", "off"), default="auto",
+                        help="once the calibration's offset is on, give each frame's keypoints their own correction (2 "
+                             "passes of the generator a frame, sender/keypoint_tracking.py; turns itself off when a frame "
+                             "takes over 15 ms); auto: with a GPU only (default auto)")
     parser.add_argument("--frames-per-packet", type=int, default=None, help="motion frames per packet, 1-8 (default: adaptive)")
     parser.add_argument("--preset", choices=sorted(PRESETS_BY_NAME), default=None, help="quantizer preset (default: adaptive)")
     parser.add_argument("--enhancement-qp", type=enhancement_qp_argument, default=None, metavar="QP|off|auto",
@@ -139,7 +143,7 @@ def create_sender(args: argparse.Namespace, signaling: Signaling | None = None) 
         from sender.calibration_cache import CalibrationCache
 
         cache = None if args.calibration_cache == "off" else CalibrationCache(Path(args.calibration_cache).expanduser())
-        calibrator = make_calibrator(args.calibration, encoder, portrait, cache)
+        calibrator = make_calibrator(args.calibration, encoder, portrait, cache, args.keypoint_tracking)
         if calibrator is not None:
             logger.info("keypoint calibration: fitted on the first frames if the portrait shows the person on camera")
     source = create_source(

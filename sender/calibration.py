@@ -10,7 +10,8 @@ the portrait must show the person in front of the camera: dlib's identity distan
 frames under ``SAME_PERSON_DISTANCE`` (a painting, a cartoon or someone else's photo is driven as before). A fit that
 does not lower G's error on its own frames is dropped. With a ``CalibrationCache``, a fitted offset is kept for the
 next call with the same portrait and model, which checks it on its own kept frames (two renders) and applies it at
-once instead of fitting. The check of identity, kept offset and fit is one job (``sender.calibration_job``), run on a CPU
+once instead of fitting. Given a ``TrackingHook`` (``sender.keypoint_tracking``), frames after the offset also get
+their own correction. The check of identity, kept offset and fit is one job (``sender.calibration_job``), run on a CPU
 in an idle-priority child process. ``state`` says where it is (``stats``).
 """
 
@@ -37,6 +38,7 @@ from codec.model.wrappers import image_hash
 from codec.motion import MotionParams
 from sender.calibration_cache import CalibrationCache
 from sender.calibration_job import CalibrationJob, CalibrationOutcome, SamePerson, run_job
+from sender.keypoint_tracking import TrackingHook, tracking_wanted
 
 logger = logging.getLogger(__name__)
 _REPO_ROOT = Path(__file__).resolve().parent.parent  # where the worker's packages are, installed or not
@@ -80,18 +82,21 @@ def fit_profile(mode: str, device_type: str, cpu_cores: int | None = None) -> Fi
     return FULL if device_type != "cpu" or cpu_cores >= MIN_CPU_CORES else LIGHT
 
 
-def make_calibrator(mode: str, encoder: Any, portrait: np.ndarray,
-                    cache: CalibrationCache | None = None) -> KeypointCalibrator | None:
+def make_calibrator(mode: str, encoder: Any, portrait: np.ndarray, cache: CalibrationCache | None = None,
+                    tracking: str = "off") -> KeypointCalibrator | None:
     """The sender's calibrator for ``encoder`` (a ``MotionEncoder``: its model, id and device) and the portrait the
     receiver decodes, or None where ``mode`` (``fit_profile``) or an encoder without a model says no; ``cache``: the
-    offsets kept across calls (``sender.calibration_cache``), or None."""
+    offsets kept across calls (``sender.calibration_cache``), or None; ``tracking``: ``--keypoint-tracking``
+    (``sender.keypoint_tracking.tracking_wanted``), per-frame corrections once the offset is on."""
     if not hasattr(encoder, "model"):
         return None
     device_type = str(getattr(getattr(encoder, "device", None), "type", "cpu"))
+    track = tracking_wanted(tracking, device_type)  # checks the mode even where no calibration runs
     profile = fit_profile(mode, device_type)
     if profile is None:
         return None
-    return KeypointCalibrator(encoder.model, portrait, profile, cache=cache, model_id=str(getattr(encoder, "model_id", "")))
+    return KeypointCalibrator(encoder.model, portrait, profile, cache=cache, model_id=str(getattr(encoder, "model_id", "")),
+                              tracking=TrackingHook(encoder.model, portrait) if track else None)
 
 
 class KeypointCalibrator:
@@ -101,7 +106,8 @@ class KeypointCalibrator:
     def __init__(self, model: Any, portrait: np.ndarray, profile: FitProfile = FULL, ramp: int = RAMP,
                  background: bool = True,
                  same_person: SamePerson | None = None,
-                 cache: CalibrationCache | None = None, model_id: str = "") -> None:
+                 cache: CalibrationCache | None = None, model_id: str = "",
+                 tracking: TrackingHook | None = None) -> None:
         if profile.frames < 1 or profile.spacing < 1 or profile.steps < 0 or ramp < 0:
             raise ValueError(f"calibration needs frames ≥ 1, spacing ≥ 1, steps ≥ 0 and ramp ≥ 0, got {profile} and "
                              f"ramp {ramp}")
@@ -113,6 +119,7 @@ class KeypointCalibrator:
         self._same_person = same_person  # None: dlib's distance, measured with the job (in the child on a CPU)
         self._cache = cache if cache is not None and model_id else None  # an offset is only kept under its model's id
         self._cache_key = (model_id, image_hash(self._portrait))
+        self.tracking = tracking  # per-frame corrections once the offset is on (the person on camera checked)
         self._seen = 0
         self._kept: list[tuple[np.ndarray, MotionParams, np.ndarray]] = []  # (face, motion, landmarks)
         self._lock = threading.Lock()
@@ -135,7 +142,8 @@ class KeypointCalibrator:
                 self._applied += 1
                 fraction = min(1.0, self._applied / self._ramp) if self._ramp else 1.0
         if offset is not None:
-            return apply_offset(motion, offset, fraction)
+            motion = apply_offset(motion, offset, fraction)
+            return motion if self.tracking is None else self.tracking(motion, face, landmarks)
         if self.state == "collecting" and face is not None and landmarks is not None and bool(motion.present.all()):
             self._seen += 1
             if (self._seen - 1) % self._spacing == 0:
@@ -155,6 +163,8 @@ class KeypointCalibrator:
             out["identity_distance"] = round(self.identity_distance, 3) if np.isfinite(self.identity_distance) else None
         if self.seconds_to_offset is not None:
             out["seconds_to_offset"] = round(self.seconds_to_offset, 2)
+        if self.tracking is not None:
+            out["tracking"] = self.tracking.stats()
         if self.result is not None:
             out.update(loss_before=self.result.loss_before, loss_after=self.result.loss_after,
                        seconds=round(self.result.seconds, 2), mean_abs_offset=float(np.abs(self.result.offset).mean()))

@@ -8,7 +8,7 @@ import torch
 
 from codec.model import FaceVid2VidModel, ModelConfig
 from codec.model.keypoint_calibration import OPENING_PAIRS, apply_offset
-from codec.model.keypoint_tracking import KeypointTracker
+from codec.model.keypoint_tracking import FROZEN_ROWS, KeypointTracker
 from codec.model.wrappers import FrameSynthesizer
 from codec.motion import MotionParams
 
@@ -21,7 +21,7 @@ def model() -> FaceVid2VidModel:
 
 def test_tracking_follows_a_hidden_error_and_keeps_openings(model: FaceVid2VidModel) -> None:
     """Frames rendered with a hidden δ error: the tracked frames' render comes closer to them than the sent motion's,
-    the model's weights are untouched, and each opening pair moves as one."""
+    the model's weights are untouched, each opening pair moves as one and the mouth's rows not at all."""
     rng = np.random.default_rng(0)
     k = model.config.num_keypoints
     portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
@@ -42,6 +42,7 @@ def test_tracking_follows_a_hidden_error_and_keeps_openings(model: FaceVid2VidMo
     for upper, lower in OPENING_PAIRS:
         if lower < k:
             np.testing.assert_allclose(tracker.correction[upper], tracker.correction[lower], atol=1e-6)
+    assert not tracker.correction[list(FROZEN_ROWS)].any()  # the mouth's rows as sent
     assert all(torch.equal(p, weights[name]) for name, p in model.named_parameters())
 
 
