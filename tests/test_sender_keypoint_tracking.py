@@ -64,6 +64,18 @@ def test_a_fast_machine_keeps_tracking_a_slow_one_turns_it_off(model: FaceVid2Vi
     assert stall.state.startswith("off: too slow here") and "for one frame" in stall.state
 
 
+def test_tracking_takes_fewer_steps_before_it_gives_up(model: FaceVid2VidModel) -> None:
+    rng = np.random.default_rng(3)
+    k = model.config.num_keypoints
+    portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    over, under = BUDGET_MS * 1.3, BUDGET_MS * 0.8
+    hook = TrackingHook(model, portrait, steps=3, clock=_Clock([400.0] * WARMUP_FRAMES + [over] * JUDGED_FRAMES
+                                                               + [under] * JUDGED_FRAMES))
+    for _ in range(WARMUP_FRAMES + 2 * JUDGED_FRAMES):
+        hook(_motion(rng, k), portrait, _landmarks())
+    assert hook.state == "on" and hook.steps == 2 and hook._tracker is not None and hook._tracker.steps == 2
+
+
 def test_a_failure_turns_tracking_off_and_the_frame_goes_out(model: FaceVid2VidModel) -> None:
     rng = np.random.default_rng(1)
     hook = TrackingHook(model, (rng.random((64, 64, 3)) * 255).astype(np.uint8))
@@ -88,7 +100,7 @@ def test_the_calibrator_tracks_only_after_its_offset(model: FaceVid2VidModel, di
     rng = np.random.default_rng(2)
     k = model.config.num_keypoints
     portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
-    hook = TrackingHook(model, portrait, steps=1)
+    hook = TrackingHook(model, portrait, steps=1, budget_ms=1e6)  # about what runs when, not how fast
     calibrator = KeypointCalibrator(model, portrait, FitProfile(frames=2, spacing=1, steps=2, learning_rate=0.002),
                                     ramp=0, background=False, same_person=lambda *a: distance, tracking=hook)
     for _ in range(2):  # kept for the fit: not tracked

@@ -236,6 +236,9 @@ def test_the_sender_cli_refines_a_video_source_for_a_model_trained_for_it(tmp_pa
 
     calibrator = calibrator_of("--weights", str(plain), "--source", str(tmp_path))  # kept by default (nothing written yet)
     assert isinstance(calibrator, KeypointCalibrator) and calibrator._cache is not None and calibrator._cache.dir == DEFAULT_DIR
+    assert calibrator.tracking is None  # auto: per-frame tracking with a GPU only
+    tracked = calibrator_of("--weights", str(plain), "--source", str(tmp_path), "--keypoint-tracking", "on")
+    assert isinstance(tracked, KeypointCalibrator) and tracked.tracking is not None and tracked.tracking.state == "on"
     assert calibrator_of("--weights", str(plain), "--calibration", "on") is None  # the trace: no camera frames
     sender = create_sender(parser.parse_args(["--device", "cpu", "--weights", str(trained), "--source", str(tmp_path)]))
     baseline = sender._expression_baseline  # the portrait's own δ: the controller ranks keypoints against it
