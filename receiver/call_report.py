@@ -126,12 +126,6 @@ class CallRecords:
         (concealed frames have no capture); it needs one clock on both sides (the same machine).
         """
 
-        def percentiles(values: list[float]) -> dict[str, float | None]:
-            if not values:
-                return {"median": None, "p95": None, "max": None}
-            arr = np.asarray(values)
-            return {"median": round(float(np.median(arr)), 2), "p95": round(float(np.percentile(arr, 95)), 2), "max": round(float(arr.max()), 2)}
-
         renders, outputs = list(self.renders), list(self.outputs)
         decoded = [r for r in renders if not r.concealed]
         duration_s = (renders[-1].rendered_ms - renders[0].rendered_ms) / 1000.0 if len(renders) > 1 else 0.0
@@ -148,10 +142,10 @@ class CallRecords:
             "frames_unscheduled": self.frames_unscheduled,
             "output_fps": round((len(outputs) - 1) / span_s, 3) if span_s else None,
             "rendered_fps": round((len(renders) - 1) / duration_s, 3) if duration_s else None,
-            "latency_ms": percentiles([r.rendered_ms - r.capture_ms for r in decoded]),
-            "latency_parts_ms": _latency_parts(decoded, outputs, percentiles),
+            "latency_ms": _percentiles([r.rendered_ms - r.capture_ms for r in decoded]),
+            "latency_parts_ms": _latency_parts(decoded, outputs),
             "latency_ms_by_window": _latency_by_window(decoded, LATENCY_WINDOW_S),
-            "render_ms": percentiles([r.render_ms for r in renders]),
+            "render_ms": _percentiles([r.render_ms for r in renders]),
             "playout_delay_ms": round(playout.target_delay_ms, 2),
             "network_jitter_ms": round(links[-1].network_jitter_ms, 2) if links else None,
             "packets_received": totals.packets,
@@ -193,17 +187,22 @@ def _enhancement_stats(sender: SenderLink | None, worker: RenderWorker | None) -
     }
 
 
-def _latency_parts(
-    decoded: list[RenderRecord], outputs: list[OutputRecord], percentiles: Any,
-) -> dict[str, dict[str, float | None]]:
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "p95": None, "max": None}
+    arr = np.asarray(values)
+    return {"median": round(float(np.median(arr)), 2), "p95": round(float(np.percentile(arr, 95)), 2), "max": round(float(arr.max()), 2)}
+
+
+def _latency_parts(decoded: list[RenderRecord], outputs: list[OutputRecord]) -> dict[str, dict[str, float | None]]:
     """Where each decoded frame's latency went: capture → arrival (sender and network), arrival → due (the jitter
     buffer), due → rendered (render queue and render); matched by output slot, frames with an arrival time."""
     by_slot = {o.slot: o for o in outputs if not o.concealed and o.arrival_ms is not None}
     pairs = [(by_slot[r.slot], r) for r in decoded if r.slot in by_slot]
     return {
-        "to_arrival": percentiles([o.arrival_ms - o.capture_ms for o, _ in pairs]),
-        "arrival_to_due": percentiles([o.due_ms - o.arrival_ms for o, _ in pairs]),
-        "due_to_rendered": percentiles([r.rendered_ms - o.due_ms for o, r in pairs]),
+        "to_arrival": _percentiles([o.arrival_ms - o.capture_ms for o, _ in pairs]),
+        "arrival_to_due": _percentiles([o.due_ms - o.arrival_ms for o, _ in pairs]),
+        "due_to_rendered": _percentiles([r.rendered_ms - o.due_ms for o, r in pairs]),
     }
 
 

@@ -7,16 +7,12 @@ import numpy as np
 from receiver.call_report import OutputRecord, RenderRecord, _latency_by_window, _latency_parts
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    return {"median": float(np.median(values)) if values else None, "max": max(values) if values else None}
-
-
 def test_latency_splits_into_arrival_playout_and_render() -> None:
     outputs = [OutputRecord(slot, 1, slot, False, 1000.0 * slot, 1000.0 * slot + 90, 1000.0 * slot + 40)
                for slot in range(5)]
     outputs.append(OutputRecord(5, 1, 5, True, 5000.0, 5090.0, None))  # concealed: no arrival, not counted
     renders = [RenderRecord(slot, False, 1000.0 * slot, 1000.0 * slot + 120, 25.0) for slot in range(5)]
-    parts = _latency_parts(renders, outputs, _percentiles)
+    parts = _latency_parts(renders, outputs)
     assert parts["to_arrival"]["median"] == 40 and parts["arrival_to_due"]["median"] == 50
     assert parts["due_to_rendered"]["median"] == 30  # 40 + 50 + 30 = the frame's 120 ms
 

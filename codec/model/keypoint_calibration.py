@@ -85,6 +85,27 @@ def _images(frames: Sequence[np.ndarray], size: int, device: torch.device) -> to
     return images
 
 
+def loss_weights(face_masks: Sequence[np.ndarray] | None, count: int, size: int, device: torch.device) -> torch.Tensor:
+    """The fit's L1 weights (N, 1, S, S): 1 + ``BACKGROUND_WEIGHT`` inside each (P, P) bool face mask (resized to S),
+    ``BACKGROUND_WEIGHT`` outside; no masks: the whole crop as face."""
+    if face_masks is None:
+        weight = torch.ones(count, 1, size, size, device=device)
+    else:
+        weight = torch.from_numpy(np.stack(face_masks).astype(np.float32)).to(device)[:, None]  # (N, 1, P, P)
+        weight = F.interpolate(weight, size=(size, size), mode="nearest")  # (N, 1, S, S)
+    return weight + BACKGROUND_WEIGHT
+
+
+def driving_keypoints(kp_canonical: torch.Tensor, motions: Sequence[MotionParams]) -> tuple[torch.Tensor, torch.Tensor]:
+    """kp_canonical (N or 1, K, 3) and the motions as sent -> driving keypoints (N, K, 3) and rotations (N, 3, 3)."""
+    device = kp_canonical.device
+    angles = torch.tensor([[m.yaw, m.pitch, m.roll] for m in motions], dtype=torch.float32, device=device)  # (N, 3)
+    rotation = angles_to_rotation_torch(angles[:, 0], angles[:, 1], angles[:, 2])  # (N, 3, 3)
+    translation = torch.tensor(np.stack([m.translation for m in motions]), dtype=torch.float32, device=device)  # (N, 3)
+    expression = torch.tensor(np.stack([m.expression for m in motions]), dtype=torch.float32, device=device)  # (N, K, 3)
+    return transform_keypoints_torch(kp_canonical, rotation, translation, expression), rotation
+
+
 def calibrate_keypoints(model: FaceVid2VidModel, portrait: np.ndarray, frames: Sequence[np.ndarray],
                         motions: Sequence[MotionParams], face_masks: Sequence[np.ndarray] | None = None,
                         steps: int = STEPS, learning_rate: float = LEARNING_RATE,
@@ -98,12 +119,7 @@ def calibrate_keypoints(model: FaceVid2VidModel, portrait: np.ndarray, frames: S
     device = next(model.parameters()).device
     size = model.config.image_size
     targets = _images(frames, size, device)  # (N, 3, S, S)
-    if face_masks is None:
-        weight = torch.ones(len(frames), 1, size, size, device=device)
-    else:
-        weight = torch.from_numpy(np.stack(face_masks).astype(np.float32)).to(device)[:, None]  # (N, 1, P, P)
-        weight = F.interpolate(weight, size=(size, size), mode="nearest")  # (N, 1, S, S)
-    weight = weight + BACKGROUND_WEIGHT
+    weight = loss_weights(face_masks, len(frames), size, device)  # (N, 1, S, S)
     started = time.perf_counter()
     with torch.no_grad():
         one = model.encode_reference(_images([portrait], size, device))
@@ -114,11 +130,7 @@ def calibrate_keypoints(model: FaceVid2VidModel, portrait: np.ndarray, frames: S
 
         reference = ReferenceFeatures(batch(one.features), batch(one.skip), batch(one.image), batch(one.image_small),
                                       batch(one.kp_canonical), {}, batch(one.kp), batch(one.rotation))
-        angles = torch.tensor([[m.yaw, m.pitch, m.roll] for m in motions], dtype=torch.float32, device=device)  # (N, 3)
-        rotation = angles_to_rotation_torch(angles[:, 0], angles[:, 1], angles[:, 2])  # (N, 3, 3)
-        translation = torch.tensor(np.stack([m.translation for m in motions]), dtype=torch.float32, device=device)
-        expression = torch.tensor(np.stack([m.expression for m in motions]), dtype=torch.float32, device=device)
-        kp = transform_keypoints_torch(reference.kp_canonical, rotation, translation, expression)  # (N, K, 3)
+        kp, rotation = driving_keypoints(reference.kp_canonical, motions)  # (N, K, 3), (N, 3, 3)
     tie = tying_matrix(kp.shape[1]).to(device)  # (K, K)
     free = torch.zeros(kp.shape[1:], device=device)  # (K, 3)
     if start is not None:

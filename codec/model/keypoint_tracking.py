@@ -24,11 +24,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from codec.model.face_model import FaceVid2VidModel
-from codec.model.keypoint_calibration import BACKGROUND_WEIGHT, MAX_OFFSET, _images, apply_offset, tying_matrix
-from codec.motion import MotionParams, angles_to_rotation_torch, transform_keypoints_torch
+from codec.model.keypoint_calibration import (
+    MAX_OFFSET,
+    _images,
+    apply_offset,
+    driving_keypoints,
+    loss_weights,
+    tying_matrix,
+)
+from codec.motion import MotionParams
 
 TRACKING_STEPS = 2
 TRACKING_LEARNING_RATE = 0.002
@@ -36,8 +42,6 @@ TRACKING_LEARNING_RATE = 0.002
 # lips. Fitted per frame they follow G's L1 rather than the sent opening (validation: mouth opening error 2.64 -> 3.03 px
 # tied, 2.78 with these rows frozen, for 26.71 / 26.69 dB).
 FROZEN_ROWS: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPSILON = 1e-8
 
 
 class KeypointTracker:
@@ -51,16 +55,15 @@ class KeypointTracker:
         self._model = model
         self._device = next(model.parameters()).device
         self._size = model.config.image_size
-        self.steps, self.learning_rate = steps, learning_rate
+        self.steps = steps
         with torch.no_grad():
             self._reference = model.encode_reference(_images([np.ascontiguousarray(portrait)], self._size, self._device))
         k = self._reference.kp_canonical.shape[1]
         self._tie = tying_matrix(k).to(self._device)  # (K, K)
         self._moving = torch.ones(k, 1, device=self._device)  # (K, 1): 0 on the rows left as sent
         self._moving[[row for row in frozen_rows if row < k]] = 0
-        self._free = torch.zeros(k, 3, device=self._device)  # the last frame's correction, untied
-        self._moments = (torch.zeros_like(self._free), torch.zeros_like(self._free))
-        self._step = 0
+        self._free = torch.zeros(k, 3, device=self._device, requires_grad=True)  # the last frame's correction, untied
+        self._optimizer = torch.optim.Adam([self._free], lr=learning_rate)  # its moments carry over from frame to frame
         self.correction = np.zeros((k, 3), np.float32)  # the last frame's (K, 3), tied
 
     def __call__(self, motion: MotionParams, face: np.ndarray, face_mask: np.ndarray | None = None) -> MotionParams:
@@ -69,35 +72,18 @@ class KeypointTracker:
         if motion.expression.shape != tuple(self._free.shape):
             raise ValueError(f"motion δ {motion.expression.shape} does not match the model's keypoints "
                              f"{tuple(self._free.shape)}")
-        size, device = self._size, self._device
-        target = _images([face], size, device)  # (1, 3, S, S)
-        if face_mask is None:
-            weight = torch.ones(1, 1, size, size, device=device)
-        else:
-            weight = torch.from_numpy(np.asarray(face_mask, np.float32)).to(device)[None, None]  # (1, 1, P, P)
-            weight = F.interpolate(weight, size=(size, size), mode="nearest")
-        weight = weight + BACKGROUND_WEIGHT
+        target = _images([face], self._size, self._device)  # (1, 3, S, S)
+        weight = loss_weights(None if face_mask is None else [face_mask], 1, self._size, self._device)  # (1, 1, S, S)
         with torch.no_grad():
-            angles = torch.tensor([[motion.yaw, motion.pitch, motion.roll]], dtype=torch.float32, device=device)
-            rotation = angles_to_rotation_torch(angles[:, 0], angles[:, 1], angles[:, 2])  # (1, 3, 3)
-            translation = torch.tensor(np.asarray(motion.translation, np.float32)[None], device=device)  # (1, 3)
-            expression = torch.tensor(np.asarray(motion.expression, np.float32)[None], device=device)  # (1, K, 3)
-            kp = transform_keypoints_torch(self._reference.kp_canonical, rotation, translation, expression)  # (1, K, 3)
-        free = self._free.clone().requires_grad_(True)
-        first, second = self._moments
-        beta1, beta2 = ADAM_BETAS
+            kp, rotation = driving_keypoints(self._reference.kp_canonical, [motion])  # (1, K, 3), (1, 3, 3)
         for _ in range(self.steps):  # the gradient goes to the correction alone; the model is only read
-            rendered = self._model.synthesize(self._reference, kp + (self._tie @ free)[None], rotation)["image"]
+            rendered = self._model.synthesize(self._reference, kp + (self._tie @ self._free)[None], rotation)["image"]
             loss = ((rendered.float() - target).abs() * weight).mean()
-            (grad,) = torch.autograd.grad(loss, [free])
-            grad = grad * self._moving
-            self._step += 1
-            first = beta1 * first + (1 - beta1) * grad
-            second = beta2 * second + (1 - beta2) * grad * grad
+            (grad,) = torch.autograd.grad(loss, [self._free])
+            self._free.grad = grad * self._moving
+            self._optimizer.step()
             with torch.no_grad():
-                step = first / (1 - beta1 ** self._step) / ((second / (1 - beta2 ** self._step)).sqrt() + ADAM_EPSILON)
-                free -= self.learning_rate * step
-                free.clamp_(-MAX_OFFSET, MAX_OFFSET)
-        self._free, self._moments = free.detach(), (first, second)
-        self.correction = (self._tie @ self._free).cpu().numpy().astype(np.float32)
+                self._free.clamp_(-MAX_OFFSET, MAX_OFFSET)
+        with torch.no_grad():
+            self.correction = (self._tie @ self._free).cpu().numpy().astype(np.float32)
         return apply_offset(motion, self.correction)
